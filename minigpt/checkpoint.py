@@ -1,0 +1,221 @@
+"""Checkpoints: atomic writes, safe loads, and the self-describing run directory every stage uses.
+
+A run directory holds (each file written to a temp file in the same directory, then os.replace'd, so
+a crash or Ctrl-C never leaves a half-written file behind):
+
+    run_dir/model.pt       {"model": state_dict, "config": asdict(GPTConfig), **extra}  the final weights
+    run_dir/tokenizer.bpe  the tokenizer, so the directory is self-describing
+    run_dir/ckpt.pt        resume state: model + optimizer + step + RNG states (see minigpt.train)
+    run_dir/config.json    the stage's config
+    run_dir/summary.json   final metrics; its presence marks the stage as finished (is_finished)
+
+Everything is loaded with torch.load(weights_only=True): a checkpoint can then only contain tensors and
+plain Python containers, never pickled code.
+
+    model, tokenizer = load_model("out/pretrain")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from typing import Any
+
+import torch
+
+MODEL_FILE = "model.pt"
+TOKENIZER_FILE = "tokenizer.bpe"
+RESUME_FILE = "ckpt.pt"
+SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.json"
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+def _atomic_write(path: str | os.PathLike, write_fn, mode: str = "wb") -> None:
+    """Call write_fn(file_object) on a temp file next to `path`, then rename it onto `path`."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # also KeyboardInterrupt: never leave the temp file behind
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save(obj, path), atomically (temp file in the same directory + os.replace)."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file atomically."""
+    _atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def _json_default(x):
+    if isinstance(x, torch.Tensor):
+        return x.item() if x.numel() == 1 else x.tolist()
+    if dataclasses.is_dataclass(x):
+        return dataclasses.asdict(x)
+    if hasattr(x, "item"):  # numpy scalars
+        return x.item()
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    return str(x)
+
+
+def _finite(x):
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write obj as indented JSON, atomically (NaN/inf become null, tensors become numbers/lists)."""
+    obj = json.loads(json.dumps(obj, default=_json_default))  # normalise tensors/dataclasses first
+    atomic_write_text(path, json.dumps(_finite(obj), indent=2, sort_keys=False) + "\n")
+
+
+def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """torch.load with weights_only=True (no arbitrary code) onto the CPU by default."""
+    return torch.load(os.fspath(path), map_location=map_location, weights_only=True)
+
+
+# ----------------------------------------------------------------------------- models
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under DistributedDataParallel and/or torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, torch.nn.Module):  # DDP
+            model = model.module
+        elif hasattr(model, "_orig_mod"):  # torch.compile
+            model = model._orig_mod
+        else:
+            return model
+
+
+def clean_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """state_dict of the unwrapped model, on the CPU (no 'module.' / '_orig_mod.' prefixes)."""
+    return {k: v.detach().cpu() for k, v in unwrap_model(model).state_dict().items()}
+
+
+def save_tokenizer(run_dir: str | os.PathLike, tokenizer) -> str:
+    """tokenizer.save to run_dir/tokenizer.bpe through a temp file + rename. Returns the path."""
+    path = os.path.join(os.fspath(run_dir), TOKENIZER_FILE)
+    os.makedirs(os.fspath(run_dir), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.fspath(run_dir), prefix="." + TOKENIZER_FILE + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        tokenizer.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_tokenizer(run_dir: str | os.PathLike):
+    """Tokenizer.load(run_dir/tokenizer.bpe)."""
+    from minigpt.tokenizer import Tokenizer
+
+    path = os.path.join(os.fspath(run_dir), TOKENIZER_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no tokenizer in this run directory")
+    return Tokenizer.load(path)
+
+
+def save_model(run_dir: str | os.PathLike, model: torch.nn.Module, tokenizer=None,
+               extra: dict | None = None) -> str:
+    """Write run_dir/model.pt = {"model": state_dict, "config": asdict(GPTConfig), **extra} and,
+    when a tokenizer is given, run_dir/tokenizer.bpe. Returns the model path."""
+    run_dir = os.fspath(run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    plain = unwrap_model(model)
+    obj = {"model": clean_state_dict(plain), "config": dataclasses.asdict(plain.config)}
+    obj.update(extra or {})
+    path = os.path.join(run_dir, MODEL_FILE)
+    atomic_torch_save(obj, path)
+    if tokenizer is not None:
+        save_tokenizer(run_dir, tokenizer)
+    return path
+
+
+def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
+    """(GPT, Tokenizer) from run_dir/model.pt and run_dir/tokenizer.bpe; the model is in eval mode.
+
+    Falls back to the model inside run_dir/ckpt.pt when a run was interrupted before model.pt existed.
+    """
+    from minigpt.config import GPTConfig
+    from minigpt.model import GPT
+
+    run_dir = os.fspath(run_dir)
+    path = os.path.join(run_dir, MODEL_FILE)
+    if not os.path.exists(path):
+        path = os.path.join(run_dir, RESUME_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{run_dir}: no {MODEL_FILE} (or {RESUME_FILE}); train this stage first")
+    obj = safe_load(path)
+    config = obj.get("model_config", obj.get("config"))
+    model = GPT(GPTConfig(**config))
+    model.load_state_dict(obj["model"])
+    model.to(device).eval()
+    return model, load_tokenizer(run_dir)
+
+
+# ----------------------------------------------------------------------------- resume + summary
+
+def save_checkpoint(run_dir: str | os.PathLike, state: dict) -> str:
+    """Atomically write the resume state dict to run_dir/ckpt.pt. Returns the path."""
+    path = os.path.join(os.fspath(run_dir), RESUME_FILE)
+    atomic_torch_save(state, path)
+    return path
+
+
+def load_checkpoint(run_dir: str | os.PathLike) -> dict | None:
+    """The resume state from run_dir/ckpt.pt, or None when there is none."""
+    path = os.path.join(os.fspath(run_dir), RESUME_FILE)
+    return safe_load(path) if os.path.exists(path) else None
+
+
+def write_summary(run_dir: str | os.PathLike, metrics: dict) -> str:
+    """Atomically write run_dir/summary.json: the stage's final metrics and its 'finished' marker."""
+    path = os.path.join(os.fspath(run_dir), SUMMARY_FILE)
+    atomic_write_json(path, metrics)
+    return path
+
+
+def read_summary(run_dir: str | os.PathLike) -> dict | None:
+    """run_dir/summary.json as a dict, or None when the stage has not finished."""
+    path = os.path.join(os.fspath(run_dir), SUMMARY_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def is_finished(run_dir: str | os.PathLike) -> bool:
+    """True when the stage that writes run_dir has finished (its summary.json exists)."""
+    return os.path.exists(os.path.join(os.fspath(run_dir), SUMMARY_FILE))
+
+
+def write_config(run_dir: str | os.PathLike, cfg) -> str:
+    """Atomically write a stage config (a dataclass or dict) to run_dir/config.json."""
+    path = os.path.join(os.fspath(run_dir), CONFIG_FILE)
+    atomic_write_json(path, dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg)
+    return path

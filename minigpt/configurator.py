@@ -1,0 +1,293 @@
+"""Typed command-line configuration: a dataclass, named presets, and `--key=value` overrides.
+
+nanoGPT's configurator `exec`s a Python file and then the command line; it says itself that this is
+"probably a terrible idea". Here every stage declares one `@dataclass` whose fields carry an inline
+comment, and this module turns the command line into an instance of it, checking types:
+
+    python -m minigpt.train --preset tiny --max_iters=50 --lr=3e-4 --compile=false --resume
+
+Rules (applied left to right, later wins):
+  1. start from the dataclass defaults, then the preset: `--preset NAME` (or `--preset=NAME`), or the
+     preset called "default" when there is one and no preset is named;
+  2. `--key=value` (or `--key value`) sets one field, converting `value` to the field's type:
+       bool   true/false/1/0/yes/no/on/off (a bare `--flag` means true)
+       int    "12", "1_000", "1e3" (when it is a whole number)
+       float  "3e-4", "0.1"
+       str    taken as is
+       X | None / Optional[X]   "none" / "null" means None, anything else is converted to X
+       list[X] / tuple[X, ...]  comma-separated: "--families=reverse,sort"
+  3. `--help` / `-h` prints every field with its type, default (after the preset) and its comment.
+An unknown key, a bad value or an unknown preset exits with a one-line message (SystemExit).
+
+    >>> @dataclass
+    ... class C:
+    ...     lr: float = 1e-3   # learning rate
+    ...     steps: int = 10    # optimizer steps
+    >>> parse_config(C, ["--steps=20"], {"fast": {"lr": 1e-2}}).steps
+    20
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import re
+import sys
+import types
+import typing
+from typing import Any
+
+_TRUE = {"true", "1", "yes", "y", "on", "t"}
+_FALSE = {"false", "0", "no", "n", "off", "f"}
+_NONE = {"none", "null"}
+
+
+def field_comments(cls) -> dict[str, str]:
+    """The inline `# comment` of each field of a dataclass, read from its source (empty if unavailable).
+
+    A field line `lr: float = 3e-4  # peak learning rate` gives {"lr": "peak learning rate"};
+    comment-only lines right below a field continue its comment.
+    """
+    comments: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):  # base classes first, subclasses override
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        last = None
+        for line in source.splitlines():
+            m = re.match(r"^\s+([A-Za-z_]\w*)\s*:[^#]*?(?:#\s?(.*))?$", line)
+            if m and not line.strip().startswith("#") and "(" not in line.split(":")[0]:
+                last = m.group(1)
+                comments[last] = (m.group(2) or "").strip()
+                continue
+            m = re.match(r"^\s+#\s?(.*)$", line)
+            if m and last is not None and comments.get(last):
+                comments[last] += " " + m.group(1).strip()
+                continue
+            last = None
+    return comments
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints.get(f.name, str) for f in dataclasses.fields(cls) if f.init}
+
+
+def _type_name(tp) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _unwrap_optional(tp):
+    """X | None -> (X, True); X -> (X, False)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def convert(text: str, tp, name: str = "value"):
+    """Convert the command-line string `text` to type `tp` or raise ValueError naming the field.
+
+    convert("3", int) -> 3;  convert("off", bool) -> False;  convert("none", int | None) -> None;
+    convert("a,b", list[str]) -> ["a", "b"].
+    """
+    inner, optional = _unwrap_optional(tp)
+    if optional and text.strip().lower() in _NONE:
+        return None
+    origin = typing.get_origin(inner)
+    if origin in (list, tuple):
+        args = typing.get_args(inner)
+        item_tp = args[0] if args else str
+        items = [] if text.strip() == "" else [s.strip() for s in text.split(",")]
+        values = [convert(s, item_tp, name) for s in items]
+        return values if origin is list else tuple(values)
+    if inner is bool:
+        low = text.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError(f"--{name}: expected a bool (true/false), got {text!r}")
+    if inner is int:
+        try:
+            return int(text.replace("_", ""))
+        except ValueError:
+            try:
+                x = float(text)
+            except ValueError:
+                x = None
+            if x is not None and x.is_integer():
+                return int(x)
+            raise ValueError(f"--{name}: expected an int, got {text!r}") from None
+    if inner is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"--{name}: expected a float, got {text!r}") from None
+    if inner is str or inner is Any:
+        return text
+    raise ValueError(f"--{name}: cannot parse fields of type {_type_name(tp)} from the command line")
+
+
+def check_value(value, tp, name: str = "value"):
+    """Check (and lightly coerce: int -> float) a Python value given in a preset or in code."""
+    inner, optional = _unwrap_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"{name}: None is not allowed for a field of type {_type_name(tp)}")
+    origin = typing.get_origin(inner)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{name}: expected a {_type_name(inner)}, got {value!r}")
+        args = typing.get_args(inner)
+        item_tp = args[0] if args else Any
+        values = [check_value(v, item_tp, name) for v in value]
+        return values if origin is list else tuple(values)
+    if inner is Any:
+        return value
+    if inner is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if inner is int and isinstance(value, bool):
+        raise ValueError(f"{name}: expected an int, got the bool {value!r}")
+    if isinstance(inner, type) and not isinstance(value, inner):
+        raise ValueError(f"{name}: expected {_type_name(inner)}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _unknown(name: str, known) -> SystemExit:
+    close = difflib.get_close_matches(name, list(known), n=3)
+    hint = f" (did you mean {', '.join('--' + c for c in close)}?)" if close else ""
+    return SystemExit(f"error: unknown option --{name}{hint}; run with --help to list the options")
+
+
+def replace_checked(cfg, overrides: dict[str, Any], where: str = "override"):
+    """dataclasses.replace with a type check of every value and a clear error for unknown keys."""
+    types_ = _field_types(type(cfg))
+    checked = {}
+    for key, value in overrides.items():
+        if key not in types_:
+            raise _unknown(key, types_)
+        try:
+            checked[key] = check_value(value, types_[key], f"{where} {key}")
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+    return dataclasses.replace(cfg, **checked)
+
+
+def format_help(cls, presets: dict[str, dict] | None = None, cfg=None, prog: str | None = None) -> str:
+    """The --help text: usage, the class docstring's first line, presets, then one line per field."""
+    presets = presets or {}
+    cfg = cfg if cfg is not None else cls()
+    prog = prog or "python -m <module>"
+    lines = [f"usage: {prog} [--preset NAME] [--key=value ...] [--help]", ""]
+    doc = inspect.getdoc(cls) or ""
+    if doc and not doc.startswith(cls.__name__ + "("):
+        lines += [doc.splitlines()[0], ""]
+    if presets:
+        lines.append("presets: " + ", ".join(presets) + (" (default: default)" if "default" in presets else ""))
+        lines.append("")
+    comments = field_comments(cls)
+    types_ = _field_types(cls)
+    rows = []
+    for name, tp in types_.items():
+        value = getattr(cfg, name)
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        rows.append((f"--{name}={value}", _type_name(tp), comments.get(name, "")))
+    w0 = max((len(r[0]) for r in rows), default=0)
+    w1 = max((len(r[1]) for r in rows), default=0)
+    lines.append("options (shown with the values the chosen preset gives):")
+    for a, b, c in rows:
+        lines.append(f"  {a:<{w0}}  {b:<{w1}}  {c}".rstrip())
+    return "\n".join(lines)
+
+
+def parse_config(cls, argv: list[str] | None = None, presets: dict[str, dict] | None = None,
+                 prog: str | None = None):
+    """Build `cls` from the dataclass defaults, a preset and `--key=value` overrides (see module doc).
+
+    argv defaults to sys.argv[1:]. `--help` prints format_help and exits with status 0.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    presets = presets or {}
+    types_ = _field_types(cls)
+
+    # Pass 1: split into (key, value-or-None) pairs.
+    pairs: list[tuple[str, str | None]] = []
+    i = 0
+    want_help = False
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-h", "--help"):
+            want_help = True
+            i += 1
+            continue
+        if not arg.startswith("--") or len(arg) == 2:
+            raise SystemExit(f"error: unexpected argument {arg!r}; options look like --key=value")
+        body = arg[2:]
+        if "=" in body:
+            key, value = body.split("=", 1)
+        else:
+            key, value = body, None
+            # `--key value`, unless the field is a bool (then a bare flag means true)
+            if key == "preset" or (key in types_ and _unwrap_optional(types_[key])[0] is not bool):
+                if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                    raise SystemExit(f"error: --{key} needs a value (--{key}=VALUE)")
+                value = argv[i + 1]
+                i += 1
+        key = key.replace("-", "_")
+        pairs.append((key, value))
+        i += 1
+
+    # Pass 2: the preset (the last --preset given wins), then the overrides in order.
+    preset_names = [v for k, v in pairs if k == "preset"]
+    cfg = cls()
+    if preset_names:
+        name = preset_names[-1]
+        if name not in presets:
+            raise SystemExit(f"error: unknown preset {name!r}; choose one of: {', '.join(presets) or '(none)'}")
+        cfg = replace_checked(cfg, presets[name], where=f"preset {name!r}:")
+    elif "default" in presets:
+        cfg = replace_checked(cfg, presets["default"], where="preset 'default':")
+
+    overrides: dict[str, Any] = {}
+    for key, value in pairs:
+        if key == "preset":
+            continue
+        if key not in types_:
+            raise _unknown(key, types_)
+        if value is None:
+            value = "true"
+        try:
+            overrides[key] = convert(value, types_[key], key)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+    cfg = dataclasses.replace(cfg, **overrides)
+
+    if want_help:
+        print(format_help(cls, presets, cfg, prog))
+        raise SystemExit(0)
+    return cfg
+
+
+def config_to_dict(cfg) -> dict[str, Any]:
+    """asdict, for JSON files and checkpoints (only plain Python values)."""
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(cls, d: dict[str, Any], strict: bool = False):
+    """Rebuild a config saved with config_to_dict; unknown keys are dropped unless strict."""
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    extra = set(d) - names
+    if extra and strict:
+        raise ValueError(f"unknown config keys: {sorted(extra)}")
+    return replace_checked(cls(), {k: v for k, v in d.items() if k in names}, where="saved config")

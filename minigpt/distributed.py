@@ -1,0 +1,101 @@
+"""Multi-process data parallelism with torch.distributed: setup, teardown, sharding, reductions.
+
+`torchrun` starts one process per device and sets RANK / LOCAL_RANK / WORLD_SIZE in each one's
+environment. Every process holds a full copy of the model, computes gradients on its own slice of the
+global batch, and DistributedDataParallel averages the gradients across processes during backward, so
+all copies take the same optimizer step. Backend: nccl between GPUs, gloo on the CPU.
+
+    torchrun --standalone --nproc_per_node=2 -m minigpt.train --preset tiny
+
+Without torchrun (no RANK in the environment) everything here degrades to a single process: rank 0
+of a world of size 1, and the reductions are identities.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0          # this process's index among all processes
+    local_rank: int = 0    # its index on this machine (picks the GPU)
+    world_size: int = 1    # number of processes
+    enabled: bool = False  # True when launched by torchrun and a process group is initialised
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone writes files, prints and shows progress bars."""
+        return self.rank == 0
+
+
+def setup_distributed(device_type: str = "cpu") -> DistInfo:
+    """Initialise the process group when launched by torchrun (else return a single-process DistInfo).
+
+    device_type "cuda" → nccl and torch.cuda.set_device(local_rank); anything else → gloo.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "RANK" not in os.environ:
+        return DistInfo()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    world_size = int(os.environ["WORLD_SIZE"])
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if device_type == "cuda":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend)
+    return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, enabled=True)
+
+
+def teardown_distributed() -> None:
+    """Destroy the process group if one was created."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every process (no-op on a single process)."""
+    if info.enabled:
+        dist.barrier()
+
+
+def all_reduce_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Mean of a tensor over processes (returns x itself on a single process)."""
+    if not info.enabled:
+        return x
+    x = x.clone()
+    dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x / info.world_size
+
+
+def all_reduce_max(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Max of a tensor over processes (e.g. a 'stop now' flag)."""
+    if not info.enabled:
+        return x
+    x = x.clone()
+    dist.all_reduce(x, op=dist.ReduceOp.MAX)
+    return x
+
+
+def shard(batch, rank: int, world_size: int):
+    """This process's contiguous slice of a global batch along dim 0.
+
+    Works on a tensor or on (nested) tuples / lists / dicts of tensors; other values pass through.
+    Example: a (8, T) batch on 2 processes → rows 0..3 on rank 0, rows 4..7 on rank 1.
+    """
+    if world_size == 1:
+        return batch
+    if isinstance(batch, torch.Tensor):
+        n = batch.shape[0]
+        if n % world_size != 0:
+            raise ValueError(f"global batch of {n} rows does not split evenly over {world_size} processes")
+        per = n // world_size
+        return batch[rank * per:(rank + 1) * per]
+    if isinstance(batch, dict):
+        return {k: shard(v, rank, world_size) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(shard(v, rank, world_size) for v in batch)
+    return batch

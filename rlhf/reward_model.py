@@ -1,0 +1,363 @@
+"""Stage 3 of InstructGPT: a reward model learned from labelers' rankings.
+
+The reward model r_θ(x, y) is the SFT model with its LM head swapped for a scalar head, read at the
+last real token of prompt + response. A labeler ranks K responses to a prompt; every pair of the K
+(C(K,2) of them) is a comparison, and all of a prompt's pairs are scored from ONE forward pass per
+response, in one batch element (InstructGPT §3.5, eq. 1):
+
+    loss(θ) = - 1/C(K,2) · E_{(x, y_w, y_l) ~ D} [ log σ( r_θ(x, y_w) - r_θ(x, y_l) ) ]
+
+Tied responses give no pair (rlhf.losses.ranked_reward_loss with a pair mask). Plain comparison files
+(prompt/chosen/rejected, HH-RLHF) use rlhf.losses.pairwise_reward_loss, with an optional margin.
+After training a bias is subtracted so that labeler demonstrations score 0 on average.
+
+Run (after SFT):
+
+    python -m rlhf.reward_model --preset default --sft_dir=out/sft --out_dir=out/reward_model
+    python -m rlhf.reward_model --preset tiny --sft_dir=out/tiny/sft --out_dir=out/tiny/reward_model
+    python -m rlhf.reward_model --data=pairs.jsonl          # any comparison JSONL instead of simulated labelers
+    python -m rlhf.reward_model --out_dir=out/reward_model --resume
+    torchrun --standalone --nproc_per_node=2 -m rlhf.reward_model --preset default
+
+What it writes to out_dir: data/rm_train.jsonl, data/rm_val.jsonl (the rankings, in the rankings
+JSONL format), model.pt + tokenizer.bpe (RewardModel.load reads them), ckpt.pt, metrics.jsonl,
+loss.png, calibration.png, summary.json (held-out accuracy, labeler ceiling, per family / per H,
+RM–gold correlation).
+
+Where we simplify InstructGPT:
+  1. The RM has the size of the policy and starts from its SFT weights (InstructGPT used one 6B RM,
+     initialised from a 6B SFT model, for every policy size).
+  2. Labelers are simulated (rlhf.world.labelers: Bradley–Terry noise around the gold oracle) and may
+     declare ties; ties carry no loss.
+  3. Candidates: the labeler's own demonstration plus samples of the SFT policy at temperature >= 1
+     (and optionally of a second policy), so that comparisons are informative (DESIGN.md, feasibility
+     notes); InstructGPT sampled from several models too.
+  4. The labelers' ceiling is measured by a second, independent simulated labeler ranking the same
+     held-out candidates (InstructGPT measured ~73% inter-labeler agreement).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from minigpt import checkpoint as ckpt_io
+from minigpt.config import GPTConfig
+from minigpt.configurator import parse_config
+from minigpt.distributed import barrier, setup_distributed, teardown_distributed
+from minigpt.model import GPT
+from minigpt.train import (LoopConfig, NonFiniteLossError, fit, make_generator, pick_device,
+                           seed_everything)
+from rlhf import data as D
+from rlhf.losses import pairwise_reward_loss, ranked_reward_loss
+
+# -----------------------------------------------------------------------------
+# the model
+
+
+def last_token_values(values: Tensor, attention_mask: Tensor) -> Tensor:
+    """values[b, t*] at each row's last real token t* = the largest t with attention_mask[b, t] = 1.
+
+    values, attention_mask: (B, T) → (B,). Works for right padding, left padding and both (a left-
+    padded prompt followed by a response and right padding, as generation returns it).
+    Example: values [[1, 2, 3, 4]], mask [[0, 1, 1, 0]] → [3].  A row with no real token reads t = 0.
+    """
+    T = values.shape[1]
+    positions = torch.arange(T, device=values.device).expand_as(values)          # (B, T)
+    last = (positions * attention_mask.long()).max(dim=1).values                 # (B,)
+    return values.gather(1, last[:, None]).squeeze(1)                            # (B,)
+
+
+class RewardModel(nn.Module):
+    """A GPT backbone (its LM head unused) and a scalar head: r(x, y) read at the last real token."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.backbone = GPT(config)
+        self.head = nn.Linear(config.n_embd, 1)
+        # Small init: at the start every response scores ~0 and no comparison is pre-judged.
+        nn.init.normal_(self.head.weight, mean=0.0, std=0.1 / math.sqrt(config.n_embd))
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, idx: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Per-token scalar (B, T): the head applied to every position's final hidden state."""
+        h = self.backbone.hidden_states(idx, attention_mask=attention_mask)     # (B, T, C)
+        return self.head(h).squeeze(-1)                                          # (B, T)
+
+    def score(self, idx: Tensor, attention_mask: Tensor) -> Tensor:
+        """The reward of each sequence, (B,): the per-token scalar at its last real token."""
+        return last_token_values(self(idx, attention_mask), attention_mask)
+
+    @torch.no_grad()
+    def normalize_(self, offset: float) -> None:
+        """Subtract `offset` from every reward (through the head's bias), e.g. the mean demo reward."""
+        self.head.bias -= offset
+
+    @classmethod
+    def from_pretrained_gpt(cls, gpt: GPT) -> "RewardModel":
+        """A RewardModel whose backbone is a copy of `gpt` (dropout off) and whose head is fresh."""
+        model = cls(replace(gpt.config, dropout=0.0))
+        model.backbone.load_state_dict(gpt.state_dict())
+        return model
+
+    @classmethod
+    def from_sft(cls, run_dir: str, device="cpu"):
+        """(RewardModel initialised from the GPT in run_dir, its tokenizer)."""
+        gpt, tokenizer = ckpt_io.load_model(run_dir)
+        return cls.from_pretrained_gpt(gpt).to(device), tokenizer
+
+    def save(self, run_dir: str, tokenizer=None, extra: dict | None = None) -> str:
+        """run_dir/model.pt (+ tokenizer.bpe): {"model": state_dict, "config": GPTConfig, "kind": ...}."""
+        return ckpt_io.save_model(run_dir, self, tokenizer, extra={"kind": "reward_model", **(extra or {})})
+
+    @classmethod
+    def load(cls, run_dir: str, device="cpu") -> "RewardModel":
+        """The RewardModel saved in run_dir (model.pt, or ckpt.pt of an unfinished run), in eval mode."""
+        path = os.path.join(run_dir, ckpt_io.MODEL_FILE)
+        if not os.path.exists(path):
+            path = os.path.join(run_dir, ckpt_io.RESUME_FILE)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{run_dir}: no reward model ({ckpt_io.MODEL_FILE}); run rlhf.reward_model first")
+        obj = ckpt_io.safe_load(path)
+        model = cls(GPTConfig(**obj.get("model_config", obj.get("config"))))
+        model.load_state_dict(obj["model"])
+        return model.to(device).eval()
+
+
+# -----------------------------------------------------------------------------
+# config
+
+
+@dataclass
+class RMConfig(LoopConfig):
+    """Reward model: rank K responses per prompt, learn r(x, y) with the K-choose-2 pairwise loss."""
+    out_dir: str = "out/reward_model"  # run directory (model.pt, summary.json, data/, plots)
+    sft_dir: str = "out/sft"         # SFT run: its weights start the RM, its policy samples the candidates
+    data: str = ""                   # comparison JSONL (rankings, prompt/chosen/rejected or HH-RLHF); "" = simulate labelers
+    val_data: str = ""               # held-out comparisons for --data ("" = the last val_fraction of --data)
+    val_fraction: float = 0.1        # share of --data held out when no --val_data is given
+    norm_data: str = ""              # demonstrations JSONL whose mean reward becomes 0 ("" = the labelers' demos)
+    n_train_prompts: int = 1500      # simulated: train prompts, each with K ranked candidates
+    n_val_prompts: int = 300         # simulated: held-out val prompts (ranked by two independent labelers)
+    data_seed: int = 0               # seed of prompts, demonstrations, sampling and labels
+    include_demo: bool = True        # the labeler's demonstration is one of the K candidates
+    temperatures: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.6])  # one SFT sample per temperature
+    base_dir: str = ""               # optional second policy (e.g. the pretrain run) whose samples join in
+    base_temperatures: list[float] = field(default_factory=list)  # one sample of base_dir per temperature
+    max_new_tokens: int = 48         # length limit of sampled candidates (no stop token by then = not stopped)
+    gen_batch_size: int = 64         # prompts per generation batch
+    label_temperature: float = -1.0  # labelers' Bradley-Terry noise; < 0 = the world's default
+    block_size: int = 0              # longest prompt + response in tokens (0 = the model's block_size)
+    margin: float = 0.0              # pairwise files only: margin in -log σ(r_w - r_l - margin)
+    epochs: float = 1.0              # passes over the train prompts (InstructGPT: 1; more overfits)
+    normalize: bool = True           # shift rewards so the demonstrations average 0 (InstructGPT)
+    calibration_bins: int = 10       # bins of the calibration plot
+
+
+PRESETS: dict[str, dict] = {
+    # CI smoke run: seconds.
+    "tiny": dict(out_dir="out/tiny/reward_model", sft_dir="out/tiny/sft", n_train_prompts=48,
+                 n_val_prompts=24, temperatures=[1.0, 1.6], max_new_tokens=16, batch_size=8,
+                 max_iters=0, epochs=1.0, warmup_iters=2, eval_interval=5, eval_iters=1,
+                 learning_rate=1e-4, min_lr=1e-5, calibration_bins=5),
+    # After the default SFT: about 3 minutes on 2 cores (generation included).
+    "default": dict(n_train_prompts=1500, n_val_prompts=300, temperatures=[1.0, 1.0, 1.6],
+                    max_new_tokens=48, batch_size=16, max_iters=0, epochs=1.0, warmup_iters=10,
+                    eval_interval=50, eval_iters=4, learning_rate=1e-4, min_lr=1e-5, weight_decay=0.0),
+}
+# max_iters = 0 means: epochs · n_train / batch_size optimizer steps.
+
+
+# -----------------------------------------------------------------------------
+# comparisons: simulated labelers ranking policy samples, or a JSONL file
+
+
+def encode_response(conversation: list[dict], response: str, tokenizer, max_len: int, stopped: bool = True) -> list[int]:
+    """Token ids the RM reads: the prompt in the chat template, then the response (+ <|end|> if it stopped).
+
+    This is what generation produces (render_prompt ends with <|assistant|>), so the RM scores training
+    comparisons and PPO rollouts alike. Too long: the response keeps at most max(max_len − prompt, max_len // 2)
+    tokens and the prompt is truncated by rlhf.data's rule to fit the rest.
+    """
+    resp = tokenizer.encode(response) + ([D.stop_token_id(tokenizer)] if stopped else [])
+    prompt = D.render_prompt(conversation, tokenizer)
+    if len(prompt) + len(resp) > max_len:
+        resp = resp[: max(max_len - len(prompt), max_len // 2)]
+        prompt = D.render_prompt(conversation, tokenizer, max_len=max_len - len(resp))
+    return prompt + resp
+
+
+@torch.no_grad()
+def sample_responses(model: GPT, tokenizer, conversations: list[list[dict]], temperature: float,
+                     max_new_tokens: int, seed, batch_size: int = 64, desc: str = "sample") -> list[tuple[str, bool]]:
+    """One sampled reply per conversation: [(text up to the first <|end|>, stopped), ...]."""
+    from minigpt.generate import generate
+    from tqdm.auto import tqdm
+
+    end, pad = D.stop_token_id(tokenizer), D.pad_token_id(tokenizer)
+    device = model.transformer.wte.weight.device
+    max_prompt = model.config.block_size - max_new_tokens
+    out = []
+    for start in tqdm(range(0, len(conversations), batch_size), desc=desc, leave=False, dynamic_ncols=True):
+        prompts = [D.render_prompt(c, tokenizer, max_len=max_prompt) for c in conversations[start:start + batch_size]]
+        gen_seed = make_generator(0, seed, start).initial_seed()
+        g = torch.Generator(device=device).manual_seed(gen_seed)
+        gen = generate(model, prompts, max_new_tokens, temperature=temperature, eos_token_id=end,
+                       pad_token_id=pad, generator=g)
+        out += [D.decode_response(row, tokenizer) for row in gen.response.tolist()]
+    return out
+
+
+def simulate_rankings(split: str, n_prompts: int, policies: list[tuple[str, GPT, list[float]]], tokenizer,
+                      cfg: RMConfig, n_labelers: int = 1) -> list[dict]:
+    """Rows of a rankings JSONL file for n_prompts prompts of `split` of the instruction world.
+
+    Candidates of each prompt: the labeler's demonstration (cfg.include_demo) and one sample per
+    (policy, temperature). A simulated labeler ranks them (0 = best, equal = tie). Extra keys kept for
+    evaluation only (never used in training): family, h, source, stopped, gold (the oracle's scores),
+    and ranks_2, a second independent labeler's ranking (n_labelers = 2), which measures the ceiling.
+    """
+    from rlhf import world
+
+    examples = world.make_prompts(split, n_prompts, seed=cfg.data_seed)
+    convs = [ex.conversation for ex in examples]
+    cands: list[list[tuple[str, bool, str]]] = [[] for _ in examples]   # (text, stopped, source)
+    if cfg.include_demo:
+        rng = random.Random(f"rm-demo:{cfg.data_seed}:{split}")
+        for c, ex in zip(cands, examples):
+            c.append((world.demonstrate(ex, rng), True, "demo"))
+    for name, model, temps in policies:
+        for k, t in enumerate(temps):
+            samples = sample_responses(model, tokenizer, convs, t, cfg.max_new_tokens, (cfg.data_seed, split, name, k),
+                                       cfg.gen_batch_size, desc=f"{split}: {name} T={t:g}")
+            for c, (text, stopped) in zip(cands, samples):
+                c.append((text, stopped, f"{name}@{t:g}"))
+    label_kw = {} if cfg.label_temperature < 0 else {"temperature": cfg.label_temperature}
+    labelers = [random.Random(f"rm-label:{cfg.data_seed}:{split}:{i}") for i in range(n_labelers)]
+    rows = []
+    for ex, c in zip(examples, cands):
+        responses = [text for text, _, _ in c]
+        stopped = [s for _, s, _ in c]
+        row = {"prompt": ex.conversation, "responses": responses,
+               "ranks": [int(r) for r in world.rank(ex.conversation, responses, labelers[0], **label_kw)],
+               "family": ex.family, "h": ex.h, "source": [s for _, _, s in c], "stopped": stopped,
+               "gold": [round(world.score(ex.conversation, r, stopped=s), 6) for r, s in zip(responses, stopped)]}
+        if n_labelers > 1:
+            row["ranks_2"] = [int(r) for r in world.rank(ex.conversation, responses, labelers[1], **label_kw)]
+        rows.append(row)
+    return rows
+
+
+@dataclass
+class RankedItem:
+    """One prompt's K responses, encoded and sorted best first (stable in the file's order)."""
+    ids: list[list[int]]      # K token-id lists (prompt + response)
+    ranks: list[int]          # K labeler ranks, ascending (0 = best)
+    texts: list[str]          # K response texts (identical texts never form a pair)
+    meta: dict                # family, h, and per-response lists (gold, source, ranks_2), in the same order
+
+
+def to_items(records, tokenizer, max_len: int) -> list[RankedItem]:
+    """Encode rlhf.data Ranking / Preference records into RankedItems (a Preference = a ranking of two)."""
+    per_response = ("gold", "source", "stopped", "ranks_2")
+    items = []
+    for rec in records:
+        if isinstance(rec, D.Preference):
+            rec = D.Ranking(rec.prompt, [rec.chosen, rec.rejected], [0, 1], dict(rec.meta))
+        K = len(rec.responses)
+        order = sorted(range(K), key=lambda i: rec.ranks[i])                    # best first, stable
+        meta = {k: v for k, v in rec.meta.items() if k not in per_response}
+        for k in per_response:
+            if isinstance(rec.meta.get(k), list) and len(rec.meta[k]) == K:
+                meta[k] = [rec.meta[k][i] for i in order]
+        stopped = meta.get("stopped", [True] * K)
+        ids = [encode_response(rec.prompt, rec.responses[i], tokenizer, max_len, bool(s))
+               for i, s in zip(order, stopped)]
+        items.append(RankedItem(ids, [rec.ranks[i] for i in order], [rec.responses[i] for i in order], meta))
+    return items
+
+
+def pair_mask_of(item: RankedItem, K: int) -> Tensor:
+    """(K, K) 0/1: [i, j] = 1 where i < j, response i is ranked strictly better and the texts differ."""
+    mask = torch.zeros(K, K)
+    for i in range(len(item.ranks)):
+        for j in range(i + 1, len(item.ranks)):
+            if item.ranks[i] < item.ranks[j] and item.texts[i] != item.texts[j]:
+                mask[i, j] = 1.0
+    return mask
+
+
+def collate_items(items: list[RankedItem], pad_id: int) -> dict[str, Tensor]:
+    """A batch of P prompts: idx, attention_mask (P, K, T) right-padded; pair_mask (P, K, K).
+
+    K is the largest K of the batch; missing responses are all-padding rows that no pair touches.
+    """
+    P, K = len(items), max(len(it.ids) for it in items)
+    T = max(len(s) for it in items for s in it.ids)
+    idx = torch.full((P, K, T), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((P, K, T), dtype=torch.long)
+    pair_mask = torch.zeros((P, K, K))
+    for p, it in enumerate(items):
+        for k, s in enumerate(it.ids):
+            idx[p, k, :len(s)] = torch.tensor(s, dtype=torch.long)
+            attention_mask[p, k, :len(s)] = 1
+        pair_mask[p] = pair_mask_of(it, K)
+    return {"idx": idx, "attention_mask": attention_mask, "pair_mask": pair_mask}
+
+
+class RankingBatches:
+    """get_batch(split, index) → a collated batch of `batch_size` prompts (a pure function of its arguments).
+
+    train: epoch e = index * batch_size // n visits the items in a permutation seeded by (seed, e), so
+    every item is seen once per epoch and a resumed run replays the same batches. val: fixed slices.
+    """
+
+    def __init__(self, train: list[RankedItem], val: list[RankedItem], batch_size: int, pad_id: int, seed: int):
+        self.items = {"train": train, "val": val}
+        self.batch_size, self.pad_id, self.seed = batch_size, pad_id, seed
+
+    def __call__(self, split: str, index: int) -> dict[str, Tensor]:
+        items, B = self.items[split], self.batch_size
+        n = len(items)
+        if split == "train":
+            chosen = []
+            for pos in range(index * B, (index + 1) * B):
+                epoch, offset = divmod(pos, n)
+                perm = torch.randperm(n, generator=make_generator(self.seed, "rm-epoch", epoch))
+                chosen.append(items[int(perm[offset])])
+        else:
+            chosen = [items[(index * B + i) % n] for i in range(B)]
+        return collate_items(chosen, self.pad_id)
+
+
+def rm_loss(model, batch: dict[str, Tensor], pairwise: bool = False, margin: float = 0.0):
+    """(loss, stats) of a batch: one forward pass per response, every kept pair of a prompt compared.
+
+    pairwise=True (comparison files of chosen/rejected pairs, K = 2): pairwise_reward_loss with margin.
+    """
+    idx, attention_mask, pair_mask = batch["idx"], batch["attention_mask"], batch["pair_mask"]
+    P, K, T = idx.shape
+    flat_mask = attention_mask.view(P * K, T)
+    values = model(idx.view(P * K, T), flat_mask)                                # (P*K, T)
+    rewards = last_token_values(values, flat_mask).view(P, K).float()            # (P, K)
+    if pairwise:
+        loss = pairwise_reward_loss(rewards[:, 0], rewards[:, 1], margin if margin else None)
+    else:
+        loss = ranked_reward_loss(rewards, pair_mask)
+    with torch.no_grad():
+        diff = rewards[:, :, None] - rewards[:, None, :]                         # (P, K, K): r_i - r_j
+        correct = (diff > 0).float() + 0.5 * (diff == 0).float()
+        n_pairs = pair_mask.sum().clamp(min=1)
+        real = attention_mask.any(-1).float()                                    # (P, K) real responses
+        stats = {"accuracy": (correct * pair_mask).sum() / n_pairs, "pairs": pair_mask.sum(),
+                 "reward_mean": (rewards * real).sum() / real.sum().clamp(min=1)}
+    return loss, stats
