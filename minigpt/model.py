@@ -72,7 +72,8 @@ class CausalSelfAttention(nn.Module):
         self.layer_idx = layer_idx
 
     def forward(self, x, attn_mask=None, kv_cache=None):
-        # x: (B, T, C). attn_mask: None (plain causal, no cache) or bool (B or 1, 1, T, S), True = may attend.
+        # x: (B, T, C). attn_mask: None (plain causal, no cache) or the additive mask M of the formula,
+        # float (B or 1, 1, T, S): 0 where the query may attend to the key, -inf where it may not.
         B, T, C = x.size()
         hs = C // self.n_head
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)      # 3 x (B, T, C)
@@ -94,8 +95,10 @@ class CausalSelfAttention(nn.Module):
             S = k.size(2)
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))   # (B, nh, T, S)
             if attn_mask is None:  # no cache here, so S == T: query i sees keys 0..i
-                attn_mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril()
-            att = att.masked_fill(~attn_mask, float("-inf"))
+                causal = torch.ones(T, S, dtype=torch.bool, device=x.device).tril()
+                att = att.masked_fill(~causal, float("-inf"))
+            else:
+                att = att + attn_mask                                  # -inf on keys it may not see
             att = F.softmax(att, dim=-1)                               # each row sums to 1 over visible keys
             att = self.attn_dropout(att)
             y = att @ v                                                # (B, nh, T, hs)
@@ -204,7 +207,10 @@ class GPT(nn.Module):
                 # A padding query would have no visible key at all (softmax of all -inf = NaN), so let
                 # every position see itself. Real tokens never see padding; padding outputs are ignored.
                 allowed = allowed | (k_pos[None, None, :] == q_pos[None, :, None])
-            attn_mask = allowed.unsqueeze(1)                           # (B or 1, 1, T, S), broadcast over heads
+            # As an additive float mask (0 / -inf): PyTorch's CPU SDPA kernel is ~100x slower with a
+            # boolean mask over the (non-contiguous) KV-cache slices than with a float one.
+            attn_mask = torch.zeros(allowed.shape, dtype=self.transformer.wte.weight.dtype, device=idx.device)
+            attn_mask = attn_mask.masked_fill(~allowed, float("-inf")).unsqueeze(1)  # (B or 1, 1, T, S)
 
         tok_emb = self.transformer.wte(idx)                            # (B, T, C)
         pos_emb = self.transformer.wpe(position_ids)                   # (B or 1, T, C)

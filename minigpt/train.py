@@ -196,9 +196,12 @@ def to_device(batch, device):
 
 
 def count_tokens(batch) -> int:
-    """Number of elements of the first tensor in a batch (tokens of an (B, T) input)."""
+    """Tokens in a batch: the real tokens of its "attention_mask" when it is a dict that has one,
+    else the number of elements of its first tensor (an (B, T) input)."""
     if isinstance(batch, torch.Tensor):
         return batch.numel()
+    if isinstance(batch, dict) and isinstance(batch.get("attention_mask"), torch.Tensor):
+        return int(batch["attention_mask"].sum())
     values = batch.values() if isinstance(batch, dict) else batch
     for v in values:
         n = count_tokens(v)

@@ -308,25 +308,22 @@ def kl_to_reference(model, ref_model, tokenizer, conversations: list, max_new_to
 
 def rm_scores(rm, tokenizer, conversations: list, responses: list[str], stopped: list[bool],
               batch_size: int = 64) -> list[float]:
-    """The reward model's score of each (conversation, response) text: the prompt rendered with the chat
-    template, the response re-encoded with the RM's tokenizer, plus <|end|> when the response stopped
-    (a response that never stopped is scored as the truncated text it is). Read at the last real token."""
+    """The reward model's score r(x, y) of each (conversation, response) *text*: exactly the ids the RM
+    stage trains on (rlhf.reward_model.encode_response: the prompt in the chat template, the response,
+    <|end|> when it stopped), read at the last real token. Text in, so any run's RM can judge any model."""
     import torch
 
-    from rlhf.data import pad_right, pad_token_id, render_prompt, stop_token_id
+    from rlhf.data import pad_right, pad_token_id
+    from rlhf.reward_model import encode_response
 
-    block = rm.config.block_size if hasattr(rm, "config") else rm.backbone.config.block_size
-    end, pad = stop_token_id(tokenizer), pad_token_id(tokenizer)
-    seqs = []
-    for conv, text, st in zip(conversations, responses, stopped):
-        resp = tokenizer.encode(text) + ([end] if st else [])
-        resp = resp[:block - 4]
-        seqs.append(render_prompt(conv, tokenizer, max_len=block - len(resp)) + resp)
+    pad = pad_token_id(tokenizer)
+    seqs = [encode_response(c, r, tokenizer, rm.config.block_size, stopped=s)
+            for c, r, s in zip(conversations, responses, stopped)]
     device = next(rm.parameters()).device
     out = []
     with torch.no_grad():
         for i in range(0, len(seqs), batch_size):
-            ids, mask = pad_right(seqs[i:i + batch_size], pad)
+            ids, mask = pad_right(seqs[i:i + batch_size], pad)       # (B, T) right-padded
             out += rm.score(ids.to(device), mask.to(device)).float().tolist()
     return out
 

@@ -141,6 +141,8 @@ class RewardModel(nn.Module):
 class RMConfig(LoopConfig):
     """Reward model: rank K responses per prompt, learn r(x, y) with the K-choose-2 pairwise loss."""
     out_dir: str = "out/reward_model"  # run directory (model.pt, summary.json, data/, plots)
+    max_iters: int = 0               # optimizer steps; 0 = epochs * train prompts / batch_size
+    batch_size: int = 16             # prompts per micro-batch, each with all its K responses (one forward each)
     sft_dir: str = "out/sft"         # SFT run: its weights start the RM, its policy samples the candidates
     data: str = ""                   # comparison JSONL (rankings, prompt/chosen/rejected or HH-RLHF); "" = simulate labelers
     val_data: str = ""               # held-out comparisons for --data ("" = the last val_fraction of --data)
@@ -150,6 +152,7 @@ class RMConfig(LoopConfig):
     n_val_prompts: int = 300         # simulated: held-out val prompts (ranked by two independent labelers)
     data_seed: int = 0               # seed of prompts, demonstrations, sampling and labels
     include_demo: bool = True        # the labeler's demonstration is one of the K candidates
+    n_perturbed: int = 0             # extra candidates per prompt: the world's flawed answers (world.perturb)
     temperatures: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.6])  # one SFT sample per temperature
     base_dir: str = ""               # optional second policy (e.g. the pretrain run) whose samples join in
     base_temperatures: list[float] = field(default_factory=list)  # one sample of base_dir per temperature
@@ -221,8 +224,9 @@ def simulate_rankings(split: str, n_prompts: int, policies: list[tuple[str, GPT,
                       cfg: RMConfig, n_labelers: int = 1) -> list[dict]:
     """Rows of a rankings JSONL file for n_prompts prompts of `split` of the instruction world.
 
-    Candidates of each prompt: the labeler's demonstration (cfg.include_demo) and one sample per
-    (policy, temperature). A simulated labeler ranks them (0 = best, equal = tie). Extra keys kept for
+    Candidates of each prompt: the labeler's demonstration (cfg.include_demo), cfg.n_perturbed flawed
+    answers of the world (world.perturb), and one sample per (policy, temperature). A simulated
+    labeler ranks them (0 = best, equal = tie). Extra keys kept for
     evaluation only (never used in training): family, h, source, stopped, gold (the oracle's scores),
     and ranks_2, a second independent labeler's ranking (n_labelers = 2), which measures the ceiling.
     """
@@ -235,6 +239,10 @@ def simulate_rankings(split: str, n_prompts: int, policies: list[tuple[str, GPT,
         rng = random.Random(f"rm-demo:{cfg.data_seed}:{split}")
         for c, ex in zip(cands, examples):
             c.append((world.demonstrate(ex, rng), True, "demo"))
+    rng = random.Random(f"rm-perturb:{cfg.data_seed}:{split}")
+    for c, ex in zip(cands, examples):
+        for _ in range(cfg.n_perturbed):
+            c.append((world.perturb(ex, rng)[0], True, "perturbed"))
     for name, model, temps in policies:
         for k, t in enumerate(temps):
             samples = sample_responses(model, tokenizer, convs, t, cfg.max_new_tokens, (cfg.data_seed, split, name, k),
@@ -248,11 +256,13 @@ def simulate_rankings(split: str, n_prompts: int, policies: list[tuple[str, GPT,
         responses = [text for text, _, _ in c]
         stopped = [s for _, s, _ in c]
         row = {"prompt": ex.conversation, "responses": responses,
-               "ranks": [int(r) for r in world.rank(ex.conversation, responses, labelers[0], **label_kw)],
+               "ranks": [int(r) for r in world.rank(ex.conversation, responses, labelers[0], stopped=stopped,
+                                                    **label_kw)],
                "family": ex.family, "h": ex.h, "source": [s for _, _, s in c], "stopped": stopped,
                "gold": [round(world.score(ex.conversation, r, stopped=s), 6) for r, s in zip(responses, stopped)]}
         if n_labelers > 1:
-            row["ranks_2"] = [int(r) for r in world.rank(ex.conversation, responses, labelers[1], **label_kw)]
+            row["ranks_2"] = [int(r) for r in world.rank(ex.conversation, responses, labelers[1], stopped=stopped,
+                                                         **label_kw)]
         rows.append(row)
     return rows
 
@@ -361,3 +371,350 @@ def rm_loss(model, batch: dict[str, Tensor], pairwise: bool = False, margin: flo
         stats = {"accuracy": (correct * pair_mask).sum() / n_pairs, "pairs": pair_mask.sum(),
                  "reward_mean": (rewards * real).sum() / real.sum().clamp(min=1)}
     return loss, stats
+
+
+# -----------------------------------------------------------------------------
+# evaluation
+
+
+@torch.no_grad()
+def score_items(model: RewardModel, items: list[RankedItem], pad_id: int, batch_size: int = 16,
+                device="cpu") -> list[list[float]]:
+    """The reward of every response of every item: [[r_1, ..., r_K], ...] (same order as item.ids)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        batch = collate_items(chunk, pad_id)
+        P, K, T = batch["idx"].shape
+        mask = batch["attention_mask"].view(P * K, T).to(device)
+        r = model.score(batch["idx"].view(P * K, T).to(device), mask).float().view(P, K).cpu()
+        out += [r[p, :len(it.ids)].tolist() for p, it in enumerate(chunk)]
+    model.train(was_training)
+    return out
+
+
+def _agree(a: float, b: float) -> float:
+    """1 if a > b, 0.5 if equal, 0 if a < b: credit for ordering the first of a pair above the second."""
+    return 1.0 if a > b else (0.5 if a == b else 0.0)
+
+
+def _pearson(x, y) -> float | None:
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(x) < 2 or x.std() == 0 or y.std() == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def _ranks(x) -> np.ndarray:
+    """Average ranks (ties share the mean rank), for the Spearman correlation."""
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x))
+    for v in np.unique(x):
+        tie = x == v
+        ranks[tie] = ranks[tie].mean()
+    return ranks
+
+
+def evaluate_rankings(items: list[RankedItem], rewards: list[list[float]], n_bins: int = 10, seed: int = 0) -> dict:
+    """Held-out metrics of a reward model from its rewards on ranked items.
+
+    Pairs are the labeler's strict preferences (ties and identical texts excluded), as in training:
+      accuracy         share the RM orders like the labeler (equal rewards count 1/2)
+      label_agreement  share a second labeler (meta ranks_2) orders like the first: the ceiling
+      gold_accuracy    on pairs whose gold scores differ: the RM vs the oracle (labeler_gold_accuracy alike)
+      by_family, by_h  accuracy and ceiling per task family and per H
+      rm_gold_pearson / _spearman over all responses, and _within_prompt (per-prompt means removed)
+      calibration      predicted P(i beats j) = σ(r_i - r_j) vs the observed share, in n_bins bins; ECE
+    """
+    rng = random.Random(seed)
+    acc, ceil, groups = [], [], {}
+    gold_rm, gold_lab = [], []
+    cal_p, cal_y = [], []
+    all_r, all_g, within_r, within_g = [], [], [], []
+    n_pairs_total = n_informative = 0
+    for it, r in zip(items, rewards):
+        K = len(it.ids)
+        gold, ranks_2 = it.meta.get("gold"), it.meta.get("ranks_2")
+        if gold is not None:
+            all_r += r
+            all_g += gold
+            within_r += [v - float(np.mean(r)) for v in r]
+            within_g += [v - float(np.mean(gold)) for v in gold]
+        for i in range(K):
+            for j in range(i + 1, K):
+                n_pairs_total += 1
+                if gold is not None and gold[i] != gold[j]:
+                    better, worse = (i, j) if gold[i] > gold[j] else (j, i)
+                    gold_rm.append(_agree(r[better], r[worse]))
+                    gold_lab.append(_agree(-it.ranks[better], -it.ranks[worse]))
+                if not (it.ranks[i] < it.ranks[j] and it.texts[i] != it.texts[j]):
+                    continue
+                n_informative += 1
+                a = _agree(r[i], r[j])
+                acc.append(a)
+                c = _agree(-ranks_2[i], -ranks_2[j]) if ranks_2 is not None else None
+                if c is not None:
+                    ceil.append(c)
+                for key in (f"family/{it.meta.get('family', '?')}", f"h/{it.meta.get('h', '?')}"):
+                    g = groups.setdefault(key, {"acc": [], "ceil": []})
+                    g["acc"].append(a)
+                    if c is not None:
+                        g["ceil"].append(c)
+                a_first = rng.random() < 0.5                                     # random orientation
+                d = r[i] - r[j] if a_first else r[j] - r[i]
+                cal_p.append(1.0 / (1.0 + math.exp(-max(min(d, 50.0), -50.0))))
+                cal_y.append(1.0 if a_first else 0.0)
+
+    def mean(xs):
+        return float(np.mean(xs)) if xs else None
+
+    def group(prefix):
+        return {k.split("/", 1)[1]: {"accuracy": mean(v["acc"]), "ceiling": mean(v["ceil"]), "pairs": len(v["acc"])}
+                for k, v in sorted(groups.items()) if k.startswith(prefix + "/")}
+
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    p, y = np.asarray(cal_p), np.asarray(cal_y)
+    bins, ece = [], 0.0
+    for b in range(n_bins):
+        sel = (p >= edges[b]) & ((p < edges[b + 1]) if b < n_bins - 1 else (p <= edges[b + 1]))
+        if sel.any():
+            bins.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": int(sel.sum()),
+                         "predicted": float(p[sel].mean()), "observed": float(y[sel].mean())})
+            ece += sel.sum() / len(p) * abs(p[sel].mean() - y[sel].mean())
+    return {
+        "accuracy": mean(acc), "label_agreement": mean(ceil), "pairs": len(acc),
+        "informative_share": n_informative / n_pairs_total if n_pairs_total else None,
+        "gold_accuracy": mean(gold_rm), "labeler_gold_accuracy": mean(gold_lab), "gold_pairs": len(gold_rm),
+        "by_family": group("family"), "by_h": group("h"),
+        "rm_gold_pearson": _pearson(all_r, all_g),
+        "rm_gold_spearman": _pearson(_ranks(all_r), _ranks(all_g)) if len(all_r) > 1 else None,
+        "rm_gold_pearson_within_prompt": _pearson(within_r, within_g),
+        "calibration": {"bins": bins, "ece": float(ece) if len(p) else None},
+    }
+
+
+def by_source(items: list[RankedItem], rewards: list[list[float]]) -> dict:
+    """Mean reward (and gold, when known) per candidate source: demo, sft@1, sft@1.6, ..."""
+    acc: dict[str, dict[str, list]] = {}
+    for it, r in zip(items, rewards):
+        sources = it.meta.get("source")
+        if sources is None:
+            continue
+        gold = it.meta.get("gold") or [None] * len(r)
+        for s, v, g in zip(sources, r, gold):
+            d = acc.setdefault(s, {"reward": [], "gold": []})
+            d["reward"].append(v)
+            if g is not None:
+                d["gold"].append(g)
+    return {s: {"reward": float(np.mean(d["reward"])), "gold": float(np.mean(d["gold"])) if d["gold"] else None,
+                "n": len(d["reward"])} for s, d in sorted(acc.items())}
+
+
+def plot_calibration(calibration: dict, path: str, title: str = "reward model calibration") -> str:
+    """PNG: predicted P(chosen) = σ(r_i - r_j) per bin vs the share the labeler chose; the diagonal is perfect."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.8, 4.8))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], "--", color="gray", lw=1, label="perfectly calibrated")
+    bins = calibration["bins"]
+    if bins:
+        ax.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], "o-", color="tab:blue",
+                label=f"reward model (ECE {calibration['ece']:.3f})")
+        for b in bins:
+            ax.annotate(str(b["n"]), (b["predicted"], b["observed"]), fontsize=7, textcoords="offset points",
+                        xytext=(3, -9), color="tab:blue")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted P(first preferred) = σ(r₁ − r₂)")
+    ax.set_ylabel("observed share preferred by the labeler")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+    return path
+
+
+def demonstration_responses(cfg: RMConfig, train_records) -> list[tuple[list[dict], str]]:
+    """(prompt, reply) pairs whose mean reward becomes 0: --norm_data, else the labelers' demonstrations
+    among the candidates, else every chosen/ranked response of the training data."""
+    if cfg.norm_data:
+        return [(conv[:-1], conv[-1]["content"]) for conv in D.load_demonstrations(cfg.norm_data)]
+    demos, everything = [], []
+    for rec in train_records:
+        if isinstance(rec, D.Preference):
+            everything.append((rec.prompt, rec.chosen))
+            continue
+        sources = rec.meta.get("source") or [None] * len(rec.responses)
+        for resp, s in zip(rec.responses, sources):
+            everything.append((rec.prompt, resp))
+            if s == "demo":
+                demos.append((rec.prompt, resp))
+    return demos or everything
+
+
+# -----------------------------------------------------------------------------
+# the stage
+
+
+def load_comparisons(cfg: RMConfig, run_dir: str, tokenizer, policies, is_main: bool, info) -> tuple[list, list, bool]:
+    """(train records, val records, pairwise) from --data, or from simulated labelers written to run_dir/data."""
+    if cfg.data:
+        fmt, records = D.load_any(cfg.data)
+        if fmt not in ("pairs", "hh", "rankings"):
+            raise SystemExit(f"error: {cfg.data} is a {fmt!r} file; the reward model needs comparisons "
+                             "(prompt/chosen/rejected, HH-RLHF or rankings)")
+        if cfg.val_data:
+            val = D.load_any(cfg.val_data)[1]
+        else:
+            n_val = max(1, int(len(records) * cfg.val_fraction))
+            records, val = records[:-n_val], records[-n_val:]
+        return records, val, fmt in ("pairs", "hh")
+    data_dir = os.path.join(run_dir, "data")
+    train_path, val_path = os.path.join(data_dir, "rm_train.jsonl"), os.path.join(data_dir, "rm_val.jsonl")
+    reuse = cfg.resume and os.path.exists(train_path) and os.path.exists(val_path)
+    if is_main and not reuse:
+        t0 = time.time()
+        D.write_jsonl(train_path, simulate_rankings("train", cfg.n_train_prompts, policies, tokenizer, cfg))
+        D.write_jsonl(val_path, simulate_rankings("val", cfg.n_val_prompts, policies, tokenizer, cfg, n_labelers=2))
+        print(f"comparisons: {cfg.n_train_prompts} train + {cfg.n_val_prompts} val prompts ranked "
+              f"in {time.time() - t0:.1f}s -> {data_dir}")
+    barrier(info)
+    return D.load_rankings(train_path), D.load_rankings(val_path), False
+
+
+def train_reward_model(cfg: RMConfig) -> dict:
+    """Stage 3: comparisons -> RewardModel from the SFT weights -> fit -> normalise -> evaluate -> model.pt."""
+    t_start = time.time()
+    device = pick_device(cfg.device)
+    info = setup_distributed(device.type)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    run_dir = cfg.out_dir
+    if info.is_main:
+        os.makedirs(run_dir, exist_ok=True)
+    barrier(info)
+    try:
+        seed_everything(cfg.seed)
+        sft, tokenizer = ckpt_io.load_model(cfg.sft_dir, device)
+        policies = [("sft", sft, list(cfg.temperatures))]
+        if cfg.base_dir and cfg.base_temperatures:
+            policies.append(("base", ckpt_io.load_model(cfg.base_dir, device)[0], list(cfg.base_temperatures)))
+        train_records, val_records, pairwise = load_comparisons(cfg, run_dir, tokenizer, policies, info.is_main, info)
+        seconds_data = time.time() - t_start
+        max_len = cfg.block_size or sft.config.block_size
+        pad_id = D.pad_token_id(tokenizer)
+        train_items = to_items(train_records, tokenizer, max_len)
+        val_items = to_items(val_records, tokenizer, max_len)
+        n_pairs = sum(int(pair_mask_of(it, len(it.ids)).sum()) for it in train_items)
+        n_all = sum(len(it.ids) * (len(it.ids) - 1) // 2 for it in train_items)
+        if n_pairs == 0:
+            raise SystemExit("error: the training comparisons contain no informative (non-tied) pair")
+
+        seed_everything(cfg.seed)  # the same head init in every process and run
+        model = RewardModel.from_pretrained_gpt(sft).to(device)
+        del policies, sft
+        steps = cfg.max_iters if cfg.max_iters > 0 else max(1, math.ceil(cfg.epochs * len(train_items) / cfg.batch_size))
+        run_cfg = replace(cfg, max_iters=steps)
+        if info.is_main:
+            Ks = sorted({len(it.ids) for it in train_items})
+            print(f"reward model: {len(train_items)} train prompts (K = {', '.join(map(str, Ks))}), {n_pairs} informative "
+                  f"pairs of {n_all} ({n_pairs / max(n_all, 1):.1%}); {len(val_items)} val prompts; "
+                  f"{steps} steps of {cfg.batch_size} prompts; {'pairwise' if pairwise else 'ranked'} loss; device {device}")
+        batches = RankingBatches(train_items, val_items, cfg.batch_size, pad_id, cfg.seed)
+
+        def loss_fn(m, batch):
+            return rm_loss(m, batch, pairwise=pairwise, margin=cfg.margin)
+
+        result = fit(model, loss_fn, batches, run_cfg, run_dir=run_dir, device=device, dist_info=info,
+                     desc="reward model")
+        summary: dict = {}
+        if info.is_main and not result["interrupted"]:
+            model.eval()
+            # normalise: the demonstrations' mean reward becomes 0 (InstructGPT)
+            demos = demonstration_responses(cfg, train_records)
+            demo_items = [RankedItem([encode_response(p, r, tokenizer, max_len)], [0], [r], {}) for p, r in demos]
+            demo_rewards = [r[0] for r in score_items(model, demo_items, pad_id, device=device)]
+            offset = float(np.mean(demo_rewards)) if (cfg.normalize and demo_rewards) else 0.0
+            model.normalize_(offset)
+            demo_after = [r[0] for r in score_items(model, demo_items, pad_id, device=device)]
+
+            val_rewards = score_items(model, val_items, pad_id, device=device)
+            metrics = evaluate_rankings(val_items, val_rewards, cfg.calibration_bins, seed=cfg.seed)
+            cal_path = plot_calibration(metrics["calibration"], os.path.join(run_dir, "calibration.png"))
+            train_share = n_pairs / max(n_all, 1)
+            ceiling = metrics["label_agreement"]
+            summary = {
+                "stage": "reward_model",
+                "val_accuracy": metrics["accuracy"], "label_agreement": ceiling,
+                "gap_to_ceiling": (ceiling - metrics["accuracy"]) if ceiling is not None and metrics["accuracy"] is not None else None,
+                "go": (metrics["accuracy"] >= ceiling - 0.03) if ceiling is not None and metrics["accuracy"] is not None else None,
+                **{k: v for k, v in metrics.items() if k not in ("accuracy", "label_agreement")},
+                "informative_share_train": train_share, "train_pairs": n_pairs, "train_prompts": len(train_items),
+                "val_prompts": len(val_items), "loss": "pairwise" if pairwise else "ranked",
+                "reward_offset": offset, "demo_reward_mean": float(np.mean(demo_after)) if demo_after else None,
+                "demo_reward_std": float(np.std(demo_after)) if demo_after else None,
+                "by_source": by_source(val_items, val_rewards),
+                "train_loss": result["train_loss"], "val_loss": result["val_loss"], "steps": result["step"],
+                "seconds_data": seconds_data, "seconds_train": result["train_seconds"],
+                "seconds": time.time() - t_start, "device": str(device), "world_size": info.world_size,
+                "loss_curve": result["loss_curve"], "calibration_plot": cal_path,
+            }
+            model.save(run_dir, tokenizer, extra={"stage": "reward_model", "step": result["step"], "reward_offset": offset})
+            ckpt_io.write_summary(run_dir, summary)
+            print_summary(summary)
+        barrier(info)
+        return summary or result
+    finally:
+        teardown_distributed()
+
+
+def _pct(x):
+    return "  n/a" if x is None else f"{100 * x:5.1f}"
+
+
+def print_summary(s: dict) -> None:
+    """The closing note: accuracy vs the labelers' ceiling, per family / per H, RM–gold correlation."""
+    print(f"\nreward model: held-out accuracy {_pct(s['val_accuracy'])}% vs labeler agreement (ceiling) "
+          f"{_pct(s['label_agreement'])}% on {s['pairs']} pairs; "
+          f"{'GO' if s['go'] else 'NO-GO' if s['go'] is not None else 'no ceiling'} (goal: within 3 points)")
+    print(f"  vs gold: RM {_pct(s['gold_accuracy'])}%, labelers {_pct(s['labeler_gold_accuracy'])}% on "
+          f"{s['gold_pairs']} pairs with different gold scores; RM–gold Pearson "
+          f"{s['rm_gold_pearson'] if s['rm_gold_pearson'] is None else round(s['rm_gold_pearson'], 3)}, "
+          f"within prompt {s['rm_gold_pearson_within_prompt'] if s['rm_gold_pearson_within_prompt'] is None else round(s['rm_gold_pearson_within_prompt'], 3)}")
+    print(f"  informative pairs: train {_pct(s['informative_share_train'])}%, val {_pct(s['informative_share'])}%; "
+          f"calibration ECE {s['calibration']['ece'] if s['calibration']['ece'] is None else round(s['calibration']['ece'], 3)}; "
+          f"demo reward after normalising {s['demo_reward_mean'] if s['demo_reward_mean'] is None else round(s['demo_reward_mean'], 4)}")
+    for title, key in (("family", "by_family"), ("H", "by_h")):
+        print(f"  {title:<10} {'acc':>6} {'ceiling':>8} {'pairs':>6}")
+        for name, g in s[key].items():
+            print(f"  {name:<10} {_pct(g['accuracy']):>6} {_pct(g['ceiling']):>8} {g['pairs']:>6}")
+    if s.get("by_source"):
+        print("  source      reward    gold     n")
+        for name, g in s["by_source"].items():
+            gold = "  n/a" if g["gold"] is None else f"{g['gold']:.3f}"
+            print(f"  {name:<10} {g['reward']:7.3f}  {gold:>6} {g['n']:5d}")
+    print(f"  {s['seconds']:.1f}s ({s['seconds_data']:.1f}s making comparisons, {s['seconds_train']:.1f}s training)")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_config(RMConfig, argv, PRESETS, prog="python -m rlhf.reward_model")
+    try:
+        return train_reward_model(cfg)
+    except NonFiniteLossError as e:
+        raise SystemExit(f"error: {e}") from None
+    except (D.DataError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -88,6 +88,17 @@ def test_helpers_worked_examples():
     assert bytes_to_unicode()[ord(" ")] == "Ġ" and bytes_to_unicode()[ord("\n")] == "Ċ"
 
 
+def test_docstring_examples_hold():
+    import doctest
+
+    import minigpt.tokenizer as mod
+    for fn in (split_pretokens, count_pairs, merge_pair, bpe_by_bytes, bytes_to_unicode, train_bpe):
+        runner = doctest.DocTestRunner()
+        for test in doctest.DocTestFinder().find(fn, fn.__name__, globs=vars(mod).copy()):
+            runner.run(test)
+        assert runner.failures == 0 and runner.tries > 0, fn.__name__
+
+
 def test_pattern_is_tiktoken_r50k_and_splits_like_gpt2_original():
     from tiktoken_ext.openai_public import r50k_pat_str
     import regex
@@ -408,8 +419,11 @@ def test_load_gpt2_bad_files(tmp_path):
     tt.write_text("!!!notbase64 0\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"x.tiktoken:1:"):
         load_gpt2_tokenizer(tt)
-    with pytest.raises(ValueError, match="expected encoder.json"):
-        load_gpt2_tokenizer(tmp_path / "empty_dir_that_is_a_file.txt")
+    with pytest.raises(ValueError, match="expected a folder, encoder.json"):
+        load_gpt2_tokenizer(tmp_path / "notes.txt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"empty: expected encoder.json \+ vocab.bpe, or one .tiktoken"):
+        load_gpt2_tokenizer(tmp_path / "empty")
 
 
 # --- command line ------------------------------------------------------------------------------
@@ -425,3 +439,10 @@ def test_cli_trains_and_saves(tmp_path):
                     f"--out={out}"], cwd=ROOT, check=True, capture_output=True)
     tok = Tokenizer.load(out)
     assert tok.vocab_size == 300 and tok == train_bpe(src.read_text(encoding="utf-8"), 300)
+
+
+def test_lone_surrogates_become_replacement_characters(tok):
+    # not encodable as UTF-8: both encoders replace them by U+FFFD, as tiktoken does
+    text = "a\ud800b"
+    assert tok.encode(text) == tok.encode_slow(text) == tok.encode("a\ufffdb")
+    assert tok.decode(tok.encode(text)) == "a\ufffdb"

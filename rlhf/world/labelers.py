@@ -101,9 +101,10 @@ def wrong(spec: Spec, rng) -> str:
     words = g.split(" ")
     i = rng.randrange(len(words))
     w = words[i]
-    if w.lower() in F.ANSWER_LEXICON:  # a fact: swap in another fact of the table
-        pool = sorted(F.ANSWER_LEXICON - {w.lower()})
-        new = rng.choice(pool)
+    if w.lower() in F.ANSWER_LEXICON:  # a fact: swap in another fact of the same table
+        table = next(t for t in (F.CAPITALS, F.COLOURS, F.SOUNDS, F.OPPOSITES)
+                     if w.lower() in {x.lower() for x in t.values()})
+        new = rng.choice(sorted({x.lower() for x in table.values()} - {w.lower()}))
         words[i] = new.capitalize() if w[:1].isupper() else new
         return " ".join(words)
     if len(words) > 1 and rng.random() < 0.3:  # drop or add one copy

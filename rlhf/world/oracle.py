@@ -62,7 +62,7 @@ _REFUSAL = re.compile(r"\b(sorry|i can ?not|i can't|i won't|i will not|not allow
                       r"i am not able|i'm not able|unable to)\b")
 _ADMISSION = re.compile(r"\b(i don't know|i do not know|i'm not sure|i am not sure|no idea|"
                         r"i have no way of knowing|nobody knows|no one knows)\b")
-_TOKEN = re.compile(r"[A-Za-z]+|\d+")
+_TOKEN = re.compile(r"[A-Za-z]+|\d{1,18}")  # digit runs capped: int() of a 5000-digit run would raise
 
 
 def tokens(s: str) -> list[str]:

@@ -1,0 +1,212 @@
+"""The pipeline's PNG plots: loss curves, reward-model accuracy and calibration, the PPO dashboard, and
+gold score per stage (overall, per task family, per H).
+
+    python -m rlhf.plots runs/default          # (re)draw every plot of a finished run into runs/default/plots/
+
+Every function reads what the stages already wrote (metrics.jsonl, summary.json, the evaluation's
+results) and writes one PNG atomically; nothing here computes a number the report does not show.
+Matplotlib is used through its object API (Figure + Agg canvas), so no global backend state changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+# Stage colours, the same in every plot.
+COLORS = {"base": "tab:gray", "sft": "tab:blue", "sft_large": "tab:cyan", "best_of_n": "tab:orange",
+          "ppo": "tab:green"}
+LABELS = {"base": "base (pretrained)", "sft": "SFT", "sft_large": "SFT, larger model", "best_of_n": "best-of-N",
+          "ppo": "PPO"}
+
+
+def _figure(w: float, h: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(w, h))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str, dpi: int = 100) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=dpi)
+    os.replace(tmp, path)
+    return path
+
+
+def _records(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:      # a line cut by a crash: skip it
+                    continue
+    return out
+
+
+def _summary(run_dir: str) -> dict:
+    path = os.path.join(run_dir, "summary.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def plot_loss_curves(stage_dirs: dict[str, str], path: str) -> str | None:
+    """One panel per supervised stage (pretrain, SFT, reward model...): train loss (faint + smoothed)
+    and validation loss against the optimizer step."""
+    panels = [(name, _records(os.path.join(d, "metrics.jsonl"))) for name, d in stage_dirs.items()]
+    panels = [(n, r) for n, r in panels if any(x.get("loss") is not None for x in r)]
+    if not panels:
+        return None
+    fig = _figure(4.2 * len(panels), 3.4)
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (name, recs) in zip(axes, panels):
+        train = [(r["step"], r["loss"]) for r in recs if r.get("split") == "train" and r.get("loss") is not None]
+        val = [(r["step"], r["loss"]) for r in recs if r.get("split") == "val" and r.get("loss") is not None]
+        if train:
+            s, y = map(np.asarray, zip(*train))
+            ax.plot(s, y, color="tab:blue", alpha=0.25, lw=0.8)
+            w = max(1, len(y) // 20)
+            ax.plot(s[w - 1:], np.convolve(y, np.ones(w) / w, mode="valid"), color="tab:blue", label="train")
+        if val:
+            ax.plot(*zip(*val), "o-", color="tab:orange", ms=3, label="val")
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_reward_model(rm_dir: str, path: str) -> str | None:
+    """Left: held-out pairwise accuracy during training against the labelers' agreement (the ceiling).
+    Right: calibration, predicted P(i beats j) = σ(r_i − r_j) vs the share the labeler preferred."""
+    summary = _summary(rm_dir)
+    recs = _records(os.path.join(rm_dir, "metrics.jsonl"))
+    if not summary and not recs:
+        return None
+    fig = _figure(9, 3.8)
+    ax, ax_cal = fig.subplots(1, 2)
+    for split, style in (("train", "-"), ("val", "o-")):
+        pts = [(r["step"], r["accuracy"]) for r in recs if r.get("split") == split and r.get("accuracy") is not None]
+        if pts:
+            ax.plot(*zip(*pts), style, ms=3, alpha=0.5 if split == "train" else 1.0, label=f"{split} accuracy")
+    if summary.get("val_accuracy") is not None:
+        ax.axhline(summary["val_accuracy"], color="tab:green", ls=":", label=f"final held-out {summary['val_accuracy']:.2f}")
+    if summary.get("label_agreement") is not None:
+        ax.axhline(summary["label_agreement"], color="tab:red", ls="--",
+                   label=f"labeler agreement {summary['label_agreement']:.2f}")
+    ax.axhline(0.5, color="gray", lw=0.8)
+    ax.set_ylim(0.3, 1.0)
+    ax.set_xlabel("step")
+    ax.set_ylabel("pairwise accuracy")
+    ax.set_title("reward model accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax_cal.plot([0, 1], [0, 1], "--", color="gray", lw=1)
+    bins = (summary.get("calibration") or {}).get("bins") or []
+    if bins:
+        ece = summary["calibration"].get("ece")
+        ax_cal.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], "o-",
+                    label=f"ECE {ece:.3f}" if ece is not None else None)
+        ax_cal.legend(fontsize=8, loc="upper left")
+    ax_cal.set_xlim(0, 1)
+    ax_cal.set_ylim(0, 1)
+    ax_cal.set_xlabel("predicted P(first preferred)")
+    ax_cal.set_ylabel("observed share")
+    ax_cal.set_title("calibration (held-out pairs)")
+    ax_cal.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_ppo_dashboard(ppo_dir: str, path: str) -> str | None:
+    """The PPO stage's own dashboard (rlhf.ppo.plot_dashboard) of its metrics.jsonl."""
+    metrics = os.path.join(ppo_dir, "metrics.jsonl")
+    if not _records(metrics):
+        return None
+    from rlhf.ppo import plot_dashboard
+    return plot_dashboard(metrics, path, title="PPO")
+
+
+def plot_gold_by_stage(stages: dict[str, dict], path: str) -> str | None:
+    """Bar charts of the mean gold score of each stage: overall with 95% CIs (greedy and sampled
+    decoding), per task family, and per H. `stages` is evaluate_run(...)["stages"]."""
+    names = [s for s in ("base", "sft", "sft_large", "best_of_n", "ppo") if s in stages] + \
+            [s for s in stages if s not in COLORS]
+    if not names:
+        return None
+    greedy = {s: stages[s].get("greedy") or {} for s in names}
+    fams = sorted({f for s in names for f in greedy[s].get("per_family", {})})
+    hs = sorted({h for s in names for h in greedy[s].get("per_h", {})})
+    fig = _figure(15, 4.2)
+    ax0, ax1, ax2 = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.2, 3, 1.2]})
+    width = 0.8 / len(names)
+
+    x = np.arange(2)
+    for i, s in enumerate(names):
+        means, errs = [], [[], []]
+        for d in ("greedy", "sampled"):
+            r = stages[s].get(d) or {}
+            m = r.get("gold_score", np.nan)
+            lo, hi = r.get("gold_ci") or [m, m]
+            means.append(m)
+            errs[0].append(max(m - lo, 0) if lo is not None else 0)
+            errs[1].append(max(hi - m, 0) if hi is not None else 0)
+        ax0.bar(x + (i - (len(names) - 1) / 2) * width, means, width, yerr=errs, capsize=2,
+                color=COLORS.get(s), label=LABELS.get(s, s))
+    ax0.set_xticks(x, ["greedy", "sampled"])
+    ax0.set_ylabel("mean gold score (95% CI)")
+    ax0.set_title("gold score per stage")
+    ax0.set_ylim(0, 1)
+    ax0.legend(fontsize=7)
+
+    for ax, keys, field, title in ((ax1, fams, "per_family", "per task family (greedy)"),
+                                   (ax2, hs, "per_h", "per H (greedy)")):
+        xs = np.arange(len(keys))
+        for i, s in enumerate(names):
+            vals = [greedy[s].get(field, {}).get(k, np.nan) for k in keys]
+            ax.bar(xs + (i - (len(names) - 1) / 2) * width, vals, width, color=COLORS.get(s), label=LABELS.get(s, s))
+        ax.set_xticks(xs, keys, rotation=30 if len(keys) > 4 else 0, fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_title(title)
+    for ax in (ax0, ax1, ax2):
+        ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_all(run_dir: str, stages: dict[str, dict] | None = None) -> dict[str, str]:
+    """Every plot of a pipeline run into run_dir/plots/; returns {name: path} of those drawn."""
+    out = os.path.join(run_dir, "plots")
+    if stages is None:
+        path = os.path.join(run_dir, "eval", "results.json")
+        stages = json.load(open(path))["stages"] if os.path.exists(path) else {}
+    loss_dirs = {name: os.path.join(run_dir, d) for name, d in
+                 (("pretrain", "pretrain"), ("SFT", "sft"), ("reward model", "reward_model"),
+                  ("pretrain (large)", "pretrain_large"), ("SFT (large)", "sft_large"))
+                 if os.path.isdir(os.path.join(run_dir, d))}
+    drawn = {
+        "loss_curves": plot_loss_curves(loss_dirs, os.path.join(out, "loss_curves.png")),
+        "reward_model": plot_reward_model(os.path.join(run_dir, "reward_model"), os.path.join(out, "reward_model.png")),
+        "ppo_dashboard": plot_ppo_dashboard(os.path.join(run_dir, "ppo"), os.path.join(out, "ppo_dashboard.png")),
+        "gold_by_stage": plot_gold_by_stage(stages, os.path.join(out, "gold_by_stage.png")),
+    }
+    return {k: v for k, v in drawn.items() if v}
+
+
+if __name__ == "__main__":
+    import sys
+    if len(sys.argv) != 2 or sys.argv[1] in ("-h", "--help"):
+        raise SystemExit("usage: python -m rlhf.plots RUN_DIR")
+    for name, p in plot_all(sys.argv[1]).items():
+        print(f"{name}: {p}")

@@ -1,0 +1,698 @@
+"""Stage 4 of InstructGPT: PPO against the reward model, with a KL penalty to the SFT model.
+
+    python -m rlhf.ppo --preset default                      # after rlhf.reward_model; ~5 min on 2 cores
+    python -m rlhf.ppo --preset tiny --sft_dir=out/tiny/sft --rm_dir=out/tiny/reward_model --out_dir=out/tiny/ppo
+    python -m rlhf.ppo --out_dir=out/ppo --resume            # continue an interrupted run
+    torchrun --standalone --nproc_per_node=2 -m rlhf.ppo --preset default   # each rank rolls out its own prompts
+
+The policy π starts as the SFT model and maximises (InstructGPT eq. 2, without the ptx term for now)
+
+    objective(π) = E_{x ~ prompts, y ~ π(.|x)} [ r(x, y) - β log(π(y|x) / π_ref(y|x)) ]  +  γ E_{x ~ D_pretrain}[ log π(x) ]
+
+where r is the frozen reward model, π_ref the frozen SFT model and the last term is PPO-ptx. A response
+is an episode and each token an action, so the sequence-level objective becomes per-token rewards
+
+    r_t = -β (log π(y_t) - log π_ref(y_t))    +  [t = last token] · r(x, y)          (losses.kl_shaped_rewards)
+
+optimised with PPO's clipped surrogate (Schulman et al. 2017) and GAE advantages (Schulman et al. 2016).
+One iteration, in the order the code below runs:
+
+    1. rollout     sample a response to each prompt of a batch (KV-cache generator: left-padded prompts,
+                   temperature, stop at <|end|>, max_new_tokens), keeping each token's log-prob
+    2. score       truncate after the first <|end|>; reward-model score at the last real token (a fixed
+                   penalty instead when there is no <|end|>); old-policy, reference log-probs and values
+                   by forward passes
+    3. advantages  kl_shaped_rewards -> gae -> whitened advantages (optional reward whitening / clipping)
+    4. update      ppo_epochs passes over shuffled minibatches (gradient accumulation over micro-batches):
+                   ppo_policy_loss + vf_coef * ppo_value_loss - entropy_coef * entropy + ptx_coef * LM loss;
+                   gradient clipping; linear learning-rate decay
+    5. control     AdaptiveKLController moves β towards kl_target (or β stays fixed when kl_target is None)
+
+All the formulas live in rlhf/losses.py; this file is the plumbing, and the plumbing is where PPO for
+language models fails silently. The checklist in DESIGN.md ("PPO for language models", 14 items) is
+implemented here and each item has a test in tests/test_ppo.py:
+  1 temperature in every forward (response_logprobs)    8 dropout off, ratio ≡ 1 on the first minibatch
+  2 left-padded prompts, positions from the mask           9 value model initialised from the RM
+  3 truncate after first stop, no-stop penalty (score)    10 RM normalised so demos score 0 (RM stage)
+  4 per-token KL-shaped rewards                           11 PPO-ptx
+  5 adaptive β                                            12 epochs x minibatches x accumulation; KL >= 0
+  6 GAE, returns before whitening                         13 generation log-probs == forward recompute
+  7 clipped losses, approx-KL, clip fraction, EV          14 <|end|> is never the padding token
+
+The gold oracle (rlhf.world.score) is used only to *evaluate* the policy on a fixed set of val prompts
+every eval_interval iterations; it never enters training.
+
+Simplifications relative to InstructGPT (Ouyang et al. 2022, sec. 3.5 and appendix C.4):
+  1. Models: a few-hundred-thousand-parameter GPT instead of 1.3B-175B, and one reward model of the
+     policy's own size; prompts come from the synthetic instruction world, labels from simulated labelers.
+  2. Scale: tens of iterations of tens of prompts (a few thousand episodes) instead of 256k episodes.
+  3. β: adaptive by default (Ziegler et al. 2019's controller); InstructGPT used a fixed β = 0.02
+     (--kl_target=none gives a fixed β).
+  4. PPO-ptx mixes in the world's plain-text corpus (the pretraining data of *our* base model), with a
+     small γ; InstructGPT used its GPT-3 pretraining mix with γ = 27.8 on a differently scaled loss.
+  5. A response without <|end|> gets a fixed score (no_stop_reward) instead of the reward model's; the
+     paper does not say how it treated unfinished responses.
+  6. Advantages are whitened over each process's own rollout (not over all processes); the
+     KL controller and the logs use the mean over processes.
+  7. One optimizer and one learning rate for the policy and the value model, as most open PPO
+     implementations do; InstructGPT does not give the value model's learning rate.
+  8. The rollout temperature is the training temperature (1.0 by default); no top-k / top-p, so the
+     sampled distribution is exactly the policy being optimised.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from minigpt import checkpoint as ckpt_io
+from minigpt.configurator import parse_config
+from minigpt.distributed import DistInfo, all_reduce_mean, barrier, setup_distributed, teardown_distributed
+from minigpt.generate import generate
+from minigpt.train import (MetricsLogger, StopOnInterrupt, autocast_context, check_finite, configure_optimizer,
+                           forward_backward, load_training_state, make_generator, optimizer_step, pick_device,
+                           read_metrics, save_training_state, seed_everything, set_lr)
+from rlhf import data as D
+from rlhf.losses import (AdaptiveKLController, entropy_from_logits, gae, kl_shaped_rewards, masked_mean,
+                         masked_whiten, ppo_policy_loss, ppo_value_loss, token_logprobs)
+from rlhf.reward_model import RewardModel
+
+# -----------------------------------------------------------------------------
+# config
+
+
+@dataclass
+class PPOConfig:
+    """PPO: optimise the SFT policy against the reward model with a KL penalty to the SFT model."""
+    # ---- where things are
+    out_dir: str = "out/ppo"          # run directory: model.pt, ckpt.pt, metrics.jsonl, dashboard.png, summary.json
+    sft_dir: str = "out/sft"          # SFT run: the initial policy and the frozen reference π_ref
+    rm_dir: str = "out/reward_model"  # reward-model run: the frozen reward r(x, y) and the value model's init
+    prompts: str = ""                 # prompts JSONL (rlhf.data.load_prompts); "" = the world's train prompts
+    n_prompts: int = 4000             # world prompts in the training pool (when --prompts is empty)
+    prompt_seed: int = 2              # seed of the world prompt pool (other stages use other seeds)
+    seed: int = 1337                  # seeds sampling and shuffling: same seed, same CPU -> same run
+    device: str = "auto"              # auto = cuda, else mps, else cpu
+    dtype: str = "auto"               # auto = bf16 autocast on CUDA for the update, float32 elsewhere
+    resume: bool = False              # continue from out_dir/ckpt.pt
+    progress: bool = True             # tqdm progress bar (rank 0)
+    # ---- 1. rollout
+    max_iters: int = 60               # PPO iterations, each = one rollout batch + its update
+    batch_size: int = 64              # prompts (= episodes) per rollout, in total over all processes
+    max_new_tokens: int = 40          # longest response; a response that has not said <|end|> by then is cut
+    temperature: float = 1.0          # sampling temperature; every forward pass divides the logits by it too
+    # ---- 2. score
+    no_stop_reward: float | None = -2.0  # the score given instead of the RM's to a response without <|end|> (None = the RM's)
+    score_clip: float | None = None   # clip RM scores to [-score_clip, score_clip] (None = no clipping)
+    whiten_rewards: bool = False      # scale the per-token rewards to unit variance over the batch
+    # ---- 3. advantages and KL control
+    gamma: float = 1.0                # discount over response tokens (1: the score is the episode's return)
+    lam: float = 0.95                 # GAE λ: 1 = Monte-Carlo returns, 0 = one-step TD
+    init_kl_coef: float = 0.1         # β at the start (InstructGPT used a fixed 0.02 on its scale)
+    kl_target: float | None = 4.0     # KL (nats per response) the adaptive controller aims for; None = fixed β
+    kl_horizon: int = 2000            # episodes for the controller to close a large gap (Ziegler: 10000)
+    # ---- 4. update
+    ppo_epochs: int = 2               # passes over each rollout batch
+    n_minibatches: int = 4            # optimizer steps per pass: the rollout is split into this many shuffled minibatches
+    micro_batch_size: int = 16        # rows per forward/backward in a process; gradients accumulate up to the minibatch
+    learning_rate: float = 2e-5       # Adam learning rate of policy and value model, decayed linearly to 0
+    weight_decay: float = 0.0         # AdamW weight decay (on >= 2-D weights)
+    beta1: float = 0.9                # Adam β1
+    beta2: float = 0.95               # Adam β2
+    grad_clip: float = 1.0            # clip the global gradient norm (0 = off)
+    clip_range: float = 0.2           # PPO ε: the ratio π/π_old is clipped to [1 - ε, 1 + ε]
+    clip_range_value: float = 0.2     # the new value may move at most this far from the rollout's value
+    vf_coef: float = 0.1              # weight of the value loss in the total loss
+    entropy_coef: float = 0.0         # weight of the entropy bonus (0 = none, as in InstructGPT)
+    ptx_coef: float = 0.0             # γ of PPO-ptx: weight of the pretraining LM loss (0 = plain PPO)
+    ptx_batch_size: int = 8           # corpus windows per micro-batch for the ptx loss
+    ptx_block_size: int = 64          # tokens per corpus window
+    ptx_corpus_chars: int = 200_000   # characters of the world corpus the ptx windows come from
+    value_model: str = "separate"     # "separate": a copy of the RM (InstructGPT); "shared": a head on the policy
+    # ---- evaluation (gold oracle on val prompts: measured, never trained on)
+    eval_interval: int = 10           # evaluate, print samples and save ckpt.pt every this many iterations
+    n_eval_prompts: int = 128         # fixed val prompts scored by the gold oracle
+    eval_seed: int = 0                # seed of the val prompt set and of its sampling
+    n_print_samples: int = 3          # sample responses printed at each evaluation
+
+
+PRESETS: dict[str, dict] = {
+    # CI smoke run: seconds on a tiny model.
+    "tiny": dict(out_dir="out/tiny/ppo", sft_dir="out/tiny/sft", rm_dir="out/tiny/reward_model", n_prompts=64,
+                 max_iters=3, batch_size=8, max_new_tokens=12, ppo_epochs=2, n_minibatches=2, micro_batch_size=4,
+                 learning_rate=1e-4, eval_interval=2, n_eval_prompts=8, n_print_samples=1, ptx_coef=0.1,
+                 ptx_batch_size=2, ptx_block_size=16, ptx_corpus_chars=5_000),
+    # The CPU default, after the default RM: about 5 minutes on 2 cores.
+    "default": dict(),
+}
+
+# -----------------------------------------------------------------------------
+# models
+
+
+def disable_dropout(model: nn.Module) -> nn.Module:
+    """Eval mode and p = 0 in every Dropout (checklist 8): with dropout the recomputed log-probs differ
+    from the rollout's and the PPO ratio is not 1 even before any update."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+    if hasattr(model, "config") and hasattr(model.config, "dropout"):
+        model.config.dropout = 0.0
+    return model.eval()
+
+
+class SharedValueHead(nn.Module):
+    """The documented alternative to a separate value model: a scalar head on the policy's own hidden states.
+    Cheaper (one backbone), but the value loss then also moves the policy's weights."""
+
+    def __init__(self, n_embd: int, init_from: nn.Linear | None = None):
+        super().__init__()
+        self.head = nn.Linear(n_embd, 1)
+        if init_from is not None:  # the RM's head, so the values start on the reward's scale
+            self.head.load_state_dict(init_from.state_dict())
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.head(hidden).squeeze(-1)                                     # (B, T, C) -> (B, T)
+
+
+class ActorCritic(nn.Module):
+    """The trainable networks under one module, so that one optimizer and one DDP wrapper serve both.
+
+    forward(sequences, attention_mask, prompt_length) -> (logits, values) over the response positions:
+    logits (B, N, V) already divided by the temperature, values (B, N). Position P-1+t of the full
+    sequence is the state before response token t: its logits predict token t and its value is V(s_t).
+    With ptx_x/ptx_y also the pretraining LM loss (computed inside forward, as DDP wants one forward).
+    """
+
+    def __init__(self, policy: nn.Module, value_model: nn.Module, temperature: float):
+        super().__init__()
+        self.policy = policy
+        self.value_model = value_model  # a RewardModel copy, or a SharedValueHead
+        self.temperature = temperature
+
+    def forward(self, sequences: Tensor, attention_mask: Tensor, prompt_length: int,
+                ptx_x: Tensor | None = None, ptx_y: Tensor | None = None):
+        P = prompt_length
+        if isinstance(self.value_model, SharedValueHead):
+            hidden = self.policy.hidden_states(sequences, attention_mask=attention_mask)   # (B, P+N, C)
+            logits = self.policy.lm_head(hidden)                                           # (B, P+N, V)
+            values = self.value_model(hidden)                                              # (B, P+N)
+        else:
+            logits, _ = self.policy(sequences, attention_mask=attention_mask)              # (B, P+N, V)
+            values = self.value_model(sequences, attention_mask)                           # (B, P+N)
+        logits = logits[:, P - 1:-1].float() / self.temperature                           # (B, N, V)
+        values = values[:, P - 1:-1].float()                                               # (B, N)
+        ptx_loss = None
+        if ptx_x is not None:
+            _, ptx_loss = self.policy(ptx_x, targets=ptx_y)
+        return logits, values, ptx_loss
+
+
+@torch.no_grad()
+def response_logprobs(model: nn.Module, sequences: Tensor, attention_mask: Tensor, prompt_length: int,
+                      temperature: float) -> Tensor:
+    """log π(y_t | x, y_<t) of each response token by one forward pass (checklist 1, 2, 13).
+
+    sequences (B, P+N) = left-padded prompts then right-padded responses, attention_mask (B, P+N);
+    positions come from the mask inside the model. A token's log-prob comes from the logits one position
+    earlier, divided by the sampling temperature: logits[:, P-1:-1] predict sequences[:, P:]. -> (B, N).
+    """
+    P = prompt_length
+    logits, _ = model(sequences, attention_mask=attention_mask)                  # (B, P+N, V)
+    logits = logits[:, P - 1:-1].float() / temperature                           # (B, N, V)
+    return token_logprobs(logits, sequences[:, P:])                              # (B, N)
+
+
+def truncate_after_stop(response: Tensor, stop_id: int, pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Keep each response up to and including its first stop token; pad the rest (checklist 3).
+
+    response (B, N) -> (response (B, N) with pad_id after the stop, mask (B, N) float, stopped (B,) bool).
+    Example: [[a, END, b]] -> [[a, END, PAD]], mask [[1, 1, 0]], stopped [True];
+             [[a, b, c]]   -> unchanged, mask [[1, 1, 1]], stopped [False].
+    """
+    is_stop = response == stop_id                                                # (B, N)
+    stops_before = is_stop.long().cumsum(dim=1) - is_stop.long()                 # stop tokens strictly before t
+    mask = (stops_before == 0)                                                   # up to and including the first stop
+    response = torch.where(mask, response, torch.full_like(response, pad_id))
+    return response, mask.float(), is_stop.any(dim=1)
+
+
+# -----------------------------------------------------------------------------
+# 1-3. rollout, score, advantages
+
+
+@dataclass
+class Rollout:
+    """One batch of episodes and everything PPO needs from them. B episodes, P prompt and N response columns."""
+    sequences: Tensor        # (B, P+N) long: left-padded prompt, then the response (pad after its stop)
+    attention_mask: Tensor   # (B, P+N) long: 1 on real prompt and response tokens
+    prompt_length: int       # P
+    response_mask: Tensor    # (B, N) float: 1 on response tokens up to and including the first <|end|>
+    stopped: Tensor          # (B,) bool: the response said <|end|>
+    logprobs: Tensor         # (B, N) log π_old(y_t), recomputed by a forward pass (the ratio's denominator)
+    ref_logprobs: Tensor     # (B, N) log π_ref(y_t)
+    values: Tensor           # (B, N) V_old(s_t)
+    rm_scores: Tensor        # (B,) the reward model's raw score
+    scores: Tensor           # (B,) the score used: RM score, or no_stop_reward when not stopped; clipped
+    rewards: Tensor          # (B, N) per-token KL-shaped rewards
+    advantages: Tensor       # (B, N) whitened GAE advantages
+    returns: Tensor          # (B, N) value targets (advantages + values, before whitening)
+    kl: Tensor               # (B, N) log π_old - log π_ref per token (the sampled KL estimate)
+    kl_exact: Tensor         # (B, N) KL(π_old || π_ref) of the full next-token distributions (always >= 0)
+    gen_logprobs: Tensor     # (B, N) the generator's log-probs (only to check they equal `logprobs`)
+
+    def select(self, idx: Tensor) -> dict:
+        """The rows `idx` as the micro-batch dict the loss function takes."""
+        return {"sequences": self.sequences[idx], "attention_mask": self.attention_mask[idx],
+                "response_mask": self.response_mask[idx], "logprobs": self.logprobs[idx],
+                "values": self.values[idx], "advantages": self.advantages[idx], "returns": self.returns[idx]}
+
+
+@torch.no_grad()
+def collect_rollout(policy: nn.Module, ref_model: nn.Module, reward_model: RewardModel, value_model: nn.Module,
+                    prompts: list[list[int]], cfg: PPOConfig, kl_coef: float, stop_id: int, pad_id: int,
+                    generator: torch.Generator | None = None) -> Rollout:
+    """Steps 1-3 of an iteration: sample, score, shape rewards, estimate advantages."""
+    T = cfg.temperature
+    # ---- 1. rollout: KV-cache sampling from the current policy, prompts left-padded (checklist 2)
+    gen = generate(policy, prompts, cfg.max_new_tokens, temperature=T, eos_token_id=stop_id,
+                   pad_token_id=pad_id, generator=generator, return_logprobs=True)
+    P = gen.prompt_length
+    response, response_mask, stopped = truncate_after_stop(gen.response, stop_id, pad_id)   # (B, N) x2, (B,)
+    sequences = torch.cat([gen.sequences[:, :P], response], dim=1)                          # (B, P+N)
+    attention_mask = torch.cat([gen.attention_mask[:, :P], response_mask.long()], dim=1)    # (B, P+N)
+
+    # ---- 2. score: forward passes of the four models over the same tokens, in micro-batches
+    cols = {k: [] for k in ("logprobs", "ref_logprobs", "values", "rm_scores", "kl_exact")}
+    for rows in torch.arange(len(prompts)).split(cfg.micro_batch_size):
+        seq, am = sequences[rows], attention_mask[rows]
+        logits, _ = policy(seq, attention_mask=am)
+        logits = logits[:, P - 1:-1].float() / T                                            # (b, N, V)
+        ref_logits, _ = ref_model(seq, attention_mask=am)
+        ref_logits = ref_logits[:, P - 1:-1].float() / T                                    # (b, N, V)
+        logp_all, ref_logp_all = logits.log_softmax(-1), ref_logits.log_softmax(-1)
+        cols["logprobs"].append(token_logprobs(logits, seq[:, P:]))                          # (b, N)
+        cols["ref_logprobs"].append(token_logprobs(ref_logits, seq[:, P:]))                  # (b, N)
+        cols["kl_exact"].append((logp_all.exp() * (logp_all - ref_logp_all)).sum(-1))        # (b, N)
+        if isinstance(value_model, SharedValueHead):
+            values = value_model(policy.hidden_states(seq, attention_mask=am))              # (b, P+N)
+        else:
+            values = value_model(seq, am)                                                   # (b, P+N)
+        cols["values"].append(values[:, P - 1:-1].float())                                  # (b, N): V(s_t)
+        cols["rm_scores"].append(reward_model.score(seq, am).float())                        # (b,) at the last real token
+    logprobs, ref_logprobs, values, rm_scores, kl_exact = (torch.cat(cols[k]) for k in
+                                                           ("logprobs", "ref_logprobs", "values", "rm_scores", "kl_exact"))
+    mask = response_mask
+    logprobs, ref_logprobs, values, kl_exact = logprobs * mask, ref_logprobs * mask, values * mask, kl_exact * mask
+
+    scores = rm_scores
+    if cfg.no_stop_reward is not None:                                                     # checklist 3
+        scores = torch.where(stopped, rm_scores, torch.full_like(rm_scores, cfg.no_stop_reward))
+    if cfg.score_clip is not None:
+        scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
+
+    # ---- 3. advantages: per-token KL-shaped rewards (checklist 4) -> GAE (checklist 6) -> whitening
+    rewards = kl_shaped_rewards(scores, logprobs, ref_logprobs, mask, kl_coef)                # (B, N)
+    if cfg.whiten_rewards:
+        rewards = masked_whiten(rewards, mask, shift_mean=False)
+    advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)                     # (B, N) x2
+    advantages = masked_whiten(advantages, mask)
+
+    gen_logprobs = gen.logprobs * mask
+    return Rollout(sequences=sequences, attention_mask=attention_mask, prompt_length=P, response_mask=mask,
+                   stopped=stopped, logprobs=logprobs, ref_logprobs=ref_logprobs, values=values,
+                   rm_scores=rm_scores, scores=scores, rewards=rewards, advantages=advantages, returns=returns,
+                   kl=(logprobs - ref_logprobs) * mask, kl_exact=kl_exact, gen_logprobs=gen_logprobs)
+
+
+def rollout_stats(ro: Rollout) -> dict:
+    """Per-iteration numbers of a rollout (per process; the caller averages over processes)."""
+    mask = ro.response_mask
+    length = mask.sum(1)                                                                     # (B,)
+    _, vf_stats = ppo_value_loss(ro.values, ro.values, ro.returns, mask, 1.0)
+    return {
+        "rm_score": ro.rm_scores.mean().item(),            # the reward model's opinion of the samples
+        "score": ro.scores.mean().item(),                  # after the no-stop penalty and clipping
+        "kl": ro.kl.sum(1).mean().item(),                  # nats per response, sampled estimate (the one in the reward)
+        "kl_exact": ro.kl_exact.sum(1).mean().item(),      # nats per response, exact over the vocabulary (>= 0)
+        "reward_total": ro.rewards.sum(1).mean().item(),   # score - β KL: what PPO maximises
+        "response_length": length.mean().item(),
+        "stop_rate": ro.stopped.float().mean().item(),
+        "value_mean": masked_mean(ro.values, mask).item(),
+        "return_mean": masked_mean(ro.returns, mask).item(),
+        "explained_variance": vf_stats["explained_variance"].item(),   # of the rollout's values for its returns
+        "logprob_drift": (ro.gen_logprobs - ro.logprobs).abs().max().item(),  # generator vs forward (checklist 13)
+    }
+
+
+# -----------------------------------------------------------------------------
+# 4. update
+
+
+def ppo_loss(model: nn.Module, batch: dict, cfg: PPOConfig) -> tuple[Tensor, dict]:
+    """Loss of one micro-batch: clipped policy loss + vf_coef * clipped value loss - entropy bonus + ptx."""
+    mask = batch["response_mask"]
+    logits, values, ptx_loss = model(batch["sequences"], batch["attention_mask"], batch["prompt_length"],
+                                     batch.get("ptx_x"), batch.get("ptx_y"))                 # (b, N, V), (b, N)
+    logprobs = token_logprobs(logits, batch["sequences"][:, batch["prompt_length"]:])       # (b, N)
+    # Zero every per-token input at padded positions (torch.where, so not even a NaN gradient leaks from
+    # them): masked means skip them, but exp(ratio) of garbage could still be inf there (checklist 2).
+    logprobs, old_logprobs, advantages, values, old_values, returns = (
+        torch.where(mask > 0, x, torch.zeros_like(x)) for x in
+        (logprobs, batch["logprobs"], batch["advantages"], values, batch["values"], batch["returns"]))
+    pg_loss, pg_stats = ppo_policy_loss(logprobs, old_logprobs, advantages, mask, cfg.clip_range)
+    vf_loss, vf_stats = ppo_value_loss(values, old_values, returns, mask, cfg.clip_range_value)
+    entropy = masked_mean(entropy_from_logits(logits), mask)
+    loss = pg_loss + cfg.vf_coef * vf_loss - cfg.entropy_coef * entropy
+    stats = {"pg_loss": pg_loss.detach(), "vf_loss": vf_loss.detach(), "entropy": entropy.detach(),
+             "approx_kl": pg_stats["approx_kl"], "clipfrac": pg_stats["clipfrac"],
+             "ratio_mean": pg_stats["ratio_mean"], "vf_clipfrac": vf_stats["vf_clipfrac"]}
+    if ptx_loss is not None:
+        loss = loss + cfg.ptx_coef * ptx_loss
+        stats["ptx_loss"] = ptx_loss.detach()
+    return loss, stats
+
+
+def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, ro: Rollout, cfg: PPOConfig,
+               generator: torch.Generator, ptx_tokens: Tensor | None = None, ctx=None) -> dict:
+    """Step 4: ppo_epochs passes over ro in n_minibatches shuffled minibatches (checklist 12).
+
+    Each minibatch is one optimizer step; it is fed in micro-batches of micro_batch_size rows whose
+    gradients accumulate (minigpt.train.forward_backward). Returns the mean stats of all micro-batches
+    and, separately, those of the very first minibatch (where the ratio must be exactly 1).
+    """
+    B = ro.sequences.shape[0]
+    mb_size = max(1, math.ceil(B / cfg.n_minibatches))
+    totals, n, first = {}, 0, None
+    for epoch in range(cfg.ppo_epochs):
+        perm = torch.randperm(B, generator=generator)
+        for mb in perm.split(mb_size):
+            micro = []
+            for rows in mb.split(cfg.micro_batch_size):
+                batch = {**ro.select(rows), "prompt_length": ro.prompt_length}
+                if ptx_tokens is not None and cfg.ptx_coef > 0:
+                    batch["ptx_x"], batch["ptx_y"] = ptx_batch(ptx_tokens, cfg, generator)
+                micro.append(batch)
+            loss, stats = forward_backward(model, lambda m, b: ppo_loss(m, b, cfg), micro, ctx)
+            check_finite(loss, 0)
+            stats["grad_norm"] = optimizer_step(model, optimizer, cfg.grad_clip)
+            stats["loss"] = loss
+            first = first or dict(stats)
+            for k, v in stats.items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+            n += 1
+    out = {k: v / max(n, 1) for k, v in totals.items()}
+    out.update({f"first_{k}": first[k] for k in ("approx_kl", "clipfrac", "ratio_mean")} if first else {})
+    return out
+
+
+def ptx_batch(tokens: Tensor, cfg: PPOConfig, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Random windows of the pretraining corpus for PPO-ptx (checklist 11): x, y both (b, ptx_block_size)."""
+    L = cfg.ptx_block_size
+    starts = torch.randint(0, len(tokens) - L - 1, (cfg.ptx_batch_size,), generator=generator)
+    x = torch.stack([tokens[s:s + L] for s in starts.tolist()])
+    y = torch.stack([tokens[s + 1:s + L + 1] for s in starts.tolist()])
+    return x, y
+
+
+# -----------------------------------------------------------------------------
+# evaluation (the gold oracle, on val prompts; never used for training)
+
+
+@torch.no_grad()
+def evaluate_policy(policy: nn.Module, reward_model: RewardModel, tokenizer, examples: list, cfg: PPOConfig,
+                    temperature: float, seed: int = 0, batch_size: int = 64) -> dict:
+    """Gold score, RM score, stop rate, length and diversity of the policy's responses to `examples`.
+
+    temperature 0 = greedy. Returns the means and the per-prompt rows (prompt, response, gold, rm).
+    """
+    from rlhf.world import score as gold_score
+
+    stop_id, pad_id = D.stop_token_id(tokenizer), D.pad_token_id(tokenizer)
+    max_prompt = policy.config.block_size - cfg.max_new_tokens
+    g = make_generator(seed, "eval")
+    rows = []
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i:i + batch_size]
+        prompts = [D.render_prompt(ex.conversation, tokenizer, max_len=max_prompt) for ex in chunk]
+        gen = generate(policy, prompts, cfg.max_new_tokens, temperature=temperature, eos_token_id=stop_id,
+                       pad_token_id=pad_id, generator=g)
+        rm = reward_model.score(gen.sequences, gen.attention_mask).float()
+        for ex, resp, r in zip(chunk, gen.response.tolist(), rm.tolist()):
+            text, stopped = D.decode_response(resp, tokenizer)
+            rows.append({"prompt": ex.conversation[-1]["content"], "family": ex.family, "response": text,
+                         "stopped": stopped, "gold": gold_score(ex.conversation, text, stopped=stopped),
+                         "rm": r if stopped or cfg.no_stop_reward is None else cfg.no_stop_reward})
+    return {"gold": float(np.mean([r["gold"] for r in rows])), "rm": float(np.mean([r["rm"] for r in rows])),
+            "stop_rate": float(np.mean([r["stopped"] for r in rows])),
+            "length": float(np.mean([len(r["response"]) for r in rows])),
+            "distinct": len({r["response"] for r in rows}) / max(len(rows), 1), "rows": rows}
+
+
+# -----------------------------------------------------------------------------
+# the dashboard
+
+DASHBOARD = [("rm_score", "RM score (train samples)"), ("gold", "gold score (val prompts)"), ("kl", "KL to SFT (nats)"),
+             ("kl_coef", "β"), ("pg_loss", "policy loss"), ("vf_loss", "value loss"), ("entropy", "entropy"),
+             ("approx_kl", "approx-KL (π_old || π)"), ("clipfrac", "clip fraction"),
+             ("explained_variance", "explained variance"), ("response_length", "response length (tokens)"),
+             ("stop_rate", "stop rate")]
+
+
+def plot_dashboard(records: list[dict] | str, path: str, title: str = "PPO") -> str:
+    """A grid of every logged PPO metric against the iteration, as a PNG (Agg canvas, no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if isinstance(records, str):
+        records = read_metrics(records)
+    fig = Figure(figsize=(14, 9))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(3, 4).ravel()
+    for ax, (key, label) in zip(axes, DASHBOARD):
+        if key == "gold":
+            for k, style, name in (("gold", "o-", "sampled"), ("gold_greedy", "s--", "greedy")):
+                pts = [(r["iter"], r[k]) for r in records if r.get(k) is not None]
+                if pts:
+                    ax.plot(*zip(*pts), style, ms=3, label=name)
+            ax.legend(fontsize=7)
+        else:
+            pts = [(r["iter"], r[key]) for r in records if r.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts), lw=1.2)
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=90)
+    os.replace(tmp, path)
+    return path
+
+
+# -----------------------------------------------------------------------------
+# the stage
+
+
+def load_prompt_pool(cfg: PPOConfig) -> list[list[dict]]:
+    """Training prompts (conversations ending with a user turn): a JSONL file or the world's train split."""
+    if cfg.prompts:
+        return D.load_prompts(cfg.prompts)
+    from rlhf.world import make_prompts
+    return [ex.conversation for ex in make_prompts("train", cfg.n_prompts, seed=cfg.prompt_seed)]
+
+
+def build_models(cfg: PPOConfig, device) -> tuple:
+    """(policy, ref_model, reward_model, value_model, tokenizer): policy and reference from the SFT run,
+    the frozen RM, and the value model initialised from the RM (checklist 9); dropout off everywhere (8)."""
+    policy, tokenizer = ckpt_io.load_model(cfg.sft_dir, device)
+    ref_model, _ = ckpt_io.load_model(cfg.sft_dir, device)
+    reward_model = RewardModel.load(cfg.rm_dir, device)
+    if reward_model.config.vocab_size != policy.config.vocab_size:
+        raise SystemExit(f"error: {cfg.rm_dir} (vocab {reward_model.config.vocab_size}) and {cfg.sft_dir} "
+                         f"(vocab {policy.config.vocab_size}) do not share a tokenizer")
+    if cfg.value_model == "separate":
+        value_model = copy.deepcopy(reward_model)                      # InstructGPT: V starts as the RM
+    elif cfg.value_model == "shared":
+        value_model = SharedValueHead(policy.config.n_embd, init_from=reward_model.head).to(device)
+    else:
+        raise SystemExit(f"error: --value_model must be 'separate' or 'shared', got {cfg.value_model!r}")
+    for m in (policy, ref_model, reward_model, value_model):
+        disable_dropout(m)
+    for m in (ref_model, reward_model):
+        m.requires_grad_(False)
+    return policy, ref_model, reward_model, value_model, tokenizer
+
+
+def train_ppo(cfg: PPOConfig) -> dict:
+    """Run PPO (see the module docstring); returns the final metrics, also written to out_dir/summary.json."""
+    info = setup_distributed(pick_device(cfg.device).type)
+    try:
+        return _train_ppo(cfg, info)
+    finally:
+        teardown_distributed()
+
+
+def _train_ppo(cfg: PPOConfig, info: DistInfo) -> dict:
+    t_start = time.time()
+    device = pick_device(cfg.device)
+    if device.type == "cuda" and info.enabled:
+        device = torch.device("cuda", info.local_rank)
+    seed_everything(cfg.seed + info.rank)
+    if cfg.batch_size % info.world_size:
+        raise SystemExit(f"error: --batch_size={cfg.batch_size} does not split over {info.world_size} processes")
+    is_main, run_dir = info.is_main, cfg.out_dir
+    log = (lambda *a: print(*a, flush=True)) if is_main else (lambda *a: None)
+
+    policy, ref_model, reward_model, value_model, tokenizer = build_models(cfg, device)
+    stop_id, pad_id = D.stop_token_id(tokenizer), D.pad_token_id(tokenizer)
+    if stop_id == pad_id:                                              # checklist 14
+        raise SystemExit("error: the stop token <|end|> must not be the padding token")
+    max_prompt = policy.config.block_size - cfg.max_new_tokens
+    if max_prompt < 3:
+        raise SystemExit(f"error: --max_new_tokens={cfg.max_new_tokens} leaves no room for a prompt "
+                         f"in block_size={policy.config.block_size}")
+    pool = [D.render_prompt(conv, tokenizer, max_len=max_prompt) for conv in load_prompt_pool(cfg)]
+    if len(pool) < cfg.batch_size:
+        raise SystemExit(f"error: {len(pool)} prompts, fewer than --batch_size={cfg.batch_size}")
+    from rlhf.world import make_prompts
+    val_examples = make_prompts("val", cfg.n_eval_prompts, seed=cfg.eval_seed)
+    ptx_tokens = None
+    if cfg.ptx_coef > 0:
+        from rlhf.world import corpus
+        ptx_tokens = torch.tensor(tokenizer.encode(corpus(cfg.ptx_corpus_chars, seed=cfg.seed)), dtype=torch.long)
+
+    model = ActorCritic(policy, value_model, cfg.temperature)          # the trainable part
+    optimizer = configure_optimizer(model, cfg, device.type)
+    kl_ctl = AdaptiveKLController(cfg.init_kl_coef, cfg.kl_target, cfg.kl_horizon)
+    logger = MetricsLogger(os.path.join(run_dir, "metrics.jsonl"), enabled=is_main)
+    start = 0
+    state = load_training_state(run_dir, model, optimizer) if cfg.resume else None
+    if state is not None:
+        start, kl_ctl.value = state["step"], state["kl_coef"]
+        logger.truncate(start)
+        log(f"resumed {run_dir}/ckpt.pt at iteration {start} (β = {kl_ctl.value:.4f})")
+    else:
+        if is_main:
+            os.makedirs(run_dir, exist_ok=True)
+        logger.reset()
+    if is_main:
+        ckpt_io.write_config(run_dir, cfg)
+    train_model = model
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        train_model = DDP(model, device_ids=[info.local_rank] if device.type == "cuda" else None)
+    ctx = autocast_context(device, cfg.dtype)
+
+    def do_eval(it: int) -> dict:
+        """Gold score of sampled and greedy responses on the fixed val prompts (rank 0 only)."""
+        if not is_main:
+            return {}
+        sampled = evaluate_policy(policy, reward_model, tokenizer, val_examples, cfg, cfg.temperature, cfg.eval_seed)
+        greedy = evaluate_policy(policy, reward_model, tokenizer, val_examples, cfg, 0.0, cfg.eval_seed)
+        for r in sampled["rows"][:cfg.n_print_samples]:
+            log(f"  [{r['family']}] {r['prompt']!r}\n    -> {r['response']!r} (gold {r['gold']:.2f}, rm {r['rm']:+.2f})")
+        return {"gold": sampled["gold"], "gold_greedy": greedy["gold"], "eval_rm": sampled["rm"],
+                "eval_stop_rate": sampled["stop_rate"], "eval_distinct": sampled["distinct"],
+                "eval_length_chars": sampled["length"]}
+
+    def save(it: int) -> None:
+        if is_main:
+            save_training_state(run_dir, model, optimizer, it, cfg, {"kl_coef": kl_ctl.value})
+
+    bar = None
+    if cfg.progress and is_main and start < cfg.max_iters:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.max_iters, initial=start, desc="ppo", dynamic_ncols=True)
+    per_rank = cfg.batch_size // info.world_size
+    last_eval, it, history = {}, start, []
+    with StopOnInterrupt(verbose=is_main) as stop:
+        for it in range(start, cfg.max_iters):
+            t0 = time.time()
+            record = {"iter": it}
+            if cfg.eval_interval > 0 and it % cfg.eval_interval == 0:
+                last_eval = do_eval(it)
+                record.update(last_eval)
+                save(it)
+            # ---- 1-3: this rank's shard of this iteration's prompts, sampled and scored
+            order = torch.randperm(len(pool), generator=make_generator(cfg.seed, "prompts", it))[:cfg.batch_size]
+            mine = order[info.rank * per_rank:(info.rank + 1) * per_rank].tolist()
+            kl_coef = kl_ctl.value
+            ro = collect_rollout(policy, ref_model, reward_model, value_model, [pool[i] for i in mine], cfg,
+                                 kl_coef, stop_id, pad_id, make_generator(cfg.seed, "rollout", it, info.rank))
+            stats = rollout_stats(ro)
+            # ---- 4: the PPO update
+            lr = cfg.learning_rate * (1.0 - it / cfg.max_iters)                 # linear decay to 0
+            set_lr(optimizer, lr)
+            stats.update(ppo_update(train_model, optimizer, ro, cfg, make_generator(cfg.seed, "update", it, info.rank),
+                                    ptx_tokens, ctx))
+            # ---- 5: average the logs over processes, then move β towards the KL target
+            keys = sorted(stats)
+            vals = all_reduce_mean(torch.tensor([stats[k] for k in keys], dtype=torch.float64), info)
+            stats = dict(zip(keys, vals.tolist()))
+            kl_ctl.update(stats["kl"], cfg.batch_size)
+            record.update(stats, kl_coef=kl_coef, lr=lr, seconds=time.time() - t0)
+            logger.log(record)
+            history.append(record)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(rm=f"{stats['rm_score']:+.2f}", kl=f"{stats['kl']:.2f}", beta=f"{kl_coef:.3f}",
+                                gold=f"{last_eval.get('gold', float('nan')):.3f}", stop=f"{stats['stop_rate']:.2f}")
+            if stop.requested:
+                it += 1
+                break
+        else:
+            it = cfg.max_iters
+    if bar is not None:
+        bar.close()
+    interrupted = it < cfg.max_iters
+    final = {}
+    if not interrupted:
+        final = do_eval(it)
+        if is_main:
+            logger.log({"iter": it, **final, "kl_coef": kl_ctl.value})
+    save(it)
+    result = {}
+    if is_main:
+        plot_dashboard(logger.path, os.path.join(run_dir, "dashboard.png"), title=f"PPO ({run_dir})")
+        records = read_metrics(logger.path)
+        train_records = [r for r in records if "rm_score" in r]
+        tail = train_records[-max(1, len(train_records) // 10):] if train_records else []
+        result = {
+            "iters": it, "interrupted": interrupted, "seconds": time.time() - t_start,
+            "gold_score": final.get("gold"), "gold_score_greedy": final.get("gold_greedy"),
+            "rm_score": final.get("eval_rm"), "stop_rate": final.get("eval_stop_rate"),
+            "distinct": final.get("eval_distinct"),
+            "kl": float(np.mean([r["kl"] for r in tail])) if tail else None,
+            "kl_coef": kl_ctl.value,
+            "kl_coef_trajectory": [r["kl_coef"] for r in train_records],
+            "initial": {k: records[0].get(k) for k in ("gold", "gold_greedy", "eval_rm")} if records else {},
+            "dashboard": os.path.join(run_dir, "dashboard.png"),
+        }
+        if not interrupted:
+            ckpt_io.save_model(run_dir, policy, tokenizer, extra={"kind": "ppo_policy"})
+            ckpt_io.write_summary(run_dir, result)
+        log(f"ppo: {it} iterations in {result['seconds']:.0f}s; gold {result['initial'].get('gold')} -> "
+            f"{result['gold_score']} (sampled), KL {result['kl']}, β {kl_ctl.value:.4f}; {run_dir}/dashboard.png")
+    barrier(info)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_config(PPOConfig, argv, PRESETS, prog="python -m rlhf.ppo")
+    return train_ppo(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""Stage 2 of InstructGPT: supervised fine-tuning (SFT) of the pretrained model on demonstrations.
+
+Labelers write the response they want for a prompt; the policy is trained to imitate it with the
+next-token loss restricted to the response (Ouyang et al. 2022, §3.5 "Supervised fine-tuning"):
+
+    L_SFT(theta) = - sum_{b,t} m[b,t] * log pi_theta(x[b,t+1] | x[b,<=t]) / sum_{b,t} m[b,t]
+
+where m = 1 exactly on assistant content tokens and their <|end|> (rlhf.data.render), so the prompt
+is context, never a target, and the model learns to stop. Padding has m = 0 and is never attended to.
+
+Run it (after `python -m minigpt.train --preset default`, which writes out/pretrain):
+
+    python -m rlhf.sft --preset default                     # ~1-2 min on 2 CPU cores
+    python -m rlhf.sft --preset tiny --init_from=out/tiny/pretrain --out_dir=out/tiny/sft
+    python -m rlhf.sft --data=demos.jsonl                   # your own demonstrations (messages or Alpaca JSONL)
+    torchrun --standalone --nproc_per_node=2 -m rlhf.sft    # data parallel
+
+The evaluation reports the validation loss on held-out demonstrations and the gold-oracle score
+(rlhf.world.score) of greedy responses to held-out *val* prompts, per task family, for the base
+(pretrained) model and for the SFT model: the first alignment number of the pipeline.
+`evaluate_gold(model, tokenizer, examples)` is that evaluation, reusable by other stages.
+
+Simplifications relative to InstructGPT:
+  1. Demonstrations come from simulated labelers (rlhf.world.labelers): few, varied and imperfect
+     (verbose, off-format, occasionally wrong) on purpose, so the SFT model leaves headroom for RLHF.
+  2. We train for a fixed number of steps and keep the last checkpoint; InstructGPT trained 16 epochs
+     and selected the checkpoint by reward-model score on a validation set.
+  3. Under DDP each process averages the loss over its own supervised tokens, so N processes equal
+     one process exactly only when every row has the same number of supervised tokens.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import torch
+
+from minigpt import checkpoint as ckpt_io
+from minigpt.configurator import parse_config
+from minigpt.distributed import barrier, setup_distributed, teardown_distributed
+from minigpt.train import LoopConfig, NonFiniteLossError, fit, make_generator, pick_device, seed_everything
+
+
+@dataclass
+class SFTConfig(LoopConfig):
+    """Supervised fine-tuning on demonstrations (stage 2)."""
+    out_dir: str = "out/sft"            # run directory of this stage
+    init_from: str = "out/pretrain"     # run directory of the pretrained model (its model.pt + tokenizer.bpe)
+    data: str = ""                      # demonstrations JSONL (messages or Alpaca); empty = the world's labelers
+    n_demos: int = 1500                 # world demonstrations to train on (deliberately few, as in InstructGPT)
+    n_val_demos: int = 200              # held-out demonstrations (val-split prompts) for the validation loss
+    demo_seed: int = 0                  # seed of the world's demonstrations
+    val_fraction: float = 0.1           # with --data: fraction of the file held out for the validation loss
+    train_on: str = "all"               # which assistant turns carry loss: all | last
+    n_eval: int = 200                   # held-out val prompts for the gold score (0 = skip the gold evaluation)
+    eval_seed: int = 0                  # which val prompts
+    max_new_tokens: int = 32            # response budget of the gold evaluation (no stop = cut here)
+    eval_batch_size: int = 100          # prompts per generation batch
+    max_iters: int = 300                # optimizer steps
+    batch_size: int = 32                # conversations per micro-batch (all processes together)
+    learning_rate: float = 1e-3         # peak learning rate
+    min_lr: float = 1e-4                # end of the cosine decay
+    warmup_iters: int = 20              # linear warmup steps
+    weight_decay: float = 0.0           # no decay: a short fine-tune should not shrink pretrained weights
+    eval_interval: int = 100            # validation loss every this many steps
+    eval_iters: int = 7                 # validation micro-batches (7 x 32 rows covers 200 held-out demos)
+
+
+PRESETS: dict[str, dict] = {
+    "tiny": dict(out_dir="out/tiny/sft", init_from="out/tiny/pretrain", n_demos=64, n_val_demos=16,
+                 n_eval=16, max_new_tokens=12, max_iters=10, batch_size=8, warmup_iters=2, eval_interval=5,
+                 eval_iters=2, eval_batch_size=16),
+    "default": dict(),
+}
+
+
+# ----------------------------------------------------------------------------- data
+
+class SFTBatches:
+    """get_batch(split, index) -> a right-padded batch dict (rlhf.data.collate_sft):
+    idx (B, T), targets (B, T) with -1 off the response, loss_mask (B, T) float, attention_mask (B, T).
+
+    Train: epoch by epoch through a permutation seeded by (seed, epoch), so micro-batch `index` is a
+    pure function of its number (exact resume, identical on every DDP process). Val: consecutive rows.
+    """
+
+    def __init__(self, train_examples: list, val_examples: list, batch_size: int, pad_id: int, seed: int = 0):
+        if not train_examples:
+            raise ValueError("no training examples (every demonstration was dropped: too long for block_size?)")
+        self.examples = {"train": train_examples, "val": val_examples or train_examples}
+        self.batch_size, self.pad_id, self.seed = batch_size, pad_id, seed
+
+    @lru_cache(maxsize=4)
+    def _perm(self, epoch: int) -> list[int]:
+        n = len(self.examples["train"])
+        return torch.randperm(n, generator=make_generator(self.seed, "sft-epoch", epoch)).tolist()
+
+    def __call__(self, split: str, index: int):
+        from rlhf.data import collate_sft
+
+        exs, B = self.examples[split], self.batch_size
+        positions = range(index * B, (index + 1) * B)
+        if split == "train":
+            rows = [self._perm(p // len(exs))[p % len(exs)] for p in positions]
+        else:
+            rows = [p % len(exs) for p in positions]
+        return collate_sft([exs[i] for i in rows], self.pad_id)
+
+
+def sft_loss_fn(model, batch):
+    """loss_fn for minigpt.train.fit: masked next-token loss on the response tokens only."""
+    from rlhf.losses import sft_loss
+
+    logits, _ = model(batch["idx"], attention_mask=batch["attention_mask"])   # (B, T, V)
+    loss = sft_loss(logits, batch["targets"], batch["loss_mask"])
+    return loss, {"response_tokens": batch["loss_mask"].sum().item()}
+
+
+def load_sft_data(cfg: SFTConfig) -> tuple[list, list]:
+    """(train conversations, val conversations): from cfg.data, or from the world's labelers
+    (train-split prompts for training, val-split prompts for the validation loss)."""
+    if cfg.data:
+        from rlhf.data import DataError, load_demonstrations
+        if not os.path.exists(cfg.data):
+            raise SystemExit(f"error: --data={cfg.data}: no such file")
+        try:
+            convs = load_demonstrations(cfg.data)
+        except DataError as e:
+            raise SystemExit(f"error: {e}") from None
+        order = list(range(len(convs)))
+        random.Random(cfg.demo_seed).shuffle(order)
+        n_val = int(round(len(convs) * cfg.val_fraction)) if len(convs) > 1 else 0
+        val = [convs[i] for i in order[:n_val]]
+        train = [convs[i] for i in order[n_val:]]
+        return train, val
+    from rlhf.world import make_demonstrations
+    train = make_demonstrations(cfg.n_demos, seed=cfg.demo_seed, split="train")
+    val = make_demonstrations(cfg.n_val_demos, seed=cfg.demo_seed, split="val") if cfg.n_val_demos > 0 else []
+    return train, val
+
+
+# ----------------------------------------------------------------------------- gold evaluation
+
+@torch.no_grad()
+def generate_replies(model, tokenizer, conversations: list, max_new_tokens: int = 32, temperature: float = 0.0,
+                     batch_size: int = 100, seed: int = 0) -> list[dict]:
+    """Answer each conversation (ending with a user turn) with the chat template: greedy at temperature 0,
+    else seeded sampling, stopping at <|end|>. Returns [{"response": str, "stopped": bool, "n_tokens": int}]."""
+    from minigpt.generate import generate
+    from rlhf.data import pad_token_id, render_prompt, stop_token_id
+
+    end, pad = stop_token_id(tokenizer), pad_token_id(tokenizer)
+    room = model.config.block_size - max_new_tokens
+    if room < 4:
+        raise ValueError(f"block_size {model.config.block_size} leaves no room for prompts with "
+                         f"max_new_tokens={max_new_tokens}")
+    device = next(model.parameters()).device
+    g = torch.Generator(device=device.type).manual_seed(seed)
+    out = []
+    for i in range(0, len(conversations), batch_size):
+        prompts = [render_prompt(c, tokenizer, max_len=room) for c in conversations[i:i + batch_size]]
+        gen = generate(model, prompts, max_new_tokens, temperature=temperature, eos_token_id=end,
+                       pad_token_id=pad, generator=g)
+        for b in range(len(prompts)):
+            n = int(gen.response_mask[b].sum())
+            ids = gen.response[b, :n].tolist()
+            stopped = bool(gen.stopped[b])
+            out.append({"response": tokenizer.decode(ids[:-1] if stopped else ids), "stopped": stopped,
+                        "n_tokens": n})
+    return out
+
+
+def evaluate_gold(model, tokenizer, examples: list, max_new_tokens: int = 32, temperature: float = 0.0,
+                  batch_size: int = 100, seed: int = 0) -> dict:
+    """Gold-oracle score of `model`'s responses to world Examples (greedy by default).
+
+    Returns {"gold": mean score in [0, 1], "per_family": {family: mean}, "per_h": {h: mean},
+    "stop_rate": share of responses that ended with <|end|>, "n": number of prompts,
+    "rows": [{"family", "h", "prompt", "gold_answer", "response", "stopped", "score"}]}.
+    A response that never stops is scored with stopped=False (the oracle's penalty for rambling on).
+    """
+    from rlhf.world import score
+
+    replies = generate_replies(model, tokenizer, [ex.conversation for ex in examples], max_new_tokens,
+                               temperature, batch_size, seed)
+    rows, by_family, by_h = [], defaultdict(list), defaultdict(list)
+    for ex, r in zip(examples, replies):
+        s = score(ex.conversation, r["response"], stopped=r["stopped"])
+        by_family[ex.family].append(s)
+        by_h[ex.h].append(s)
+        rows.append({"family": ex.family, "h": ex.h, "prompt": ex.conversation[-1]["content"],
+                     "gold_answer": ex.gold, "response": r["response"], "stopped": r["stopped"], "score": s})
+    n = len(rows)
+    return {"gold": sum(r["score"] for r in rows) / max(n, 1),
+            "per_family": {k: sum(v) / len(v) for k, v in sorted(by_family.items())},
+            "per_h": {k: sum(v) / len(v) for k, v in sorted(by_h.items())},
+            "stop_rate": sum(r["stopped"] for r in rows) / max(n, 1), "n": n, "rows": rows}
+
+
+def format_gold_table(base: dict, sft: dict) -> str:
+    """A small text table: gold score per family, base vs SFT."""
+    lines = [f"{'family':<12} {'n':>4} {'base':>6} {'sft':>6}"]
+    counts = defaultdict(int)
+    for r in sft["rows"]:
+        counts[r["family"]] += 1
+    for fam in sft["per_family"]:
+        lines.append(f"{fam:<12} {counts[fam]:>4} {base['per_family'].get(fam, float('nan')):>6.3f} "
+                     f"{sft['per_family'][fam]:>6.3f}")
+    lines.append(f"{'overall':<12} {sft['n']:>4} {base['gold']:>6.3f} {sft['gold']:>6.3f}")
+    lines.append(f"{'stop rate':<12} {'':>4} {base['stop_rate']:>6.3f} {sft['stop_rate']:>6.3f}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the stage
+
+def train_sft(cfg: SFTConfig) -> dict:
+    """Stage 2: load the pretrained run -> demonstrations -> fit with the masked loss -> gold evaluation
+    of base and SFT -> run_dir/model.pt, tokenizer.bpe, summary.json. Returns the summary."""
+    from rlhf.data import SFTDataset, pad_token_id
+    from rlhf.world import make_prompts
+
+    t_start = time.time()
+    device = pick_device(cfg.device)
+    info = setup_distributed(device.type)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    run_dir = cfg.out_dir
+    try:
+        if not os.path.exists(os.path.join(cfg.init_from, ckpt_io.MODEL_FILE)):
+            raise SystemExit(f"error: --init_from={cfg.init_from}: no {ckpt_io.MODEL_FILE}; "
+                             "run `python -m minigpt.train` first (or point --init_from at a pretrained run)")
+        seed_everything(cfg.seed)
+        model, tok = ckpt_io.load_model(cfg.init_from, device=device)
+        block = model.config.block_size
+
+        train_convs, val_convs = load_sft_data(cfg)
+        train_ds = SFTDataset(train_convs, tok, max_len=block, train_on=cfg.train_on)
+        val_ds = SFTDataset(val_convs, tok, max_len=block, train_on=cfg.train_on) if val_convs else None
+        val_examples = val_ds.examples if val_ds is not None else []
+        batches = SFTBatches(train_ds.examples, val_examples, cfg.batch_size, pad_token_id(tok), seed=cfg.seed)
+        if info.is_main:
+            n_resp = sum(int(e.loss_mask.sum()) for e in train_ds.examples)
+            n_all = sum(len(e.idx) for e in train_ds.examples)
+            print(f"sft data: {len(train_ds)} train demonstrations ({train_ds.n_dropped} dropped as too long), "
+                  f"{len(val_examples)} val; {n_resp:,} of {n_all:,} tokens are supervised "
+                  f"({n_resp / max(n_all, 1):.0%}); ~{cfg.max_iters * cfg.batch_size * cfg.grad_accum / max(len(train_ds), 1):.1f} epochs")
+
+        eval_prompts = make_prompts("val", cfg.n_eval, seed=cfg.eval_seed) if cfg.n_eval > 0 else []
+        base = None
+        if info.is_main and eval_prompts:
+            t0 = time.perf_counter()
+            base = evaluate_gold(model, tok, eval_prompts, cfg.max_new_tokens, batch_size=cfg.eval_batch_size,
+                                 seed=cfg.eval_seed)
+            print(f"base model gold score on {len(eval_prompts)} val prompts: {base['gold']:.3f} "
+                  f"(stop rate {base['stop_rate']:.2f}; {time.perf_counter() - t0:.1f}s)")
+        barrier(info)
+
+        torch.manual_seed(cfg.seed + info.rank)
+        model.train()
+        result = fit(model, sft_loss_fn, batches, cfg, run_dir=run_dir, device=device, dist_info=info,
+                     desc="sft")
+        summary: dict = {}
+        if info.is_main and not result["interrupted"]:
+            model.eval()
+            sft = None
+            if eval_prompts:
+                t0 = time.perf_counter()
+                sft = evaluate_gold(model, tok, eval_prompts, cfg.max_new_tokens, batch_size=cfg.eval_batch_size,
+                                    seed=cfg.eval_seed)
+                print(f"\nsft model gold score: {sft['gold']:.3f} ({time.perf_counter() - t0:.1f}s)")
+                print(format_gold_table(base, sft))
+                print("\nsamples (val prompts, greedy):")
+                for r in sft["rows"][:6]:
+                    print(f"  [{r['family']}] {r['prompt']!r} -> {r['response']!r} "
+                          f"(gold {r['gold_answer']!r}, score {r['score']:.2f})")
+                from rlhf.data import write_jsonl
+                write_jsonl(os.path.join(run_dir, "eval_samples.jsonl"),
+                            [{"model": "base", **r} for r in base["rows"]] + [{"model": "sft", **r} for r in sft["rows"]])
+            val_loss = result["val_loss"]
+            summary = {"stage": "sft", "val_loss": val_loss, "train_loss": result["train_loss"],
+                       "steps": result["step"], "tokens_per_s": result["tokens_per_s"],
+                       "train_seconds": result["train_seconds"], "seconds": time.time() - t_start,
+                       "n_train_demos": len(train_ds), "n_val_demos": len(val_examples),
+                       "loss_curve": result["loss_curve"], "init_from": cfg.init_from, "device": str(device),
+                       "world_size": info.world_size}
+            if sft is not None:
+                summary.update({
+                    "n_eval_prompts": sft["n"],
+                    "base": {k: base[k] for k in ("gold", "per_family", "per_h", "stop_rate")},
+                    "sft": {k: sft[k] for k in ("gold", "per_family", "per_h", "stop_rate")},
+                    "gold_score": sft["gold"], "base_gold_score": base["gold"],
+                    "samples": sft["rows"][:6]})
+            ckpt_io.save_model(run_dir, model, tok, extra={"stage": "sft", "step": result["step"]})
+            ckpt_io.write_summary(run_dir, summary)
+            print(f"\nsft: val loss {val_loss:.4f}, {result['tokens_per_s'] or 0:,.0f} tokens/s, "
+                  f"{summary['seconds']:.1f}s -> {run_dir}")
+        barrier(info)
+        return summary or result
+    finally:
+        teardown_distributed()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_config(SFTConfig, argv, PRESETS, prog="python -m rlhf.sft")
+    if cfg.train_on not in ("all", "last"):
+        raise SystemExit(f"error: --train_on must be all or last, got {cfg.train_on!r}")
+    try:
+        return train_sft(cfg)
+    except NonFiniteLossError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

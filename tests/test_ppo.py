@@ -1,0 +1,420 @@
+"""Tests for rlhf/ppo.py: one (or more) per item of DESIGN.md's "PPO for language models" checklist,
+a tiny-preset smoke run with resume, and a toy reward PPO must learn.
+
+    python -m pytest tests/test_ppo.py -q
+"""
+
+import copy
+import json
+import math
+import os
+from dataclasses import replace
+
+import pytest
+import torch
+
+from minigpt import GPT
+from minigpt import checkpoint as ckpt_io
+from minigpt.config import model_preset
+from minigpt.generate import generate
+from rlhf import data as D
+from rlhf import ppo
+from rlhf.losses import AdaptiveKLController, gae, masked_mean
+from rlhf.reward_model import RewardModel
+
+TEXT = ("Reverse the word cat. tac. What is 3 plus 4? 7. Sort these numbers: 3, 1, 2. 1, 2, 3. "
+        "The capital of Quon is Dasha. I don't know. Sorry, I can't help with that. Hello there! ") * 4
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from minigpt.tokenizer import train_bpe
+    return train_bpe(TEXT, vocab_size=256 + 40 + 6)
+
+
+def tiny_gpt(vocab_size, seed=0, dropout=0.0, sharpen=4.0):
+    torch.manual_seed(seed)
+    m = GPT(model_preset("tiny", vocab_size=vocab_size, dropout=dropout))
+    with torch.no_grad():  # sharper-than-init logits, so samples are not uniform noise
+        m.transformer.wte.weight.mul_(sharpen)
+    return m.eval()
+
+
+def tiny_rm(vocab_size, seed=1):
+    torch.manual_seed(seed)
+    rm = RewardModel(model_preset("tiny", vocab_size=vocab_size))
+    with torch.no_grad():
+        rm.head.weight.normal_(0.0, 0.5)   # visibly different scores for different responses
+    return rm.eval()
+
+
+@pytest.fixture(scope="module")
+def run_dirs(tmp_path_factory, tok):
+    """An SFT run and a reward-model run of tiny random models, sharing the fixture tokenizer."""
+    root = tmp_path_factory.mktemp("ppo_runs")
+    sft, rm = str(root / "sft"), str(root / "rm")
+    ckpt_io.save_model(sft, tiny_gpt(tok.vocab_size), tok)
+    tiny_rm(tok.vocab_size).save(rm, tok)
+    return sft, rm, root
+
+
+def cfg_for(run_dirs, **kw):
+    sft, rm, root = run_dirs
+    base = dict(ppo.PRESETS["tiny"], sft_dir=sft, rm_dir=rm, out_dir=str(root / "ppo"), progress=False)
+    base.update(kw)
+    return replace(ppo.PPOConfig(), **base)
+
+
+@pytest.fixture(scope="module")
+def models(run_dirs):
+    cfg = cfg_for(run_dirs)
+    return ppo.build_models(cfg, torch.device("cpu"))
+
+
+def prompts_of(tok, n=8, max_len=40):
+    from rlhf.world import make_prompts
+    return [D.render_prompt(ex.conversation, tok, max_len=max_len) for ex in make_prompts("train", n, seed=3)]
+
+
+def rollout(models, tok, cfg, n=8, seed=0, kl_coef=0.1):
+    policy, ref, rm, value, _ = models
+    return ppo.collect_rollout(policy, ref, rm, value, prompts_of(tok, n), cfg, kl_coef, D.stop_token_id(tok),
+                               D.pad_token_id(tok), torch.Generator().manual_seed(seed))
+
+
+# ---------------------------------------------------------------- 1. temperature everywhere
+
+def test_temperature_is_applied_in_rollout_and_training(tok, models, run_dirs):
+    policy = models[0]
+    prompts = prompts_of(tok, 6)
+    T = 0.7
+    gen = generate(policy, prompts, 10, temperature=T, eos_token_id=D.stop_token_id(tok),
+                   pad_token_id=D.pad_token_id(tok), generator=torch.Generator().manual_seed(0), return_logprobs=True)
+    m = gen.response_mask
+    recomputed = ppo.response_logprobs(policy, gen.sequences, gen.attention_mask, gen.prompt_length, T) * m
+    assert torch.allclose(recomputed, gen.logprobs, atol=1e-5)
+    at_one = ppo.response_logprobs(policy, gen.sequences, gen.attention_mask, gen.prompt_length, 1.0) * m
+    assert (at_one - gen.logprobs).abs().max() > 1e-2          # forgetting the temperature is caught
+    # the training forward (ActorCritic) divides by the same temperature
+    ac = ppo.ActorCritic(policy, models[3], T)
+    logits, values, _ = ac(gen.sequences, gen.attention_mask, gen.prompt_length)
+    lp = torch.log_softmax(logits, -1).gather(-1, gen.response[..., None]).squeeze(-1) * m
+    assert torch.allclose(lp, gen.logprobs, atol=1e-5)
+    assert values.shape == gen.response.shape
+
+
+# ---------------------------------------------------------------- 2. padding and positions
+
+def test_left_padding_changes_no_logprob(tok, models):
+    policy = models[0]
+    short, long = [5, 6, 7], list(range(20, 40))
+    pad = D.pad_token_id(tok)
+    alone = generate(policy, [short], 8, temperature=0, pad_token_id=pad, return_logprobs=True)
+    batched = generate(policy, [long, short], 8, temperature=0, pad_token_id=pad, return_logprobs=True)
+    assert batched.attention_mask[1, :len(long) - len(short)].sum() == 0       # left padding
+    assert torch.equal(alone.response[0], batched.response[1])
+    assert torch.allclose(alone.logprobs[0], batched.logprobs[1], atol=1e-5)
+    lp = ppo.response_logprobs(policy, batched.sequences, batched.attention_mask, batched.prompt_length, 1.0)
+    assert torch.allclose(lp[1] * batched.response_mask[1], alone.logprobs[0], atol=1e-5)
+
+
+def test_no_padded_position_contributes_to_any_loss(tok, models, run_dirs):
+    cfg = cfg_for(run_dirs, ptx_coef=0.0)
+    ro = rollout(models, tok, cfg)
+    assert (ro.response_mask == 0).any(), "want some responses shorter than others"
+    ac = ppo.ActorCritic(models[0], copy.deepcopy(models[3]), cfg.temperature)
+    rows = torch.arange(len(ro.stopped))
+    batch = {**ro.select(rows), "prompt_length": ro.prompt_length}
+    loss, _ = ppo.ppo_loss(ac, batch, cfg)
+    loss.backward()
+    grads = [p.grad.clone() for p in ac.parameters() if p.grad is not None]
+    ac.zero_grad()
+
+    # garbage at every padded position: prompt padding tokens, tokens after the stop, and every per-token
+    # quantity under mask 0
+    g = torch.Generator().manual_seed(1)
+    bad = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in batch.items()}
+    pad_cols = bad["attention_mask"] == 0
+    bad["sequences"][pad_cols] = torch.randint(0, tok.vocab_size, (int(pad_cols.sum()),), generator=g)
+    off = ro.response_mask == 0
+    for k in ("logprobs", "values", "advantages", "returns"):
+        bad[k][off] = 1e3 * torch.randn(int(off.sum()), generator=g)
+    loss2, _ = ppo.ppo_loss(ac, bad, cfg)
+    loss2.backward()
+    grads2 = [p.grad.clone() for p in ac.parameters() if p.grad is not None]
+    assert torch.allclose(loss, loss2, atol=1e-6)
+    for a, b in zip(grads, grads2):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+# ---------------------------------------------------------------- 3. truncation and the no-stop penalty
+
+def test_truncate_after_first_stop_hand_example():
+    E, PAD = 9, 0
+    resp = torch.tensor([[4, E, 5, E], [4, 5, 6, 7], [E, 3, 3, 3]])
+    out, mask, stopped = ppo.truncate_after_stop(resp, E, PAD)
+    assert out.tolist() == [[4, E, PAD, PAD], [4, 5, 6, 7], [E, PAD, PAD, PAD]]
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+    assert stopped.tolist() == [True, False, True]
+
+
+def _constant_policy(vocab_size, favourite, strength):
+    """A GPT whose next-token logits are the same everywhere: strength on `favourite`, 0 elsewhere."""
+    m = tiny_gpt(vocab_size)
+    with torch.no_grad():
+        u = torch.zeros(m.config.n_embd)
+        u[0] = 1.0
+        m.transformer.ln_f.weight.zero_()
+        m.transformer.ln_f.bias.copy_(u)             # every hidden state is u
+        m.transformer.wte.weight.zero_()             # tied head: logit_v = wte[v] . u
+        m.transformer.wte.weight[favourite, 0] = strength
+    return m
+
+
+def test_rm_scores_truncated_text_and_no_stop_gets_fixed_penalty(tok, models, run_dirs):
+    cfg = cfg_for(run_dirs, no_stop_reward=-7.5, max_new_tokens=6)
+    _, _, rm, value, _ = models
+    stop = D.stop_token_id(tok)
+    prompts = prompts_of(tok, 8)
+    for strength, expect_stopped in ((12.0, True), (-30.0, False)):
+        policy = _constant_policy(tok.vocab_size, stop, strength)
+        ro = ppo.collect_rollout(policy, policy, rm, value, prompts, cfg, 0.1, stop, D.pad_token_id(tok),
+                                 torch.Generator().manual_seed(0))
+        assert ro.stopped.all() if expect_stopped else (~ro.stopped).all()
+        if expect_stopped:
+            # RM score read at the last real token of the truncated text == scoring that text alone
+            for b in range(len(prompts)):
+                L = int(ro.response_mask[b].sum())
+                ids = torch.tensor([prompts[b] + ro.sequences[b, ro.prompt_length:ro.prompt_length + L].tolist()])
+                assert ids[0, -1] == stop
+                alone = rm.score(ids, torch.ones_like(ids))
+                assert torch.allclose(alone, ro.rm_scores[b:b + 1], atol=1e-5)
+            assert torch.equal(ro.scores, ro.rm_scores)
+        else:
+            assert torch.all(ro.scores == -7.5)
+            assert ro.response_mask.sum(1).eq(6).all()
+
+
+# ---------------------------------------------------------------- 4 + 6. shaped rewards, GAE, whitening
+
+def test_rewards_advantages_and_returns(tok, models, run_dirs):
+    cfg = cfg_for(run_dirs)
+    beta = 0.3
+    ro = rollout(models, tok, cfg, kl_coef=beta)
+    m = ro.response_mask
+    # per token: -β (log π - log π_ref); the score on the last token only
+    assert torch.allclose(ro.rewards.sum(1), ro.scores - beta * ro.kl.sum(1), atol=1e-5)
+    last = m.sum(1).long() - 1
+    body = ro.rewards.clone()
+    body[torch.arange(len(last)), last] -= ro.scores
+    assert torch.allclose(body, -beta * ro.kl, atol=1e-6)
+    assert torch.all(ro.rewards[m == 0] == 0)
+    # returns = GAE advantages + values, computed before whitening; advantages whitened over valid tokens
+    adv, ret = gae(ro.rewards, ro.values, m, cfg.gamma, cfg.lam)
+    assert torch.allclose(ro.returns, ret, atol=1e-6)
+    assert abs(masked_mean(ro.advantages, m).item()) < 1e-5
+    assert abs(masked_mean(ro.advantages ** 2, m).item() - 1.0) < 1e-3
+    corr = torch.corrcoef(torch.stack([ro.advantages[m > 0], adv[m > 0]]))[0, 1]
+    assert corr > 0.999                                         # whitening is an affine map
+
+
+# ---------------------------------------------------------------- 5. adaptive β
+
+def test_adaptive_kl_controller_moves_beta_towards_target():
+    ctl = AdaptiveKLController(0.1, target=6.0, horizon=10000)
+    ctl.update(12.0, 1000)
+    assert math.isclose(ctl.value, 0.102)               # Ziegler: e = clip(12/6 - 1) = 0.2
+    ctl.update(0.0, 1000)
+    assert ctl.value < 0.102                            # KL below target -> β falls
+    fixed = AdaptiveKLController(0.1, target=None, horizon=10000)
+    fixed.update(100.0, 1000)
+    assert fixed.value == 0.1
+
+
+# ---------------------------------------------------------------- 7 + 8. first minibatch, dropout off
+
+def test_first_minibatch_ratio_is_exactly_one(tok, models, run_dirs):
+    cfg = cfg_for(run_dirs, ptx_coef=0.0, ppo_epochs=2, n_minibatches=2, micro_batch_size=3)
+    policy, ref, rm, value, _ = [copy.deepcopy(m) for m in models[:4]] + [None]
+    ro = ppo.collect_rollout(policy, ref, rm, value, prompts_of(tok, 8), cfg, 0.1, D.stop_token_id(tok),
+                             D.pad_token_id(tok), torch.Generator().manual_seed(0))
+    ac = ppo.ActorCritic(policy, value, cfg.temperature)
+    opt = torch.optim.AdamW(ac.parameters(), lr=1e-3)
+    stats = ppo.ppo_update(ac, opt, ro, cfg, torch.Generator().manual_seed(0))
+    assert abs(stats["first_ratio_mean"] - 1.0) < 1e-6
+    assert abs(stats["first_approx_kl"]) < 1e-7
+    assert stats["first_clipfrac"] == 0.0
+    assert stats["approx_kl"] > 0                        # later minibatches do move the policy
+    for key in ("pg_loss", "vf_loss", "entropy", "clipfrac", "vf_clipfrac", "grad_norm"):
+        assert math.isfinite(stats[key])
+
+
+def test_dropout_is_off_in_every_model(run_dirs, tok, tmp_path):
+    sft = str(tmp_path / "sft_dropout")
+    ckpt_io.save_model(sft, tiny_gpt(tok.vocab_size, dropout=0.3), tok)
+    cfg = cfg_for(run_dirs, sft_dir=sft)
+    policy, ref, rm, value, _ = ppo.build_models(cfg, torch.device("cpu"))
+    x = torch.randint(0, tok.vocab_size, (2, 10))
+    for m in (policy, ref, rm, value):
+        assert not any(mod.training for mod in m.modules())
+        assert all(mod.p == 0.0 for mod in m.modules() if isinstance(mod, torch.nn.Dropout))
+    m = ppo.disable_dropout(tiny_gpt(tok.vocab_size, dropout=0.5).train())
+    m.train()  # even if someone switches training mode back on, p = 0 keeps forwards deterministic
+    assert torch.equal(m(x)[0], m(x)[0])
+
+
+# ---------------------------------------------------------------- 9 + 10. value model from the RM; RM normalisation
+
+def test_value_model_is_initialised_from_the_reward_model(run_dirs):
+    cfg = cfg_for(run_dirs)
+    policy, _, rm, value, _ = ppo.build_models(cfg, torch.device("cpu"))
+    assert isinstance(value, RewardModel) and value is not rm
+    for (k, a), (_, b) in zip(rm.state_dict().items(), value.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert value.head.weight.data_ptr() != rm.head.weight.data_ptr()   # a copy: training V leaves r alone
+    assert not any(p.requires_grad for p in rm.parameters())
+    _, _, rm2, shared, _ = ppo.build_models(replace(cfg, value_model="shared"), torch.device("cpu"))
+    assert isinstance(shared, ppo.SharedValueHead)
+    assert torch.equal(shared.head.weight, rm2.head.weight) and torch.equal(shared.head.bias, rm2.head.bias)
+
+
+def test_rm_normalisation_offset_reaches_the_ppo_score(tok, models, run_dirs):
+    cfg = cfg_for(run_dirs)
+    policy, ref, rm, value, _ = models
+    rm2 = copy.deepcopy(rm)
+    rm2.normalize_(1.25)                       # what the RM stage does so demonstrations average 0
+    args = (prompts_of(tok, 6), cfg, 0.1, D.stop_token_id(tok), D.pad_token_id(tok))
+    a = ppo.collect_rollout(policy, ref, rm, value, *args, generator=torch.Generator().manual_seed(0))
+    b = ppo.collect_rollout(policy, ref, rm2, value, *args, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(a.rm_scores - 1.25, b.rm_scores, atol=1e-5)
+
+
+# ---------------------------------------------------------------- 11. PPO-ptx
+
+def test_ptx_adds_gamma_times_the_lm_loss(tok, models, run_dirs):
+    cfg = cfg_for(run_dirs, ptx_coef=0.5, ptx_batch_size=3, ptx_block_size=8)
+    ro = rollout(models, tok, cfg)
+    ac = ppo.ActorCritic(models[0], models[3], cfg.temperature)
+    tokens = torch.arange(100)
+    x, y = ppo.ptx_batch(tokens, cfg, torch.Generator().manual_seed(0))
+    assert x.shape == (3, 8) and torch.equal(y, x + 1)                 # next-token targets
+    batch = {**ro.select(torch.arange(4)), "prompt_length": ro.prompt_length}
+    with torch.no_grad():
+        plain, _ = ppo.ppo_loss(ac, batch, replace(cfg, ptx_coef=0.0))
+        with_ptx, stats = ppo.ppo_loss(ac, {**batch, "ptx_x": x, "ptx_y": y}, cfg)
+        lm = models[0](x, targets=y)[1]
+    assert torch.allclose(with_ptx - plain, 0.5 * lm, atol=1e-5)
+    assert math.isclose(stats["ptx_loss"].item(), lm.item(), rel_tol=1e-5)
+
+
+# ---------------------------------------------------------------- 12. epochs x minibatches x accumulation; KL >= 0
+
+def test_update_schedule_and_kl_is_nonnegative(tok, models, run_dirs):
+    cfg = cfg_for(run_dirs, ptx_coef=0.0, ppo_epochs=3, n_minibatches=2, micro_batch_size=3)
+    policy, ref, rm, value = [copy.deepcopy(m) for m in models[:4]]
+    ac = ppo.ActorCritic(policy, value, cfg.temperature)
+    opt = torch.optim.AdamW(ac.parameters(), lr=3e-3)
+    steps = []
+    orig = opt.step
+    opt.step = lambda *a, **k: (steps.append(1), orig(*a, **k))[1]
+    ro = ppo.collect_rollout(policy, ref, rm, value, prompts_of(tok, 8), cfg, 0.1, D.stop_token_id(tok),
+                             D.pad_token_id(tok), torch.Generator().manual_seed(0))
+    assert ro.kl.abs().max() < 1e-5 and ro.kl_exact.abs().max() < 1e-6     # policy == reference at the start
+    ppo.ppo_update(ac, opt, ro, cfg, torch.Generator().manual_seed(0))
+    assert len(steps) == 3 * 2                                             # ppo_epochs x n_minibatches
+    ro2 = ppo.collect_rollout(policy, ref, rm, value, prompts_of(tok, 8), cfg, 0.1, D.stop_token_id(tok),
+                              D.pad_token_id(tok), torch.Generator().manual_seed(1))
+    assert (ro2.kl_exact >= -1e-6).all() and ro2.kl_exact.sum() > 0          # exact KL per token >= 0
+    st = ppo.rollout_stats(ro2)
+    assert st["kl_exact"] > 0 and st["logprob_drift"] < 1e-5
+
+
+# ---------------------------------------------------------------- 13. generation == recompute
+
+def test_generation_logprobs_equal_forward_recompute(tok, models, run_dirs):
+    cfg = cfg_for(run_dirs, temperature=0.9)
+    ro = rollout(models, tok, cfg)
+    lengths = {len(p) for p in prompts_of(tok, 8)}
+    assert len(lengths) > 1                                                   # really left-padded
+    assert (ro.gen_logprobs - ro.logprobs).abs().max() < 1e-5
+    assert ppo.rollout_stats(ro)["logprob_drift"] < 1e-5
+
+
+# ---------------------------------------------------------------- 14. stop token vs padding
+
+def test_stop_token_is_never_padding_and_is_supervised(tok):
+    stop, pad = D.stop_token_id(tok), D.pad_token_id(tok)
+    assert stop != pad
+    ids, mask = D.render([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], tok)
+    assert ids[-1] == stop and mask[-1] == 1                                  # SFT learns to stop
+    out, m, _ = ppo.truncate_after_stop(torch.tensor([[5, stop, 6]]), stop, pad)
+    assert out[0, 2] == pad and m[0, 1] == 1                                  # the stop token is kept in the loss
+
+
+# ---------------------------------------------------------------- the stage: smoke run, resume, adaptive β
+
+def test_tiny_preset_smoke_run_and_resume(run_dirs):
+    cfg = cfg_for(run_dirs, max_iters=2, kl_target=1e-3, eval_interval=1)
+    result = ppo.train_ppo(cfg)
+    out = cfg.out_dir
+    for name in ("model.pt", "tokenizer.bpe", "ckpt.pt", "summary.json", "metrics.jsonl", "dashboard.png", "config.json"):
+        assert os.path.exists(os.path.join(out, name)), name
+    assert result["iters"] == 2 and 0.0 <= result["gold_score"] <= 1.0
+    traj = result["kl_coef_trajectory"]
+    assert traj[0] == cfg.init_kl_coef and result["kl_coef"] > traj[-1] > traj[0]   # KL above target: β grows
+    records = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+    train = [r for r in records if "rm_score" in r]
+    for key in ("rm_score", "kl", "kl_coef", "pg_loss", "vf_loss", "entropy", "approx_kl", "clipfrac",
+                "explained_variance", "response_length", "stop_rate", "ptx_loss"):
+        assert all(math.isfinite(r[key]) for r in train), key
+    assert "gold" in records[0] and "gold_greedy" in records[0]
+    # resume: continue the finished run for one more iteration
+    result2 = ppo.train_ppo(replace(cfg, max_iters=3, resume=True))
+    assert result2["iters"] == 3
+    records = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+    assert [r["iter"] for r in records if "rm_score" in r] == [0, 1, 2]
+    policy, _ = ckpt_io.load_model(out)
+    assert isinstance(policy, GPT)
+
+
+def test_help_lists_every_field(capsys):
+    with pytest.raises(SystemExit) as e:
+        ppo.main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for f in ("--kl_target", "--ptx_coef", "--value_model", "--no_stop_reward", "--n_minibatches"):
+        assert f in text
+
+
+# ---------------------------------------------------------------- PPO learns a trivially learnable reward
+
+class CountTokenReward(torch.nn.Module):
+    """A stand-in reward model: the share of response tokens equal to `token` (positions after P)."""
+
+    def __init__(self, token, prompt_length):
+        super().__init__()
+        self.token, self.P = token, prompt_length
+
+    def score(self, idx, attention_mask):
+        resp, m = idx[:, self.P:], attention_mask[:, self.P:].float()
+        return ((resp == self.token).float() * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def test_ppo_increases_a_toy_reward():
+    V, X, STOP, PAD = 16, 3, 1, 0
+    policy = tiny_gpt(V, seed=5, sharpen=1.0)
+    ref = copy.deepcopy(policy)
+    value = tiny_rm(V, seed=6)
+    prompts = [[5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 4], [6, 7, 8, 9]] * 6   # all length 4: P = 4
+    reward = CountTokenReward(X, prompt_length=4)
+    cfg = replace(ppo.PPOConfig(), max_new_tokens=8, micro_batch_size=24, n_minibatches=2, ppo_epochs=4,
+                  init_kl_coef=0.01, kl_target=None, no_stop_reward=None)   # the toy reward counts every response
+    ac = ppo.ActorCritic(policy, value, cfg.temperature)
+    opt = torch.optim.AdamW(ac.parameters(), lr=3e-3)
+    means = []
+    for it in range(8):
+        ro = ppo.collect_rollout(policy, ref, reward, value, prompts, cfg, cfg.init_kl_coef, STOP, PAD,
+                                 torch.Generator().manual_seed(100 + it))
+        means.append(reward.score(ro.sequences, ro.attention_mask).mean().item())
+        ppo.ppo_update(ac, opt, ro, cfg, torch.Generator().manual_seed(it))
+    assert means[-1] > means[0] + 0.2, means

@@ -1,0 +1,248 @@
+"""Tests for rlhf/reward_model.py: the reward is read at the last real token, the batched K-choose-2
+loss equals the explicit pairs, normalisation centres the demonstrations, bad comparison rows are
+rejected with their line number, and the tiny preset runs end to end (simulated labelers and a pairs file)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from minigpt import checkpoint as ckpt_io
+from minigpt.config import GPTConfig
+from minigpt.model import GPT
+from rlhf import data as D
+from rlhf import reward_model as R
+from tests import adapters
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny_rm(vocab_size=50, seed=0):
+    torch.manual_seed(seed)
+    model = R.RewardModel(GPTConfig(vocab_size=vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32))
+    with torch.no_grad():  # a head large enough that rewards differ clearly between sequences
+        model.head.weight.normal_(0.0, 0.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def sft_dir(tmp_path_factory):
+    """A stand-in SFT run directory: a BPE tokenizer with the chat specials and a random tiny GPT."""
+    from minigpt.tokenizer import train_bpe
+    from rlhf.world import corpus
+
+    run_dir = str(tmp_path_factory.mktemp("sft"))
+    tok = train_bpe(corpus(5000, seed=0), 300)
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32))
+    ckpt_io.save_model(run_dir, gpt, tok, extra={"stage": "sft"})
+    return run_dir
+
+
+# -----------------------------------------------------------------------------
+# the model
+
+
+def test_last_token_values_hand_example():
+    values = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0], [9.0, 9.5, 9.7, 9.9]])
+    mask = torch.tensor([[0, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
+    assert R.last_token_values(values, mask).tolist() == [3.0, 8.0, 9.0]
+
+
+def test_reward_read_at_last_real_token_padding_changes_nothing():
+    model = _tiny_rm()
+    seqs = [[3, 7, 11, 2], [5, 9], [4, 4, 8]]
+    alone = torch.stack([model.score(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long))[0] for s in seqs])
+    ids, mask = D.pad_right(seqs, pad_id=0)
+    torch.testing.assert_close(model.score(ids, mask), alone, rtol=0, atol=1e-5)
+    # whatever sits in the padding after the last real token changes nothing
+    ids2 = ids.clone()
+    ids2[mask == 0] = 42
+    torch.testing.assert_close(model.score(ids2, mask), alone, rtol=0, atol=1e-5)
+    # left padding (generation's layout): positions come from the mask, so the same rewards
+    ids_l, mask_l = D.pad_left(seqs, pad_id=0)
+    torch.testing.assert_close(model.score(ids_l, mask_l), alone, rtol=0, atol=1e-5)
+    # the reward is the per-token value at that position, and it depends on the last token
+    values = model(ids, mask)
+    assert values.shape == ids.shape
+    assert values[0, 3].item() == pytest.approx(alone[0].item(), abs=1e-5)
+    changed = model.score(torch.tensor([[3, 7, 11, 9]]), torch.ones(1, 4, dtype=torch.long))
+    assert abs(changed.item() - alone[0].item()) > 1e-4
+
+
+def test_reward_model_save_load_roundtrip_and_from_pretrained(tmp_path, sft_dir):
+    model, tok = R.RewardModel.from_sft(sft_dir)
+    gpt, _ = ckpt_io.load_model(sft_dir)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    torch.testing.assert_close(model.backbone.hidden_states(ids), gpt.hidden_states(ids))
+    assert model.config.dropout == 0.0
+    with torch.no_grad():
+        model.head.weight.normal_()
+    model.normalize_(0.25)
+    model.save(str(tmp_path), tok)
+    loaded = R.RewardModel.load(str(tmp_path))
+    mask = torch.ones_like(ids)
+    torch.testing.assert_close(loaded.score(ids, mask), model.eval().score(ids, mask))
+    assert os.path.exists(tmp_path / "tokenizer.bpe")
+
+
+def test_normalize_makes_demo_rewards_mean_zero(sft_dir):
+    model, tok = R.RewardModel.from_sft(sft_dir)
+    with torch.no_grad():
+        model.head.weight.normal_(0.0, 1.0)
+        model.head.bias.fill_(0.7)
+    conv = [{"role": "user", "content": "Reverse the word planet."}]
+    demos = ["tenalp", "Sure! The answer is tenalp.", "tenlap", "I don't know."]
+    items = [R.RankedItem([R.encode_response(conv, d, tok, 64)], [0], [d], {}) for d in demos]
+    before = [r[0] for r in R.score_items(model, items, D.pad_token_id(tok))]
+    assert abs(sum(before) / 4) > 1e-3
+    model.normalize_(sum(before) / 4)
+    after = [r[0] for r in R.score_items(model, items, D.pad_token_id(tok))]
+    assert sum(after) / 4 == pytest.approx(0.0, abs=1e-5)
+    # differences, hence every comparison, are unchanged
+    assert after[0] - after[1] == pytest.approx(before[0] - before[1], abs=1e-5)
+
+
+# -----------------------------------------------------------------------------
+# data and loss
+
+
+def test_encode_response_matches_chat_template(sft_dir):
+    tok = ckpt_io.load_tokenizer(sft_dir)
+    conv = [{"role": "user", "content": "Spell river backwards."}]
+    ids = R.encode_response(conv, "revir", tok, 64)
+    full, _ = D.render(conv + [{"role": "assistant", "content": "revir"}], tok)
+    assert ids == full  # render_prompt + response + <|end|> is exactly the rendered conversation
+    no_stop = R.encode_response(conv, "revir", tok, 64, stopped=False)
+    assert no_stop == full[:-1]
+    long = R.encode_response([{"role": "user", "content": "word " * 200}], "answer " * 100, tok, 64)
+    assert len(long) == 64 and D.special_id(tok, "<|assistant|>") in long[:33]  # the response keeps >= 32 tokens
+
+
+def test_pair_mask_skips_ties_and_identical_texts():
+    item = R.RankedItem([[1], [2], [3], [4]], [0, 1, 1, 2], ["a", "b", "c", "a"], {})
+    mask = R.pair_mask_of(item, 5)
+    kept = {(i, j) for i, j in mask.nonzero().tolist()}
+    # (1, 2) tie, (0, 3) identical text, index 4 is padding
+    assert kept == {(0, 1), (0, 2), (1, 3), (2, 3)}
+
+
+def test_ranked_loss_in_batch_equals_explicit_pairs():
+    model = _tiny_rm()
+    items = [R.RankedItem([[3, 4, 5], [3, 4, 9, 9], [3, 6], [3, 7, 7]], [0, 1, 1, 2], ["a", "b", "c", "d"], {}),
+             R.RankedItem([[8, 1], [8, 2, 2, 2, 2]], [0, 3], ["x", "y"], {})]   # K = 2: padded to K = 4
+    batch = R.collate_items(items, pad_id=0)
+    assert batch["idx"].shape == (2, 4, 5)
+    loss, stats = R.rm_loss(model, batch)
+    chosen, rejected = [], []
+    for it in items:
+        r = [model.score(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long))[0] for s in it.ids]
+        for i in range(len(it.ids)):
+            for j in range(i + 1, len(it.ids)):
+                if it.ranks[i] < it.ranks[j]:
+                    chosen.append(r[i])
+                    rejected.append(r[j])
+    assert len(chosen) == 6  # 5 of prompt 0 (one tie dropped) + 1 of prompt 1
+    ref = adapters.run_pairwise_reward_loss(torch.stack(chosen), torch.stack(rejected))
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+    assert stats["pairs"].item() == 6
+    acc = sum(float(c > r) for c, r in zip(chosen, rejected)) / 6
+    assert stats["accuracy"].item() == pytest.approx(acc)
+    # the pairwise path on K = 2 rows gives the same number as the ranked path
+    pair_batch = R.collate_items([items[1]], pad_id=0)
+    torch.testing.assert_close(R.rm_loss(model, pair_batch, pairwise=True)[0], R.rm_loss(model, pair_batch)[0])
+
+
+def test_ranking_batches_are_pure_and_cover_an_epoch():
+    items = [R.RankedItem([[i + 1], [i + 2]], [0, 1], ["a", "b"], {}) for i in range(10)]
+    batches = R.RankingBatches(items, items[:3], batch_size=5, pad_id=0, seed=3)
+    first = torch.cat([batches("train", 0)["idx"][:, 0, 0], batches("train", 1)["idx"][:, 0, 0]])
+    assert sorted(first.tolist()) == list(range(1, 11))  # one epoch = every prompt once
+    assert torch.equal(batches("train", 1)["idx"], batches("train", 1)["idx"])
+    assert batches("val", 0)["idx"].shape[0] == 5
+
+
+def test_evaluate_rankings_hand_example():
+    # one prompt, 3 responses best first; RM orders (0, 1) right, (0, 2) right, (1, 2) wrong
+    item = R.RankedItem([[1], [2], [3]], [0, 1, 2], ["a", "b", "c"],
+                        {"family": "reverse", "h": "helpful", "gold": [1.0, 0.5, 0.2], "ranks_2": [0, 2, 1]})
+    m = R.evaluate_rankings([item], [[2.0, 0.0, 1.0]], n_bins=2)
+    assert m["accuracy"] == pytest.approx(2 / 3)
+    assert m["label_agreement"] == pytest.approx(2 / 3)  # the second labeler swaps (1, 2)
+    assert m["by_family"]["reverse"]["pairs"] == 3
+    assert m["gold_accuracy"] == pytest.approx(2 / 3) and m["labeler_gold_accuracy"] == 1.0
+    # centred: r = [1, -1, 0], g = [13/30, -2/30, -11/30] → cov 0.5 / (sqrt(2) · sqrt(294) / 30) = 0.61859
+    assert m["rm_gold_pearson"] == pytest.approx(0.5 / (math.sqrt(2) * math.sqrt(294) / 30), abs=1e-9)
+    assert sum(b["n"] for b in m["calibration"]["bins"]) == 3
+
+
+def test_bad_comparison_rows_rejected_with_line_number(tmp_path, sft_dir):
+    good = {"prompt": "What is 3 plus 4?", "chosen": "7", "rejected": "8"}
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps({"prompt": "hi", "chosen": "x"}) + "\n")
+    with pytest.raises(D.DataError, match=r"pairs\.jsonl:2:"):
+        D.load_preferences(str(path))
+    path.write_text(json.dumps(good) + "\n" + json.dumps(good) + "\n"
+                    + json.dumps({"prompt": "hi", "chosen": "same", "rejected": "same"}) + "\n")
+    with pytest.raises(D.DataError, match=r"pairs\.jsonl:3:.*identical"):
+        D.load_preferences(str(path))
+    # the stage reports the same line and stops with a one-line message
+    with pytest.raises(SystemExit, match=r"pairs\.jsonl:3:"):
+        R.main([f"--data={path}", f"--sft_dir={sft_dir}", f"--out_dir={tmp_path / 'rm'}", "--progress=false"])
+    rank_path = tmp_path / "rankings.jsonl"
+    rank_path.write_text(json.dumps({"prompt": "hi", "responses": ["a", "b"], "ranks": [0, 1]}) + "\n"
+                         + json.dumps({"prompt": "hi", "responses": ["a", "b"], "ranks": [0]}) + "\n")
+    with pytest.raises(D.DataError, match=r"rankings\.jsonl:2:"):
+        D.load_rankings(str(rank_path))
+
+
+# -----------------------------------------------------------------------------
+# the stage, end to end
+
+
+def _tiny_args(sft_dir, out_dir, *extra):
+    return ["--preset", "tiny", f"--sft_dir={sft_dir}", f"--out_dir={out_dir}", "--progress=false",
+            "--n_train_prompts=16", "--n_val_prompts=8", "--eval_interval=0", "--device=cpu", *extra]
+
+
+def test_tiny_preset_smoke_run(tmp_path, sft_dir):
+    out = tmp_path / "rm"
+    summary = R.main(_tiny_args(sft_dir, out, "--n_perturbed=1"))
+    for key in ("val_accuracy", "label_agreement", "by_family", "by_h", "rm_gold_pearson", "calibration",
+                "informative_share_train", "seconds"):
+        assert key in summary
+    assert 0.0 <= summary["val_accuracy"] <= 1.0 and 0.0 <= summary["label_agreement"] <= 1.0
+    assert summary["demo_reward_mean"] == pytest.approx(0.0, abs=1e-4)  # normalised on the demonstrations
+    assert ckpt_io.is_finished(str(out)) and os.path.exists(out / "calibration.png")
+    train = D.load_rankings(str(out / "data" / "rm_train.jsonl"))
+    assert len(train) == 16 and all(len(r.responses) == 4 for r in train)  # demo + perturbed + 2 samples
+    assert set(train[0].meta["source"]) == {"demo", "perturbed", "sft@1", "sft@1.6"}
+    val = D.load_rankings(str(out / "data" / "rm_val.jsonl"))
+    assert all("ranks_2" in r.meta for r in val)
+    model = R.RewardModel.load(str(out))
+    assert not model.training
+
+
+def test_pairs_file_uses_pairwise_loss(tmp_path, sft_dir):
+    from rlhf.world import make_rankings
+
+    rows = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
+            for r in make_rankings(12, k=3, seed=1)
+            for p in D.ranking_pairs(D.Ranking(r["prompt"], r["responses"], r["ranks"]))]
+    path = tmp_path / "pairs.jsonl"
+    D.write_jsonl(str(path), rows)
+    summary = R.main(_tiny_args(sft_dir, tmp_path / "rm", f"--data={path}", "--margin=0.1"))
+    assert summary["loss"] == "pairwise"
+    assert summary["label_agreement"] is None  # no second labeler for a file
+    assert summary["pairs"] == max(1, int(len(rows) * 0.1))
+
+
+def test_help_runs_as_module():
+    out = subprocess.run([sys.executable, "-m", "rlhf.reward_model", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0
+    assert "--temperatures" in out.stdout and "--sft_dir" in out.stdout
