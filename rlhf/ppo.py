@@ -165,6 +165,8 @@ def disable_dropout(model: nn.Module) -> nn.Module:
     for m in model.modules():
         if isinstance(m, nn.Dropout):
             m.p = 0.0
+        if isinstance(getattr(m, "dropout", None), float):   # e.g. attention's dropout_p for the fused kernel
+            m.dropout = 0.0
     if hasattr(model, "config") and hasattr(model.config, "dropout"):
         model.config.dropout = 0.0
     return model.eval()

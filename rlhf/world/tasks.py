@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rlhf.world import facts as F
 

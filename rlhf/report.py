@@ -1,0 +1,194 @@
+"""report.md of a pipeline run: the numbers (with 95% CIs), the plots, and a table of samples.
+
+    python -m rlhf.report runs/default          # rewrite runs/default/report.md from metrics.json + eval/
+
+Small and data-driven on purpose: every number printed here is read from metrics.json or from the
+cached evaluation rows (eval/STAGE.jsonl), so the report can always be regenerated without a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from rlhf.plots import LABELS
+
+STAGES = ("base", "sft", "sft_large", "best_of_n", "ppo")
+
+
+def _f(x, digits: int = 3) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and x != x) else f"{x:.{digits}f}"
+
+
+def _ci(m: dict | None, key: str = "gold_score", ci_key: str = "gold_ci") -> str:
+    if not m or m.get(key) is None:
+        return "n/a"
+    lo, hi = m.get(ci_key) or (None, None)
+    return f"{_f(m[key])} [{_f(lo)}, {_f(hi)}]"
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f}%"
+
+
+def _cell(text: str, n: int = 60) -> str:
+    """A response as a Markdown table cell: one line, pipes escaped, long text cut."""
+    t = text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ⏎ ")
+    t = t if len(t) <= n else t[:n - 1] + "…"
+    return f"`{t}`" if t.strip() else "*(empty)*"
+
+
+def stage_table(results: dict) -> list[str]:
+    st, cmp_ = results["stages"], results.get("comparisons", {})
+    lines = ["| stage | gold, greedy [95% CI] | gold, sampled [95% CI] | win rate vs SFT (greedy; ties ½) "
+             "| W / T / L | stop rate | mean tokens | RM score |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in STAGES:
+        if s not in st:
+            continue
+        g, sa = st[s].get("greedy"), st[s].get("sampled")
+        c = (cmp_.get(f"{s}_vs_sft") or {}).get("greedy")
+        win = f"{_pct(c['gold']['win_rate_half'])} [{_pct(c['gold']['win_rate_half_ci'][0])}, " \
+              f"{_pct(c['gold']['win_rate_half_ci'][1])}]" if c else "—"
+        wtl = f"{c['gold']['wins']} / {c['gold']['ties']} / {c['gold']['losses']}" if c else "—"
+        lines.append(f"| {LABELS.get(s, s)} | {_ci(g)} | {_ci(sa)} | {win} | {wtl} | {_pct(g.get('stop_rate'))} "
+                     f"| {_f(g.get('mean_tokens'), 1)} | {_f(g.get('rm_score'), 2)} |")
+    return lines
+
+
+def breakdown_table(results: dict, field: str, title: str) -> list[str]:
+    st = results["stages"]
+    names = [s for s in STAGES if s in st]
+    keys = sorted({k for s in names for k in (st[s].get("greedy") or {}).get(field, {})})
+    if not keys:
+        return []
+    lines = [f"| {title} | " + " | ".join(LABELS.get(s, s) for s in names) + " |",
+             "|---|" + "---|" * len(names)]
+    for k in keys:
+        lines.append(f"| {k} | " + " | ".join(_f((st[s].get("greedy") or {}).get(field, {}).get(k)) for s in names) + " |")
+    return lines
+
+
+def sample_table(rows_by_stage: dict[str, list[dict]], n: int = 6) -> list[str]:
+    """The same held-out prompts answered (greedy) by each stage, with gold scores in parentheses."""
+    names = [s for s in STAGES if s in rows_by_stage]
+    if not names:
+        return []
+    greedy = {s: {r["id"]: r for r in rows_by_stage[s] if r.get("decoding", "greedy") == "greedy"} for s in names}
+    first = [r for r in rows_by_stage[names[0]] if r.get("decoding", "greedy") == "greedy"]
+    # One prompt per family first, so the table shows the variety of the world.
+    picked, seen = [], set()
+    for r in first:
+        if r["family"] not in seen:
+            picked.append(r)
+            seen.add(r["family"])
+    picked = (picked + [r for r in first if r not in picked])[:n]
+    lines = ["| prompt (family / H) | " + " | ".join(LABELS.get(s, s) for s in names) + " |",
+             "|---|" + "---|" * len(names)]
+    for r in picked:
+        prompt = " / ".join(m["content"] for m in r["prompt"] if m["role"] == "user")
+        cells = []
+        for s in names:
+            x = greedy[s].get(r["id"])
+            cells.append("—" if x is None else f"{_cell(x['response'])} ({_f(x['gold'], 2)})")
+        lines.append(f"| {_cell(prompt, 70)} *({r['family']} / {r['h']})* | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_report(run_dir: str, metrics: dict, results: dict, plots: dict[str, str],
+                 rows_by_stage: dict[str, list[dict]], n_samples: int = 6) -> str:
+    """Write run_dir/report.md; returns its path."""
+    from minigpt.checkpoint import atomic_write_text
+
+    st = results["stages"]
+    cmp_ = results.get("comparisons", {})
+    secs = metrics.get("seconds", {})
+    L = [f"# minigpt-rlhf run `{metrics.get('out', run_dir)}` (preset `{metrics.get('preset', '?')}`)", ""]
+    L += [f"Pretrain → SFT → reward model → PPO on the synthetic instruction world, evaluated on "
+          f"{results['prompts']['n']} held-out **test** prompts (seed {results['prompts']['seed']}, never trained "
+          f"on) by the gold oracle. Total compute time of the stages: {_f(secs.get('total'), 0)} s "
+          f"on {metrics.get('device', 'cpu')}.", ""]
+    L += ["## Gold score per stage", ""] + stage_table(results) + [""]
+
+    ppo, sft = metrics.get("ppo", {}), metrics.get("sft", {})
+    notes = []
+    c = (cmp_.get("ppo_vs_sft") or {})
+    for d in ("greedy", "sampled"):
+        if d in c:
+            g, rm = c[d]["gold"], c[d].get("rm")
+            diff = c[d]["gold_diff"]
+            line = (f"- PPO vs SFT, {d}: gold wins {g['wins']}, ties {g['ties']}, losses {g['losses']} "
+                    f"(win rate over non-tied pairs {_pct(g['win_rate'])}); paired gold difference "
+                    f"{_f(diff['mean'])} [{_f(diff['ci'][0])}, {_f(diff['ci'][1])}]")
+            if rm:
+                line += f"; the reward model judges PPO better in {_pct(rm['win_rate_half'])} (ties ½)"
+            notes.append(line + ".")
+    if ppo.get("kl") is not None:
+        notes.append(f"- KL(PPO ‖ SFT) on sampled responses: {_f(ppo['kl'], 2)} nats per response "
+                     f"[{_f((ppo.get('kl_ci') or [None])[0], 2)}, {_f((ppo.get('kl_ci') or [None, None])[1], 2)}].")
+    rm = metrics.get("reward_model", {})
+    if rm:
+        notes.append(f"- Reward model: held-out pairwise accuracy {_pct(rm.get('val_accuracy'))} against the "
+                     f"labelers' agreement {_pct(rm.get('label_agreement'))} (its ceiling).")
+    bon = metrics.get("best_of_n", {})
+    if bon.get("gold_score") is not None:
+        notes.append(f"- Best-of-{bon.get('n', '?')} (SFT samples re-ranked by the reward model): gold "
+                     f"{_f(bon['gold_score'])}; it needs no RL but costs N samples per answer.")
+    head = metrics.get("headline")
+    if head:
+        notes.append(f"- **InstructGPT's headline in miniature**: the PPO model ({head.get('ppo_params', '?'):,} "
+                     f"parameters) against an SFT-only model {head.get('size_ratio', 0):.1f}× larger "
+                     f"({head.get('sft_large_params', '?'):,}): PPO wins {_pct(head.get('win_rate'))} of the prompts "
+                     f"(ties ½; gold {_f(head.get('ppo_gold'))} vs {_f(head.get('sft_large_gold'))}).")
+    if notes:
+        L += notes + [""]
+
+    for field, title in (("per_family", "task family"), ("per_h", "H")):
+        t = breakdown_table(results, field, title)
+        if t:
+            L += [f"## Gold score per {title} (greedy)", ""] + t + [""]
+
+    if plots:
+        L += ["## Plots", ""]
+        captions = {"gold_by_stage": "Gold score per stage, per task family and per H",
+                    "loss_curves": "Loss curves", "reward_model": "Reward model: accuracy and calibration",
+                    "ppo_dashboard": "PPO dashboard"}
+        for name, path in plots.items():
+            rel = os.path.relpath(path, run_dir)
+            L += [f"**{captions.get(name, name)}**", "", f"![{name}]({rel})", ""]
+
+    t = sample_table(rows_by_stage, n_samples)
+    if t:
+        L += ["## The same held-out prompts, answered by each stage (greedy; gold score in parentheses)", ""] + t + [""]
+
+    if secs:
+        L += ["## Time", "", "| stage | seconds |", "|---|---|"]
+        L += [f"| {k} | {_f(v, 1)} |" for k, v in secs.items()] + [""]
+    L += ["Regenerate: `python -m rlhf.pipeline --out " + str(metrics.get("out", run_dir)) + "` (finished stages are "
+          "reused); talk to a model: `python -m rlhf.chat " + str(metrics.get("out", run_dir)) + "/ppo`.", ""]
+    path = os.path.join(run_dir, "report.md")
+    atomic_write_text(path, "\n".join(L))
+    return path
+
+
+def main(argv=None) -> str:
+    import sys
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        raise SystemExit("usage: python -m rlhf.report RUN_DIR")
+    run_dir = argv[0]
+    from rlhf.evaluate import read_rows
+    from rlhf.plots import plot_all
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    with open(os.path.join(run_dir, "eval", "results.json")) as f:
+        results = json.load(f)
+    rows = {s: read_rows(os.path.join(run_dir, "eval", f"{s}.jsonl")) for s in STAGES
+            if os.path.exists(os.path.join(run_dir, "eval", f"{s}.jsonl"))}
+    path = write_report(run_dir, metrics, results, plot_all(run_dir, results["stages"]), rows)
+    print(path)
+    return path
+
+
+if __name__ == "__main__":
+    main()
