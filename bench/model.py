@@ -2,6 +2,7 @@
 the KV cache, tokenizer encode throughput. Prints figures; asserts nothing.
 
     python -m bench.model                 # ~30 s on 2 CPU cores
+    python -m bench.model --threads=1       # on a busy shared machine (see --help)
     python -m bench.model --steps=10 --new_tokens=200 --device=cuda
 
 MFU (model FLOPs utilisation, PaLM appendix B) = achieved training FLOP/s / peak FLOP/s, where the
@@ -43,7 +44,7 @@ def measure_matmul_peak(device, n=1024, repeats=10):
     return 2 * n ** 3 / best
 
 
-def bench_training(config, batch_size, steps, device, peak):
+def bench_training(config, batch_size, steps, device):
     torch.manual_seed(0)
     model = GPT(config).to(device)
     opt = model.configure_optimizers(weight_decay=0.1, learning_rate=3e-4, betas=(0.9, 0.95),
@@ -126,9 +127,13 @@ def main(argv=None):
     p.add_argument("--new_tokens", type=int, default=200, help="tokens generated per generation run")
     p.add_argument("--prompt_len", type=int, default=16, help="prompt length for generation")
     p.add_argument("--explicit", action="store_true", help="also time the explicit (non-SDPA) attention")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = PyTorch's default); use 1 "
+                   "on a machine shared with other jobs, where oversubscribed threads make small ops crawl")
     p.add_argument("--no_tokenizer", action="store_true", help="skip the tokenizer line")
     args = p.parse_args(argv)
     dev = args.device
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     print(f"device {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     n = 4096 if dev.startswith("cuda") else 1024
@@ -140,7 +145,7 @@ def main(argv=None):
     model, results = None, []
     for name, fused in variants:
         c = GPTConfig(**{**cfg.__dict__, "fused_attention": fused})
-        results.append((name,) + bench_training(c, args.batch_size, args.steps, dev, peak))
+        results.append((name,) + bench_training(c, args.batch_size, args.steps, dev))
         model = model or results[-1][-1]
     peak = max(peak, measure_matmul_peak(dev, n=n))  # again after training: take the better of the two
     print(f"measured fp32 matmul peak ({n}x{n} @ {n}x{n}, best of 2 x 10): {peak / 1e9:.1f} GFLOP/s")

@@ -762,7 +762,9 @@ def train_pretrain(cfg: TrainConfig) -> dict:
             print(f"\npretrain: val loss {val_loss:.4f} (perplexity {summary['val_ppl']:.2f}), "
                   f"{summary['tokens_per_s']:,.0f} tokens/s, {summary['seconds']:.1f}s -> {run_dir}")
         barrier(info)
-        return summary or result
+        if result["interrupted"]:  # Ctrl-C: ckpt.pt is saved; callers (the pipeline) must not go on
+            raise KeyboardInterrupt
+        return summary
     finally:
         teardown_distributed()
 
@@ -773,6 +775,8 @@ def main(argv: list[str] | None = None) -> dict:
         return train_pretrain(cfg)
     except NonFiniteLossError as e:
         raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ if str(ROOT) not in sys.path:
 
 import torch
 torch.manual_seed(0)
-torch.set_num_threads(min(2, os.cpu_count() or 1))  # the 2-core budget the project is sized for
+if SMALL:
+    torch.set_num_threads(1)  # tiny models gain nothing from threads, and lose a lot on a busy machine
 print(f"SMALL={SMALL}, torch {torch.__version__}, repository {ROOT}")'''
 
 

@@ -414,6 +414,33 @@ def score_rows(rows: list[dict], rm=None, rm_tokenizer=None, batch_size: int = 6
     return rows
 
 
+def best_of_n_rows(policy, tokenizer, rm, rm_tokenizer, examples: list, n: int, cfg: EvalConfig,
+                   progress: str | None = None) -> list[dict]:
+    """Best-of-N: for each prompt, N samples of `policy` (at cfg.temperature) and the one the reward model
+    scores highest. It optimises the RM without any training (Nakano et al., 2021; Stiennon et al., 2020)
+    and is the baseline RL should beat at equal KL. Rows as evaluate_model's, with the RM's pick under
+    both decodings (there is no greedy best-of-N), plus "oracle_gold": the best gold score among the N
+    (what a perfect reward model would pick)."""
+    convs = [ex.conversation for ex in examples]
+    rep = [c for c in convs for _ in range(n)]                      # prompt i at positions i*n .. i*n+n-1
+    gens = generate_responses(policy, tokenizer, rep, cfg.max_new_tokens, temperature=cfg.temperature,
+                              batch_size=cfg.batch_size, seed=cfg.seed + 1, progress=progress)
+    rewards = rm_scores(rm, rm_tokenizer, rep, [g["response"] for g in gens], [g["stopped"] for g in gens],
+                        cfg.batch_size)
+    cand_rows = [{"prompt": c, "response": g["response"], "stopped": g["stopped"]} for c, g in zip(rep, gens)]
+    golds = gold_scores(cand_rows)
+    rows = []
+    for i, ex in enumerate(examples):
+        js = range(i * n, (i + 1) * n)
+        best = max(js, key=lambda j: rewards[j])                     # the RM's choice (first of equals)
+        for decoding in DECODINGS:
+            rows.append({**example_row(ex), "decoding": decoding, "response": gens[best]["response"],
+                         "stopped": gens[best]["stopped"], "n_tokens": gens[best]["n_tokens"],
+                         "gold": golds[best], "rm": rewards[best], "oracle_gold": max(golds[j] for j in js),
+                         "mean_gold_of_n": float(np.mean([golds[j] for j in js]))})
+    return rows
+
+
 def load_reward_model(rm_dir: str | None, device="cpu"):
     """(RewardModel, tokenizer) from a reward-model run directory, or (None, None)."""
     if not rm_dir or not os.path.exists(os.path.join(rm_dir, "model.pt")):

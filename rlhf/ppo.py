@@ -385,7 +385,7 @@ def ppo_loss(model: nn.Module, batch: dict, cfg: PPOConfig) -> tuple[Tensor, dic
 
 
 def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, ro: Rollout, cfg: PPOConfig,
-               generator: torch.Generator, ptx_tokens: Tensor | None = None, ctx=None) -> dict:
+               generator: torch.Generator, ptx_tokens: Tensor | None = None, ctx=None, step: int = 0) -> dict:
     """Step 4: ppo_epochs passes over ro in n_minibatches shuffled minibatches (checklist 12).
 
     Each minibatch is one optimizer step; it is fed in micro-batches of micro_batch_size rows whose
@@ -405,7 +405,7 @@ def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, ro: Rollout, 
                     batch["ptx_x"], batch["ptx_y"] = ptx_batch(ptx_tokens, cfg, generator)
                 micro.append(batch)
             loss, stats = forward_backward(model, lambda m, b: ppo_loss(m, b, cfg), micro, ctx)
-            check_finite(loss, 0)
+            check_finite(loss, step)                          # NaN/inf: stop with a clear message
             stats["grad_norm"] = optimizer_step(model, optimizer, cfg.grad_clip)
             stats["loss"] = loss
             first = first or dict(stats)
@@ -477,7 +477,7 @@ def plot_dashboard(records: list[dict] | str, path: str, title: str = "PPO") -> 
 
     if isinstance(records, str):
         records = read_metrics(records)
-    fig = Figure(figsize=(14, 9))
+    fig = Figure(figsize=(13, 8))
     FigureCanvasAgg(fig)
     axes = fig.subplots(3, 4).ravel()
     for ax, (key, label) in zip(axes, DASHBOARD):
@@ -495,10 +495,11 @@ def plot_dashboard(records: list[dict] | str, path: str, title: str = "PPO") -> 
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.supxlabel("PPO iteration", fontsize=9)
+    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.07, top=0.92, wspace=0.25, hspace=0.35)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=90)
+    fig.savefig(tmp, dpi=80)
     os.replace(tmp, path)
     return path
 
@@ -618,11 +619,11 @@ def _train_ppo(cfg: PPOConfig, info: DistInfo) -> dict:
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.max_iters, initial=start, desc="ppo", dynamic_ncols=True)
     per_rank = cfg.batch_size // info.world_size
-    last_eval, it, history = {}, start, []
+    last_eval, it = {}, start
     with StopOnInterrupt(verbose=is_main) as stop:
         for it in range(start, cfg.max_iters):
             t0 = time.time()
-            record = {"iter": it}
+            record = {"iter": it, "step": it}   # "step": what MetricsLogger.truncate keys on at resume
             if cfg.eval_interval > 0 and it % cfg.eval_interval == 0:
                 last_eval = do_eval(it)
                 record.update(last_eval)
@@ -638,7 +639,7 @@ def _train_ppo(cfg: PPOConfig, info: DistInfo) -> dict:
             lr = cfg.learning_rate * (1.0 - it / cfg.max_iters)                 # linear decay to 0
             set_lr(optimizer, lr)
             stats.update(ppo_update(train_model, optimizer, ro, cfg, make_generator(cfg.seed, "update", it, info.rank),
-                                    ptx_tokens, ctx))
+                                    ptx_tokens, ctx, step=it))
             # ---- 5: average the logs over processes, then move β towards the KL target
             keys = sorted(stats)
             vals = all_reduce_mean(torch.tensor([stats[k] for k in keys], dtype=torch.float64), info)
@@ -646,7 +647,6 @@ def _train_ppo(cfg: PPOConfig, info: DistInfo) -> dict:
             kl_ctl.update(stats["kl"], cfg.batch_size)
             record.update(stats, kl_coef=kl_coef, lr=lr, seconds=time.time() - t0)
             logger.log(record)
-            history.append(record)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(rm=f"{stats['rm_score']:+.2f}", kl=f"{stats['kl']:.2f}", beta=f"{kl_coef:.3f}",
@@ -663,7 +663,7 @@ def _train_ppo(cfg: PPOConfig, info: DistInfo) -> dict:
     if not interrupted:
         final = do_eval(it)
         if is_main:
-            logger.log({"iter": it, **final, "kl_coef": kl_ctl.value})
+            logger.log({"iter": it, "step": it, **final, "kl_coef": kl_ctl.value})
     save(it)
     result = {}
     if is_main:

@@ -334,6 +334,13 @@ class RankingBatches:
     def __init__(self, train: list[RankedItem], val: list[RankedItem], batch_size: int, pad_id: int, seed: int):
         self.items = {"train": train, "val": val}
         self.batch_size, self.pad_id, self.seed = batch_size, pad_id, seed
+        self._perms: dict[int, list[int]] = {}  # epoch -> permutation of the train items
+
+    def _perm(self, epoch: int) -> list[int]:
+        if epoch not in self._perms:
+            n = len(self.items["train"])
+            self._perms[epoch] = torch.randperm(n, generator=make_generator(self.seed, "rm-epoch", epoch)).tolist()
+        return self._perms[epoch]
 
     def __call__(self, split: str, index: int) -> dict[str, Tensor]:
         items, B = self.items[split], self.batch_size
@@ -342,8 +349,7 @@ class RankingBatches:
             chosen = []
             for pos in range(index * B, (index + 1) * B):
                 epoch, offset = divmod(pos, n)
-                perm = torch.randperm(n, generator=make_generator(self.seed, "rm-epoch", epoch))
-                chosen.append(items[int(perm[offset])])
+                chosen.append(items[self._perm(epoch)[offset]])
         else:
             chosen = [items[(index * B + i) % n] for i in range(B)]
         return collate_items(chosen, self.pad_id)
@@ -678,31 +684,33 @@ def train_reward_model(cfg: RMConfig) -> dict:
         teardown_distributed()
 
 
-def _pct(x):
+def _pct(x) -> str:
     return "  n/a" if x is None else f"{100 * x:5.1f}"
+
+
+def _num(x, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{round(x, digits) + 0.0:.{digits}f}"  # + 0.0 turns -0.0 into 0.0
 
 
 def print_summary(s: dict) -> None:
     """The closing note: accuracy vs the labelers' ceiling, per family / per H, RM–gold correlation."""
+    verdict = "no ceiling" if s["go"] is None else ("GO" if s["go"] else "NO-GO")
     print(f"\nreward model: held-out accuracy {_pct(s['val_accuracy'])}% vs labeler agreement (ceiling) "
-          f"{_pct(s['label_agreement'])}% on {s['pairs']} pairs; "
-          f"{'GO' if s['go'] else 'NO-GO' if s['go'] is not None else 'no ceiling'} (goal: within 3 points)")
+          f"{_pct(s['label_agreement'])}% on {s['pairs']} pairs: {verdict} (goal: within 3 points)")
     print(f"  vs gold: RM {_pct(s['gold_accuracy'])}%, labelers {_pct(s['labeler_gold_accuracy'])}% on "
-          f"{s['gold_pairs']} pairs with different gold scores; RM–gold Pearson "
-          f"{s['rm_gold_pearson'] if s['rm_gold_pearson'] is None else round(s['rm_gold_pearson'], 3)}, "
-          f"within prompt {s['rm_gold_pearson_within_prompt'] if s['rm_gold_pearson_within_prompt'] is None else round(s['rm_gold_pearson_within_prompt'], 3)}")
+          f"{s['gold_pairs']} pairs with different gold scores; RM-gold Pearson {_num(s['rm_gold_pearson'])}, "
+          f"Spearman {_num(s['rm_gold_spearman'])}, within prompt {_num(s['rm_gold_pearson_within_prompt'])}")
     print(f"  informative pairs: train {_pct(s['informative_share_train'])}%, val {_pct(s['informative_share'])}%; "
-          f"calibration ECE {s['calibration']['ece'] if s['calibration']['ece'] is None else round(s['calibration']['ece'], 3)}; "
-          f"demo reward after normalising {s['demo_reward_mean'] if s['demo_reward_mean'] is None else round(s['demo_reward_mean'], 4)}")
+          f"calibration ECE {_num(s['calibration']['ece'])}; demo reward after normalising "
+          f"{_num(s['demo_reward_mean'], 4)} (std {_num(s['demo_reward_std'])})")
     for title, key in (("family", "by_family"), ("H", "by_h")):
-        print(f"  {title:<10} {'acc':>6} {'ceiling':>8} {'pairs':>6}")
+        print(f"  {title:<11} {'acc':>6} {'ceiling':>8} {'pairs':>6}")
         for name, g in s[key].items():
-            print(f"  {name:<10} {_pct(g['accuracy']):>6} {_pct(g['ceiling']):>8} {g['pairs']:>6}")
+            print(f"  {name:<11} {_pct(g['accuracy']):>6} {_pct(g['ceiling']):>8} {g['pairs']:>6}")
     if s.get("by_source"):
-        print("  source      reward    gold     n")
+        print(f"  {'source':<11} {'reward':>7} {'gold':>6} {'n':>6}")
         for name, g in s["by_source"].items():
-            gold = "  n/a" if g["gold"] is None else f"{g['gold']:.3f}"
-            print(f"  {name:<10} {g['reward']:7.3f}  {gold:>6} {g['n']:5d}")
+            print(f"  {name:<11} {_num(g['reward']):>7} {_num(g['gold']):>6} {g['n']:>6}")
     print(f"  {s['seconds']:.1f}s ({s['seconds_data']:.1f}s making comparisons, {s['seconds_train']:.1f}s training)")
 
 

@@ -301,7 +301,9 @@ def train_sft(cfg: SFTConfig) -> dict:
             print(f"\nsft: val loss {val_loss:.4f}, {result['tokens_per_s'] or 0:,.0f} tokens/s, "
                   f"{summary['seconds']:.1f}s -> {run_dir}")
         barrier(info)
-        return summary or result
+        if result["interrupted"]:  # Ctrl-C: ckpt.pt is saved; callers (the pipeline) must not go on
+            raise KeyboardInterrupt
+        return summary
     finally:
         teardown_distributed()
 
@@ -314,6 +316,8 @@ def main(argv: list[str] | None = None) -> dict:
         return train_sft(cfg)
     except NonFiniteLossError as e:
         raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -8,6 +8,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+# The tests use tiny models: one thread is faster than two fighting over small matmuls,
+# and it keeps the suite's timing stable on a shared 2-core machine.
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover
+    pass
+
 
 @pytest.fixture(autouse=True)
 def _seed_everything():

@@ -78,6 +78,10 @@ def test_left_padded_batch_gives_each_prompt_its_own_tokens(model):
         torch.testing.assert_close(batch.logprobs[i], alone.logprobs[0], atol=1e-5, rtol=0)
     assert batch.prompt_length == 6
     assert batch.attention_mask[1].tolist()[:6] == [0, 0, 0, 0, 0, 1]
+    # an already left-padded tensor with its mask is the same request
+    ids, mask = left_pad(PROMPTS, pad_token_id=0)
+    again = generate(model, ids, 20, temperature=0, attention_mask=mask)
+    assert torch.equal(again.sequences, batch.sequences)
 
 
 @pytest.mark.parametrize("use_cache", [True, False])

@@ -26,6 +26,15 @@ TEXT = ("Reverse the word cat. tac. What is 3 plus 4? 7. Sort these numbers: 3, 
         "The capital of Quon is Dasha. I don't know. Sorry, I can't help with that. Hello there! ") * 4
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models on a shared CPU: one intra-op thread is several times faster than threads that wait on each other."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def tok():
     from minigpt.tokenizer import train_bpe
@@ -354,14 +363,14 @@ def test_stop_token_is_never_padding_and_is_supervised(tok):
 # ---------------------------------------------------------------- the stage: smoke run, resume, adaptive β
 
 def test_tiny_preset_smoke_run_and_resume(run_dirs):
-    cfg = cfg_for(run_dirs, max_iters=2, kl_target=1e-3, eval_interval=1)
+    cfg = cfg_for(run_dirs, max_iters=2, kl_target=100.0, eval_interval=1)
     result = ppo.train_ppo(cfg)
     out = cfg.out_dir
     for name in ("model.pt", "tokenizer.bpe", "ckpt.pt", "summary.json", "metrics.jsonl", "dashboard.png", "config.json"):
         assert os.path.exists(os.path.join(out, name)), name
     assert result["iters"] == 2 and 0.0 <= result["gold_score"] <= 1.0
     traj = result["kl_coef_trajectory"]
-    assert traj[0] == cfg.init_kl_coef and result["kl_coef"] > traj[-1] > traj[0]   # KL above target: β grows
+    assert traj[0] == cfg.init_kl_coef and result["kl_coef"] < traj[-1] < traj[0]   # KL far below target: β falls
     records = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
     train = [r for r in records if "rm_score" in r]
     for key in ("rm_score", "kl", "kl_coef", "pg_loss", "vf_loss", "entropy", "approx_kl", "clipfrac",
@@ -418,3 +427,23 @@ def test_ppo_increases_a_toy_reward():
         means.append(reward.score(ro.sequences, ro.attention_mask).mean().item())
         ppo.ppo_update(ac, opt, ro, cfg, torch.Generator().manual_seed(it))
     assert means[-1] > means[0] + 0.2, means
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_smoke(run_dirs, tmp_path):
+    """torchrun with 2 CPU processes (gloo): each rank rolls out its half of the prompts; rank 0 writes."""
+    import subprocess
+    import sys
+    sft, rm, _ = run_dirs
+    out = str(tmp_path / "ppo_ddp")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "rlhf.ppo",
+           "--preset", "tiny", f"--sft_dir={sft}", f"--rm_dir={rm}", f"--out_dir={out}", "--progress=false",
+           "--max_iters=2"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert summary["iters"] == 2
+    records = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+    assert [r["iter"] for r in records if "rm_score" in r] == [0, 1]

@@ -333,3 +333,29 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     for k in sa:
         torch.testing.assert_close(sa[k], sb[k], rtol=1e-4, atol=1e-5, msg=k)
     assert json.loads((two / "summary.json").read_text())["world_size"] == 2
+
+
+def test_ctrl_c_on_the_command_line_saves_a_checkpoint_and_resume_continues(tmp_path):
+    data, out = _text_file(tmp_path), tmp_path / "run"
+    cmd = [sys.executable, "-m", "minigpt.train", "--preset=tiny", f"--data={data}", f"--out_dir={out}",
+           "--progress=false", "--max_iters=100000", "--eval_interval=100000"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(T.read_metrics(str(out / "metrics.jsonl"))) < 4:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stdout + stderr
+    assert "interrupted: saved" in stdout + stderr
+    step = ck.safe_load(out / "ckpt.pt")["step"]
+    assert step >= 3 and not ck.is_finished(out)
+    r = subprocess.run(cmd[:-2] + [f"--max_iters={step + 3}", "--resume"], cwd=ROOT, env=env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"resumed {out}/ckpt.pt at step {step}" in r.stdout
+    train = [x for x in train_records(str(out)) if x["split"] == "train"]
+    assert [x["step"] for x in train] == list(range(step + 3))

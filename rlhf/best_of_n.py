@@ -1,0 +1,194 @@
+"""Best-of-N: sample N responses from the SFT policy and keep the one the reward model likes best.
+
+    python -m rlhf.best_of_n --sft_dir=out/sft --rm_dir=out/reward_model --ns=1,2,4,8,16
+    python -m rlhf.best_of_n --preset tiny --sft_dir=out/tiny/sft --rm_dir=out/tiny/reward_model
+
+The cheapest way to optimise a reward model: no training at all, only N times the sampling (Stiennon et
+al. 2020; Nakano et al. 2021, "WebGPT"). It is the baseline PPO has to beat *per unit of KL*: both move
+the policy away from π_SFT, and the KL is what that costs. Best-of-N's KL to the policy it samples
+from has a closed form (for N distinct samples; Stiennon et al. 2020 appendix; Hilton & Gao 2022):
+
+    KL(π_best-of-N || π) = log N - (N - 1) / N                           (nats per response)
+
+    N:   1      2      4      8      16     32     64
+    KL:  0      0.19   0.64   1.20   1.84   2.50   3.17
+
+So a PPO policy at KL = 4 nats should be compared with best-of-~150. Here N runs over --ns on one
+fixed set of prompts (the world's val split by default: never the test split, which the pipeline's
+final evaluation uses); each N reuses the first N of the same samples, so the curve is smooth. The
+gold oracle scores the picks: the evaluation the reward model never sees.
+
+Outputs (out_dir): best_of_n.json (gold mean and 95% CI, RM score, stop rate, KL per N) and
+best_of_n.png (gold score against KL; PPO's point added with --ppo_dir).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from minigpt import checkpoint as ckpt_io
+from minigpt.configurator import parse_config
+from minigpt.generate import generate
+from minigpt.train import make_generator, pick_device
+from rlhf import data as D
+
+
+def best_of_n_kl(n: int) -> float:
+    """KL(best-of-n || π) = log n - (n - 1) / n nats. best_of_n_kl(1) = 0; best_of_n_kl(4) ≈ 0.636."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    return math.log(n) - (n - 1) / n
+
+
+def n_for_kl(kl: float) -> float:
+    """The (real-valued) N whose best-of-N has this KL: the inverse of best_of_n_kl, by bisection."""
+    lo, hi = 1.0, 2.0
+    while math.log(hi) - (hi - 1) / hi < kl:
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if math.log(mid) - (mid - 1) / mid < kl else (lo, mid)
+    return (lo + hi) / 2
+
+
+def pick_best(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """Index of the highest score among the first n candidates of each row. scores (P, N_max) -> (P,).
+    pick_best(tensor([[0., 2., 5.], [3., 1., 9.]]), 2) -> [1, 0] (the third column is not a candidate)."""
+    return scores[:, :n].argmax(dim=1)
+
+
+@torch.no_grad()
+def sample_candidates(policy, reward_model, tokenizer, conversations: list, n: int, max_new_tokens: int,
+                      temperature: float = 1.0, seed: int = 0, batch_size: int = 64,
+                      no_stop_reward: float | None = -2.0) -> dict:
+    """n samples per conversation and the RM's score of each, as PPO would score them.
+
+    Returns {"responses": [[str] * n] * P, "stopped": bool tensor (P, n), "scores": (P, n)} where a
+    response without <|end|> scores no_stop_reward (as in rlhf.ppo), else the RM at its last real token.
+    """
+    stop_id, pad_id = D.stop_token_id(tokenizer), D.pad_token_id(tokenizer)
+    max_prompt = policy.config.block_size - max_new_tokens
+    rendered = [D.render_prompt(c, tokenizer, max_len=max_prompt) for c in conversations]
+    flat = [p for p in rendered for _ in range(n)]                     # prompt i at rows i*n .. i*n+n-1
+    g = make_generator(seed, "best_of_n")
+    texts, stopped, scores = [], [], []
+    for i in range(0, len(flat), batch_size):
+        gen = generate(policy, flat[i:i + batch_size], max_new_tokens, temperature=temperature,
+                       eos_token_id=stop_id, pad_token_id=pad_id, generator=g)
+        s = reward_model.score(gen.sequences, gen.attention_mask).float()     # (b,) at the last real token
+        if no_stop_reward is not None:
+            s = torch.where(gen.stopped, s, torch.full_like(s, no_stop_reward))
+        scores.append(s)
+        stopped.append(gen.stopped)
+        texts += [D.decode_response(r, tokenizer)[0] for r in gen.response.tolist()]
+    P = len(conversations)
+    return {"responses": [texts[i * n:(i + 1) * n] for i in range(P)],
+            "stopped": torch.cat(stopped).view(P, n), "scores": torch.cat(scores).view(P, n)}
+
+
+@dataclass
+class BestOfNConfig:
+    """Best-of-N on the SFT policy: gold score against the analytic KL, for several N."""
+    out_dir: str = "out/best_of_n"    # where best_of_n.json and best_of_n.png go
+    sft_dir: str = "out/sft"          # the policy that is sampled
+    rm_dir: str = "out/reward_model"  # the reward model that picks
+    ppo_dir: str = ""                 # optional PPO run: its summary's gold and KL are drawn on the plot
+    ns: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])  # the N values (the largest is sampled)
+    split: str = "val"                # world prompts to use ("val": tune on these; "test" is the final evaluation's)
+    n_prompts: int = 128              # prompts
+    seed: int = 0                     # prompt set and sampling seed
+    max_new_tokens: int = 40          # response budget (as PPO's)
+    temperature: float = 1.0          # sampling temperature (1.0: the policy itself, which the KL formula assumes)
+    batch_size: int = 128             # sequences per generation batch
+    no_stop_reward: float | None = -2.0  # score of a response without <|end|> (as PPO's); None = the RM's
+    n_boot: int = 1000                # bootstrap resamples of the gold CI
+    device: str = "auto"              # auto = cuda, else mps, else cpu
+
+
+PRESETS: dict[str, dict] = {
+    "tiny": dict(out_dir="out/tiny/best_of_n", sft_dir="out/tiny/sft", rm_dir="out/tiny/reward_model",
+                 ns=[1, 2, 4], n_prompts=8, max_new_tokens=12, n_boot=100),
+    "default": dict(),
+}
+
+
+def run_best_of_n(cfg: BestOfNConfig) -> dict:
+    """Sample max(ns) per prompt once, then for each N: the RM's pick among the first N, judged by the oracle."""
+    from rlhf.evaluate import bootstrap_ci
+    from rlhf.reward_model import RewardModel
+    from rlhf.world import make_prompts, score
+
+    device = pick_device(cfg.device)
+    policy, tokenizer = ckpt_io.load_model(cfg.sft_dir, device)
+    rm = RewardModel.load(cfg.rm_dir, device)
+    examples = make_prompts(cfg.split, cfg.n_prompts, seed=cfg.seed)
+    n_max = max(cfg.ns)
+    cand = sample_candidates(policy, rm, tokenizer, [ex.conversation for ex in examples], n_max,
+                             cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.batch_size, cfg.no_stop_reward)
+    gold = torch.tensor([[score(ex.conversation, r, stopped=bool(s)) for r, s in zip(rs, ss)]
+                         for ex, rs, ss in zip(examples, cand["responses"], cand["stopped"].tolist())])  # (P, n_max)
+    rows = []
+    rows_idx = torch.arange(len(examples))
+    for n in sorted(cfg.ns):
+        best = pick_best(cand["scores"], n)                                   # (P,)
+        g = gold[rows_idx, best].tolist()
+        mean, lo, hi = bootstrap_ci(g, n_boot=cfg.n_boot, seed=cfg.seed)
+        rows.append({"n": n, "kl": best_of_n_kl(n), "gold": mean, "gold_lo": lo, "gold_hi": hi,
+                     "rm": cand["scores"][rows_idx, best].mean().item(),
+                     "stop_rate": cand["stopped"][rows_idx, best].float().mean().item(),
+                     "oracle_gold": gold[:, :n].max(1).values.mean().item()})   # what a perfect RM would pick
+    result = {"config": asdict(cfg), "rows": rows}
+    if cfg.ppo_dir:
+        summary = ckpt_io.read_summary(cfg.ppo_dir) or {}
+        result["ppo"] = {k: summary.get(k) for k in ("gold_score", "kl", "gold_score_greedy")}
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    ckpt_io.atomic_write_json(os.path.join(cfg.out_dir, "best_of_n.json"), result)
+    result["plot"] = plot_best_of_n(result, os.path.join(cfg.out_dir, "best_of_n.png"))
+    for r in rows:
+        print(f"best-of-{r['n']:<3d} KL {r['kl']:.2f}  gold {r['gold']:.3f} [{r['gold_lo']:.3f}, {r['gold_hi']:.3f}]"
+              f"  rm {r['rm']:+.2f}  stop {r['stop_rate']:.2f}  (perfect-RM pick: {r['oracle_gold']:.3f})")
+    return result
+
+
+def plot_best_of_n(result: dict, path: str) -> str:
+    """Gold score against KL: the best-of-N curve with its CIs (and PPO's point when known)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = result["rows"]
+    fig = Figure(figsize=(6, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    kl = [r["kl"] for r in rows]
+    ax.errorbar(kl, [r["gold"] for r in rows], yerr=[[r["gold"] - r["gold_lo"] for r in rows],
+                [r["gold_hi"] - r["gold"] for r in rows]], fmt="o-", capsize=3, label="best-of-N (RM picks)")
+    ax.plot(kl, [r["oracle_gold"] for r in rows], "s:", alpha=0.6, label="best-of-N (gold picks: ceiling)")
+    for r in rows:
+        ax.annotate(f"N={r['n']}", (r["kl"], r["gold"]), fontsize=7, xytext=(3, -10), textcoords="offset points")
+    ppo = result.get("ppo") or {}
+    if ppo.get("gold_score") is not None and ppo.get("kl") is not None:
+        ax.plot([ppo["kl"]], [ppo["gold_score"]], "r*", ms=12, label="PPO (sampled)")
+    ax.set_xlabel("KL to the SFT policy (nats per response)")
+    ax.set_ylabel("gold score")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.13, top=0.95)
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_config(BestOfNConfig, argv, PRESETS, prog="python -m rlhf.best_of_n")
+    return run_best_of_n(cfg)
+
+
+if __name__ == "__main__":
+    main()

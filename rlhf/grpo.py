@@ -1,0 +1,467 @@
+"""Group relative policy optimisation (GRPO): PPO without a value model, for contrast with rlhf/ppo.py.
+
+    python -m rlhf.grpo --preset default       # after rlhf.reward_model; ~5 min on 2 cores
+    python -m rlhf.grpo --preset tiny --sft_dir=out/tiny/sft --rm_dir=out/tiny/reward_model --out_dir=out/tiny/grpo
+    python -m rlhf.grpo --out_dir=out/grpo --resume
+    torchrun --standalone --nproc_per_node=2 -m rlhf.grpo --preset default   # each rank samples its own groups
+
+PPO needs a value model V(s_t) as large as the policy to turn one score per response into per-token
+advantages. GRPO (Shao et al. 2024, DeepSeekMath §4.1) drops it: for each prompt q it samples a *group*
+of G responses o_1..o_G from the current policy, scores each with the frozen reward model, and uses the
+group as the baseline. Every token of response i gets the same advantage
+
+    Â_i = (r_i - mean(r_1..r_G)) / (std(r_1..r_G) + eps)                       (DeepSeekMath §4.1.2)
+
+and the policy maximises PPO's clipped surrogate with the KL to the reference model moved out of the
+reward and into the loss, estimated per token with the unbiased, always >= 0 "k3" estimator:
+
+    J(θ) = E[ 1/G Σ_i 1/|o_i| Σ_t { min(ρ_it Â_i, clip(ρ_it, 1-ε, 1+ε) Â_i) - β D_KL,it } ]      (eq. 3)
+    ρ_it = π_θ(o_it | q, o_i,<t) / π_old(o_it | ...),    D_KL,it = π_ref/π_θ - log(π_ref/π_θ) - 1  (eq. 4)
+
+One iteration, in the order the code runs:
+    1. rollout   prompts_per_iter prompts, each repeated group_size times, sampled from the policy with the
+                 KV-cache generator (rlhf.ppo's conventions: left-padded prompts, temperature, stop at <|end|>,
+                 truncate after the first stop)
+    2. score     RM score at the last real token (no_stop_reward when the response never said <|end|>);
+                 old-policy and reference log-probs by forward passes (rlhf.ppo.response_logprobs)
+    3. advantage group_advantages: zero mean in every group, exactly 0 when the whole group ties
+    4. update    ppo_epochs passes over shuffled minibatches: ppo_policy_loss + β · masked mean of k3
+    Gold score (the oracle) of greedy and sampled answers on fixed val prompts every eval_interval
+    iterations: measured, never trained on.
+
+Simplifications relative to DeepSeekMath:
+  1. Scale: a tiny GPT, G = 4 samples per prompt (the paper: 64), tens of iterations; outcome supervision
+     only (one reward per response), no process supervision, no iterative RL that retrains the reward model.
+  2. The loss averages over all valid tokens of a minibatch (rlhf.losses.ppo_policy_loss, a masked mean)
+     instead of 1/G Σ_i 1/|o_i| Σ_t (a mean per response, then over responses); the token mean does not
+     favour short responses, as later work (DAPO, Dr. GRPO) recommends.
+  3. The group std is the population std (divide by G); a group whose rewards all tie gets advantage 0
+     exactly (no learning signal), and the share of such groups is logged.
+  4. A response without <|end|> gets a fixed score (no_stop_reward), as in rlhf.ppo.
+  5. π_ref is the SFT model and stays fixed (the paper also keeps π_ref fixed within an iteration of its
+     outer loop); rollout temperature = training temperature, no top-k/top-p.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from minigpt import checkpoint as ckpt_io
+from minigpt.configurator import parse_config
+from minigpt.distributed import DistInfo, all_reduce_mean, barrier, setup_distributed, teardown_distributed
+from minigpt.generate import generate
+from minigpt.train import (MetricsLogger, StopOnInterrupt, autocast_context, check_finite, configure_optimizer,
+                           forward_backward, load_training_state, make_generator, optimizer_step, pick_device,
+                           read_metrics, save_training_state, seed_everything, set_lr)
+from rlhf import data as D
+from rlhf.losses import entropy_from_logits, masked_mean, ppo_policy_loss, token_logprobs
+
+# -----------------------------------------------------------------------------
+# config
+
+
+@dataclass
+class GRPOConfig:
+    """GRPO: PPO's clipped objective with group-normalised rewards as advantages and no value model."""
+    # ---- where things are
+    out_dir: str = "out/grpo"         # run directory: model.pt, ckpt.pt, metrics.jsonl, grpo.png, summary.json
+    sft_dir: str = "out/sft"          # SFT run: the initial policy and the frozen reference π_ref
+    rm_dir: str = "out/reward_model"  # reward-model run: the frozen reward r(q, o)
+    prompts: str = ""                 # prompts JSONL (rlhf.data.load_prompts); "" = the world's train prompts
+    n_prompts: int = 4000             # world prompts in the training pool (when --prompts is empty)
+    prompt_seed: int = 2              # seed of the world prompt pool (the same pool as PPO's)
+    seed: int = 1337                  # seeds sampling and shuffling: same seed, same CPU -> same run
+    device: str = "auto"              # auto = cuda, else mps, else cpu
+    dtype: str = "auto"               # auto = bf16 autocast on CUDA for the update, float32 elsewhere
+    resume: bool = False              # continue from out_dir/ckpt.pt
+    progress: bool = True             # tqdm progress bar (rank 0)
+    # ---- 1. rollout
+    max_iters: int = 60               # iterations, each = one batch of groups + its update
+    prompts_per_iter: int = 16        # prompts (= groups) per iteration, in total over all processes
+    group_size: int = 4               # G: responses sampled per prompt (DeepSeekMath: 64)
+    max_new_tokens: int = 40          # longest response; a response that has not said <|end|> by then is cut
+    temperature: float = 1.0          # sampling temperature; every forward pass divides the logits by it too
+    # ---- 2-3. score and advantages
+    no_stop_reward: float | None = -2.0  # the score given instead of the RM's to a response without <|end|> (None = the RM's)
+    adv_eps: float = 1e-4             # eps in (r - mean) / (std + eps)
+    # ---- 4. update
+    beta: float = 0.04                # weight of the k3 KL-to-reference term in the loss (DeepSeekMath: 0.04)
+    clip_range: float = 0.2           # ε: the ratio π/π_old is clipped to [1 - ε, 1 + ε]
+    ppo_epochs: int = 1               # passes over each batch of groups (μ in the paper)
+    n_minibatches: int = 2            # optimizer steps per pass (the rollout is split into shuffled minibatches)
+    micro_batch_size: int = 16        # rows per forward/backward; gradients accumulate up to the minibatch
+    learning_rate: float = 2e-5       # Adam learning rate, decayed linearly to 0
+    weight_decay: float = 0.0         # AdamW weight decay (on >= 2-D weights)
+    beta1: float = 0.9                # Adam β1
+    beta2: float = 0.95               # Adam β2
+    grad_clip: float = 1.0            # clip the global gradient norm (0 = off)
+    # ---- evaluation (gold oracle on val prompts: measured, never trained on)
+    eval_interval: int = 10           # evaluate, print samples and save ckpt.pt every this many iterations
+    n_eval_prompts: int = 128         # fixed val prompts scored by the gold oracle during training
+    n_final_eval: int = 200           # val prompts of the final comparison with SFT (greedy and sampled)
+    eval_seed: int = 0                # seed of the val prompt sets and of their sampling
+    n_print_samples: int = 2          # sample responses printed at each evaluation
+
+
+PRESETS: dict[str, dict] = {
+    # CI smoke run: seconds on a tiny model.
+    "tiny": dict(out_dir="out/tiny/grpo", sft_dir="out/tiny/sft", rm_dir="out/tiny/reward_model", n_prompts=64,
+                 max_iters=3, prompts_per_iter=4, group_size=2, max_new_tokens=12, micro_batch_size=4,
+                 learning_rate=1e-4, eval_interval=2, n_eval_prompts=8, n_final_eval=8, n_print_samples=1),
+    # The CPU default, after the default RM: 60 iterations of 16 prompts x 4 samples (PPO's 64 episodes).
+    "default": dict(),
+}
+
+# -----------------------------------------------------------------------------
+# the two formulas GRPO adds to PPO's
+
+
+def group_advantages(rewards: Tensor, group_size: int, eps: float = 1e-4) -> Tensor:
+    """Â_i = (r_i - mean_group) / (std_group + eps), one advantage per response (DeepSeekMath §4.1.2).
+
+    rewards (B·G,), the G responses of a prompt in consecutive rows → (B·G,). std is the population std
+    (over G). A group whose rewards are all equal gets exactly 0 (its responses teach nothing).
+    Example: G = 2, rewards [1, 3, 5, 5] → group 1: mean 2, std 1 → [-1, 1]; group 2 ties → [0, 0]
+    (up to eps: [-0.9999, 0.9999, 0, 0]).
+    """
+    r = rewards.float().view(-1, group_size)                                       # (B, G)
+    mean = r.mean(dim=1, keepdim=True)                                             # (B, 1)
+    std = r.std(dim=1, keepdim=True, correction=0)                                 # (B, 1)
+    adv = (r - mean) / (std + eps)                                                 # (B, G)
+    tied = (r == r[:, :1]).all(dim=1, keepdim=True)                                # (B, 1) no rounding noise
+    return torch.where(tied, torch.zeros_like(adv), adv).view(-1)                  # (B·G,)
+
+
+def kl_k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
+    """Per-token k3 estimate of KL(π || π_ref) on tokens sampled from π (Schulman's "k3"; DeepSeekMath eq. 4):
+
+        D = π_ref/π - log(π_ref/π) - 1 = exp(d) - d - 1,   d = log π_ref - log π
+
+    Unbiased for KL(π || π_ref) when the tokens come from π, and >= 0 for every token (e^d >= 1 + d),
+    unlike the plain log-ratio. Same shape in and out. Example: d = 0 → 0; d = ln 2 → 2 - 0.693 - 1 = 0.307.
+    """
+    d = ref_logprobs - logprobs
+    return torch.exp(d) - d - 1.0
+
+
+# -----------------------------------------------------------------------------
+# 1-3. rollout, score, advantages
+
+
+@dataclass
+class GroupRollout:
+    """A batch of groups: B prompts x G responses = B·G rows (group b is rows b·G .. b·G + G - 1)."""
+    sequences: Tensor        # (B·G, P+N) long: left-padded prompt, then the response (pad after its stop)
+    attention_mask: Tensor   # (B·G, P+N) long: 1 on real prompt and response tokens
+    prompt_length: int       # P
+    response_mask: Tensor    # (B·G, N) float: 1 on response tokens up to and including the first <|end|>
+    stopped: Tensor          # (B·G,) bool: the response said <|end|>
+    logprobs: Tensor         # (B·G, N) log π_old(o_t), by a forward pass (the ratio's denominator)
+    ref_logprobs: Tensor     # (B·G, N) log π_ref(o_t)
+    rm_scores: Tensor        # (B·G,) the reward model's raw score
+    rewards: Tensor          # (B·G,) the reward used: RM score, or no_stop_reward when not stopped
+    advantages: Tensor       # (B·G,) group-normalised rewards
+
+    def select(self, idx: Tensor) -> dict:
+        """The rows `idx` as the micro-batch dict grpo_loss takes."""
+        return {"sequences": self.sequences[idx], "attention_mask": self.attention_mask[idx],
+                "response_mask": self.response_mask[idx], "logprobs": self.logprobs[idx],
+                "ref_logprobs": self.ref_logprobs[idx], "advantages": self.advantages[idx],
+                "prompt_length": self.prompt_length}
+
+
+@torch.no_grad()
+def collect_groups(policy: nn.Module, ref_model: nn.Module, reward_model: nn.Module, prompts: list[list[int]],
+                   cfg: GRPOConfig, stop_id: int, pad_id: int, generator: torch.Generator | None = None) -> GroupRollout:
+    """Steps 1-3: G samples of each prompt, their rewards, and their group advantages.
+
+    reward_model is anything with .score(idx, attention_mask) -> (rows,) (a RewardModel; a toy in tests).
+    """
+    from rlhf.ppo import response_logprobs, truncate_after_stop
+
+    G, T = cfg.group_size, cfg.temperature
+    repeated = [p for p in prompts for _ in range(G)]                                  # group b = rows bG..bG+G-1
+    gen = generate(policy, repeated, cfg.max_new_tokens, temperature=T, eos_token_id=stop_id,
+                   pad_token_id=pad_id, generator=generator)
+    P = gen.prompt_length
+    response, mask, stopped = truncate_after_stop(gen.response, stop_id, pad_id)      # (BG, N), (BG, N), (BG,)
+    sequences = torch.cat([gen.sequences[:, :P], response], dim=1)                      # (BG, P+N)
+    attention_mask = torch.cat([gen.attention_mask[:, :P], mask.long()], dim=1)         # (BG, P+N)
+    cols = {"logprobs": [], "ref_logprobs": [], "rm_scores": []}
+    for rows in torch.arange(len(repeated)).split(cfg.micro_batch_size):
+        seq, am = sequences[rows], attention_mask[rows]
+        cols["logprobs"].append(response_logprobs(policy, seq, am, P, T))               # (b, N)
+        cols["ref_logprobs"].append(response_logprobs(ref_model, seq, am, P, T))        # (b, N)
+        cols["rm_scores"].append(reward_model.score(seq, am).float())                    # (b,)
+    logprobs, ref_logprobs, rm_scores = (torch.cat(cols[k]) for k in ("logprobs", "ref_logprobs", "rm_scores"))
+    rewards = rm_scores
+    if cfg.no_stop_reward is not None:
+        rewards = torch.where(stopped, rm_scores, torch.full_like(rm_scores, cfg.no_stop_reward))
+    return GroupRollout(sequences=sequences, attention_mask=attention_mask, prompt_length=P, response_mask=mask,
+                        stopped=stopped, logprobs=logprobs * mask, ref_logprobs=ref_logprobs * mask,
+                        rm_scores=rm_scores, rewards=rewards,
+                        advantages=group_advantages(rewards, G, cfg.adv_eps))
+
+
+def rollout_stats(ro: GroupRollout, group_size: int) -> dict:
+    """Per-iteration numbers of a batch of groups (per process; the caller averages over processes)."""
+    r = ro.rewards.view(-1, group_size)
+    kl = kl_k3(ro.logprobs, ro.ref_logprobs) * ro.response_mask
+    return {
+        "rm_score": ro.rm_scores.mean().item(),                         # the reward model's opinion of the samples
+        "reward": ro.rewards.mean().item(),                             # after the no-stop score
+        "reward_std_in_group": r.std(dim=1, correction=0).mean().item(),  # the signal GRPO has to work with
+        "tied_groups": (r == r[:, :1]).all(dim=1).float().mean().item(),  # share of groups with advantage 0
+        "kl": kl.sum(1).mean().item(),                                  # nats per response (k3, >= 0)
+        "response_length": ro.response_mask.sum(1).mean().item(),
+        "stop_rate": ro.stopped.float().mean().item(),
+    }
+
+
+# -----------------------------------------------------------------------------
+# 4. update
+
+
+def grpo_loss(model: nn.Module, batch: dict, cfg: GRPOConfig) -> tuple[Tensor, dict]:
+    """Loss of one micro-batch: clipped surrogate with the response's advantage on every token + β · k3 KL."""
+    P, mask = batch["prompt_length"], batch["response_mask"]
+    seq = batch["sequences"]
+    logits, _ = model(seq, attention_mask=batch["attention_mask"])                     # (b, P+N, V)
+    logits = logits[:, P - 1:-1].float() / cfg.temperature                             # (b, N, V)
+    logprobs = token_logprobs(logits, seq[:, P:])                                      # (b, N)
+    advantages = batch["advantages"][:, None].expand_as(logprobs)                      # (b, N): Â_i on every token
+    # zero every per-token input off the response (torch.where: not even a NaN gradient leaks from padding)
+    logprobs, old_logprobs, ref_logprobs, advantages = (
+        torch.where(mask > 0, x, torch.zeros_like(x)) for x in
+        (logprobs, batch["logprobs"], batch["ref_logprobs"], advantages))
+    pg_loss, pg_stats = ppo_policy_loss(logprobs, old_logprobs, advantages, mask, cfg.clip_range)
+    kl = masked_mean(kl_k3(logprobs, ref_logprobs), mask)                             # per token
+    loss = pg_loss + cfg.beta * kl
+    with torch.no_grad():
+        entropy = masked_mean(entropy_from_logits(logits), mask)
+    stats = {"pg_loss": pg_loss.detach(), "kl_token": kl.detach(), "entropy": entropy,
+             "approx_kl": pg_stats["approx_kl"], "clipfrac": pg_stats["clipfrac"], "ratio_mean": pg_stats["ratio_mean"]}
+    return loss, stats
+
+
+def grpo_update(model: nn.Module, optimizer: torch.optim.Optimizer, ro: GroupRollout, cfg: GRPOConfig,
+                generator: torch.Generator, ctx=None) -> dict:
+    """Step 4: ppo_epochs passes over the rollout in n_minibatches shuffled minibatches, each one optimizer
+    step fed in micro-batches whose gradients accumulate. Returns the mean stats of all micro-batches."""
+    B = ro.sequences.shape[0]
+    mb_size = max(1, math.ceil(B / cfg.n_minibatches))
+    totals, n = {}, 0
+    for _ in range(cfg.ppo_epochs):
+        perm = torch.randperm(B, generator=generator)
+        for mb in perm.split(mb_size):
+            micro = [ro.select(rows) for rows in mb.split(cfg.micro_batch_size)]
+            loss, stats = forward_backward(model, lambda m, b: grpo_loss(m, b, cfg), micro, ctx)
+            check_finite(loss, 0)
+            stats["grad_norm"] = optimizer_step(model, optimizer, cfg.grad_clip)
+            stats["loss"] = loss
+            for k, v in stats.items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+            n += 1
+    return {k: v / max(n, 1) for k, v in totals.items()}
+
+
+# -----------------------------------------------------------------------------
+# the stage
+
+GRPO_PANELS = [("rm_score", "RM score (train samples)"), ("gold", "gold (val, sampled)"),
+               ("gold_greedy", "gold (val, greedy)"), ("kl", "KL to SFT (k3, nats/response)"),
+               ("reward_std_in_group", "reward std within a group"), ("tied_groups", "share of tied groups"),
+               ("pg_loss", "policy loss"), ("entropy", "entropy"), ("clipfrac", "clip fraction"),
+               ("approx_kl", "approx-KL (π_old || π)"), ("response_length", "response length (tokens)"),
+               ("stop_rate", "stop rate")]
+
+
+def build_models(cfg: GRPOConfig, device) -> tuple:
+    """(policy, ref_model, reward_model, tokenizer): policy and reference from the SFT run, the frozen RM;
+    dropout off everywhere (rlhf.ppo.disable_dropout)."""
+    from rlhf.ppo import disable_dropout
+    from rlhf.reward_model import RewardModel
+
+    for d, what in ((cfg.sft_dir, "rlhf.sft"), (cfg.rm_dir, "rlhf.reward_model")):
+        if not os.path.exists(os.path.join(d, ckpt_io.MODEL_FILE)):
+            raise SystemExit(f"error: {d}: no {ckpt_io.MODEL_FILE}; run `python -m {what}` first")
+    policy, tokenizer = ckpt_io.load_model(cfg.sft_dir, device)
+    ref_model, _ = ckpt_io.load_model(cfg.sft_dir, device)
+    reward_model = RewardModel.load(cfg.rm_dir, device)
+    if reward_model.config.vocab_size != policy.config.vocab_size:
+        raise SystemExit(f"error: {cfg.rm_dir} and {cfg.sft_dir} do not share a tokenizer")
+    for m in (policy, ref_model, reward_model):
+        disable_dropout(m)
+    for m in (ref_model, reward_model):
+        m.requires_grad_(False)
+    return policy, ref_model, reward_model, tokenizer
+
+
+def train_grpo(cfg: GRPOConfig) -> dict:
+    """Run GRPO (see the module docstring); returns the final metrics, also written to out_dir/summary.json."""
+    info = setup_distributed(pick_device(cfg.device).type)
+    try:
+        return _train_grpo(cfg, info)
+    finally:
+        teardown_distributed()
+
+
+def _train_grpo(cfg: GRPOConfig, info: DistInfo) -> dict:
+    from rlhf.dpo import format_gold, gold_vs_reference, plot_panels
+    from rlhf.ppo import evaluate_policy, load_prompt_pool
+    from rlhf.world import make_prompts
+
+    t_start = time.time()
+    device = pick_device(cfg.device)
+    if device.type == "cuda" and info.enabled:
+        device = torch.device("cuda", info.local_rank)
+    seed_everything(cfg.seed + info.rank)
+    if cfg.prompts_per_iter % info.world_size:
+        raise SystemExit(f"error: --prompts_per_iter={cfg.prompts_per_iter} does not split over {info.world_size} processes")
+    if cfg.group_size < 2:
+        raise SystemExit("error: --group_size must be >= 2 (a group of one has no baseline)")
+    is_main, run_dir = info.is_main, cfg.out_dir
+    log = (lambda *a: print(*a, flush=True)) if is_main else (lambda *a: None)
+
+    policy, ref_model, reward_model, tokenizer = build_models(cfg, device)
+    stop_id, pad_id = D.stop_token_id(tokenizer), D.pad_token_id(tokenizer)
+    max_prompt = policy.config.block_size - cfg.max_new_tokens
+    if max_prompt < 3:
+        raise SystemExit(f"error: --max_new_tokens={cfg.max_new_tokens} leaves no room for a prompt "
+                         f"in block_size={policy.config.block_size}")
+    pool = [D.render_prompt(conv, tokenizer, max_len=max_prompt) for conv in load_prompt_pool(cfg)]
+    if len(pool) < cfg.prompts_per_iter:
+        raise SystemExit(f"error: {len(pool)} prompts, fewer than --prompts_per_iter={cfg.prompts_per_iter}")
+    val_examples = make_prompts("val", cfg.n_eval_prompts, seed=cfg.eval_seed)
+
+    optimizer = configure_optimizer(policy, cfg, device.type)
+    logger = MetricsLogger(os.path.join(run_dir, "metrics.jsonl"), enabled=is_main)
+    start = 0
+    state = load_training_state(run_dir, policy, optimizer) if cfg.resume else None
+    if state is not None:
+        start = state["step"]
+        logger.truncate(start)
+        log(f"resumed {run_dir}/ckpt.pt at iteration {start}")
+    else:
+        if is_main:
+            os.makedirs(run_dir, exist_ok=True)
+        logger.reset()
+    if is_main:
+        ckpt_io.write_config(run_dir, cfg)
+    train_model = policy
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        train_model = DDP(policy, device_ids=[info.local_rank] if device.type == "cuda" else None)
+    ctx = autocast_context(device, cfg.dtype)
+
+    def do_eval() -> dict:
+        """Gold score of sampled and greedy answers on the fixed val prompts (rank 0 only)."""
+        if not is_main:
+            return {}
+        sampled = evaluate_policy(policy, reward_model, tokenizer, val_examples, cfg, cfg.temperature, cfg.eval_seed)
+        greedy = evaluate_policy(policy, reward_model, tokenizer, val_examples, cfg, 0.0, cfg.eval_seed)
+        for r in sampled["rows"][:cfg.n_print_samples]:
+            log(f"  [{r['family']}] {r['prompt']!r}\n    -> {r['response']!r} (gold {r['gold']:.2f}, rm {r['rm']:+.2f})")
+        return {"gold": sampled["gold"], "gold_greedy": greedy["gold"], "eval_rm": sampled["rm"],
+                "eval_stop_rate": sampled["stop_rate"]}
+
+    def save(it: int) -> None:
+        if is_main:
+            save_training_state(run_dir, policy, optimizer, it, cfg)
+
+    bar = None
+    if cfg.progress and is_main and start < cfg.max_iters:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.max_iters, initial=start, desc="grpo", dynamic_ncols=True)
+    per_rank = cfg.prompts_per_iter // info.world_size
+    last_eval, it = {}, start
+    with StopOnInterrupt(verbose=is_main) as stop:
+        for it in range(start, cfg.max_iters):
+            t0 = time.time()
+            record = {"iter": it}
+            if cfg.eval_interval > 0 and it % cfg.eval_interval == 0:
+                last_eval = do_eval()
+                record.update(last_eval)
+                save(it)
+            # ---- 1-3: this rank's prompts, G samples each, scored and normalised within each group
+            order = torch.randperm(len(pool), generator=make_generator(cfg.seed, "prompts", it))[:cfg.prompts_per_iter]
+            mine = order[info.rank * per_rank:(info.rank + 1) * per_rank].tolist()
+            ro = collect_groups(policy, ref_model, reward_model, [pool[i] for i in mine], cfg, stop_id, pad_id,
+                                make_generator(cfg.seed, "rollout", it, info.rank))
+            stats = rollout_stats(ro, cfg.group_size)
+            # ---- 4: the update
+            lr = cfg.learning_rate * (1.0 - it / cfg.max_iters)                 # linear decay to 0
+            set_lr(optimizer, lr)
+            stats.update(grpo_update(train_model, optimizer, ro, cfg, make_generator(cfg.seed, "update", it, info.rank),
+                                     ctx))
+            keys = sorted(stats)
+            vals = all_reduce_mean(torch.tensor([stats[k] for k in keys], dtype=torch.float64), info)
+            stats = dict(zip(keys, vals.tolist()))
+            record.update(stats, lr=lr, seconds=time.time() - t0)
+            logger.log(record)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(rm=f"{stats['rm_score']:+.2f}", kl=f"{stats['kl']:.2f}",
+                                tied=f"{stats['tied_groups']:.2f}", gold=f"{last_eval.get('gold', float('nan')):.3f}")
+            if stop.requested:
+                it += 1
+                break
+        else:
+            it = cfg.max_iters
+    if bar is not None:
+        bar.close()
+    interrupted = it < cfg.max_iters
+    if not interrupted and is_main:
+        logger.log({"iter": it, **do_eval()})
+    save(it)
+    result: dict = {}
+    if is_main:
+        records = read_metrics(logger.path)
+        plot_path = plot_panels(records, os.path.join(run_dir, "grpo.png"), GRPO_PANELS, x="iter",
+                                title=f"GRPO (G = {cfg.group_size}, β = {cfg.beta}) — {run_dir}")
+        train_records = [r for r in records if "rm_score" in r]
+        tail = train_records[-max(1, len(train_records) // 10):] if train_records else []
+        result = {"stage": "grpo", "iters": it, "interrupted": interrupted, "group_size": cfg.group_size,
+                  "beta": cfg.beta, "rm_score_train_first": train_records[0]["rm_score"] if train_records else None,
+                  "rm_score_train_last": float(np.mean([r["rm_score"] for r in tail])) if tail else None,
+                  "kl_train_last": float(np.mean([r["kl"] for r in tail])) if tail else None,
+                  "tied_groups": float(np.mean([r["tied_groups"] for r in train_records])) if train_records else None,
+                  "initial": {k: records[0].get(k) for k in ("gold", "gold_greedy", "eval_rm")} if records else {},
+                  "final_eval": {k: records[-1].get(k) for k in ("gold", "gold_greedy", "eval_rm")} if records else {},
+                  "seconds_train": time.time() - t_start, "plot": plot_path}
+        if not interrupted:
+            if cfg.n_final_eval > 0:
+                t0 = time.time()
+                gold = gold_vs_reference(policy, ref_model, tokenizer,
+                                         make_prompts("val", cfg.n_final_eval, seed=cfg.eval_seed),
+                                         cfg.max_new_tokens, 100, cfg.eval_seed)
+                result.update({"gold_score": gold["greedy"]["gold"], "sft_gold_score": gold["greedy"]["sft_gold"],
+                               "gold_score_sampled": gold["sampled"]["gold"],
+                               "sft_gold_score_sampled": gold["sampled"]["sft_gold"],
+                               "win_rate_vs_sft": gold["greedy"]["win_rate"], "kl": gold.get("kl"),
+                               "gold": gold, "seconds_eval": time.time() - t0})
+                log("\n" + format_gold(gold, "GRPO"))
+            result["seconds"] = time.time() - t_start
+            ckpt_io.save_model(run_dir, policy, tokenizer, extra={"stage": "grpo", "kind": "grpo_policy"})
+            ckpt_io.write_summary(run_dir, result)
+        log(f"grpo: {it} iterations in {time.time() - t_start:.0f}s; RM score (train samples) "
+            f"{result['rm_score_train_first']} -> {result['rm_score_train_last']}; {run_dir}/grpo.png")
+    barrier(info)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_config(GRPOConfig, argv, PRESETS, prog="python -m rlhf.grpo")
+    return train_grpo(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,495 @@
+"""The whole InstructGPT recipe in one command: world -> tokenizer -> pretrain -> SFT -> reward model
+-> PPO -> best-of-N -> evaluation -> report.md + plots + metrics.json.
+
+    python -m rlhf.pipeline                                  # --preset default: ~10 min on 2 CPU cores
+    python -m rlhf.pipeline --preset tiny --out runs/tiny    # ~1 min smoke run (CI runs it)
+    python -m rlhf.pipeline --preset headline                # default + a larger SFT-only model to beat
+    python -m rlhf.pipeline --out runs/default               # re-run: finished stages are reused
+    python -m rlhf.pipeline --sft.max_iters=600 --ppo.init_kl_coef=0.05 --out runs/tuned   # per-stage overrides
+
+Ouyang et al. (2022), figure 2, in miniature; each step is one stage module, called through its public
+`train_x(cfg)` function with a config built from that module's own preset (`tiny` or `default`), the
+pipeline preset's overrides, and `--stage.key=value` overrides from the command line:
+
+    data/            rlhf.world export: the corpus, demonstrations, prompts of each split (JSONL)
+    tokenizer/       byte-level BPE trained on the corpus (minigpt.tokenizer.train_bpe)
+    pretrain/        minigpt.train     next-token prediction on the corpus      (the "GPT-3" of the story)
+    sft/             rlhf.sft          imitation of the labelers' demonstrations  (step 1 of figure 2)
+    reward_model/    rlhf.reward_model Bradley-Terry on ranked SFT samples        (step 2)
+    ppo/             rlhf.ppo          PPO against the RM with a KL penalty to SFT (step 3)
+    pretrain_large/, sft_large/        (--headline) a larger model given SFT only
+    eval/            rlhf.evaluate     every model on the same held-out test prompts, cached per stage
+    metrics.json, report.md, plots/    the results
+
+A stage whose directory has a summary.json is finished and is skipped on a re-run; an interrupted
+stage resumes from its ckpt.pt. metrics.json holds (nested: metrics["ppo"]["kl"] is "ppo.kl") at least
+base.gold_score, sft.gold_score, ppo.gold_score, ppo.win_rate_vs_sft, ppo.kl, reward_model.val_accuracy,
+reward_model.label_agreement and seconds.total, with 95% bootstrap CIs, per-family / per-H breakdowns,
+best-of-N and the headline comparison.
+
+The `gpt2` preset is the GPU-scale recipe (a 124M-parameter, 12-layer, 768-wide GPT; about an hour on
+one modern GPU, not run in CI): `python -m rlhf.pipeline --preset gpt2 --out runs/gpt2`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+
+from minigpt import checkpoint as ckpt_io
+from minigpt.configurator import _field_types, convert, format_help, parse_config, replace_checked
+
+
+@dataclass
+class PipelineConfig:
+    """One command from the instruction world to report.md (see the module docstring)."""
+    out: str = "runs/default"          # run directory; every stage writes a sub-directory of it
+    seed: int = 0                      # seed of the evaluation prompts, sampled decoding and bootstrap
+    device: str = "auto"               # auto = cuda, else mps, else cpu (passed to every stage)
+    export_data: bool = True           # write the world's datasets to OUT/data (pretraining reads its corpus.txt)
+    headline: bool = False             # also pretrain + SFT a larger model and compare it with the PPO model
+    eval_prompts: int = 200            # held-out test prompts every model answers
+    eval_max_new_tokens: int = 48      # response budget at evaluation
+    eval_temperature: float = 1.0      # temperature of the sampled evaluation (greedy is evaluated too)
+    eval_batch_size: int = 64          # prompts per generation batch at evaluation
+    n_boot: int = 2000                 # bootstrap resamples per 95% CI
+    best_of_n: int = 8                 # N of best-of-N (SFT samples re-ranked by the RM); 0 = skip
+    n_samples_report: int = 6          # prompts in the report's sample table
+    progress: bool = True              # progress bars
+
+
+# Which preset of every stage module a pipeline preset starts from, then its own overrides per stage.
+# Keys of "stages": tokenizer, pretrain, sft, reward_model, ppo, pretrain_large, sft_large.
+PIPELINE_PRESETS: dict[str, dict] = {
+    "tiny": {
+        "pipeline": dict(eval_prompts=24, eval_max_new_tokens=12, eval_batch_size=24, n_boot=500, best_of_n=4,
+                         headline=True, n_samples_report=4),
+        "stage_preset": "tiny",
+        "stages": {
+            "pretrain_large": dict(n_layer=2, n_head=2, n_embd=48),
+            "ppo": dict(n_eval_prompts=4),
+        },
+    },
+    "default": {
+        "pipeline": dict(),
+        "stage_preset": "default",
+        "stages": {
+            "pretrain_large": dict(n_layer=6, n_head=6, n_embd=192),
+        },
+    },
+    "headline": {
+        "pipeline": dict(headline=True),
+        "stage_preset": "default",
+        "stages": {
+            "pretrain_large": dict(n_layer=6, n_head=6, n_embd=192),
+        },
+    },
+    # The GPU recipe (documented, not run in CI): GPT-2 small's shape on a much larger world corpus.
+    "gpt2": {
+        "pipeline": dict(eval_prompts=1000, eval_max_new_tokens=64, eval_batch_size=256, best_of_n=16,
+                         headline=True),
+        "stage_preset": "default",
+        "stages": {
+            "pretrain": dict(n_layer=12, n_head=12, n_embd=768, block_size=512, vocab_size=8192,
+                             corpus_chars=50_000_000, tokenizer_chars=2_000_000, max_iters=5000, batch_size=64,
+                             learning_rate=6e-4, min_lr=6e-5, warmup_iters=200, eval_interval=500, dropout=0.0),
+            "sft": dict(n_demos=13_000, max_iters=2000, batch_size=64, learning_rate=5e-5, min_lr=5e-6),
+            "reward_model": dict(n_train_prompts=33_000, n_val_prompts=2000, batch_size=32, learning_rate=9e-6,
+                                 min_lr=9e-7),
+            "ppo": dict(max_iters=500, batch_size=256, micro_batch_size=32, learning_rate=1e-5, n_prompts=31_000,
+                        ptx_coef=0.1),
+            "pretrain_large": dict(n_layer=24, n_head=16, n_embd=1024),   # GPT-2 medium's shape (350M)
+        },
+    },
+}
+
+STAGE_NAMES = ("data", "tokenizer", "pretrain", "sft", "reward_model", "ppo", "pretrain_large", "sft_large",
+               "best_of_n", "eval")
+STAGE_TITLES = {"data": "world datasets", "tokenizer": "BPE tokenizer", "pretrain": "pretraining",
+                "sft": "supervised fine-tuning", "reward_model": "reward model", "ppo": "PPO",
+                "pretrain_large": "pretraining (larger model)", "sft_large": "SFT (larger model)",
+                "best_of_n": "best-of-N", "eval": "evaluation + report"}
+
+
+# ----------------------------------------------------------------------------------------------------
+# configs
+
+def stage_classes() -> dict:
+    """{stage: (config class, its PRESETS)} of the stage modules (imported here, not at module load)."""
+    from minigpt.train import PRESETS as PRE_PRESETS, TrainConfig
+    from rlhf.ppo import PRESETS as PPO_PRESETS, PPOConfig
+    from rlhf.reward_model import PRESETS as RM_PRESETS, RMConfig
+    from rlhf.sft import PRESETS as SFT_PRESETS, SFTConfig
+    return {"pretrain": (TrainConfig, PRE_PRESETS), "sft": (SFTConfig, SFT_PRESETS),
+            "reward_model": (RMConfig, RM_PRESETS), "ppo": (PPOConfig, PPO_PRESETS),
+            "pretrain_large": (TrainConfig, PRE_PRESETS), "sft_large": (SFTConfig, SFT_PRESETS)}
+
+
+def parse_args(argv: list[str] | None) -> tuple[PipelineConfig, str, dict[str, dict[str, str]]]:
+    """(pipeline config, preset name, {stage: {key: raw value}}) from the command line.
+
+    `--stage.key=value` goes to one stage's config (checked against that config's fields later);
+    everything else is parsed into PipelineConfig by minigpt.configurator.parse_config.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own, stage_raw = [], {}
+    preset = "default"
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--") and "." in a.split("=", 1)[0]:
+            key, eq, value = a[2:].partition("=")
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise SystemExit(f"error: {a} needs a value ({a}=VALUE)")
+                value, i = argv[i + 1], i + 1
+            stage, _, field = key.partition(".")
+            if stage not in stage_classes():
+                raise SystemExit(f"error: unknown stage {stage!r} in {a}; stages: {', '.join(stage_classes())}")
+            stage_raw.setdefault(stage, {})[field.replace("-", "_")] = value
+        else:
+            if a == "--preset" and i + 1 < len(argv):
+                preset = argv[i + 1]
+            elif a.startswith("--preset="):
+                preset = a.split("=", 1)[1]
+            own.append(a)
+        i += 1
+    presets = {name: p["pipeline"] for name, p in PIPELINE_PRESETS.items()}
+    if preset not in presets:
+        raise SystemExit(f"error: unknown preset {preset!r}; choose one of: {', '.join(presets)}")
+    if any(a in ("-h", "--help") for a in own):
+        print(format_help(PipelineConfig, presets, prog="python -m rlhf.pipeline"))
+        print("\nper-stage overrides: --STAGE.KEY=VALUE with STAGE in " + ", ".join(stage_classes()) +
+              " (e.g. --ppo.init_kl_coef=0.05); python -m rlhf.ppo --help lists a stage's keys")
+        raise SystemExit(0)
+    cfg = parse_config(PipelineConfig, own, presets, prog="python -m rlhf.pipeline")
+    if preset != "default" and not any(a.startswith("--out") for a in own):
+        cfg = replace(cfg, out=os.path.join("runs", preset))
+    return cfg, preset, stage_raw
+
+
+def build_stage_configs(cfg: PipelineConfig, preset: str, stage_raw: dict | None = None) -> dict:
+    """Every stage's config: the module's preset, the pipeline preset's overrides, the command line's,
+    and the wiring (directories inside cfg.out, resume, device) on top."""
+    classes = stage_classes()
+    p = PIPELINE_PRESETS[preset]
+    out = cfg.out
+    d = {s: os.path.join(out, s) for s in STAGE_NAMES}
+    wiring = {
+        "pretrain": dict(out_dir=d["pretrain"], data=os.path.join(d["data"], "corpus.txt") if cfg.export_data else ""),
+        "sft": dict(out_dir=d["sft"], init_from=d["pretrain"]),
+        "reward_model": dict(out_dir=d["reward_model"], sft_dir=d["sft"]),
+        "ppo": dict(out_dir=d["ppo"], sft_dir=d["sft"], rm_dir=d["reward_model"]),
+        "pretrain_large": dict(out_dir=d["pretrain_large"],
+                               data=os.path.join(d["data"], "corpus.txt") if cfg.export_data else ""),
+        "sft_large": dict(out_dir=d["sft_large"], init_from=d["pretrain_large"]),
+    }
+    cfgs = {}
+    for stage, (cls, presets) in classes.items():
+        module_preset = presets.get(p["stage_preset"], {})
+        c = replace_checked(cls(), module_preset, where=f"{stage} preset {p['stage_preset']!r}:")
+        if stage == "pretrain_large":   # the larger model is the pretraining config, widened
+            c = replace_checked(c, p["stages"].get("pretrain", {}), where=f"pipeline preset {preset!r} pretrain:")
+        if stage == "sft_large":
+            c = replace_checked(c, p["stages"].get("sft", {}), where=f"pipeline preset {preset!r} sft:")
+        c = replace_checked(c, p["stages"].get(stage, {}), where=f"pipeline preset {preset!r} {stage}:")
+        raw = (stage_raw or {}).get(stage, {})
+        types_ = _field_types(cls)
+        for key in raw:
+            if key not in types_:
+                raise SystemExit(f"error: --{stage}.{key}: {cls.__name__} has no field {key!r} "
+                                 f"(python -m {cls.__module__} --help lists them)")
+        try:
+            c = replace(c, **{k: convert(v, types_[k], f"{stage}.{k}") for k, v in raw.items()})
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+        wire = dict(wiring[stage], device=cfg.device)
+        if hasattr(c, "resume"):
+            wire["resume"] = True
+        if hasattr(c, "progress"):
+            wire["progress"] = cfg.progress and c.progress
+        cfgs[stage] = replace(c, **wire)
+    return cfgs
+
+
+# ----------------------------------------------------------------------------------------------------
+# the stages that live here (data, tokenizer, best-of-N, evaluation); the others are train_x(cfg) calls
+
+def export_data(data_dir: str, pre_cfg, cfg: PipelineConfig) -> dict:
+    """OUT/data: the world's datasets as JSONL (and the pretraining corpus the pretrain stage reads)."""
+    from rlhf.world.__main__ import export
+    manifest = export(data_dir, n_demos=2000, n_train=2000, n_val=300, n_test=cfg.eval_prompts,
+                      n_rankings=200, k=4, corpus_chars=pre_cfg.corpus_chars, seed=pre_cfg.corpus_seed)
+    return {"stage": "data", **{k: v for k, v in manifest.items() if k != "bytes"}}
+
+
+def train_tokenizer(tok_dir: str, pre_cfg) -> dict:
+    """OUT/tokenizer: byte-level BPE on the start of the corpus; every model of the run shares it."""
+    from minigpt.tokenizer import train_bpe
+    from minigpt.train import load_text
+    t0 = time.time()
+    text = load_text(pre_cfg)
+    tok = train_bpe(text[:pre_cfg.tokenizer_chars], pre_cfg.vocab_size)
+    ckpt_io.save_tokenizer(tok_dir, tok)
+    sample = text[:2000]
+    n = len(tok.encode(sample))
+    return {"stage": "tokenizer", "vocab_size": tok.vocab_size, "trained_on_chars": min(len(text), pre_cfg.tokenizer_chars),
+            "chars_per_token": len(sample) / max(n, 1), "seconds": time.time() - t0}
+
+
+def run_best_of_n(run_dir: str, cfg: PipelineConfig) -> dict:
+    """eval/best_of_n.jsonl: for each test prompt the RM's favourite of N SFT samples (no RL at all)."""
+    from rlhf import evaluate as ev
+    ecfg = eval_config(cfg)
+    sft_dir, rm_dir = os.path.join(run_dir, "sft"), os.path.join(run_dir, "reward_model")
+    eval_dir = os.path.join(run_dir, "eval")
+    fp = ev._fingerprint(sft_dir, ecfg, {"n": cfg.best_of_n, "rm": ev._fingerprint(rm_dir, ecfg).get("checkpoint")})
+    rows = ev.load_cached(eval_dir, "best_of_n", fp)
+    cached = rows is not None
+    if not cached:
+        t0 = time.time()
+        device = ev.pick_device(cfg.device)
+        policy, tok = ckpt_io.load_model(sft_dir, device=device)
+        rm, rm_tok = ev.load_reward_model(rm_dir, device)
+        examples = ev.eval_examples(ecfg.n_prompts, ecfg.seed)
+        rows = ev.best_of_n_rows(policy, tok, rm, rm_tok, examples, cfg.best_of_n, ecfg,
+                                 progress="best-of-N" if cfg.progress else None)
+        ev.save_cached(eval_dir, "best_of_n", rows, fp, {"seconds": time.time() - t0, "n": cfg.best_of_n})
+    return {"n": cfg.best_of_n, "rows": len(rows), "cached": cached}
+
+
+def eval_config(cfg: PipelineConfig):
+    from rlhf.evaluate import EvalConfig
+    return EvalConfig(n_prompts=cfg.eval_prompts, seed=cfg.seed, max_new_tokens=cfg.eval_max_new_tokens,
+                      temperature=cfg.eval_temperature, batch_size=cfg.eval_batch_size, n_boot=cfg.n_boot,
+                      n_samples_report=cfg.n_samples_report, device=cfg.device)
+
+
+# ----------------------------------------------------------------------------------------------------
+# metrics.json
+
+def _params(stage_dir: str) -> int | None:
+    path = os.path.join(stage_dir, "model.pt")
+    if not os.path.exists(path):
+        return None
+    obj = ckpt_io.safe_load(path)
+    return int(sum(v.numel() for k, v in obj["model"].items() if not k.endswith("wpe.weight")))
+
+
+def build_metrics(run_dir: str, results: dict, cfg: PipelineConfig, preset: str, seconds: dict) -> dict:
+    """The flat-enough metrics.json: one block per stage (greedy numbers first, sampled in a sub-block),
+    win rates against SFT, KL, reward model, best-of-N, headline, timings."""
+    st, cmp_ = results["stages"], results.get("comparisons", {})
+    from rlhf.evaluate import pick_device
+    m: dict = {"preset": preset, "out": run_dir, "device": str(pick_device(cfg.device)),
+               "eval": {**results["prompts"], "max_new_tokens": cfg.eval_max_new_tokens,
+                        "temperature_sampled": cfg.eval_temperature, "n_boot": cfg.n_boot}}
+    for stage, s in st.items():
+        g, sa = s.get("greedy", {}), s.get("sampled", {})
+        block = {"gold_score": g.get("gold_score"), "gold_ci": g.get("gold_ci"),
+                 "gold_score_sampled": sa.get("gold_score"), "gold_ci_sampled": sa.get("gold_ci"),
+                 "stop_rate": g.get("stop_rate"), "mean_tokens": g.get("mean_tokens"), "rm_score": g.get("rm_score"),
+                 "per_family": g.get("per_family"), "per_h": g.get("per_h"),
+                 "sampled": {k: sa.get(k) for k in ("stop_rate", "mean_tokens", "rm_score", "per_family", "per_h")}}
+        c = cmp_.get(f"{stage}_vs_sft")
+        if c:
+            cg, cs = c.get("greedy"), c.get("sampled")
+            block.update({
+                "win_rate_vs_sft": cg["gold"]["win_rate_half"], "win_rate_vs_sft_ci": cg["gold"]["win_rate_half_ci"],
+                "win_rate_vs_sft_nontied": cg["gold"]["win_rate"],
+                "wins_ties_losses_vs_sft": [cg["gold"]["wins"], cg["gold"]["ties"], cg["gold"]["losses"]],
+                "gold_diff_vs_sft": cg["gold_diff"],
+                "rm_win_rate_vs_sft": cg["rm"]["win_rate_half"] if cg.get("rm") else None,
+            })
+            if cs:
+                block["sampled"].update({"win_rate_vs_sft": cs["gold"]["win_rate_half"],
+                                         "win_rate_vs_sft_nontied": cs["gold"]["win_rate"],
+                                         "wins_ties_losses_vs_sft": [cs["gold"]["wins"], cs["gold"]["ties"], cs["gold"]["losses"]],
+                                         "gold_diff_vs_sft": cs["gold_diff"],
+                                         "rm_win_rate_vs_sft": cs["rm"]["win_rate_half"] if cs.get("rm") else None})
+        if "kl" in s:
+            block["kl"], block["kl_ci"], block["kl_per_token"] = s["kl"]["mean"], s["kl"]["ci"], s["kl"]["per_token"]
+        m[stage] = block
+    for stage, d in (("base", "pretrain"), ("sft", "sft"), ("ppo", "ppo"), ("sft_large", "sft_large")):
+        if stage in m:
+            m[stage]["params"] = _params(os.path.join(run_dir, d))
+            summ = ckpt_io.read_summary(os.path.join(run_dir, d)) or {}
+            m[stage]["train"] = {k: summ[k] for k in ("val_loss", "train_loss", "steps", "iters", "kl_coef",
+                                                      "gold_score", "initial") if k in summ}
+    rm = ckpt_io.read_summary(os.path.join(run_dir, "reward_model")) or {}
+    if rm:
+        m["reward_model"] = {k: rm.get(k) for k in (
+            "val_accuracy", "label_agreement", "gap_to_ceiling", "go", "gold_accuracy", "labeler_gold_accuracy",
+            "pairs", "informative_share", "informative_share_train", "train_pairs", "rm_gold_pearson",
+            "rm_gold_pearson_within_prompt", "by_family", "by_h", "val_loss", "steps", "demo_reward_mean")}
+        m["reward_model"]["ece"] = (rm.get("calibration") or {}).get("ece")
+    if "best_of_n" in m:
+        m["best_of_n"]["n"] = cfg.best_of_n
+    c = (cmp_.get("ppo_vs_sft_large") or {}).get("greedy")
+    if c and "sft_large" in m and "ppo" in m:
+        pp, pl = m["ppo"].get("params"), m["sft_large"].get("params")
+        m["headline"] = {"win_rate": c["gold"]["win_rate_half"], "win_rate_ci": c["gold"]["win_rate_half_ci"],
+                         "wins_ties_losses": [c["gold"]["wins"], c["gold"]["ties"], c["gold"]["losses"]],
+                         "gold_diff": c["gold_diff"], "ppo_gold": m["ppo"]["gold_score"],
+                         "sft_large_gold": m["sft_large"]["gold_score"], "ppo_params": pp, "sft_large_params": pl,
+                         "size_ratio": (pl / pp) if pp and pl else None}
+    m["seconds"] = seconds
+    return m
+
+
+# ----------------------------------------------------------------------------------------------------
+# the run
+
+class Progress:
+    """One display across stages: a banner per stage with its number, what it is, and the time so far."""
+
+    def __init__(self, stages: list[str], enabled: bool = True):
+        self.stages, self.enabled, self.t0 = stages, enabled, time.time()
+
+    def start(self, stage: str, skipped: bool = False) -> None:
+        i = self.stages.index(stage) + 1
+        el = time.time() - self.t0
+        what = "finished earlier, reusing it" if skipped else "running"
+        print(f"\n==== [{i}/{len(self.stages)}] {STAGE_TITLES[stage]} ({stage}/) - {what} "
+              f"- {el // 60:.0f}m{el % 60:02.0f}s elapsed ====", flush=True)
+
+
+def load_timings(run_dir: str) -> dict:
+    path = os.path.join(run_dir, "timings.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return {}
+
+
+def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict | None = None) -> dict:
+    """Run (or resume) every stage into cfg.out; returns metrics.json's content."""
+    from minigpt.train import TrainConfig  # noqa: F401  (fail early if the package is incomplete)
+    from rlhf import evaluate as ev
+    from rlhf.plots import plot_all
+    from rlhf.ppo import train_ppo
+    from rlhf.report import write_report
+    from rlhf.reward_model import train_reward_model
+    from rlhf.sft import train_sft
+
+    from minigpt.train import train_pretrain
+
+    t_run = time.time()
+    out = cfg.out
+    os.makedirs(out, exist_ok=True)
+    scfg = build_stage_configs(cfg, preset, stage_raw)
+    ckpt_io.atomic_write_json(os.path.join(out, "pipeline_config.json"),
+                              {"preset": preset, "pipeline": asdict(cfg), "stage_overrides": stage_raw or {},
+                               "stages": {k: asdict(v) for k, v in scfg.items()}})
+    stages = [s for s in STAGE_NAMES if (s not in ("pretrain_large", "sft_large") or cfg.headline)
+              and (s != "best_of_n" or cfg.best_of_n > 0) and (s != "data" or cfg.export_data)]
+    progress = Progress(stages, cfg.progress)
+    timings = load_timings(out)
+
+    def copy_tokenizer(dst: str) -> None:
+        os.makedirs(dst, exist_ok=True)
+        src = os.path.join(out, "tokenizer", ckpt_io.TOKENIZER_FILE)
+        if not os.path.exists(os.path.join(dst, ckpt_io.TOKENIZER_FILE)):
+            shutil.copyfile(src, os.path.join(dst, ckpt_io.TOKENIZER_FILE))
+
+    def pretrain(stage):
+        copy_tokenizer(scfg[stage].out_dir)
+        return train_pretrain(scfg[stage])
+
+    def tokenizer(_):
+        s = train_tokenizer(os.path.join(out, "tokenizer"), scfg["pretrain"])
+        ckpt_io.write_summary(os.path.join(out, "tokenizer"), s)
+        return s
+
+    def data(_):
+        s = export_data(os.path.join(out, "data"), scfg["pretrain"], cfg)
+        ckpt_io.write_summary(os.path.join(out, "data"), s)
+        return s
+
+    def best_of_n(_):
+        return run_best_of_n(out, cfg)
+
+    runners = {"data": data, "tokenizer": tokenizer, "pretrain": pretrain, "pretrain_large": pretrain,
+               "sft": lambda s: train_sft(scfg[s]), "sft_large": lambda s: train_sft(scfg[s]),
+               "reward_model": lambda s: train_reward_model(scfg[s]), "ppo": lambda s: train_ppo(scfg[s]),
+               "best_of_n": best_of_n}
+
+    for stage in stages:
+        if stage == "eval":
+            break
+        stage_dir = os.path.join(out, stage)
+        done = ckpt_io.is_finished(stage_dir) if stage != "best_of_n" else False
+        progress.start(stage, skipped=done)
+        if done:
+            continue
+        t0 = time.time()
+        result = runners[stage](stage) or {}
+        if stage == "best_of_n":
+            if not result.get("cached"):
+                timings[stage] = time.time() - t0
+        elif not ckpt_io.is_finished(stage_dir):
+            raise SystemExit(f"error: stage {stage} stopped before finishing (interrupted?); "
+                             f"re-run the same command to resume it")
+        else:
+            timings[stage] = time.time() - t0
+        ckpt_io.atomic_write_json(os.path.join(out, "timings.json"), timings)
+
+    # ---- evaluation, plots, report
+    progress.start("eval")
+    t0 = time.time()
+    ecfg = eval_config(cfg)
+    results = ev.evaluate_run(out, ecfg, kl_pairs=(("ppo", "sft"),), progress=cfg.progress)
+    ckpt_io.atomic_write_json(os.path.join(out, "eval", "results.json"), results)
+    eval_seconds = time.time() - t0
+    if "eval" not in timings or eval_seconds > 5:
+        timings["eval"] = eval_seconds
+    ckpt_io.atomic_write_json(os.path.join(out, "timings.json"), timings)
+    seconds = {**{k: round(v, 1) for k, v in timings.items()}, "total": round(sum(timings.values()), 1),
+               "this_run": round(time.time() - t_run, 1)}
+    metrics = build_metrics(out, results, cfg, preset, seconds)
+    plots = plot_all(out, results["stages"])
+    rows = {s: ev.read_rows(os.path.join(out, "eval", f"{s}.jsonl")) for s in results["stages"]}
+    ckpt_io.atomic_write_json(os.path.join(out, "metrics.json"), metrics)
+    write_report(out, metrics, results, plots, rows, cfg.n_samples_report)
+    print_summary(metrics, out)
+    return metrics
+
+
+def print_summary(m: dict, out: str) -> None:
+    """The closing table: gold per stage with CIs, win rates against SFT, RM accuracy, KL, time."""
+    def f(x, d=3):
+        return "  n/a" if x is None else f"{x:.{d}f}"
+
+    print(f"\n{'stage':<11} {'gold greedy [95% CI]':<26} {'gold sampled [95% CI]':<26} {'win vs SFT':>10} {'stop':>6}")
+    for s in ("base", "sft", "sft_large", "best_of_n", "ppo"):
+        if s not in m:
+            continue
+        b = m[s]
+        ci, cs = b.get("gold_ci") or [None, None], b.get("gold_ci_sampled") or [None, None]
+        print(f"{s:<11} {f(b['gold_score'])} [{f(ci[0])}, {f(ci[1])}]    "
+              f"{f(b.get('gold_score_sampled'))} [{f(cs[0])}, {f(cs[1])}]    "
+              f"{f(b.get('win_rate_vs_sft'), 2):>10} {f(b.get('stop_rate'), 2):>6}")
+    rm = m.get("reward_model", {})
+    if rm:
+        print(f"reward model: held-out accuracy {f(rm.get('val_accuracy'))} (labeler agreement {f(rm.get('label_agreement'))})")
+    if "ppo" in m and m["ppo"].get("kl") is not None:
+        print(f"KL(PPO || SFT): {f(m['ppo']['kl'], 2)} nats per response")
+    if "headline" in m:
+        h = m["headline"]
+        print(f"headline: PPO ({h['ppo_params']:,} params) vs SFT-only ({h['sft_large_params']:,} params): "
+              f"PPO win rate {f(h['win_rate'], 2)}")
+    print(f"time: {m['seconds']['total']:.0f}s of stage compute ({m['seconds']['this_run']:.0f}s this run); "
+          f"{out}/metrics.json, {out}/report.md")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg, preset, stage_raw = parse_args(argv)
+    return run_pipeline(cfg, preset, stage_raw)
+
+
+if __name__ == "__main__":
+    main()

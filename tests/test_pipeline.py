@@ -1,0 +1,112 @@
+"""rlhf.pipeline: the tiny preset end to end in a subprocess, the re-run that reuses finished stages,
+and the configuration plumbing (presets, --stage.key=value overrides, wiring of directories).
+
+    python -m pytest tests/test_pipeline.py -q        # ~1 minute on 2 cores (one tiny pipeline run)
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rlhf import pipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REQUIRED = ["base.gold_score", "sft.gold_score", "ppo.gold_score", "ppo.win_rate_vs_sft", "ppo.kl",
+            "reward_model.val_accuracy", "reward_model.label_agreement", "seconds.total"]
+
+
+def _get(d: dict, dotted: str):
+    for k in dotted.split("."):
+        d = d[k]
+    return d
+
+
+def _pipeline(out, *extra):
+    t0 = time.time()
+    p = subprocess.run([sys.executable, "-m", "rlhf.pipeline", "--preset", "tiny", "--out", str(out),
+                        "--progress=false", *extra], capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": ROOT}, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p.stdout, time.time() - t0
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline") / "tiny"
+    log, seconds = _pipeline(out)
+    return out, log, seconds
+
+
+def test_tiny_pipeline_writes_metrics_report_and_plots(tiny_run):
+    out, log, _ = tiny_run
+    m = json.loads((out / "metrics.json").read_text())
+    for key in REQUIRED:
+        value = _get(m, key)
+        assert isinstance(value, (int, float)) and value == value, key   # a number, not NaN / null
+    for stage in ("base", "sft", "ppo", "best_of_n", "sft_large"):
+        assert 0.0 <= m[stage]["gold_score"] <= 1.0
+        lo, hi = m[stage]["gold_ci"]
+        assert lo <= m[stage]["gold_score"] <= hi
+        assert set(m[stage]["per_h"]) <= {"helpful", "honest", "harmless"} and m[stage]["per_family"]
+    assert 0.0 <= m["ppo"]["win_rate_vs_sft"] <= 1.0
+    assert m["ppo"]["kl"] > -0.5                      # KL(π‖π_ref) ≥ 0 up to sampling noise
+    assert m["best_of_n"]["n"] == 4 and "headline" in m
+    report = (out / "report.md").read_text()
+    for name in ("loss_curves", "reward_model", "ppo_dashboard", "gold_by_stage"):
+        png = out / "plots" / f"{name}.png"
+        assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
+        assert f"(plots/{name}.png)" in report
+    assert "| stage | gold, greedy" in report and "answered by each stage" in report
+    # The cached evaluation rows: the same test prompts for every stage, each answered twice.
+    ids = {}
+    for stage in ("base", "sft", "ppo", "best_of_n"):
+        rows = [json.loads(line) for line in (out / "eval" / f"{stage}.jsonl").read_text().splitlines()]
+        assert {r["decoding"] for r in rows} == {"greedy", "sampled"}
+        ids[stage] = sorted(r["id"] for r in rows)
+    assert ids["base"] == ids["sft"] == ids["ppo"] == ids["best_of_n"]
+    assert "stage" in log and "gold greedy" in log    # the closing summary table
+
+
+def test_rerun_skips_finished_stages_and_is_fast(tiny_run):
+    out, _, first_seconds = tiny_run
+    before = json.loads((out / "metrics.json").read_text())
+    log, seconds = _pipeline(out)
+    for stage in ("pretrain", "sft", "reward_model", "ppo", "sft_large"):
+        assert f"({stage}/) - finished earlier, reusing it" in log
+    assert seconds < max(30.0, 0.5 * first_seconds)
+    after = json.loads((out / "metrics.json").read_text())
+    for key in ("base.gold_score", "sft.gold_score", "ppo.gold_score", "ppo.kl", "seconds.total"):
+        assert _get(after, key) == _get(before, key)   # reused caches, not new samples
+
+
+# --- configuration (no training) --------------------------------------------------------------------
+
+def test_stage_configs_are_wired_into_the_run_directory(tmp_path):
+    cfg, preset, raw = pipeline.parse_args(["--preset", "tiny", "--out", str(tmp_path), "--sft.max_iters=7",
+                                            "--ppo.init_kl_coef", "0.3"])
+    assert preset == "tiny" and cfg.headline and cfg.eval_prompts == 24
+    scfg = pipeline.build_stage_configs(cfg, preset, raw)
+    assert scfg["sft"].max_iters == 7 and scfg["ppo"].init_kl_coef == 0.3
+    assert scfg["sft"].init_from == os.path.join(str(tmp_path), "pretrain")
+    assert scfg["ppo"].sft_dir == os.path.join(str(tmp_path), "sft")
+    assert scfg["ppo"].rm_dir == os.path.join(str(tmp_path), "reward_model")
+    assert scfg["sft_large"].init_from == os.path.join(str(tmp_path), "pretrain_large")
+    assert scfg["pretrain_large"].n_embd > scfg["pretrain"].n_embd       # the larger SFT-only model
+    assert all(c.resume for c in scfg.values())                          # interrupted stages continue
+
+
+def test_default_out_follows_the_preset_and_bad_options_fail_clearly():
+    cfg, _, _ = pipeline.parse_args([])
+    assert cfg.out == "runs/default" and not cfg.headline
+    cfg, _, _ = pipeline.parse_args(["--preset=headline"])
+    assert cfg.out == os.path.join("runs", "headline") and cfg.headline
+    for argv, msg in ((["--preset", "nope"], "unknown preset"), (["--bogus=1"], "unknown option"),
+                      (["--nostage.x=1"], "unknown stage"), (["--ppo.nofield=1"], "has no field"),
+                      (["--sft.max_iters=abc"], "expected an int")):
+        with pytest.raises(SystemExit, match=msg):
+            cfg, preset, raw = pipeline.parse_args(argv)
+            pipeline.build_stage_configs(cfg, preset, raw)
