@@ -8,8 +8,10 @@ unchanged source gives byte-identical files).
     python notebooks/_build.py            # rewrite every notebook
     python notebooks/_build.py --check    # exit 1 if a notebook differs from its source (tests run this)
 
-A cell-source file defines CELLS, a list of (kind, text) pairs: "md" (markdown), "code", or "setup":
-the shared first code cell below (the SMALL switch and the import path) followed by `text`.
+A cell-source file defines CELLS, a list of (kind, text) pairs: "md" (markdown), "code", "setup"
+(the shared first code cell below -- the SMALL switch and the import path -- followed by `text`), or
+"stages" (`text` names earlier stages, e.g. "pretrain sft", which the cell runs quietly into RUN with
+the shared SMALL settings, so a stage notebook can start where the previous one ended).
 """
 
 import argparse
@@ -43,6 +45,48 @@ if SMALL:
 print(f"SMALL={SMALL}, torch {torch.__version__}, repository {ROOT}")'''
 
 
+# The SMALL-mode stage settings shared by notebooks 04-06: each stage's `tiny` preset, made a little
+# bigger so the models learn something (pretrain + SFT ~20 s, reward model ~10 s on 2 cores). With
+# SMALL=0 the stages' `default` presets run instead (minutes). Notebook 04 walks through these stages;
+# 05 and 06 re-run the earlier ones with the same settings through the `stages` cell kind.
+SMALL_STAGES = '''\
+SMALL_PRETRAIN = dict(max_iters=300, batch_size=16, n_embd=64, n_head=4, vocab_size=512, corpus_chars=200_000,
+                      tokenizer_chars=100_000, eval_interval=100, learning_rate=3e-3, warmup_iters=20)
+SMALL_SFT = dict(n_demos=600, max_iters=200, batch_size=16, n_eval=60, max_new_tokens=16, learning_rate=2e-3,
+                 eval_interval=100, warmup_iters=10, eval_batch_size=60)
+SMALL_RM = dict(n_train_prompts=300, n_val_prompts=100, temperatures=[1.0, 1.6], max_new_tokens=16,
+                batch_size=16, learning_rate=3e-4, epochs=2.0, eval_interval=20, eval_iters=2)'''
+
+STAGE_RUNS = {
+    "pretrain": '''\
+from minigpt.train import PRESETS as PRETRAIN_PRESETS, TrainConfig, train_pretrain
+pre_cfg = TrainConfig(**{**(PRETRAIN_PRESETS["tiny"] | SMALL_PRETRAIN if SMALL else PRETRAIN_PRESETS["default"]),
+                         "out_dir": os.path.join(RUN, "pretrain"), "progress": False})
+pre = train_pretrain(pre_cfg)''',
+    "sft": '''\
+from rlhf.sft import PRESETS as SFT_PRESETS, SFTConfig, train_sft
+sft_cfg = SFTConfig(**{**(SFT_PRESETS["tiny"] | SMALL_SFT if SMALL else SFT_PRESETS["default"]),
+                       "out_dir": os.path.join(RUN, "sft"), "init_from": pre_cfg.out_dir, "progress": False})
+sft = train_sft(sft_cfg)''',
+    "reward_model": '''\
+from rlhf.reward_model import PRESETS as RM_PRESETS, RMConfig, train_reward_model
+rm_cfg = RMConfig(**{**(RM_PRESETS["tiny"] | SMALL_RM if SMALL else RM_PRESETS["default"]),
+                     "out_dir": os.path.join(RUN, "reward_model"), "sft_dir": sft_cfg.out_dir, "progress": False})
+rm = train_reward_model(rm_cfg)''',
+}
+
+
+def stages_cell(names: str) -> str:
+    """Code that runs the named stages (space-separated, in order) into RUN, quietly."""
+    body = "\n".join(STAGE_RUNS[n] for n in names.split())
+    return ("import contextlib, io\n" + SMALL_STAGES + "\n\n"
+            "log = io.StringIO()  # the stages print a lot; keep it (print(log.getvalue()) shows it)\n"
+            "t0 = time.time()\n"
+            "with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):\n"
+            + textwrap.indent(body, "    ") + "\n"
+            f"print(f\"{names.replace(' ', ', ')}: done in {{time.time() - t0:.0f}}s -> {{RUN}}\")")
+
+
 def load_cells(path: str) -> list[tuple[str, str]]:
     spec = importlib.util.spec_from_file_location(f"_cells_{os.path.basename(path)[:-3]}", path)
     mod = importlib.util.module_from_spec(spec)
@@ -58,6 +102,9 @@ def build_notebook(stem: str, cells: list[tuple[str, str]]) -> nbformat.Notebook
     }
     for i, (kind, text) in enumerate(cells):
         text = textwrap.dedent(text).strip("\n")
+        text = text.replace("# <SMALL_STAGES>", SMALL_STAGES)
+        if kind == "stages":
+            kind, text = "code", stages_cell(text.strip())
         if kind == "setup":
             kind, text = "code", SETUP + ("\n\n" + text if text else "")
         if kind == "md":

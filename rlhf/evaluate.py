@@ -342,7 +342,7 @@ def _fingerprint(stage_dir: str | None, cfg: EvalConfig, extra: dict | None = No
         path = os.path.join(stage_dir, "model.pt")
         if os.path.exists(path):
             st = os.stat(path)
-            fp["checkpoint"] = [os.path.abspath(path), st.st_size, st.st_mtime_ns]
+            fp["checkpoint"] = [st.st_size, st.st_mtime_ns]   # a re-trained stage invalidates the cache
     return fp
 
 
@@ -415,18 +415,21 @@ def score_rows(rows: list[dict], rm=None, rm_tokenizer=None, batch_size: int = 6
 
 
 def best_of_n_rows(policy, tokenizer, rm, rm_tokenizer, examples: list, n: int, cfg: EvalConfig,
-                   progress: str | None = None) -> list[dict]:
+                   progress: str | None = None, no_stop_reward: float | None = -2.0) -> list[dict]:
     """Best-of-N: for each prompt, N samples of `policy` (at cfg.temperature) and the one the reward model
     scores highest. It optimises the RM without any training (Nakano et al., 2021; Stiennon et al., 2020)
-    and is the baseline RL should beat at equal KL. Rows as evaluate_model's, with the RM's pick under
-    both decodings (there is no greedy best-of-N), plus "oracle_gold": the best gold score among the N
-    (what a perfect reward model would pick)."""
+    and is the baseline RL should beat at equal KL (KL = log N - (N-1)/N, rlhf.best_of_n). A response
+    without <|end|> scores no_stop_reward, as in PPO's rollouts (None = the RM's score of the text).
+    Rows as evaluate_model's, with the RM's pick under both decodings (there is no greedy best-of-N),
+    plus "oracle_gold": the best gold score among the N (what a perfect reward model would pick)."""
     convs = [ex.conversation for ex in examples]
     rep = [c for c in convs for _ in range(n)]                      # prompt i at positions i*n .. i*n+n-1
     gens = generate_responses(policy, tokenizer, rep, cfg.max_new_tokens, temperature=cfg.temperature,
                               batch_size=cfg.batch_size, seed=cfg.seed + 1, progress=progress)
     rewards = rm_scores(rm, rm_tokenizer, rep, [g["response"] for g in gens], [g["stopped"] for g in gens],
                         cfg.batch_size)
+    if no_stop_reward is not None:
+        rewards = [r if g["stopped"] else no_stop_reward for r, g in zip(rewards, gens)]
     cand_rows = [{"prompt": c, "response": g["response"], "stopped": g["stopped"]} for c, g in zip(rep, gens)]
     golds = gold_scores(cand_rows)
     rows = []
@@ -451,15 +454,21 @@ def load_reward_model(rm_dir: str | None, device="cpu"):
     return rm, load_tokenizer(rm_dir)
 
 
-def stage_rows(run_dir: str, stage: str, examples: list, cfg: EvalConfig, rm=None, rm_tok=None,
-               rm_dir: str | None = None, progress: bool = True) -> list[dict] | None:
-    """The cached rows of one checkpoint stage of `run_dir`, generating them when the cache is stale."""
+def stage_dirs(run_dir: str) -> dict[str, str]:
+    """{stage: checkpoint directory} of a pipeline run (or {"model": run_dir} for one checkpoint)."""
+    if os.path.exists(os.path.join(run_dir, "model.pt")):
+        return {"model": run_dir}
+    return {stage: os.path.join(run_dir, sub) for stage, sub in STAGE_DIRS.items()
+            if os.path.exists(os.path.join(run_dir, sub, "model.pt"))}
+
+
+def stage_rows(stage: str, stage_dir: str, eval_dir: str, examples: list, cfg: EvalConfig, rm=None, rm_tok=None,
+               rm_dir: str | None = None, progress: bool = True) -> list[dict]:
+    """The rows of one checkpoint (eval_dir/STAGE.jsonl), generated only when the cache is missing or was
+    made from another checkpoint, reward model or settings."""
     from minigpt.checkpoint import load_model
-    stage_dir = os.path.join(run_dir, STAGE_DIRS[stage])
-    if not os.path.exists(os.path.join(stage_dir, "model.pt")):
-        return None
-    eval_dir = os.path.join(run_dir, "eval")
-    fp = _fingerprint(stage_dir, cfg, {"rm": _fingerprint(rm_dir, cfg).get("checkpoint") if rm_dir else None})
+    rm_ckpt = _fingerprint(rm_dir, cfg).get("checkpoint") if (rm is not None and rm_dir) else None
+    fp = _fingerprint(stage_dir, cfg, {"rm": rm_ckpt})
     rows = load_cached(eval_dir, stage, fp)
     if rows is not None:
         return rows
@@ -475,59 +484,158 @@ def by_decoding(rows: list[dict], decoding: str) -> list[dict]:
     return [r for r in rows if r.get("decoding", "greedy") == decoding]
 
 
-def evaluate_run(run_dir: str, cfg: EvalConfig | None = None, stages: Sequence[str] | None = None,
-                 kl_pairs: Sequence[tuple[str, str]] = (("ppo", "sft"),), progress: bool = True) -> dict:
-    """Evaluate every checkpoint stage of a pipeline run directory on the same held-out prompts.
+def compare_by_decoding(rows_a: list[dict], rows_b: list[dict], cfg: EvalConfig) -> dict:
+    return {d: compare_rows(by_decoding(rows_a, d), by_decoding(rows_b, d), cfg.n_boot, cfg.seed)
+            for d in DECODINGS if by_decoding(rows_a, d) and by_decoding(rows_b, d)}
+
+
+def evaluate_run(run_dir: str, cfg: EvalConfig | None = None, kl_pairs: Sequence[tuple[str, str]] = (("ppo", "sft"),),
+                 rm_dir: str | None = None, progress: bool = True) -> dict:
+    """Evaluate every checkpoint of a pipeline run directory (or one checkpoint) on the same held-out prompts.
 
     Returns {"prompts": {...}, "stages": {stage: {"greedy": summary, "sampled": summary[, "kl"]}},
-             "comparisons": {"A_vs_B": {"greedy": compare, "sampled": compare}}, "reward_model": {...}}
-    Rows are cached in run_dir/eval/STAGE.jsonl; stages without a checkpoint are skipped; a
-    run_dir/eval/best_of_n.jsonl written by the pipeline is included as the stage "best_of_n".
+             "comparisons": {"A_vs_B": {"greedy": compare, "sampled": compare}}[, "reward_model": {...}]}.
+    Rows are cached in run_dir/eval/STAGE.jsonl; the reward model (run_dir/reward_model unless rm_dir is
+    given) judges every response next to the gold oracle; a run_dir/eval/best_of_n.jsonl written by the
+    pipeline joins as the stage "best_of_n"; KL(stage || ref) is estimated for each (stage, ref) pair.
     """
-    from minigpt.checkpoint import load_model, read_summary
+    from minigpt.checkpoint import atomic_write_json, load_model, read_summary
     cfg = cfg or EvalConfig()
     examples = eval_examples(cfg.n_prompts, cfg.seed)
     device = pick_device(cfg.device)
-    rm_dir = os.path.join(run_dir, "reward_model")
+    rm_dir = rm_dir or os.path.join(run_dir, "reward_model")
     rm, rm_tok = load_reward_model(rm_dir, device)
+    eval_dir = os.path.join(run_dir, "eval")
+    dirs = stage_dirs(run_dir)
     rows: dict[str, list[dict]] = {}
-    for stage in stages or STAGE_ORDER:
+    fresh = []   # what had to be generated this time (the rest came from the cache)
+    for stage in [s for s in STAGE_ORDER if s in dirs or s == "best_of_n"] + [s for s in dirs if s not in STAGE_ORDER]:
         if stage == "best_of_n":
-            cached = load_cached(os.path.join(run_dir, "eval"), "best_of_n")
-            if cached is not None:
+            cached = load_cached(eval_dir, "best_of_n")
+            if cached is not None and len(cached) == 2 * len(examples):
                 rows[stage] = cached
             continue
-        r = stage_rows(run_dir, stage, examples, cfg, rm, rm_tok, rm_dir if rm is not None else None, progress)
-        if r is not None:
-            rows[stage] = r
-    out = {"prompts": {"split": "test", "n": len(examples), "seed": cfg.seed}, "stages": {}, "comparisons": {}}
+        before = read_meta(eval_dir, stage).get("fingerprint")
+        rows[stage] = stage_rows(stage, dirs[stage], eval_dir, examples, cfg, rm, rm_tok, rm_dir, progress)
+        if read_meta(eval_dir, stage).get("fingerprint") != before:
+            fresh.append(stage)
+    out = {"prompts": {"split": "test", "n": len(examples), "seed": cfg.seed}, "stages": {}, "comparisons": {},
+           "fresh": fresh}
     for stage, r in rows.items():
         out["stages"][stage] = {d: summarize(by_decoding(r, d), cfg.n_boot, cfg.seed)
                                 for d in DECODINGS if by_decoding(r, d)}
-    # KL(pi || pi_ref), cached in the policy's meta file.
-    eval_dir = os.path.join(run_dir, "eval")
+    # KL(pi || pi_ref), cached in the policy's meta file next to its rows.
     for stage, ref in kl_pairs:
-        if stage not in rows or ref not in STAGE_DIRS or not os.path.exists(os.path.join(run_dir, STAGE_DIRS[ref], "model.pt")):
+        if stage not in dirs or ref not in dirs:
             continue
         meta = read_meta(eval_dir, stage)
         key = f"kl_to_{ref}"
         if key not in meta:
-            model, tok = load_model(os.path.join(run_dir, STAGE_DIRS[stage]), device=device)
-            ref_model, _ = load_model(os.path.join(run_dir, STAGE_DIRS[ref]), device=device)
+            model, tok = load_model(dirs[stage], device=device)
+            ref_model, _ = load_model(dirs[ref], device=device)
             meta[key] = kl_to_reference(model, ref_model, tok, [ex.conversation for ex in examples],
                                         cfg.max_new_tokens, cfg.batch_size, cfg.seed)
-            from minigpt.checkpoint import atomic_write_json
             atomic_write_json(os.path.join(eval_dir, f"{stage}.meta.json"), meta)
+            fresh.append(f"{key}:{stage}")
         out["stages"][stage]["kl"] = meta[key]
-    # Every stage against SFT (the InstructGPT baseline), and PPO against everything.
+    # Every stage against SFT (InstructGPT's baseline), and PPO against every other stage.
     for a in rows:
         for b in rows:
             if a != b and (b == "sft" or a == "ppo"):
-                out["comparisons"][f"{a}_vs_{b}"] = {
-                    d: compare_rows(by_decoding(rows[a], d), by_decoding(rows[b], d), cfg.n_boot, cfg.seed)
-                    for d in DECODINGS if by_decoding(rows[a], d) and by_decoding(rows[b], d)}
+                out["comparisons"][f"{a}_vs_{b}"] = compare_by_decoding(rows[a], rows[b], cfg)
     rm_summary = read_summary(rm_dir) if os.path.isdir(rm_dir) else None
     if rm_summary:
-        out["reward_model"] = {k: rm_summary[k] for k in ("val_accuracy", "label_agreement", "val_loss",
-                                                         "informative_pairs") if k in rm_summary}
+        out["reward_model"] = {k: rm_summary[k] for k in ("val_accuracy", "label_agreement", "gold_accuracy")
+                               if k in rm_summary}
     return out
+
+
+def format_results(results: dict) -> str:
+    """The evaluation as a plain-text table (what `python -m rlhf.evaluate` prints)."""
+    def f(x, d=3):
+        return "  n/a" if x is None or x != x else f"{x:.{d}f}"
+    lines = [f"{results['prompts']['n']} held-out {results['prompts']['split']} prompts (seed {results['prompts']['seed']})",
+             f"{'stage':<11} {'gold greedy [95% CI]':<25} {'gold sampled [95% CI]':<25} {'stop':>5} {'tokens':>6} {'RM':>6}"]
+    for stage, s in results["stages"].items():
+        g, sa = s.get("greedy", {}), s.get("sampled", {})
+        gc, sc = g.get("gold_ci", [None, None]), sa.get("gold_ci", [None, None])
+        lines.append(f"{stage:<11} {f(g.get('gold_score'))} [{f(gc[0])}, {f(gc[1])}]   "
+                     f"{f(sa.get('gold_score'))} [{f(sc[0])}, {f(sc[1])}]   {f(g.get('stop_rate'), 2):>5} "
+                     f"{f(g.get('mean_tokens'), 1):>6} {f(g.get('rm_score'), 2):>6}")
+        if "kl" in s:
+            lines.append(f"{'':<11} KL to the reference: {f(s['kl']['mean'], 2)} nats per response "
+                         f"[{f(s['kl']['ci'][0], 2)}, {f(s['kl']['ci'][1], 2)}]")
+    if results["comparisons"]:
+        lines.append(f"\n{'A vs B':<22} {'decoding':<8} {'W/T/L (gold)':>13} {'win (ties ½)':>12} "
+                     f"{'non-tied':>8} {'gold diff [95% CI]':>26} {'RM judge':>8}")
+    for name, c in results["comparisons"].items():
+        for d, x in c.items():
+            g, diff = x["gold"], x["gold_diff"]
+            rm = f(x["rm"]["win_rate_half"], 2) if x.get("rm") else "  n/a"
+            lines.append(f"{name:<22} {d:<8} {g['wins']:>4}/{g['ties']}/{g['losses']:<4} {f(g['win_rate_half'], 2):>12} "
+                         f"{f(g['win_rate'], 2):>8} {f(diff['mean']):>8} [{f(diff['ci'][0])}, {f(diff['ci'][1])}] {rm:>8}")
+    if results.get("reward_model"):
+        r = results["reward_model"]
+        lines.append(f"\nreward model: held-out accuracy {f(r.get('val_accuracy'))}, labeler agreement "
+                     f"{f(r.get('label_agreement'))}")
+    return "\n".join(lines)
+
+
+def compare_runs(run_a: str, run_b: str, cfg: EvalConfig, progress: bool = True) -> dict:
+    """Each stage of run A against the same stage of run B, on the same prompts. The RM judge is run A's
+    reward model for both sides (B's responses are re-scored by it, as text)."""
+    res_a = evaluate_run(run_a, cfg, progress=progress)
+    res_b = evaluate_run(run_b, cfg, progress=progress)
+    rm, rm_tok = load_reward_model(os.path.join(run_a, "reward_model"), pick_device(cfg.device))
+    out = {"prompts": res_a["prompts"], "a": run_a, "b": run_b, "stages": {}, "comparisons": {}}
+    for stage in res_a["stages"]:
+        pa, pb = os.path.join(run_a, "eval", f"{stage}.jsonl"), os.path.join(run_b, "eval", f"{stage}.jsonl")
+        if stage not in res_b["stages"] or not (os.path.exists(pa) and os.path.exists(pb)):
+            continue
+        rows_a, rows_b = read_rows(pa), read_rows(pb)
+        if rm is not None:
+            score_rows(rows_b, rm, rm_tok, cfg.batch_size)
+        out["stages"][f"{stage} (A)"] = res_a["stages"][stage]
+        out["stages"][f"{stage} (B)"] = res_b["stages"][stage]
+        out["comparisons"][f"{stage}: A_vs_B"] = compare_by_decoding(rows_a, rows_b, cfg)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """python -m rlhf.evaluate RUN_DIR [--compare OTHER_RUN] [--key=value ...] (EvalConfig fields)."""
+    from minigpt.checkpoint import atomic_write_json
+    from minigpt.configurator import parse_config
+    argv = list(sys.argv[1:] if argv is None else argv)
+    usage = "python -m rlhf.evaluate RUN_DIR [--compare OTHER_RUN]"
+    positional = [a for a in argv if not a.startswith("-")]
+    compare = None
+    if "--compare" in argv:
+        i = argv.index("--compare")
+        if i + 1 >= len(argv):
+            raise SystemExit("error: --compare needs a run directory")
+        compare = argv[i + 1]
+        positional.remove(compare)
+        argv = argv[:i] + argv[i + 2:]
+    elif any(a.startswith("--compare=") for a in argv):
+        compare = next(a for a in argv if a.startswith("--compare="))[len("--compare="):]
+        argv = [a for a in argv if not a.startswith("--compare=")]
+    options = [a for a in argv if a.startswith("-")]
+    cfg = parse_config(EvalConfig, options, prog=usage)
+    if len(positional) != 1:
+        raise SystemExit(f"usage: {usage} [--key=value ...]; --help lists the keys")
+    run_dir = positional[0]
+    if not os.path.isdir(run_dir):
+        raise SystemExit(f"error: {run_dir}: no such run directory")
+    if compare:
+        results = compare_runs(run_dir, compare, cfg)
+        name = os.path.basename(os.path.normpath(compare))
+        atomic_write_json(os.path.join(run_dir, "eval", f"compare_{name}.json"), results)
+    else:
+        results = evaluate_run(run_dir, cfg)
+        atomic_write_json(os.path.join(run_dir, "eval", "results.json"), results)
+    print(format_results(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -182,7 +182,7 @@ def build_stage_configs(cfg: PipelineConfig, preset: str, stage_raw: dict | None
     wiring = {
         "pretrain": dict(out_dir=d["pretrain"], data=os.path.join(d["data"], "corpus.txt") if cfg.export_data else ""),
         "sft": dict(out_dir=d["sft"], init_from=d["pretrain"]),
-        "reward_model": dict(out_dir=d["reward_model"], sft_dir=d["sft"]),
+        "reward_model": dict(out_dir=d["reward_model"], sft_dir=d["sft"], base_dir=d["pretrain"]),
         "ppo": dict(out_dir=d["ppo"], sft_dir=d["sft"], rm_dir=d["reward_model"]),
         "pretrain_large": dict(out_dir=d["pretrain_large"],
                                data=os.path.join(d["data"], "corpus.txt") if cfg.export_data else ""),
@@ -241,13 +241,27 @@ def train_tokenizer(tok_dir: str, pre_cfg) -> dict:
             "chars_per_token": len(sample) / max(n, 1), "seconds": time.time() - t0}
 
 
-def run_best_of_n(run_dir: str, cfg: PipelineConfig) -> dict:
+def _best_of_n_fingerprint(run_dir: str, cfg: PipelineConfig, no_stop_reward: float | None) -> dict:
+    from rlhf import evaluate as ev
+    ecfg = eval_config(cfg)
+    rm_ckpt = ev._fingerprint(os.path.join(run_dir, "reward_model"), ecfg).get("checkpoint")
+    return ev._fingerprint(os.path.join(run_dir, "sft"), ecfg,
+                           {"n": cfg.best_of_n, "rm": rm_ckpt, "no_stop_reward": no_stop_reward})
+
+
+def best_of_n_cached(run_dir: str, cfg: PipelineConfig, no_stop_reward: float | None = -2.0) -> bool:
+    from rlhf import evaluate as ev
+    fp = _best_of_n_fingerprint(run_dir, cfg, no_stop_reward)
+    return ev.load_cached(os.path.join(run_dir, "eval"), "best_of_n", fp) is not None
+
+
+def run_best_of_n(run_dir: str, cfg: PipelineConfig, no_stop_reward: float | None = -2.0) -> dict:
     """eval/best_of_n.jsonl: for each test prompt the RM's favourite of N SFT samples (no RL at all)."""
     from rlhf import evaluate as ev
     ecfg = eval_config(cfg)
     sft_dir, rm_dir = os.path.join(run_dir, "sft"), os.path.join(run_dir, "reward_model")
     eval_dir = os.path.join(run_dir, "eval")
-    fp = ev._fingerprint(sft_dir, ecfg, {"n": cfg.best_of_n, "rm": ev._fingerprint(rm_dir, ecfg).get("checkpoint")})
+    fp = _best_of_n_fingerprint(run_dir, cfg, no_stop_reward)
     rows = ev.load_cached(eval_dir, "best_of_n", fp)
     cached = rows is not None
     if not cached:
@@ -257,7 +271,7 @@ def run_best_of_n(run_dir: str, cfg: PipelineConfig) -> dict:
         rm, rm_tok = ev.load_reward_model(rm_dir, device)
         examples = ev.eval_examples(ecfg.n_prompts, ecfg.seed)
         rows = ev.best_of_n_rows(policy, tok, rm, rm_tok, examples, cfg.best_of_n, ecfg,
-                                 progress="best-of-N" if cfg.progress else None)
+                                 progress="best-of-N" if cfg.progress else None, no_stop_reward=no_stop_reward)
         ev.save_cached(eval_dir, "best_of_n", rows, fp, {"seconds": time.time() - t0, "n": cfg.best_of_n})
     return {"n": cfg.best_of_n, "rows": len(rows), "cached": cached}
 
@@ -328,7 +342,12 @@ def build_metrics(run_dir: str, results: dict, cfg: PipelineConfig, preset: str,
             "rm_gold_pearson_within_prompt", "by_family", "by_h", "val_loss", "steps", "demo_reward_mean")}
         m["reward_model"]["ece"] = (rm.get("calibration") or {}).get("ece")
     if "best_of_n" in m:
-        m["best_of_n"]["n"] = cfg.best_of_n
+        from rlhf.best_of_n import best_of_n_kl
+        from rlhf.evaluate import by_decoding, read_rows
+        rows = by_decoding(read_rows(os.path.join(run_dir, "eval", "best_of_n.jsonl")), "greedy")
+        m["best_of_n"].update({"n": cfg.best_of_n, "kl": best_of_n_kl(cfg.best_of_n),
+                               "oracle_gold": sum(r["oracle_gold"] for r in rows) / max(len(rows), 1),
+                               "mean_gold_of_n": sum(r["mean_gold_of_n"] for r in rows) / max(len(rows), 1)})
     c = (cmp_.get("ppo_vs_sft_large") or {}).get("greedy")
     if c and "sft_large" in m and "ppo" in m:
         pp, pl = m["ppo"].get("params"), m["sft_large"].get("params")
@@ -347,8 +366,8 @@ def build_metrics(run_dir: str, results: dict, cfg: PipelineConfig, preset: str,
 class Progress:
     """One display across stages: a banner per stage with its number, what it is, and the time so far."""
 
-    def __init__(self, stages: list[str], enabled: bool = True):
-        self.stages, self.enabled, self.t0 = stages, enabled, time.time()
+    def __init__(self, stages: list[str]):
+        self.stages, self.t0 = stages, time.time()
 
     def start(self, stage: str, skipped: bool = False) -> None:
         i = self.stages.index(stage) + 1
@@ -387,7 +406,7 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
                                "stages": {k: asdict(v) for k, v in scfg.items()}})
     stages = [s for s in STAGE_NAMES if (s not in ("pretrain_large", "sft_large") or cfg.headline)
               and (s != "best_of_n" or cfg.best_of_n > 0) and (s != "data" or cfg.export_data)]
-    progress = Progress(stages, cfg.progress)
+    progress = Progress(stages)
     timings = load_timings(out)
 
     def copy_tokenizer(dst: str) -> None:
@@ -411,7 +430,7 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
         return s
 
     def best_of_n(_):
-        return run_best_of_n(out, cfg)
+        return run_best_of_n(out, cfg, scfg["ppo"].no_stop_reward)   # scored as PPO's rollouts are
 
     runners = {"data": data, "tokenizer": tokenizer, "pretrain": pretrain, "pretrain_large": pretrain,
                "sft": lambda s: train_sft(scfg[s]), "sft_large": lambda s: train_sft(scfg[s]),
@@ -422,7 +441,7 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
         if stage == "eval":
             break
         stage_dir = os.path.join(out, stage)
-        done = ckpt_io.is_finished(stage_dir) if stage != "best_of_n" else False
+        done = ckpt_io.is_finished(stage_dir) if stage != "best_of_n" else best_of_n_cached(out, cfg, scfg["ppo"].no_stop_reward)
         progress.start(stage, skipped=done)
         if done:
             continue
@@ -444,9 +463,8 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
     ecfg = eval_config(cfg)
     results = ev.evaluate_run(out, ecfg, kl_pairs=(("ppo", "sft"),), progress=cfg.progress)
     ckpt_io.atomic_write_json(os.path.join(out, "eval", "results.json"), results)
-    eval_seconds = time.time() - t0
-    if "eval" not in timings or eval_seconds > 5:
-        timings["eval"] = eval_seconds
+    if results["fresh"] or "eval" not in timings:   # a re-run that only read the caches keeps the old time
+        timings["eval"] = time.time() - t0
     ckpt_io.atomic_write_json(os.path.join(out, "timings.json"), timings)
     seconds = {**{k: round(v, 1) for k, v in timings.items()}, "total": round(sum(timings.values()), 1),
                "this_run": round(time.time() - t_run, 1)}

@@ -33,7 +33,8 @@ def _pct(x) -> str:
 
 def _cell(text: str, n: int = 60) -> str:
     """A response as a Markdown table cell: one line, pipes escaped, long text cut."""
-    t = text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ⏎ ")
+    t = "".join(c if c.isprintable() else ("⏎" if c == "\n" else "·") for c in text)   # control bytes
+    t = t.replace("|", "\\|").replace("`", "'")       # GFM tables: \| is a literal pipe, even in code
     t = t if len(t) <= n else t[:n - 1] + "…"
     return f"`{t}`" if t.strip() else "*(empty)*"
 
@@ -132,8 +133,10 @@ def write_report(run_dir: str, metrics: dict, results: dict, plots: dict[str, st
                      f"labelers' agreement {_pct(rm.get('label_agreement'))} (its ceiling).")
     bon = metrics.get("best_of_n", {})
     if bon.get("gold_score") is not None:
-        notes.append(f"- Best-of-{bon.get('n', '?')} (SFT samples re-ranked by the reward model): gold "
-                     f"{_f(bon['gold_score'])}; it needs no RL but costs N samples per answer.")
+        notes.append(f"- Best-of-{bon.get('n', '?')} (SFT samples re-ranked by the reward model, KL "
+                     f"{_f(bon.get('kl'), 2)} nats): gold {_f(bon['gold_score'])}, against {_f(bon.get('mean_gold_of_n'))} "
+                     f"for a random one of the N and {_f(bon.get('oracle_gold'))} if the gold oracle picked; "
+                     f"it needs no RL but costs N samples per answer.")
     head = metrics.get("headline")
     if head:
         notes.append(f"- **InstructGPT's headline in miniature**: the PPO model ({head.get('ppo_params', '?'):,} "

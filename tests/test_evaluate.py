@@ -128,3 +128,119 @@ def test_summarize_and_compare_rows():
     assert (c["gold"]["wins"], c["gold"]["ties"], c["gold"]["losses"]) == (1, 2, 1)
     assert (c["rm"]["wins"], c["rm"]["ties"], c["rm"]["losses"]) == (2, 1, 1)
     assert c["gold_diff"]["mean"] == pytest.approx(0.125)
+
+
+# --- models: generation, log-probs, KL, RM judge, best-of-N, the cache ---------------------------------
+
+import torch  # noqa: E402
+
+from minigpt.checkpoint import load_model, save_model  # noqa: E402
+from minigpt.config import GPTConfig  # noqa: E402
+from minigpt.model import GPT  # noqa: E402
+from minigpt.tokenizer import train_bpe  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A fake pipeline run: three tiny random GPTs as pretrain/, sft/ and ppo/, one shared tokenizer."""
+    from rlhf.world import corpus
+    run = tmp_path_factory.mktemp("run")
+    tok = train_bpe(corpus(20_000, seed=0), 320)
+    for i, stage in enumerate(("pretrain", "sft", "ppo")):
+        torch.manual_seed(i)
+        save_model(run / stage, GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=96, n_layer=1, n_head=2,
+                                              n_embd=32)), tok)
+    return run
+
+
+CFG = ev.EvalConfig(n_prompts=12, max_new_tokens=10, batch_size=5, n_boot=200)
+
+
+def test_sequence_logprobs_reproduce_the_sampler(run_dir):
+    from minigpt.generate import generate
+    from rlhf.data import pad_token_id, render_prompt, stop_token_id
+    model, tok = load_model(run_dir / "sft")
+    prompts = [render_prompt(ex.conversation, tok) for ex in ev.eval_examples(6)]
+    gen = generate(model, prompts, 10, temperature=0.7, eos_token_id=stop_token_id(tok),
+                   pad_token_id=pad_token_id(tok), generator=torch.Generator().manual_seed(0), return_logprobs=True)
+    lp = ev.sequence_logprobs(model, gen.sequences, gen.attention_mask, gen.prompt_length, temperature=0.7)
+    torch.testing.assert_close(lp, gen.logprobs, atol=1e-5, rtol=0)
+
+
+def test_kl_to_reference(run_dir):
+    model, tok = load_model(run_dir / "sft")
+    convs = [ex.conversation for ex in ev.eval_examples(16)]
+    same = ev.kl_to_reference(model, model, tok, convs, 10, batch_size=8)
+    assert abs(same["mean"]) < 1e-5 and abs(same["per_token"]) < 1e-6
+    sharp = GPT(model.config)
+    sharp.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        sharp.transformer.wte.weight.mul_(8.0)          # a much peakier distribution than the policy's
+    other = ev.kl_to_reference(model, sharp, tok, convs, 10, batch_size=8)
+    assert other["mean"] > 1.0 and other["ci"][0] > 0
+
+
+def test_rm_scores_do_not_depend_on_padding(run_dir):
+    from rlhf.reward_model import RewardModel
+    model, tok = load_model(run_dir / "sft")
+    torch.manual_seed(0)
+    rm = RewardModel.from_pretrained_gpt(model).eval()
+    torch.nn.init.normal_(rm.head.weight, std=1.0)
+    exs = ev.eval_examples(5)
+    convs = [e.conversation for e in exs]
+    resp = ["7", "I don't know.", "a much longer answer with many words in it", "", "Sorry"]
+    stopped = [True, True, False, True, True]
+    batched = ev.rm_scores(rm, tok, convs, resp, stopped, batch_size=5)
+    alone = [ev.rm_scores(rm, tok, [c], [r], [s])[0] for c, r, s in zip(convs, resp, stopped)]
+    assert batched == pytest.approx(alone, abs=1e-5)
+    assert len(set(round(x, 6) for x in batched)) > 1
+
+
+def test_best_of_n_keeps_the_reward_models_favourite(run_dir):
+    from rlhf.reward_model import RewardModel
+    model, tok = load_model(run_dir / "sft")
+    torch.manual_seed(1)
+    rm = RewardModel.from_pretrained_gpt(model).eval()
+    torch.nn.init.normal_(rm.head.weight, std=1.0)
+    exs = ev.eval_examples(4)
+    rows = ev.best_of_n_rows(model, tok, rm, tok, exs, 3, CFG)
+    # reference: the same samples (same seed), scored one by one
+    rep = [e.conversation for e in exs for _ in range(3)]
+    gens = ev.generate_responses(model, tok, rep, CFG.max_new_tokens, temperature=CFG.temperature,
+                                 batch_size=CFG.batch_size, seed=CFG.seed + 1)
+    scores = ev.rm_scores(rm, tok, rep, [g["response"] for g in gens], [g["stopped"] for g in gens])
+    scores = [s if g["stopped"] else -2.0 for s, g in zip(scores, gens)]   # PPO's no-stop score
+    greedy = ev.by_decoding(rows, "greedy")
+    for i, r in enumerate(greedy):
+        best = max(range(3 * i, 3 * i + 3), key=lambda j: scores[j])
+        assert r["response"] == gens[best]["response"] and r["rm"] == pytest.approx(max(scores[3 * i:3 * i + 3]))
+        assert r["mean_gold_of_n"] <= r["oracle_gold"] + 1e-12 and r["gold"] <= r["oracle_gold"] + 1e-12
+
+
+def test_evaluate_run_caches_rows_per_stage(run_dir, monkeypatch):
+    res = ev.evaluate_run(str(run_dir), CFG, progress=False)
+    assert set(res["stages"]) == {"base", "sft", "ppo"}
+    assert {"base_vs_sft", "ppo_vs_sft", "ppo_vs_base"} <= set(res["comparisons"])
+    assert res["stages"]["ppo"]["kl"]["mean"] > 0                       # two different random models
+    for stage in ("base", "sft", "ppo"):
+        rows = ev.read_rows(run_dir / "eval" / f"{stage}.jsonl")
+        assert len(ev.by_decoding(rows, "greedy")) == len(ev.by_decoding(rows, "sampled")) == CFG.n_prompts
+        assert all(r["rm"] is None for r in rows)                      # no reward model in this run
+    greedy_ids = [r["id"] for r in ev.by_decoding(ev.read_rows(run_dir / "eval" / "sft.jsonl"), "greedy")]
+    assert greedy_ids == [e.id for e in ev.eval_examples(CFG.n_prompts, CFG.seed)]
+    # Second call: everything comes from the cache (generation would raise).
+    monkeypatch.setattr(ev, "generate_batches", lambda *a, **k: (_ for _ in ()).throw(AssertionError("generated")))
+    again = ev.evaluate_run(str(run_dir), CFG, progress=False)
+    assert again["stages"]["sft"]["greedy"] == res["stages"]["sft"]["greedy"]
+    # Other settings -> the cache is stale -> generation is attempted.
+    with pytest.raises(AssertionError, match="generated"):
+        ev.evaluate_run(str(run_dir), ev.EvalConfig(n_prompts=12, max_new_tokens=9, batch_size=5, n_boot=200),
+                        progress=False)
+
+
+def test_cli_prints_the_table(run_dir, capsys):
+    ev.main([str(run_dir), "--n_prompts=12", "--max_new_tokens=10", "--batch_size=5", "--n_boot=200"])
+    out = capsys.readouterr().out
+    assert "12 held-out test prompts" in out and "ppo_vs_sft" in out and "KL to the reference" in out
+    with pytest.raises(SystemExit, match="usage"):
+        ev.main(["--n_prompts=3"])

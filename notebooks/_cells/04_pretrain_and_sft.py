@@ -51,9 +51,7 @@ CELLS = [
     model, and writes `model.pt`, `tokenizer.bpe`, `metrics.jsonl`, `loss.png` and `summary.json`.
     """),
     ("code", """
-    SMALL_PRETRAIN = dict(max_iters=300, batch_size=16, n_embd=64, n_head=4, vocab_size=512,
-                          corpus_chars=200_000, tokenizer_chars=100_000, eval_interval=100,
-                          learning_rate=3e-3, warmup_iters=20)
+    # <SMALL_STAGES>
     preset = {**PRETRAIN_PRESETS["tiny"], **SMALL_PRETRAIN} if SMALL else PRETRAIN_PRESETS["default"]
     pre_cfg = TrainConfig(**{**preset, "out_dir": os.path.join(RUN, "pretrain"), "progress": False})
     print(pre_cfg)
@@ -141,8 +139,6 @@ CELLS = [
     before and after.
     """),
     ("code", """
-    SMALL_SFT = dict(n_demos=600, max_iters=200, batch_size=16, n_eval=60, max_new_tokens=16,
-                     learning_rate=2e-3, eval_interval=100, warmup_iters=10, eval_batch_size=60)
     preset = {**SFT_PRESETS["tiny"], **SMALL_SFT} if SMALL else SFT_PRESETS["default"]
     sft_cfg = SFTConfig(**{**preset, "out_dir": os.path.join(RUN, "sft"), "init_from": pre_cfg.out_dir,
                            "progress": False})

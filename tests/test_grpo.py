@@ -1,0 +1,218 @@
+"""Tests for rlhf/grpo.py: group advantages, the k3 KL estimator, the rollout's groups, the loss on the
+first minibatch, a toy reward GRPO must learn ("stop quickly"), and a tiny-preset run with resume.
+
+    python -m pytest tests/test_grpo.py -q
+"""
+
+import json
+import os
+from dataclasses import replace
+
+import pytest
+import torch
+
+from minigpt import GPT
+from minigpt import checkpoint as ckpt_io
+from minigpt.config import model_preset
+from minigpt.train import read_metrics
+from rlhf import data as D
+from rlhf import grpo
+from rlhf.reward_model import RewardModel
+
+TEXT = ("Reverse the word cat. tac. What is 3 plus 4? 7. Sort these numbers: 3, 1, 2. 1, 2, 3. "
+        "The capital of Quon is Dasha. I don't know. Sorry, I can't help with that. Hello there! ") * 4
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from minigpt.tokenizer import train_bpe
+    return train_bpe(TEXT, vocab_size=256 + 40 + 6)
+
+
+def tiny_gpt(vocab_size, seed=0):
+    torch.manual_seed(seed)
+    m = GPT(model_preset("tiny", vocab_size=vocab_size))
+    with torch.no_grad():
+        m.transformer.wte.weight.mul_(4.0)
+    return m.eval()
+
+
+def prompts_of(tok, n=4, max_len=40):
+    from rlhf.world import make_prompts
+    return [D.render_prompt(ex.conversation, tok, max_len=max_len) for ex in make_prompts("train", n, seed=3)]
+
+
+# ---------------------------------------------------------------- the formulas
+
+def test_group_advantages_hand_example():
+    adv = grpo.group_advantages(torch.tensor([1.0, 3.0, 5.0, 5.0]), group_size=2, eps=0.0)
+    assert adv.tolist() == [-1.0, 1.0, 0.0, 0.0]        # group 1: mean 2, std 1; group 2 ties
+
+
+def test_group_advantages_mean_zero_per_group_and_zero_on_ties():
+    g = torch.Generator().manual_seed(0)
+    r = torch.randn(6 * 5, generator=g)
+    r[10:15] = 0.1                                          # a tied group (0.1 is not exact in binary)
+    adv = grpo.group_advantages(r, group_size=5).view(6, 5)
+    assert torch.allclose(adv.mean(1), torch.zeros(6), atol=1e-6)
+    assert torch.equal(adv[2], torch.zeros(5))             # exactly zero, no rounding noise
+    others = adv[[0, 1, 3, 4, 5]]
+    assert torch.allclose(others.std(1, correction=0), torch.ones(5), atol=1e-3)   # unit population std
+    # invariant to shifting and scaling the rewards (only the ranking within a group matters)
+    assert torch.allclose(grpo.group_advantages(3 * r + 7, 5).view(6, 5), adv, atol=1e-3)
+
+
+def test_k3_is_nonnegative_and_its_expectation_is_the_exact_kl():
+    g = torch.Generator().manual_seed(0)
+    logp = torch.log_softmax(torch.randn(4, 7, generator=g), -1)       # π, 4 distributions over 7 tokens
+    logq = torch.log_softmax(torch.randn(4, 7, generator=g), -1)       # π_ref
+    k3 = grpo.kl_k3(logp, logq)                                        # one value per token
+    assert (k3 >= 0).all()
+    expectation = (logp.exp() * k3).sum(-1)                            # E_{y ~ π}[k3(y)]
+    exact = (logp.exp() * (logp - logq)).sum(-1)                       # KL(π || π_ref)
+    assert torch.allclose(expectation, exact, atol=1e-5)
+    assert grpo.kl_k3(torch.tensor([-1.0]), torch.tensor([-1.0])).item() == 0.0
+
+
+# ---------------------------------------------------------------- rollout and loss
+
+class LengthScorer(torch.nn.Module):
+    """A toy reward model: minus the number of real tokens, so within a group (same prompt) shorter
+    responses score higher: "stop quickly"."""
+
+    def score(self, idx, attention_mask):
+        return -attention_mask.sum(1).float()
+
+
+def stop_prone_gpt(vocab_size, stop_id, p_stop=0.2, seed=0):
+    """A tiny GPT that says <|end|> with probability p_stop at every step, every other token uniformly:
+    every hidden state is u = e_0 (LayerNorm gain 0, bias u), and with the tied head logit_v = wte[v] . u,
+    only wte[stop, 0] = log(p/(1-p) (V-1)) is non-zero. Training brings the context back (the gain gets
+    gradients)."""
+    m = tiny_gpt(vocab_size, seed)
+    with torch.no_grad():
+        u = torch.zeros(m.config.n_embd)
+        u[0] = 1.0
+        m.transformer.ln_f.weight.zero_()
+        m.transformer.ln_f.bias.copy_(u)
+        m.transformer.wte.weight.zero_()
+        m.transformer.wte.weight[stop_id, 0] = torch.log(torch.tensor(p_stop / (1 - p_stop) * (vocab_size - 1)))
+    return m.eval()
+
+
+def cfg_for(**kw):
+    base = dict(grpo.PRESETS["tiny"], progress=False, no_stop_reward=None, max_new_tokens=8, group_size=4,
+                micro_batch_size=8)
+    base.update(kw)
+    return replace(grpo.GRPOConfig(), **base)
+
+
+def test_rollout_groups_share_a_prompt_and_advantages_center_each_group(tok):
+    stop = D.stop_token_id(tok)
+    policy = stop_prone_gpt(tok.vocab_size, stop)
+    cfg = cfg_for()
+    prompts = prompts_of(tok, 3)
+    ro = grpo.collect_groups(policy, policy, LengthScorer(), prompts, cfg, stop, D.pad_token_id(tok),
+                             torch.Generator().manual_seed(0))
+    G, P = cfg.group_size, ro.prompt_length
+    assert ro.sequences.shape[0] == 3 * G
+    for b, p in enumerate(prompts):
+        for i in range(b * G, (b + 1) * G):
+            real = ro.sequences[i, :P][ro.attention_mask[i, :P].bool()].tolist()
+            assert real == p
+    assert torch.allclose(ro.advantages.view(3, G).sum(1), torch.zeros(3), atol=1e-5)
+    # shorter within a group -> higher advantage
+    lengths = ro.response_mask.sum(1).view(3, G)
+    adv = ro.advantages.view(3, G)
+    for b in range(3):
+        i, j = lengths[b].argmin(), lengths[b].argmax()
+        if lengths[b, i] < lengths[b, j]:
+            assert adv[b, i] > adv[b, j]
+    assert ro.stopped.any() and not ro.stopped.all()
+    # reference == policy: every log-ratio and the k3 KL are 0
+    assert torch.allclose(ro.logprobs, ro.ref_logprobs)
+    assert grpo.rollout_stats(ro, G)["kl"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_first_minibatch_ratio_is_one_and_loss_is_minus_mean_advantage(tok):
+    stop = D.stop_token_id(tok)
+    policy = stop_prone_gpt(tok.vocab_size, stop)
+    cfg = cfg_for(beta=0.5)
+    ro = grpo.collect_groups(policy, policy, LengthScorer(), prompts_of(tok, 2), cfg, stop, D.pad_token_id(tok),
+                             torch.Generator().manual_seed(1))
+    batch = ro.select(torch.arange(ro.sequences.shape[0]))
+    loss, stats = grpo.grpo_loss(policy, batch, cfg)
+    mask = ro.response_mask
+    token_adv = (ro.advantages[:, None] * mask).sum() / mask.sum()
+    assert stats["ratio_mean"].item() == pytest.approx(1.0, abs=1e-5)
+    assert stats["clipfrac"].item() == 0.0 and stats["kl_token"].item() == pytest.approx(0.0, abs=1e-6)
+    assert loss.item() == pytest.approx(-token_adv.item(), abs=1e-5)
+
+
+def test_grpo_learns_to_stop_quickly(tok):
+    """A toy reward (minus the response length): a few GRPO iterations shorten the responses."""
+    stop, pad = D.stop_token_id(tok), D.pad_token_id(tok)
+    policy = stop_prone_gpt(tok.vocab_size, stop, p_stop=0.15)
+    ref = stop_prone_gpt(tok.vocab_size, stop, p_stop=0.15)
+    cfg = cfg_for(learning_rate=3e-2, beta=0.0, n_minibatches=1, group_size=8, max_new_tokens=10,
+                  micro_batch_size=32)
+    prompts = prompts_of(tok, 4)
+    scorer = LengthScorer()
+
+    def mean_length(seed):
+        ro = grpo.collect_groups(policy, ref, scorer, prompts * 4, replace(cfg, group_size=4), stop, pad,
+                                 torch.Generator().manual_seed(seed))
+        return ro.response_mask.sum(1).mean().item()
+
+    before = mean_length(123)
+    policy.train()
+    opt = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
+    for it in range(6):
+        ro = grpo.collect_groups(policy, ref, scorer, prompts, cfg, stop, pad, torch.Generator().manual_seed(it))
+        grpo.grpo_update(policy, opt, ro, cfg, torch.Generator().manual_seed(it))
+    after = mean_length(123)
+    print(f"mean response length {before:.2f} -> {after:.2f}")
+    assert after < before - 1.0, (before, after)
+
+
+# ---------------------------------------------------------------- the stage
+
+@pytest.fixture(scope="module")
+def run_dirs(tmp_path_factory, tok):
+    root = tmp_path_factory.mktemp("grpo_runs")
+    sft, rm = str(root / "sft"), str(root / "rm")
+    ckpt_io.save_model(sft, tiny_gpt(tok.vocab_size), tok)
+    torch.manual_seed(1)
+    r = RewardModel(model_preset("tiny", vocab_size=tok.vocab_size))
+    with torch.no_grad():
+        r.head.weight.normal_(0.0, 0.5)
+    r.save(rm, tok)
+    return sft, rm, root
+
+
+def test_tiny_preset_smoke_run_and_resume(run_dirs):
+    sft, rm, root = run_dirs
+    cfg = replace(grpo.GRPOConfig(), **{**grpo.PRESETS["tiny"], "sft_dir": sft, "rm_dir": rm,
+                                        "out_dir": str(root / "grpo"), "progress": False, "max_iters": 2,
+                                        "n_eval_prompts": 4, "n_final_eval": 4})
+    s = grpo.train_grpo(cfg)
+    for f in ("model.pt", "summary.json", "metrics.jsonl", "grpo.png", "ckpt.pt", "config.json"):
+        assert os.path.exists(os.path.join(cfg.out_dir, f)), f
+    with open(os.path.join(cfg.out_dir, "summary.json")) as f:
+        saved = json.load(f)
+    for k in ("gold_score", "sft_gold_score", "win_rate_vs_sft", "kl", "rm_score_train_last", "tied_groups"):
+        assert k in saved, k
+    assert s["iters"] == 2
+    s2 = grpo.train_grpo(replace(cfg, max_iters=3, resume=True))
+    assert s2["iters"] == 3
+    iters = [r["iter"] for r in read_metrics(os.path.join(cfg.out_dir, "metrics.jsonl")) if "rm_score" in r]
+    assert iters == [0, 1, 2]                                     # one continuous run
+    assert isinstance(ckpt_io.load_model(cfg.out_dir)[0], GPT)
+
+
+def test_help_lists_the_fields(capsys):
+    with pytest.raises(SystemExit) as e:
+        grpo.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--group_size=" in out and "--beta=" in out
