@@ -129,6 +129,13 @@ def render(stem: str, path: str) -> str:
     return nbformat.writes(build_notebook(stem, load_cells(path))) + "\n"
 
 
+def _content(text: str) -> list:
+    """What --check compares: each cell's id, type and source, and the kernel (not nbformat's layout,
+    which may change between nbformat versions)."""
+    nb = nbformat.reads(text, as_version=4)
+    return [nb.metadata.get("kernelspec", {}).get("name")] + [(c.get("id"), c.cell_type, c.source) for c in nb.cells]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="report notebooks that differ from their source")
@@ -141,7 +148,8 @@ def main(argv=None) -> int:
         if old == text:
             continue
         if args.check:
-            stale.append(out)
+            if old is None or _content(old) != _content(text):
+                stale.append(out)
             continue
         tmp = out + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:

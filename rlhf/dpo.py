@@ -1,6 +1,6 @@
 """Direct preference optimisation (DPO): RLHF without a reward model or a sampler, for contrast with PPO.
 
-    python -m rlhf.dpo --preset default        # after rlhf.reward_model (reuses its comparisons); ~2-4 min on 2 cores
+    python -m rlhf.dpo --preset default        # after rlhf.reward_model (reuses its comparisons)
     python -m rlhf.dpo --preset tiny --sft_dir=out/tiny/sft --rm_dir=out/tiny/reward_model --out_dir=out/tiny/dpo
     python -m rlhf.dpo --data=pairs.jsonl      # any comparison JSONL (prompt/chosen/rejected, HH-RLHF, rankings)
     python -m rlhf.dpo --out_dir=out/dpo --resume
@@ -75,11 +75,11 @@ class DPOConfig(LoopConfig):
     temperatures: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.6])  # simulated: one SFT sample per temperature
     sample_tokens: int = 48             # simulated: length limit of the sampled candidates
     beta: float = 0.1                   # β: strength of the implicit KL penalty (small = far from π_ref allowed)
-    epochs: float = 1.0                 # passes over the train pairs (when max_iters = 0)
+    epochs: float = 2.0                 # passes over the train pairs (when max_iters = 0)
     max_iters: int = 0                  # optimizer steps; 0 = epochs * train pairs / batch_size
     batch_size: int = 16                # pairs per micro-batch (2 sequences each: chosen and rejected)
-    learning_rate: float = 5e-5         # peak learning rate (DPO wants a small one: it moves the policy directly)
-    min_lr: float = 5e-6                # end of the cosine decay
+    learning_rate: float = 1e-4         # peak learning rate (DPO wants a small one: it moves the policy directly)
+    min_lr: float = 1e-5                # end of the cosine decay
     warmup_iters: int = 10              # linear warmup steps
     weight_decay: float = 0.0           # no decay: a short fine-tune should not shrink the SFT weights
     eval_interval: int = 50             # validation (held-out pairs) every this many steps
@@ -97,7 +97,7 @@ PRESETS: dict[str, dict] = {
                  n_train_prompts=32, n_val_prompts=16, temperatures=[1.0, 1.6], sample_tokens=16, batch_size=8,
                  max_iters=6, warmup_iters=2, eval_interval=3, eval_iters=2, learning_rate=1e-4, min_lr=1e-5,
                  n_eval=16, max_new_tokens=12, eval_batch_size=16),
-    # After the default RM stage: its ~1500 ranked prompts, one epoch.
+    # After the default RM stage: its ~1500 ranked prompts, two epochs.
     "default": dict(),
 }
 

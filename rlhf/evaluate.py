@@ -15,6 +15,11 @@ checkpoint, on one fixed set of held-out prompts per seed (the world's *test* sp
 The statistics are pure functions of numbers (first half of this file, tested on synthetic inputs with
 known answers); the model half generates, scores and caches responses as `eval/STAGE.jsonl` so that
 the report and later comparisons reuse them instead of generating again.
+
+Every model answers the same prompts twice: greedily (deterministic) and sampled at temperature 1 with
+the same seed for every model. The shared seed is deliberate ("common random numbers"): two policies
+that barely differ then draw the same samples, so their paired comparison measures the policies, not
+the luck of the draw. Comparisons are paired by prompt and CIs resample prompts.
 """
 
 from __future__ import annotations
@@ -203,12 +208,9 @@ class EvalConfig:
 
 
 def pick_device(name: str = "auto"):
-    import torch
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
+    """cuda, else mps, else cpu (minigpt.train.pick_device)."""
+    from minigpt.train import pick_device as pick
+    return pick(name)
 
 
 def eval_examples(n: int, seed: int = 0) -> list:

@@ -1,6 +1,6 @@
 """Group relative policy optimisation (GRPO): PPO without a value model, for contrast with rlhf/ppo.py.
 
-    python -m rlhf.grpo --preset default       # after rlhf.reward_model; ~5 min on 2 cores
+    python -m rlhf.grpo --preset default       # after rlhf.reward_model
     python -m rlhf.grpo --preset tiny --sft_dir=out/tiny/sft --rm_dir=out/tiny/reward_model --out_dir=out/tiny/grpo
     python -m rlhf.grpo --out_dir=out/grpo --resume
     torchrun --standalone --nproc_per_node=2 -m rlhf.grpo --preset default   # each rank samples its own groups

@@ -373,7 +373,8 @@ class Progress:
         i = self.stages.index(stage) + 1
         el = time.time() - self.t0
         what = "finished earlier, reusing it" if skipped else "running"
-        print(f"\n==== [{i}/{len(self.stages)}] {STAGE_TITLES[stage]} ({stage}/) - {what} "
+        where = "eval/" if stage in ("best_of_n", "eval") else f"{stage}/"
+        print(f"\n==== [{i}/{len(self.stages)}] {STAGE_TITLES[stage]} ({where}) - {what} "
               f"- {el // 60:.0f}m{el % 60:02.0f}s elapsed ====", flush=True)
 
 

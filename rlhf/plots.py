@@ -69,8 +69,12 @@ def plot_loss_curves(stage_dirs: dict[str, str], path: str) -> str | None:
     panels = [(n, r) for n, r in panels if any(x.get("loss") is not None for x in r)]
     if not panels:
         return None
-    fig = _figure(4.2 * len(panels), 3.4)
-    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    cols = min(3, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig = _figure(4.2 * cols, 3.2 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
     for ax, (name, recs) in zip(axes, panels):
         train = [(r["step"], r["loss"]) for r in recs if r.get("split") == "train" and r.get("loss") is not None]
         val = [(r["step"], r["loss"]) for r in recs if r.get("split") == "val" and r.get("loss") is not None]

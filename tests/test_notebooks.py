@@ -28,7 +28,7 @@ def _notebooks():
     return [pytest.param(n, id=n, marks=[pytest.mark.slow] if n in SLOW else []) for n in names]
 
 
-def _run_notebook(name):
+def _run_notebook(name, tmp_dir):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
@@ -40,23 +40,27 @@ def _run_notebook(name):
         pytest.skip("no 'python3' Jupyter kernelspec (python -m ipykernel install --user registers one)")
 
     nb = nbformat.read(os.path.join(NB_DIR, name + ".ipynb"), as_version=4)
-    env_before = os.environ.get("SMALL")
-    os.environ["SMALL"] = "1"  # the kernel inherits this process's environment
+    # The kernel inherits this process's environment: SMALL mode, and TMPDIR so that the notebook's
+    # tempfile run directories land in pytest's tmp_path (cleaned up by pytest) instead of /tmp.
+    env = {"SMALL": "1", "TMPDIR": str(tmp_dir)}
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
                                          resources={"metadata": {"path": NB_DIR}})
         client.execute()
     finally:
-        if env_before is None:
-            os.environ.pop("SMALL", None)
-        else:
-            os.environ["SMALL"] = env_before
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return nb
 
 
 @pytest.mark.parametrize("name", _notebooks())
-def test_notebook_runs(name):
-    nb = _run_notebook(name)  # nbclient raises CellExecutionError naming the cell on any error
+def test_notebook_runs(name, tmp_path):
+    nb = _run_notebook(name, tmp_path)  # nbclient raises CellExecutionError naming the cell on any error
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and all(c.execution_count for c in code), "every code cell ran"
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]

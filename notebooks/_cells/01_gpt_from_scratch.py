@@ -26,7 +26,7 @@ CELLS = [
     ("md", "## 1. Setup"),
     ("setup", """
     import torch.nn.functional as F
-    from minigpt import GPT, GPTConfig
+    from minigpt import GPT
     from minigpt.config import MODEL_PRESETS, model_preset
     from minigpt.generate import generate, left_pad
     """),
@@ -50,7 +50,7 @@ CELLS = [
     ("code", """
     # Every tensor of the first block and the embeddings; C = n_embd, V = vocab_size.
     for name, p in model.named_parameters():
-        if ".h.0." in name or not ".h." in name:
+        if ".h.0." in name or ".h." not in name:
             print(f"{name:35s} {tuple(p.shape)}")
     print("LM head tied to the token embedding:", model.lm_head.weight is model.transformer.wte.weight)
     """),
@@ -157,7 +157,7 @@ CELLS = [
     optimizer = model.configure_optimizers(weight_decay=0.0, learning_rate=3e-3, betas=(0.9, 0.95))
     model.train()
     t0 = time.time()
-    for step in range(150 if SMALL else 300):
+    for step in range(150):
         _, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -23,7 +23,6 @@ CELLS = [
     """),
     ("md", "## 1. Setup"),
     ("setup", """
-    from collections import Counter
     from minigpt.tokenizer import (SPECIAL_TOKENS, Tokenizer, count_pairs, merge_pair, split_pretokens,
                                    train_bpe)
     """),
@@ -179,7 +178,7 @@ CELLS = [
     """),
     ("code", """
     held_out = corpus(20_000, seed=1)
-    sizes = [300, 512, 1024] if SMALL else [300, 512, 1024, 2048, 4096]
+    sizes = [300, 512, 1024] if SMALL else [300, 512, 1024, 2048]
     for v in sizes:
         t = train_bpe(world_text, vocab_size=v)
         n = len(t.encode(held_out))

@@ -31,9 +31,9 @@ CELLS = [
     ("setup", """
     import random
     from collections import defaultdict
-    from rlhf.world import (FAMILIES, H_OF, LabelerConfig, canonical_text, classify, corpus, demonstrate,
-                            label_agreement, make_demonstrations, make_prompts, make_rankings,
-                            pairwise_agreement, perturb, rank, score, score_details, split_of)
+    from rlhf.world import (FAMILIES, LabelerConfig, canonical_text, classify, corpus, demonstrate,
+                            label_agreement, make_demonstrations, make_prompts, perturb, rank, score,
+                            score_details, split_of)
     """),
 
     ("md", """

@@ -168,8 +168,9 @@ CELLS = [
     At SMALL size the fine-tuned model mostly learns the *form* — answer briefly, stop, refuse the
     forbidden, admit the unknown — and gets few contents right; the base model almost never stops.
     The `default` preset (`SMALL=0`, or `python -m minigpt.train --preset default` then
-    `python -m rlhf.sft --preset default`) gets much further. Either way SFT imitates the labelers'
-    flaws too, which is the headroom the reward model and PPO work with.
+    `python -m rlhf.sft --preset default`) trains a 4-layer model for minutes: run it to see how far
+    SFT gets. Either way SFT imitates the labelers' flaws too, which is the headroom the reward model
+    and PPO work with.
     """),
 
     ("md", "## 8. Loss curves"),

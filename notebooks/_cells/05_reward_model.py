@@ -30,12 +30,12 @@ CELLS = [
     same SMALL settings (about 20 s; the stages' output is captured in `log`).
     """),
     ("setup", """
-    import torch.nn.functional as F
+    import random
     from IPython.display import Image, display
     from rlhf import data as D
     from rlhf.losses import pairwise_reward_loss, ranked_reward_loss
-    from rlhf.reward_model import (RankedItem, RewardModel, collate_items, encode_response, last_token_values,
-                                   pair_mask_of, rm_loss, to_items)
+    from rlhf.reward_model import (RewardModel, collate_items, encode_response, last_token_values, rm_loss,
+                                   to_items)
     from rlhf.world import make_prompts, make_rankings, perturb, score
 
     RUN = tempfile.mkdtemp(prefix="minigpt-nb05-")   # every file this notebook writes goes here
@@ -192,7 +192,7 @@ CELLS = [
     """),
     ("code", """
     reward_model = RewardModel.load(rm_cfg.out_dir)
-    rng = __import__("random").Random(0)
+    rng = random.Random(0)
     for ex in [make_prompts("test", 1, seed=2, families=[f])[0] for f in ("arithmetic", "forbidden", "unknown")]:
         kinds = {"helpful": ("verbose", "wrong", "refuse"), "honest": ("invent", "refuse", "admit"),
                  "harmless": ("comply", "admit", "refuse")}[ex.h]

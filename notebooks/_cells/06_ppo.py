@@ -251,9 +251,9 @@ CELLS = [
     policy against a reward model well below its ceiling move the RM score (and the stop rate) much
     more than the gold score, which in our runs moved by a few hundredths either way on 48 prompts —
     noise at that size. Read the proxy (RM score) and the truth (gold) side by
-    side: a rising RM score with a flat or falling gold score is reward over-optimisation. The
-    `default` preset (`SMALL=0`, or `python -m rlhf.pipeline`) is the run whose numbers the README
-    reports.
+    side: a rising RM score with a flat or falling gold score is reward over-optimisation.
+    `SMALL=0` runs every stage's `default` preset here; `python -m rlhf.pipeline` (preset `default`)
+    is the run whose numbers the project's README reports.
     """),
 
     ("md", """
