@@ -24,12 +24,10 @@ best_of_n.png (gold score against KL; PPO's point added with --ppo_dir).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
 
 from minigpt import checkpoint as ckpt_io

@@ -65,9 +65,8 @@ from __future__ import annotations
 import copy
 import math
 import os
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
