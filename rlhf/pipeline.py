@@ -60,6 +60,7 @@ class PipelineConfig:
     best_of_n: int = 8                 # N of best-of-N (SFT samples re-ranked by the RM); 0 = skip
     n_samples_report: int = 6          # prompts in the report's sample table
     progress: bool = True              # progress bars
+    stop_after: str = ""               # run the stages up to and including this one, then stop (e.g. "sft")
 
 
 # Which preset of every stage module a pipeline preset starts from, then its own overrides per stage.
@@ -407,6 +408,10 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
                                "stages": {k: asdict(v) for k, v in scfg.items()}})
     stages = [s for s in STAGE_NAMES if (s not in ("pretrain_large", "sft_large") or cfg.headline)
               and (s != "best_of_n" or cfg.best_of_n > 0) and (s != "data" or cfg.export_data)]
+    if cfg.stop_after:
+        if cfg.stop_after not in stages:
+            raise SystemExit(f"error: --stop_after={cfg.stop_after}: not a stage of this run ({', '.join(stages)})")
+        stages = stages[:stages.index(cfg.stop_after) + 1]
     progress = Progress(stages)
     timings = load_timings(out)
 
@@ -458,6 +463,9 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
             timings[stage] = time.time() - t0
         ckpt_io.atomic_write_json(os.path.join(out, "timings.json"), timings)
 
+    if "eval" not in stages:
+        print(f"\nstopped after {cfg.stop_after} (--stop_after); re-run without it to continue")
+        return {}
     # ---- evaluation, plots, report
     progress.start("eval")
     t0 = time.time()

@@ -68,7 +68,7 @@ class SFTConfig(LoopConfig):
     min_lr: float = 1e-4                # end of the cosine decay
     warmup_iters: int = 20              # linear warmup steps
     weight_decay: float = 0.0           # no decay: a short fine-tune should not shrink pretrained weights
-    eval_interval: int = 100            # validation loss every this many steps
+    eval_interval: int = 50             # validation loss every this many steps
     eval_iters: int = 7                 # validation micro-batches (7 x 32 rows covers 200 held-out demos)
 
 
