@@ -580,8 +580,9 @@ def _train_ppo(cfg: PPOConfig, info: DistInfo) -> dict:
     kl_ctl = AdaptiveKLController(cfg.init_kl_coef, cfg.kl_target, cfg.kl_horizon)
     logger = MetricsLogger(os.path.join(run_dir, "metrics.jsonl"), enabled=is_main)
     start = 0
-    state = load_training_state(run_dir, model, optimizer) if cfg.resume else None
+    state = load_training_state(run_dir, policy, optimizer) if cfg.resume else None
     if state is not None:
+        value_model.load_state_dict(state["value_model"])
         start, kl_ctl.value = state["step"], state["kl_coef"]
         logger.truncate(start)
         log(f"resumed {run_dir}/ckpt.pt at iteration {start} (β = {kl_ctl.value:.4f})")
@@ -610,8 +611,11 @@ def _train_ppo(cfg: PPOConfig, info: DistInfo) -> dict:
                 "eval_length_chars": sampled["length"]}
 
     def save(it: int) -> None:
+        """ckpt.pt: the policy as "model" (so load_model can read an unfinished run), plus the value model,
+        the optimizer (of both), β and the iteration; rollouts are seeded by iteration, so resume is exact."""
         if is_main:
-            save_training_state(run_dir, model, optimizer, it, cfg, {"kl_coef": kl_ctl.value})
+            save_training_state(run_dir, policy, optimizer, it, cfg,
+                                {"value_model": ckpt_io.clean_state_dict(value_model), "kl_coef": kl_ctl.value})
 
     bar = None
     if cfg.progress and is_main and start < cfg.max_iters:

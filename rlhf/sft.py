@@ -31,12 +31,11 @@ Simplifications relative to InstructGPT:
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import time
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
