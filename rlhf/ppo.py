@@ -104,21 +104,26 @@ class PPOConfig:
     dtype: str = "auto"               # auto = bf16 autocast on CUDA for the update, float32 elsewhere
     resume: bool = False              # continue from out_dir/ckpt.pt
     progress: bool = True             # tqdm progress bar (rank 0)
+
     # ---- 1. rollout
     max_iters: int = 60               # PPO iterations, each = one rollout batch + its update
     batch_size: int = 64              # prompts (= episodes) per rollout, in total over all processes
-    max_new_tokens: int = 40          # longest response; a response that has not said <|end|> by then is cut
+    max_new_tokens: int = 48          # longest response (as the RM's candidates and the evaluation); no <|end|> by then = cut
     temperature: float = 1.0          # sampling temperature; every forward pass divides the logits by it too
+
     # ---- 2. score
     no_stop_reward: float | None = -2.0  # the score given instead of the RM's to a response without <|end|> (None = the RM's)
     score_clip: float | None = None   # clip RM scores to [-score_clip, score_clip] (None = no clipping)
     whiten_rewards: bool = False      # scale the per-token rewards to unit variance over the batch
+
     # ---- 3. advantages and KL control
     gamma: float = 1.0                # discount over response tokens (1: the score is the episode's return)
     lam: float = 0.95                 # GAE λ: 1 = Monte-Carlo returns, 0 = one-step TD
-    init_kl_coef: float = 0.1         # β at the start (InstructGPT used a fixed 0.02 on its scale)
-    kl_target: float | None = 4.0     # KL (nats per response) the adaptive controller aims for; None = fixed β
-    kl_horizon: int = 2000            # episodes for the controller to close a large gap (Ziegler: 10000)
+    init_kl_coef: float = 0.3         # β at the start (InstructGPT: a fixed 0.02, on its reward scale)
+    kl_target: float | None = 0.5     # KL (nats per response) the adaptive controller aims for; None = fixed β.
+                                      # Small on purpose: with our RM, gold peaks near 0.5 nats, then falls
+    kl_horizon: int = 1000            # episodes to close a large gap (Ziegler: 10000, for a 100x longer run)
+
     # ---- 4. update
     ppo_epochs: int = 2               # passes over each rollout batch
     n_minibatches: int = 4            # optimizer steps per pass: the rollout is split into this many shuffled minibatches
@@ -137,8 +142,9 @@ class PPOConfig:
     ptx_block_size: int = 64          # tokens per corpus window
     ptx_corpus_chars: int = 200_000   # characters of the world corpus the ptx windows come from
     value_model: str = "separate"     # "separate": a copy of the RM (InstructGPT); "shared": a head on the policy
+
     # ---- evaluation (gold oracle on val prompts: measured, never trained on)
-    eval_interval: int = 10           # evaluate, print samples and save ckpt.pt every this many iterations
+    eval_interval: int = 20           # evaluate, print samples and save ckpt.pt every this many iterations
     n_eval_prompts: int = 128         # fixed val prompts scored by the gold oracle
     eval_seed: int = 0                # seed of the val prompt set and of its sampling
     n_print_samples: int = 3          # sample responses printed at each evaluation

@@ -433,6 +433,7 @@ def evaluate_rankings(items: list[RankedItem], rewards: list[list[float]], n_bin
       label_agreement  share a second labeler (meta ranks_2) orders like the first: the ceiling
       gold_accuracy    on pairs whose gold scores differ: the RM vs the oracle (labeler_gold_accuracy alike)
       by_family, by_h  accuracy and ceiling per task family and per H
+      by_pair_sources  the same per kind of pair (demo-sft, sft-sft, ...; from meta "source")
       rm_gold_pearson / _spearman over all responses, and _within_prompt (per-prompt means removed)
       calibration      predicted P(i beats j) = σ(r_i - r_j) vs the observed share, in n_bins bins; ECE
     """
@@ -444,7 +445,7 @@ def evaluate_rankings(items: list[RankedItem], rewards: list[list[float]], n_bin
     n_pairs_total = n_informative = 0
     for it, r in zip(items, rewards):
         K = len(it.ids)
-        gold, ranks_2 = it.meta.get("gold"), it.meta.get("ranks_2")
+        gold, ranks_2, sources = it.meta.get("gold"), it.meta.get("ranks_2"), it.meta.get("source")
         if gold is not None:
             all_r += r
             all_g += gold
@@ -465,7 +466,10 @@ def evaluate_rankings(items: list[RankedItem], rewards: list[list[float]], n_bin
                 c = _agree(-ranks_2[i], -ranks_2[j]) if ranks_2 is not None else None
                 if c is not None:
                     ceil.append(c)
-                for key in (f"family/{it.meta.get('family', '?')}", f"h/{it.meta.get('h', '?')}"):
+                keys = [f"family/{it.meta.get('family', '?')}", f"h/{it.meta.get('h', '?')}"]
+                if sources is not None:  # which kinds of candidate were compared: demo-sft, sft-sft, ...
+                    keys.append("pair/" + "-".join(sorted(str(sources[k]).split("@")[0] for k in (i, j))))
+                for key in keys:
                     g = groups.setdefault(key, {"acc": [], "ceil": []})
                     g["acc"].append(a)
                     if c is not None:
@@ -495,7 +499,7 @@ def evaluate_rankings(items: list[RankedItem], rewards: list[list[float]], n_bin
         "accuracy": mean(acc), "label_agreement": mean(ceil), "pairs": len(acc),
         "informative_share": n_informative / n_pairs_total if n_pairs_total else None,
         "gold_accuracy": mean(gold_rm), "labeler_gold_accuracy": mean(gold_lab), "gold_pairs": len(gold_rm),
-        "by_family": group("family"), "by_h": group("h"),
+        "by_family": group("family"), "by_h": group("h"), "by_pair_sources": group("pair"),
         "rm_gold_pearson": _pearson(all_r, all_g),
         "rm_gold_spearman": _pearson(_ranks(all_r), _ranks(all_g)) if len(all_r) > 1 else None,
         "rm_gold_pearson_within_prompt": _pearson(within_r, within_g),
@@ -703,7 +707,7 @@ def print_summary(s: dict) -> None:
     print(f"  informative pairs: train {_pct(s['informative_share_train'])}%, val {_pct(s['informative_share'])}%; "
           f"calibration ECE {_num(s['calibration']['ece'])}; demo reward after normalising "
           f"{_num(s['demo_reward_mean'], 4)} (std {_num(s['demo_reward_std'])})")
-    for title, key in (("family", "by_family"), ("H", "by_h")):
+    for title, key in (("family", "by_family"), ("H", "by_h"), ("pair", "by_pair_sources")):
         print(f"  {title:<11} {'acc':>6} {'ceiling':>8} {'pairs':>6}")
         for name, g in s[key].items():
             print(f"  {name:<11} {_pct(g['accuracy']):>6} {_pct(g['ceiling']):>8} {g['pairs']:>6}")

@@ -362,28 +362,56 @@ def test_stop_token_is_never_padding_and_is_supervised(tok):
 
 # ---------------------------------------------------------------- the stage: smoke run, resume, adaptive β
 
-def test_tiny_preset_smoke_run_and_resume(run_dirs):
-    cfg = cfg_for(run_dirs, max_iters=2, kl_target=100.0, eval_interval=1)
+def test_tiny_preset_smoke_run(run_dirs):
+    cfg = cfg_for(run_dirs, max_iters=3, kl_target=100.0, eval_interval=2)
     result = ppo.train_ppo(cfg)
     out = cfg.out_dir
     for name in ("model.pt", "tokenizer.bpe", "ckpt.pt", "summary.json", "metrics.jsonl", "dashboard.png", "config.json"):
         assert os.path.exists(os.path.join(out, name)), name
-    assert result["iters"] == 2 and 0.0 <= result["gold_score"] <= 1.0
+    assert result["iters"] == 3 and 0.0 <= result["gold_score"] <= 1.0
     traj = result["kl_coef_trajectory"]
     assert traj[0] == cfg.init_kl_coef and result["kl_coef"] < traj[-1] < traj[0]   # KL far below target: β falls
     records = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
     train = [r for r in records if "rm_score" in r]
+    assert [r["iter"] for r in train] == [0, 1, 2]
     for key in ("rm_score", "kl", "kl_coef", "pg_loss", "vf_loss", "entropy", "approx_kl", "clipfrac",
                 "explained_variance", "response_length", "stop_rate", "ptx_loss"):
         assert all(math.isfinite(r[key]) for r in train), key
-    assert "gold" in records[0] and "gold_greedy" in records[0]
-    # resume: continue the finished run for one more iteration
-    result2 = ppo.train_ppo(replace(cfg, max_iters=3, resume=True))
-    assert result2["iters"] == 3
-    records = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
-    assert [r["iter"] for r in records if "rm_score" in r] == [0, 1, 2]
+    assert "gold" in records[0] and "gold_greedy" in records[0] and "gold" in records[-1]
     policy, _ = ckpt_io.load_model(out)
     assert isinstance(policy, GPT)
+
+
+def test_resume_reproduces_the_uninterrupted_run(run_dirs, tmp_path, monkeypatch):
+    cfg = cfg_for(run_dirs, max_iters=3, eval_interval=2, out_dir=str(tmp_path / "straight"))
+    ppo.train_ppo(cfg)
+    straight = [json.loads(l) for l in open(tmp_path / "straight" / "metrics.jsonl")]
+
+    crashed = replace(cfg, out_dir=str(tmp_path / "crashed"))
+    real, calls = ppo.collect_rollout, []
+
+    def crash_at_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:                          # the rollout of iteration 2
+            raise RuntimeError("simulated crash in iteration 2")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ppo, "collect_rollout", crash_at_2)
+    with pytest.raises(RuntimeError):
+        ppo.train_ppo(crashed)                       # ckpt.pt was saved at the start of iteration 2
+    monkeypatch.setattr(ppo, "collect_rollout", real)
+    result = ppo.train_ppo(replace(crashed, resume=True))
+    assert result["iters"] == 3
+    resumed = [json.loads(l) for l in open(tmp_path / "crashed" / "metrics.jsonl")]
+    assert [r["iter"] for r in resumed] == [r["iter"] for r in straight]
+    for a, b in zip(straight, resumed):
+        for key in ("rm_score", "kl", "pg_loss", "gold"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], abs=1e-6), (a["iter"], key)
+    wa, _ = ckpt_io.load_model(tmp_path / "straight")
+    wb, _ = ckpt_io.load_model(tmp_path / "crashed")
+    for (k, x), (_, y) in zip(wa.state_dict().items(), wb.state_dict().items()):
+        assert torch.allclose(x, y, atol=1e-6), k
 
 
 def test_help_lists_every_field(capsys):
