@@ -5,7 +5,7 @@
     python -m rlhf.ppo --out_dir=out/ppo --resume            # continue an interrupted run
     torchrun --standalone --nproc_per_node=2 -m rlhf.ppo --preset default   # each rank rolls out its own prompts
 
-The policy π starts as the SFT model and maximises (InstructGPT eq. 2, without the ptx term for now)
+The policy π starts as the SFT model and maximises (InstructGPT eq. 2)
 
     objective(π) = E_{x ~ prompts, y ~ π(.|x)} [ r(x, y) - β log(π(y|x) / π_ref(y|x)) ]  +  γ E_{x ~ D_pretrain}[ log π(x) ]
 
@@ -43,10 +43,11 @@ The gold oracle (rlhf.world.score) is used only to *evaluate* the policy on a fi
 every eval_interval iterations; it never enters training.
 
 Simplifications relative to InstructGPT (Ouyang et al. 2022, sec. 3.5 and appendix C.4):
-  1. Models: a few-hundred-thousand-parameter GPT instead of 1.3B-175B, and one reward model of the
+  1. Models: a ~1M-parameter GPT instead of 1.3B-175B, and one reward model of the
      policy's own size; prompts come from the synthetic instruction world, labels from simulated labelers.
   2. Scale: tens of iterations of tens of prompts (a few thousand episodes) instead of 256k episodes.
-  3. β: adaptive by default (Ziegler et al. 2019's controller); InstructGPT used a fixed β = 0.02
+  3. β: adaptive by default (Ziegler et al. 2019's controller) with a small KL target, because our
+     reward model is weak and the gold score peaks at a small KL; InstructGPT used a fixed β = 0.02
      (--kl_target=none gives a fixed β).
   4. PPO-ptx mixes in the world's plain-text corpus (the pretraining data of *our* base model), with a
      small γ; InstructGPT used its GPT-3 pretraining mix with γ = 27.8 on a differently scaled loss.
@@ -122,7 +123,7 @@ class PPOConfig:
     init_kl_coef: float = 0.3         # β at the start (InstructGPT: a fixed 0.02, on its reward scale)
     kl_target: float | None = 0.5     # KL (nats per response) the adaptive controller aims for; None = fixed β.
                                       # Small on purpose: with our RM, gold peaks near 0.5 nats, then falls
-    kl_horizon: int = 1000            # episodes to close a large gap (Ziegler: 10000, for a 100x longer run)
+    kl_horizon: int = 1000            # episodes to close a large gap (Ziegler et al.: 10000, for far longer runs)
 
     # ---- 4. update
     ppo_epochs: int = 2               # passes over each rollout batch
