@@ -19,7 +19,8 @@ final evaluation uses); each N reuses the first N of the same samples, so the cu
 gold oracle scores the picks: the evaluation the reward model never sees.
 
 Outputs (out_dir): best_of_n.json (gold mean and 95% CI, RM score, stop rate, KL per N) and
-best_of_n.png (gold score against KL; PPO's point added with --ppo_dir).
+best_of_n.png (gold score against KL). With --ppo_dir, the PPO policy answers the same prompts (one
+sample each) and its gold score and KL to the SFT policy are added: PPO against best-of-N at matched KL.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class BestOfNConfig:
     out_dir: str = "out/best_of_n"    # where best_of_n.json and best_of_n.png go
     sft_dir: str = "out/sft"          # the policy that is sampled
     rm_dir: str = "out/reward_model"  # the reward model that picks
-    ppo_dir: str = ""                 # optional PPO run: its summary's gold and KL are drawn on the plot
+    ppo_dir: str = ""                 # optional PPO run: its gold and KL to SFT on the same prompts, for the comparison
     ns: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])  # the N values (the largest is sampled)
     split: str = "val"                # world prompts to use ("val": tune on these; "test" is the final evaluation's)
     n_prompts: int = 128              # prompts
@@ -142,15 +143,28 @@ def run_best_of_n(cfg: BestOfNConfig) -> dict:
                      "stop_rate": cand["stopped"][rows_idx, best].float().mean().item(),
                      "oracle_gold": gold[:, :n].max(1).values.mean().item()})   # what a perfect RM would pick
     result = {"config": asdict(cfg), "rows": rows}
-    if cfg.ppo_dir:
-        summary = ckpt_io.read_summary(cfg.ppo_dir) or {}
-        result["ppo"] = {k: summary.get(k) for k in ("gold_score", "kl", "gold_score_greedy")}
+    if cfg.ppo_dir:  # the PPO policy on the same prompts: one sample each, its gold score and its KL to SFT
+        from rlhf.evaluate import kl_to_reference
+        ppo_policy, _ = ckpt_io.load_model(cfg.ppo_dir, device)
+        convs = [ex.conversation for ex in examples]
+        one = sample_candidates(ppo_policy, rm, tokenizer, convs, 1, cfg.max_new_tokens, cfg.temperature,
+                                cfg.seed + 1, cfg.batch_size, cfg.no_stop_reward)
+        g = [score(c, r[0], stopped=bool(s[0])) for c, r, s in zip(convs, one["responses"], one["stopped"].tolist())]
+        mean, lo, hi = bootstrap_ci(g, n_boot=cfg.n_boot, seed=cfg.seed)
+        kl = kl_to_reference(ppo_policy, policy, tokenizer, convs, cfg.max_new_tokens, cfg.batch_size,
+                             cfg.seed + 2, cfg.temperature)
+        result["ppo"] = {"gold": mean, "gold_lo": lo, "gold_hi": hi, "kl": kl["mean"], "kl_ci": kl["ci"],
+                         "rm": one["scores"].mean().item(), "matched_n": n_for_kl(max(kl["mean"], 0.0))}
     os.makedirs(cfg.out_dir, exist_ok=True)
     ckpt_io.atomic_write_json(os.path.join(cfg.out_dir, "best_of_n.json"), result)
     result["plot"] = plot_best_of_n(result, os.path.join(cfg.out_dir, "best_of_n.png"))
     for r in rows:
         print(f"best-of-{r['n']:<3d} KL {r['kl']:.2f}  gold {r['gold']:.3f} [{r['gold_lo']:.3f}, {r['gold_hi']:.3f}]"
               f"  rm {r['rm']:+.2f}  stop {r['stop_rate']:.2f}  (perfect-RM pick: {r['oracle_gold']:.3f})")
+    if "ppo" in result:
+        p = result["ppo"]
+        print(f"PPO         KL {p['kl']:.2f}  gold {p['gold']:.3f} [{p['gold_lo']:.3f}, {p['gold_hi']:.3f}]"
+              f"  rm {p['rm']:+.2f}  (best-of-N at the same KL: N = {p['matched_n']:.1f})")
     return result
 
 
@@ -169,9 +183,10 @@ def plot_best_of_n(result: dict, path: str) -> str:
     ax.plot(kl, [r["oracle_gold"] for r in rows], "s:", alpha=0.6, label="best-of-N (gold picks: ceiling)")
     for r in rows:
         ax.annotate(f"N={r['n']}", (r["kl"], r["gold"]), fontsize=7, xytext=(3, -10), textcoords="offset points")
-    ppo = result.get("ppo") or {}
-    if ppo.get("gold_score") is not None and ppo.get("kl") is not None:
-        ax.plot([ppo["kl"]], [ppo["gold_score"]], "r*", ms=12, label="PPO (sampled)")
+    ppo = result.get("ppo")
+    if ppo:
+        ax.errorbar([ppo["kl"]], [ppo["gold"]], yerr=[[ppo["gold"] - ppo["gold_lo"]], [ppo["gold_hi"] - ppo["gold"]]],
+                    fmt="r*", ms=12, capsize=3, label="PPO (one sample per prompt)")
     ax.set_xlabel("KL to the SFT policy (nats per response)")
     ax.set_ylabel("gold score")
     ax.grid(alpha=0.3)

@@ -70,9 +70,11 @@ PIPELINE_PRESETS: dict[str, dict] = {
         "pipeline": dict(eval_prompts=24, eval_max_new_tokens=12, eval_batch_size=24, n_boot=500, best_of_n=4,
                          headline=True, n_samples_report=4),
         "stage_preset": "tiny",
-        "stages": {
+        "stages": {   # the modules' tiny presets, with their in-stage evaluations cut (eval/ does that)
+            "sft": dict(n_eval=8),
+            "reward_model": dict(n_train_prompts=32, n_val_prompts=16),
+            "ppo": dict(n_eval_prompts=4, eval_interval=0),
             "pretrain_large": dict(n_layer=2, n_head=2, n_embd=48),
-            "ppo": dict(n_eval_prompts=4),
         },
     },
     "default": {

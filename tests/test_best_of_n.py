@@ -68,7 +68,8 @@ def test_tiny_preset_run(tmp_path):
     ckpt_io.save_model(tmp_path / "sft", gpt, tok)
     rm.save(str(tmp_path / "rm"), tok)
     cfg = replace(bon.BestOfNConfig(), **{**bon.PRESETS["tiny"], "sft_dir": str(tmp_path / "sft"),
-                  "rm_dir": str(tmp_path / "rm"), "out_dir": str(tmp_path / "bon"), "no_stop_reward": None})
+                  "rm_dir": str(tmp_path / "rm"), "out_dir": str(tmp_path / "bon"), "no_stop_reward": None,
+                  "ppo_dir": str(tmp_path / "sft")})   # "PPO" = the SFT policy itself: KL 0
     result = bon.run_best_of_n(cfg)
     rows = result["rows"]
     assert [r["n"] for r in rows] == [1, 2, 4]
@@ -78,3 +79,5 @@ def test_tiny_preset_run(tmp_path):
     saved = json.load(open(tmp_path / "bon" / "best_of_n.json"))
     assert saved["rows"][1]["kl"] == pytest.approx(math.log(2) - 0.5)
     assert os.path.exists(tmp_path / "bon" / "best_of_n.png")
+    assert abs(result["ppo"]["kl"]) < 1e-4 and result["ppo"]["matched_n"] == pytest.approx(1.0, abs=1e-3)
+    assert 0.0 <= result["ppo"]["gold"] <= 1.0

@@ -212,8 +212,8 @@ def _tiny_args(sft_dir, out_dir, *extra):
 def test_tiny_preset_smoke_run(tmp_path, sft_dir):
     out = tmp_path / "rm"
     summary = R.main(_tiny_args(sft_dir, out, "--n_perturbed=1"))
-    for key in ("val_accuracy", "label_agreement", "by_family", "by_h", "rm_gold_pearson", "calibration",
-                "informative_share_train", "seconds"):
+    for key in ("val_accuracy", "label_agreement", "by_family", "by_h", "by_pair_sources", "rm_gold_pearson",
+                "calibration", "informative_share_train", "seconds"):
         assert key in summary
     assert 0.0 <= summary["val_accuracy"] <= 1.0 and 0.0 <= summary["label_agreement"] <= 1.0
     assert summary["demo_reward_mean"] == pytest.approx(0.0, abs=1e-4)  # normalised on the demonstrations
