@@ -381,12 +381,35 @@ class Progress:
               f"- {el // 60:.0f}m{el % 60:02.0f}s elapsed ====", flush=True)
 
 
-def load_timings(run_dir: str) -> dict:
-    path = os.path.join(run_dir, "timings.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return {}
+class Timings:
+    """Seconds per stage, kept in OUT/timings.json across re-runs: wall-clock, and CPU time of this process
+    (time.process_time: what the stage would cost on an idle machine, roughly, when the CPU is shared)."""
+
+    def __init__(self, run_dir: str):
+        self.path = os.path.join(run_dir, "timings.json")
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                saved = json.load(f)
+            if "wall" in saved:
+                self.wall, self.cpu = saved["wall"], saved.get("cpu", {})
+            else:                        # an older flat {stage: seconds} file
+                self.wall = saved
+
+    def start(self) -> None:
+        self.t0, self.c0 = time.time(), time.process_time()
+
+    def stop(self, stage: str) -> None:
+        self.wall[stage] = time.time() - self.t0
+        self.cpu[stage] = time.process_time() - self.c0
+        ckpt_io.atomic_write_json(self.path, {"wall": self.wall, "cpu": self.cpu})
+
+    def seconds(self, this_run: float) -> dict:
+        """metrics.json's "seconds": wall per stage, total (all stages, this run or earlier), this run, CPU."""
+        return {**{k: round(v, 1) for k, v in self.wall.items()}, "total": round(sum(self.wall.values()), 1),
+                "this_run": round(this_run, 1),
+                "cpu": {**{k: round(v, 1) for k, v in self.cpu.items()}, "total": round(sum(self.cpu.values()), 1)}}
 
 
 def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict | None = None) -> dict:
@@ -415,7 +438,7 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
             raise SystemExit(f"error: --stop_after={cfg.stop_after}: not a stage of this run ({', '.join(stages)})")
         stages = stages[:stages.index(cfg.stop_after) + 1]
     progress = Progress(stages)
-    timings = load_timings(out)
+    timings = Timings(out)
 
     def copy_tokenizer(dst: str) -> None:
         os.makedirs(dst, exist_ok=True)
@@ -453,33 +476,26 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
         progress.start(stage, skipped=done)
         if done:
             continue
-        t0 = time.time()
+        timings.start()
         result = runners[stage](stage) or {}
-        if stage == "best_of_n":
-            if not result.get("cached"):
-                timings[stage] = time.time() - t0
-        elif not ckpt_io.is_finished(stage_dir):
+        if stage != "best_of_n" and not ckpt_io.is_finished(stage_dir):
             raise SystemExit(f"error: stage {stage} stopped before finishing (interrupted?); "
                              f"re-run the same command to resume it")
-        else:
-            timings[stage] = time.time() - t0
-        ckpt_io.atomic_write_json(os.path.join(out, "timings.json"), timings)
+        if not result.get("cached"):
+            timings.stop(stage)
 
     if "eval" not in stages:
         print(f"\nstopped after {cfg.stop_after} (--stop_after); re-run without it to continue")
         return {}
     # ---- evaluation, plots, report
     progress.start("eval")
-    t0 = time.time()
+    timings.start()
     ecfg = eval_config(cfg)
     results = ev.evaluate_run(out, ecfg, kl_pairs=(("ppo", "sft"),), progress=cfg.progress)
     ckpt_io.atomic_write_json(os.path.join(out, "eval", "results.json"), results)
-    if results["fresh"] or "eval" not in timings:   # a re-run that only read the caches keeps the old time
-        timings["eval"] = time.time() - t0
-    ckpt_io.atomic_write_json(os.path.join(out, "timings.json"), timings)
-    seconds = {**{k: round(v, 1) for k, v in timings.items()}, "total": round(sum(timings.values()), 1),
-               "this_run": round(time.time() - t_run, 1)}
-    metrics = build_metrics(out, results, cfg, preset, seconds)
+    if results["fresh"] or "eval" not in timings.wall:   # a re-run that only read the caches keeps the old time
+        timings.stop("eval")
+    metrics = build_metrics(out, results, cfg, preset, timings.seconds(time.time() - t_run))
     plots = plot_all(out, results["stages"])
     rows = {s: ev.read_rows(os.path.join(out, "eval", f"{s}.jsonl")) for s in results["stages"]}
     ckpt_io.atomic_write_json(os.path.join(out, "metrics.json"), metrics)

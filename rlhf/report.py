@@ -165,8 +165,10 @@ def write_report(run_dir: str, metrics: dict, results: dict, plots: dict[str, st
         L += ["## The same held-out prompts, answered by each stage (greedy; gold score in parentheses)", ""] + t + [""]
 
     if secs:
-        L += ["## Time", "", "| stage | seconds |", "|---|---|"]
-        L += [f"| {k} | {_f(v, 1)} |" for k, v in secs.items()] + [""]
+        cpu = secs.get("cpu", {})
+        L += ["## Time", "", "| stage | wall-clock seconds | CPU seconds |", "|---|---|---|"]
+        L += [f"| {k} | {_f(v, 1)} | {_f(cpu.get(k), 1) if k in cpu else ''} |" for k, v in secs.items()
+              if k not in ("cpu", "this_run")] + [""]
     L += ["Regenerate: `python -m rlhf.pipeline --out " + str(metrics.get("out", run_dir)) + "` (finished stages are "
           "reused); talk to a model: `python -m rlhf.chat " + str(metrics.get("out", run_dir)) + "/ppo`.", ""]
     path = os.path.join(run_dir, "report.md")
