@@ -154,7 +154,7 @@ class RMConfig(LoopConfig):
     val_data: str = ""               # held-out comparisons for --data ("" = the last val_fraction of --data)
     val_fraction: float = 0.1        # share of --data held out when no --val_data is given
     norm_data: str = ""              # demonstrations JSONL whose mean reward becomes 0 ("" = the labelers' demos)
-    n_train_prompts: int = 1500      # simulated: train prompts, each with K ranked candidates
+    n_train_prompts: int = 2000      # simulated: train prompts, each with K ranked candidates
     n_val_prompts: int = 300         # simulated: held-out val prompts (ranked by two independent labelers)
     data_seed: int = 0               # seed of prompts, demonstrations, sampling and labels
     include_demo: bool = True        # the labeler's demonstration is one of the K candidates
@@ -179,7 +179,7 @@ PRESETS: dict[str, dict] = {
                  warmup_iters=2, eval_interval=5, eval_iters=1, learning_rate=1e-4, min_lr=1e-5,
                  gen_batch_size=64, calibration_bins=5),
     # After the default SFT (the dataclass defaults): K = 5 candidates per prompt = the labeler's
-    # demonstration, 2 flawed world answers, SFT samples at T = 1.0 and 1.6; 1500 prompts, 2 epochs.
+    # demonstration, 2 flawed world answers, SFT samples at T = 1.0 and 1.6; 2000 prompts, 2 epochs.
     "default": dict(),
 }
 
