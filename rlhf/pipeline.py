@@ -63,15 +63,11 @@ class PipelineConfig:
     stop_after: str = ""               # run the stages up to and including this one, then stop (e.g. "sft")
 
 
-# The CPU default's own overrides of the stage modules' default presets, each measured on a full run:
-# - reward_model.n_perturbed=2: two of the world's flawed answers (an admission or a refusal on a helpful
-#   prompt, a verbose or off-format or wrong answer) join each prompt's K candidates. Without them the SFT
-#   model never says "I don't know" to an answerable question, so the RM never learns that this is bad,
-#   and PPO learned to answer helpful prompts with "I do not know." (greedy gold 0.34 -> 0.22). With them
-#   PPO keeps greedy gold at SFT's level and raises sampled gold (0.17 -> 0.23, CI of the gain > 0).
+# The CPU default's own overrides of the stage modules' default presets (the modules' presets carry the
+# tuning; e.g. rlhf.reward_model's default adds two of the world's flawed answers to every prompt's K
+# candidates, without which PPO learned to answer helpful prompts with "I do not know.").
 DEFAULT_STAGES: dict[str, dict] = {
-    "reward_model": dict(n_perturbed=2),
-    "pretrain_large": dict(n_layer=6, n_head=5, n_embd=160),
+    "pretrain_large": dict(n_layer=6, n_head=5, n_embd=160),   # headline: ~2.3x the non-embedding parameters
 }
 
 # Which preset of every stage module a pipeline preset starts from, then its own overrides per stage.
