@@ -355,14 +355,22 @@ def build_metrics(run_dir: str, results: dict, cfg: PipelineConfig, preset: str,
         m["best_of_n"].update({"n": cfg.best_of_n, "kl": best_of_n_kl(cfg.best_of_n),
                                "oracle_gold": sum(r["oracle_gold"] for r in rows) / max(len(rows), 1),
                                "mean_gold_of_n": sum(r["mean_gold_of_n"] for r in rows) / max(len(rows), 1)})
-    c = (cmp_.get("ppo_vs_sft_large") or {}).get("greedy")
-    if c and "sft_large" in m and "ppo" in m:
+    c = cmp_.get("ppo_vs_sft_large") or {}
+    if c.get("greedy") and "sft_large" in m and "ppo" in m:
         pp, pl = m["ppo"].get("params"), m["sft_large"].get("params")
-        m["headline"] = {"win_rate": c["gold"]["win_rate_half"], "win_rate_ci": c["gold"]["win_rate_half_ci"],
-                         "wins_ties_losses": [c["gold"]["wins"], c["gold"]["ties"], c["gold"]["losses"]],
-                         "gold_diff": c["gold_diff"], "ppo_gold": m["ppo"]["gold_score"],
+        g = c["greedy"]
+        m["headline"] = {"win_rate": g["gold"]["win_rate_half"], "win_rate_ci": g["gold"]["win_rate_half_ci"],
+                         "wins_ties_losses": [g["gold"]["wins"], g["gold"]["ties"], g["gold"]["losses"]],
+                         "gold_diff": g["gold_diff"], "ppo_gold": m["ppo"]["gold_score"],
                          "sft_large_gold": m["sft_large"]["gold_score"], "ppo_params": pp, "sft_large_params": pl,
                          "size_ratio": (pl / pp) if pp and pl else None}
+        if c.get("sampled"):
+            s = c["sampled"]
+            m["headline"]["sampled"] = {
+                "win_rate": s["gold"]["win_rate_half"], "win_rate_ci": s["gold"]["win_rate_half_ci"],
+                "wins_ties_losses": [s["gold"]["wins"], s["gold"]["ties"], s["gold"]["losses"]],
+                "gold_diff": s["gold_diff"], "ppo_gold": m["ppo"]["gold_score_sampled"],
+                "sft_large_gold": m["sft_large"]["gold_score_sampled"]}
     m["seconds"] = seconds
     return m
 
@@ -529,8 +537,9 @@ def print_summary(m: dict, out: str) -> None:
         print(f"KL(PPO || SFT): {f(m['ppo']['kl'], 2)} nats per response")
     if "headline" in m:
         h = m["headline"]
+        hs = h.get("sampled") or {}
         print(f"headline: PPO ({h['ppo_params']:,} params) vs SFT-only ({h['sft_large_params']:,} params): "
-              f"PPO win rate {f(h['win_rate'], 2)}")
+              f"PPO win rate {f(h['win_rate'], 2)} greedy, {f(hs.get('win_rate'), 2)} sampled (ties count half)")
     print(f"time: {m['seconds']['total']:.0f}s of stage compute ({m['seconds']['this_run']:.0f}s this run); "
           f"{out}/metrics.json, {out}/report.md")
 

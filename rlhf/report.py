@@ -139,10 +139,18 @@ def write_report(run_dir: str, metrics: dict, results: dict, plots: dict[str, st
                      f"it needs no RL but costs N samples per answer.")
     head = metrics.get("headline")
     if head:
-        notes.append(f"- **InstructGPT's headline in miniature**: the PPO model ({head.get('ppo_params', '?'):,} "
-                     f"parameters) against an SFT-only model {head.get('size_ratio', 0):.1f}× larger "
-                     f"({head.get('sft_large_params', '?'):,}): PPO wins {_pct(head.get('win_rate'))} of the prompts "
-                     f"(ties ½; gold {_f(head.get('ppo_gold'))} vs {_f(head.get('sft_large_gold'))}).")
+        line = (f"- **InstructGPT's headline in miniature** (its 1.3B PPO model was preferred to the 175B SFT model): "
+                f"our PPO model ({head.get('ppo_params') or 0:,} parameters) against an SFT-only model "
+                f"{head.get('size_ratio') or 0:.1f}× larger ({head.get('sft_large_params') or 0:,}). Greedy: PPO wins "
+                f"{_pct(head.get('win_rate'))} of the prompts (ties ½), gold {_f(head.get('ppo_gold'))} vs "
+                f"{_f(head.get('sft_large_gold'))}, paired difference {_f(head['gold_diff']['mean'])} "
+                f"[{_f(head['gold_diff']['ci'][0])}, {_f(head['gold_diff']['ci'][1])}]")
+        hs = head.get("sampled")
+        if hs:
+            line += (f"; sampled: PPO wins {_pct(hs.get('win_rate'))}, gold {_f(hs.get('ppo_gold'))} vs "
+                     f"{_f(hs.get('sft_large_gold'))}, difference {_f(hs['gold_diff']['mean'])} "
+                     f"[{_f(hs['gold_diff']['ci'][0])}, {_f(hs['gold_diff']['ci'][1])}]")
+        notes.append(line + ".")
     if notes:
         L += notes + [""]
 
@@ -169,8 +177,9 @@ def write_report(run_dir: str, metrics: dict, results: dict, plots: dict[str, st
         L += ["## Time", "", "| stage | wall-clock seconds | CPU seconds |", "|---|---|---|"]
         L += [f"| {k} | {_f(v, 1)} | {_f(cpu.get(k), 1) if k in cpu else ''} |" for k, v in secs.items()
               if k not in ("cpu", "this_run")] + [""]
-    L += ["Regenerate: `python -m rlhf.pipeline --out " + str(metrics.get("out", run_dir)) + "` (finished stages are "
-          "reused); talk to a model: `python -m rlhf.chat " + str(metrics.get("out", run_dir)) + "/ppo`.", ""]
+    out = metrics.get("out", run_dir)
+    L += [f"Regenerate: `python -m rlhf.pipeline --preset {metrics.get('preset', 'default')} --out {out}` (finished "
+          f"stages are reused); talk to a model: `python -m rlhf.chat {out}/ppo`.", ""]
     path = os.path.join(run_dir, "report.md")
     atomic_write_text(path, "\n".join(L))
     return path
