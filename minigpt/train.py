@@ -61,7 +61,7 @@ __all__ = [
     "shard", "DistInfo", "configure_optimizer", "lr_at", "set_lr", "forward_backward", "optimizer_step",
     "evaluate", "NonFiniteLossError", "check_finite", "MetricsLogger", "read_metrics", "plot_metrics",
     "save_training_state", "load_training_state", "StopOnInterrupt", "fit", "LMBatches",
-    "train_pretrain", "main",
+    "start_stage", "run_entry_point", "train_pretrain", "main",
 ]
 
 
@@ -703,19 +703,38 @@ def sample_text(model, tokenizer, prompts: list[str], max_new_tokens: int, tempe
             zip(prompts, out.response, out.response_mask)]
 
 
+def start_stage(cfg: LoopConfig, make_run_dir: bool = True):
+    """Every stage's start: pick the device, join the process group (under torchrun), and create the run
+    directory on rank 0 (then wait for it). Returns (device, dist_info, run_dir); the caller must call
+    teardown_distributed() when done (a try/finally)."""
+    device = pick_device(cfg.device)
+    info = setup_distributed(device.type)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    if make_run_dir:
+        if info.is_main:
+            os.makedirs(cfg.out_dir, exist_ok=True)
+        barrier(info)
+    return device, info, cfg.out_dir
+
+
+def run_entry_point(train_fn, cfg, errors: tuple = ()):
+    """What every stage's main() does with its train function: a NaN loss (or one of `errors`, e.g. bad data)
+    becomes a one-line `error: ...` and exit status 1; Ctrl-C (ckpt.pt already saved) exits with 130."""
+    try:
+        return train_fn(cfg)
+    except (NonFiniteLossError, *errors) as e:
+        raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
 def train_pretrain(cfg: TrainConfig) -> dict:
     """Stage 1: tokenizer (if needed) -> token stream -> GPT -> fit -> model.pt + summary.json."""
     from minigpt.model import GPT
 
     t_start = time.time()
-    device = pick_device(cfg.device)
-    info = setup_distributed(device.type)
-    if info.enabled and device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
-    run_dir = cfg.out_dir
-    if info.is_main:
-        os.makedirs(run_dir, exist_ok=True)
-    barrier(info)
+    device, info, run_dir = start_stage(cfg)
     try:
         seed_everything(cfg.seed)
         text = load_text(cfg)
@@ -771,12 +790,7 @@ def train_pretrain(cfg: TrainConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(TrainConfig, argv, PRESETS, prog="python -m minigpt.train")
-    try:
-        return train_pretrain(cfg)
-    except NonFiniteLossError as e:
-        raise SystemExit(f"error: {e}") from None
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
+    return run_entry_point(train_pretrain, cfg)
 
 
 if __name__ == "__main__":

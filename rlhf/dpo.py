@@ -50,8 +50,9 @@ from torch import Tensor
 
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config
-from minigpt.distributed import barrier, setup_distributed, teardown_distributed
-from minigpt.train import (LoopConfig, NonFiniteLossError, fit, make_generator, pick_device, read_metrics,
+from minigpt.distributed import barrier, teardown_distributed
+from minigpt.train import (LoopConfig, fit, make_generator, read_metrics,
+                           run_entry_point, start_stage,
                            seed_everything)
 from rlhf import data as D
 from rlhf.losses import dpo_loss, token_logprobs
@@ -403,14 +404,7 @@ def train_dpo(cfg: DPOConfig) -> dict:
     from rlhf.ppo import disable_dropout
 
     t_start = time.time()
-    device = pick_device(cfg.device)
-    info = setup_distributed(device.type)
-    if info.enabled and device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
-    run_dir = cfg.out_dir
-    if info.is_main:
-        os.makedirs(run_dir, exist_ok=True)
-    barrier(info)
+    device, info, run_dir = start_stage(cfg)
     try:
         if not os.path.exists(os.path.join(cfg.sft_dir, ckpt_io.MODEL_FILE)):
             raise SystemExit(f"error: --sft_dir={cfg.sft_dir}: no {ckpt_io.MODEL_FILE}; run `python -m rlhf.sft` first")
@@ -489,12 +483,7 @@ def train_dpo(cfg: DPOConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(DPOConfig, argv, PRESETS, prog="python -m rlhf.dpo")
-    try:
-        return train_dpo(cfg)
-    except NonFiniteLossError as e:
-        raise SystemExit(f"error: {e}") from None
-    except (D.DataError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    return run_entry_point(train_dpo, cfg, errors=(D.DataError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -52,10 +52,10 @@ from torch import Tensor
 from minigpt import checkpoint as ckpt_io
 from minigpt.config import GPTConfig
 from minigpt.configurator import parse_config
-from minigpt.distributed import barrier, setup_distributed, teardown_distributed
+from minigpt.distributed import barrier, teardown_distributed
 from minigpt.model import GPT
-from minigpt.train import (LoopConfig, NonFiniteLossError, fit, make_generator, pick_device,
-                           seed_everything)
+from minigpt.train import (LoopConfig, fit, make_generator, run_entry_point,
+                           seed_everything, start_stage)
 from rlhf import data as D
 from rlhf.losses import pairwise_reward_loss, ranked_reward_loss
 
@@ -609,14 +609,7 @@ def load_comparisons(cfg: RMConfig, run_dir: str, tokenizer, policies, is_main: 
 def train_reward_model(cfg: RMConfig) -> dict:
     """Stage 3: comparisons -> RewardModel from the SFT weights -> fit -> normalise -> evaluate -> model.pt."""
     t_start = time.time()
-    device = pick_device(cfg.device)
-    info = setup_distributed(device.type)
-    if info.enabled and device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
-    run_dir = cfg.out_dir
-    if info.is_main:
-        os.makedirs(run_dir, exist_ok=True)
-    barrier(info)
+    device, info, run_dir = start_stage(cfg)
     try:
         seed_everything(cfg.seed)
         sft, tokenizer = ckpt_io.load_model(cfg.sft_dir, device)
@@ -724,12 +717,7 @@ def print_summary(s: dict) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(RMConfig, argv, PRESETS, prog="python -m rlhf.reward_model")
-    try:
-        return train_reward_model(cfg)
-    except NonFiniteLossError as e:
-        raise SystemExit(f"error: {e}") from None
-    except (D.DataError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    return run_entry_point(train_reward_model, cfg, errors=(D.DataError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -42,8 +42,9 @@ import torch
 
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config
-from minigpt.distributed import barrier, setup_distributed, teardown_distributed
-from minigpt.train import LoopConfig, NonFiniteLossError, fit, make_generator, pick_device, seed_everything
+from minigpt.distributed import barrier, teardown_distributed
+from minigpt.train import (LoopConfig, fit, make_generator, run_entry_point,
+                           seed_everything, start_stage)
 
 
 @dataclass
@@ -225,11 +226,7 @@ def train_sft(cfg: SFTConfig) -> dict:
     from rlhf.world import make_prompts
 
     t_start = time.time()
-    device = pick_device(cfg.device)
-    info = setup_distributed(device.type)
-    if info.enabled and device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
-    run_dir = cfg.out_dir
+    device, info, run_dir = start_stage(cfg, make_run_dir=False)
     try:
         if not os.path.exists(os.path.join(cfg.init_from, ckpt_io.MODEL_FILE)):
             raise SystemExit(f"error: --init_from={cfg.init_from}: no {ckpt_io.MODEL_FILE}; "
@@ -311,12 +308,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(SFTConfig, argv, PRESETS, prog="python -m rlhf.sft")
     if cfg.train_on not in ("all", "last"):
         raise SystemExit(f"error: --train_on must be all or last, got {cfg.train_on!r}")
-    try:
-        return train_sft(cfg)
-    except NonFiniteLossError as e:
-        raise SystemExit(f"error: {e}") from None
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
+    return run_entry_point(train_sft, cfg)
 
 
 if __name__ == "__main__":
