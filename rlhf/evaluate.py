@@ -197,6 +197,7 @@ DECODINGS = ("greedy", "sampled")
 class EvalConfig:
     """Evaluation of checkpoints on the world's held-out test prompts."""
     n_prompts: int = 200          # test prompts (one fixed set per seed, never trained on)
+    split: str = "test"           # "test" to report; "val" while tuning (never tune on the test prompts)
     seed: int = 0                 # which test set, and the seed of sampled decoding and the bootstrap
     max_new_tokens: int = 48      # response budget in tokens (a response that does not stop is cut here)
     temperature: float = 1.0      # sampled decoding (greedy is always evaluated too); 1.0 = the policy itself,
@@ -213,10 +214,12 @@ def pick_device(name: str = "auto"):
     return pick(name)
 
 
-def eval_examples(n: int, seed: int = 0) -> list:
-    """The fixed evaluation set: n prompts of the world's *test* split (never trained on)."""
+def eval_examples(n: int, seed: int = 0, split: str = "test") -> list:
+    """The fixed evaluation set: n prompts of the world's *test* split (never trained on); "val" for tuning."""
     from rlhf.world import make_prompts
-    return make_prompts("test", n, seed=seed)
+    if split not in ("test", "val"):
+        raise ValueError(f"evaluation split must be 'test' or 'val', got {split!r}")
+    return make_prompts(split, n, seed=seed)
 
 
 def example_row(ex) -> dict:
@@ -338,7 +341,7 @@ def gold_scores(rows: list[dict]) -> list[float]:
 
 def _fingerprint(stage_dir: str | None, cfg: EvalConfig, extra: dict | None = None) -> dict:
     """What a cached eval/STAGE.jsonl depends on: the checkpoint file and the evaluation settings."""
-    fp = {"n_prompts": cfg.n_prompts, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens,
+    fp = {"split": cfg.split, "n_prompts": cfg.n_prompts, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens,
           "temperature": cfg.temperature, **(extra or {})}
     if stage_dir is not None:
         path = os.path.join(stage_dir, "model.pt")
@@ -503,7 +506,7 @@ def evaluate_run(run_dir: str, cfg: EvalConfig | None = None, kl_pairs: Sequence
     """
     from minigpt.checkpoint import atomic_write_json, load_model, read_summary
     cfg = cfg or EvalConfig()
-    examples = eval_examples(cfg.n_prompts, cfg.seed)
+    examples = eval_examples(cfg.n_prompts, cfg.seed, cfg.split)
     device = pick_device(cfg.device)
     rm_dir = rm_dir or os.path.join(run_dir, "reward_model")
     rm, rm_tok = load_reward_model(rm_dir, device)
@@ -521,7 +524,7 @@ def evaluate_run(run_dir: str, cfg: EvalConfig | None = None, kl_pairs: Sequence
         rows[stage] = stage_rows(stage, dirs[stage], eval_dir, examples, cfg, rm, rm_tok, rm_dir, progress)
         if read_meta(eval_dir, stage).get("fingerprint") != before:
             fresh.append(stage)
-    out = {"prompts": {"split": "test", "n": len(examples), "seed": cfg.seed}, "stages": {}, "comparisons": {},
+    out = {"prompts": {"split": cfg.split, "n": len(examples), "seed": cfg.seed}, "stages": {}, "comparisons": {},
            "fresh": fresh}
     for stage, r in rows.items():
         out["stages"][stage] = {d: summarize(by_decoding(r, d), cfg.n_boot, cfg.seed)

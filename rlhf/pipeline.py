@@ -53,6 +53,7 @@ class PipelineConfig:
     export_data: bool = True           # write the world's datasets to OUT/data (pretraining reads its corpus.txt)
     headline: bool = False             # also pretrain + SFT a larger model and compare it with the PPO model
     eval_prompts: int = 200            # held-out test prompts every model answers
+    eval_split: str = "test"           # "test" to report; "val" while tuning a preset (never tune on test)
     eval_max_new_tokens: int = 48      # response budget at evaluation
     eval_temperature: float = 1.0      # temperature of the sampled evaluation (greedy is evaluated too)
     eval_batch_size: int = 64          # prompts per generation batch at evaluation
@@ -276,7 +277,7 @@ def run_best_of_n(run_dir: str, cfg: PipelineConfig, no_stop_reward: float | Non
         device = ev.pick_device(cfg.device)
         policy, tok = ckpt_io.load_model(sft_dir, device=device)
         rm, rm_tok = ev.load_reward_model(rm_dir, device)
-        examples = ev.eval_examples(ecfg.n_prompts, ecfg.seed)
+        examples = ev.eval_examples(ecfg.n_prompts, ecfg.seed, ecfg.split)
         rows = ev.best_of_n_rows(policy, tok, rm, rm_tok, examples, cfg.best_of_n, ecfg,
                                  progress="best-of-N" if cfg.progress else None, no_stop_reward=no_stop_reward)
         ev.save_cached(eval_dir, "best_of_n", rows, fp, {"seconds": time.time() - t0, "n": cfg.best_of_n})
@@ -285,7 +286,7 @@ def run_best_of_n(run_dir: str, cfg: PipelineConfig, no_stop_reward: float | Non
 
 def eval_config(cfg: PipelineConfig):
     from rlhf.evaluate import EvalConfig
-    return EvalConfig(n_prompts=cfg.eval_prompts, seed=cfg.seed, max_new_tokens=cfg.eval_max_new_tokens,
+    return EvalConfig(n_prompts=cfg.eval_prompts, split=cfg.eval_split, seed=cfg.seed, max_new_tokens=cfg.eval_max_new_tokens,
                       temperature=cfg.eval_temperature, batch_size=cfg.eval_batch_size, n_boot=cfg.n_boot,
                       n_samples_report=cfg.n_samples_report, device=cfg.device)
 

@@ -106,7 +106,7 @@ def write_report(run_dir: str, metrics: dict, results: dict, plots: dict[str, st
     secs = metrics.get("seconds", {})
     L = [f"# minigpt-rlhf run `{metrics.get('out', run_dir)}` (preset `{metrics.get('preset', '?')}`)", ""]
     L += [f"Pretrain → SFT → reward model → PPO on the synthetic instruction world, evaluated on "
-          f"{results['prompts']['n']} held-out **test** prompts (seed {results['prompts']['seed']}, never trained "
+          f"{results['prompts']['n']} held-out **{results['prompts'].get('split', 'test')}** prompts (seed {results['prompts']['seed']}, never trained "
           f"on) by the gold oracle. Total compute time of the stages: {_f(secs.get('total'), 0)} s "
           f"on {metrics.get('device', 'cpu')}.", ""]
     L += ["## Gold score per stage", ""] + stage_table(results) + [""]

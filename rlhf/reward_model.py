@@ -158,7 +158,8 @@ class RMConfig(LoopConfig):
     n_val_prompts: int = 300         # simulated: held-out val prompts (ranked by two independent labelers)
     data_seed: int = 0               # seed of prompts, demonstrations, sampling and labels
     include_demo: bool = True        # the labeler's demonstration is one of the K candidates
-    n_perturbed: int = 2             # extra candidates per prompt: the world's flawed answers (world.perturb)
+    n_perturbed: int = 1             # extra candidates per prompt: the world's flawed answers (world.perturb)
+    twins: bool = True               # every candidate also appears with its chatter toggled (world.twin): K doubles
     temperatures: list[float] = field(default_factory=lambda: [1.0, 1.6])  # one SFT sample per temperature
     base_dir: str = ""               # optional second policy (e.g. the pretrain run) whose samples join in
     base_temperatures: list[float] = field(default_factory=list)  # one sample of base_dir per temperature
@@ -178,8 +179,9 @@ PRESETS: dict[str, dict] = {
                  n_perturbed=1, temperatures=[1.0, 1.6], max_new_tokens=16, batch_size=8, epochs=1.0,
                  warmup_iters=2, eval_interval=5, eval_iters=1, learning_rate=1e-4, min_lr=1e-5,
                  gen_batch_size=64, calibration_bins=5),
-    # After the default SFT (the dataclass defaults): K = 5 candidates per prompt = the labeler's
-    # demonstration, 2 flawed world answers, SFT samples at T = 1.0 and 1.6; 2000 prompts, 2 epochs.
+    # After the default SFT (the dataclass defaults): K = 8 candidates per prompt = the labeler's
+    # demonstration, 1 flawed world answer, SFT samples at T = 1.0 and 1.6, and the chatter-toggled
+    # twin of each of those four; 2000 prompts, 2 epochs.
     "default": dict(),
 }
 
@@ -229,7 +231,9 @@ def simulate_rankings(split: str, n_prompts: int, policies: list[tuple[str, GPT,
     """Rows of a rankings JSONL file for n_prompts prompts of `split` of the instruction world.
 
     Candidates of each prompt: the labeler's demonstration (cfg.include_demo), cfg.n_perturbed flawed
-    answers of the world (world.perturb), and one sample per (policy, temperature). A simulated
+    answers of the world (world.perturb), and one sample per (policy, temperature); with cfg.twins each
+    of them also appears with its chatter toggled ("7" <-> "Sure! The answer is 7."), so that chatter,
+    which labelers' demonstrations wrap around *correct* answers, is no cue of correctness. A simulated
     labeler ranks them (0 = best, equal = tie). Extra keys kept for
     evaluation only (never used in training): family, h, source, stopped, gold (the oracle's scores),
     and ranks_2, a second independent labeler's ranking (n_labelers = 2), which measures the ceiling.
@@ -253,6 +257,10 @@ def simulate_rankings(split: str, n_prompts: int, policies: list[tuple[str, GPT,
                                        cfg.gen_batch_size, desc=f"{split}: {name} T={t:g}")
             for c, (text, stopped) in zip(cands, samples):
                 c.append((text, stopped, f"{name}@{t:g}"))
+    if cfg.twins:   # same content, chatter toggled: chatter then says nothing about correctness
+        rng = random.Random(f"rm-twin:{cfg.data_seed}:{split}")
+        for c, ex in zip(cands, examples):
+            c += [(world.twin(ex, text, rng), stopped, f"{source}+twin") for text, stopped, source in list(c)]
     label_kw = {} if cfg.label_temperature < 0 else {"temperature": cfg.label_temperature}
     labelers = [random.Random(f"rm-label:{cfg.data_seed}:{split}:{i}") for i in range(n_labelers)]
     rows = []

@@ -219,8 +219,10 @@ def test_tiny_preset_smoke_run(tmp_path, sft_dir):
     assert summary["demo_reward_mean"] == pytest.approx(0.0, abs=1e-4)  # normalised on the demonstrations
     assert ckpt_io.is_finished(str(out)) and os.path.exists(out / "calibration.png")
     train = D.load_rankings(str(out / "data" / "rm_train.jsonl"))
-    assert len(train) == 16 and all(len(r.responses) == 4 for r in train)  # demo + perturbed + 2 samples
-    assert set(train[0].meta["source"]) == {"demo", "perturbed", "sft@1", "sft@1.6"}
+    # demo + perturbed + 2 samples, each with its chatter-toggled twin
+    assert len(train) == 16 and all(len(r.responses) == 8 for r in train)
+    base = ["demo", "perturbed", "sft@1", "sft@1.6"]
+    assert train[0].meta["source"] == base + [s + "+twin" for s in base]
     val = D.load_rankings(str(out / "data" / "rm_val.jsonl"))
     assert all("ranks_2" in r.meta for r in val)
     model = R.RewardModel.load(str(out))

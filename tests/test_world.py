@@ -14,7 +14,7 @@ import pytest
 from rlhf import world
 from rlhf.world import (FAMILIES, FAMILY, SPLITS, LabelerConfig, classify, corpus, demonstrate,
                         label_agreement, make_demonstrations, make_prompts, parse, perturb, rank,
-                        score, score_details, split_of)
+                        score, score_details, split_of, twin)
 from rlhf.world import facts as F
 from rlhf.world import oracle
 from rlhf.world.oracle import tokens
@@ -174,6 +174,39 @@ def test_format_conciseness_and_stopping():
     # listing candidates is not an answer
     assert score(U("What is the capital of Norland?"), "Vesk Tarn Mirel") < 0.3
     assert score(U("Repeat moon 3 times."), "moon moon moon moon") < 0.3
+
+
+def test_chatter_costs_wrong_answers_too():
+    q = U("What is 3 plus 4?")
+    assert score(q, "8") == pytest.approx(0.3 * (1 - 1 / 7))
+    assert score(q, "Sure! The answer is 8.") == pytest.approx(0.3 * (1 - 1 / 7) * 0.75)
+    q = U("Reverse the word planet.")
+    assert score(q, "Okay, tenlap.") < score(q, "tenlap") < score(q, "Okay, tenalp.")
+
+
+def test_twin_toggles_chatter_and_never_gains():
+    rng = random.Random(0)
+    q = U("What is 3 plus 4?")
+    assert twin(q, "Sure! The answer is 7.", rng) == "7"
+    assert twin(q, "8. Hope that helps!", rng) == "8"
+    chatty = twin(q, "7", rng)
+    assert chatty != "7" and twin(q, chatty, rng) == "7"          # an involution on the answer
+    assert twin(q, "I don't know.", rng) in world.labelers.WORDY_ADMISSIONS
+    assert twin(q, "Sorry, I won't do that. It would not be kind.", rng) in world.labelers.REFUSALS
+    # on every family, the chatty one of a twin pair never scores more than the concise one
+    for ex in make_prompts("val", 60, seed=3):
+        for r in (ex.gold, perturb(ex, rng, "wrong")[0] if ex.h == "helpful" else ex.gold):
+            t = twin(ex.conversation, r, rng)
+            assert score(ex.conversation, t) <= score(ex.conversation, r), (ex.conversation, r, t)
+
+
+def test_verbose_wrong_wraps_a_near_miss_in_chatter():
+    rng = random.Random(1)
+    for ex in make_prompts("val", 40, seed=0, families=["arithmetic", "reverse", "sort"]):
+        bad, kind = perturb(ex, rng, "verbose_wrong")
+        core = world.labelers._strip_preamble(bad)
+        assert kind == "verbose_wrong" and core is not None and core != ex.gold
+        assert score(ex.conversation, bad) < score(ex.conversation, core) < 1.0
 
 
 def test_score_in_unit_interval_for_random_responses():

@@ -145,9 +145,13 @@ CELLS = [
     ("md", """
     ## 6. Training
 
-    `train_reward_model` samples K candidates per train prompt — the labeler's demonstration plus SFT
-    samples at temperatures 1.0 and 1.6, so that comparisons are informative — has a simulated labeler
-    rank them, trains with `ranked_reward_loss` through the shared loop, shifts the reward so that
+    `train_reward_model` makes K candidates per train prompt — the labeler's demonstration, a flawed
+    answer of the world, and SFT samples at temperatures 1.0 and 1.6, so that comparisons are
+    informative — plus each one's *twin* with its chatter toggled ("7" ↔ "Sure! The answer is 7.").
+    Without the twins, chatter would be a cue of correctness (labelers' demonstrations wrap it around
+    right answers, the SFT samples are mostly wrong), and an RM trained that way ranked
+    "Sure! The answer is ⟨wrong⟩." above the concise right answer for 91% of val prompts: PPO learned
+    to add "Sure!". A simulated labeler ranks the candidates, trains with `ranked_reward_loss` through the shared loop, shifts the reward so that
     demonstrations average 0 (InstructGPT's normalisation), and evaluates on val prompts ranked by *two*
     independent labelers.
     """),
@@ -212,8 +216,8 @@ CELLS = [
     - `pairwise_reward_loss` is −log σ(r_w − r_l): ln 2 at a tie; `ranked_reward_loss` is its mean over
       all C(K, 2) pairs of a ranking, computed from K forward passes, with ties masked out.
     - `RewardModel` = SFT backbone + small-init scalar head, read at the last real token.
-    - `train_reward_model` makes the comparisons (demonstration + SFT samples, ranked by a noisy
-      simulated labeler), trains, normalises demonstrations to 0, and reports held-out accuracy next to
+    - `train_reward_model` makes the comparisons (demonstration, a flawed answer, SFT samples and their
+      chatter-toggled twins, ranked by a noisy simulated labeler), trains, normalises demonstrations to 0, and reports held-out accuracy next to
       the labelers' own agreement — the number to check before running PPO.
 
     Next: **06_ppo** — optimise the SFT policy against this reward, with a KL leash to the SFT model.

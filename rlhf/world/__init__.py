@@ -18,10 +18,10 @@ from rlhf.world.oracle import classify, score, score_details
 from rlhf.world.corpus import corpus
 from rlhf.world.labelers import (DEFAULT_TEMPERATURE, DEFAULT_TIE_TOL, PERTURBATIONS, LabelerConfig,
                                  demonstrate, label_agreement, make_demonstrations, make_rankings,
-                                 pairwise_agreement, perturb, rank)
+                                 pairwise_agreement, perturb, rank, twin)
 
 __all__ = ["ADMISSION", "DEFAULT_WEIGHTS", "FAMILIES", "FAMILY", "H_OF", "REFUSAL", "SPLITS", "Example",
            "Spec", "canonical_text", "make_example", "make_prompts", "parse", "split_of", "classify",
            "score", "score_details", "corpus", "DEFAULT_TEMPERATURE", "DEFAULT_TIE_TOL", "PERTURBATIONS",
            "LabelerConfig", "demonstrate", "label_agreement", "make_demonstrations", "make_rankings",
-           "pairwise_agreement", "perturb", "rank"]
+           "pairwise_agreement", "perturb", "rank", "twin"]

@@ -187,18 +187,25 @@ def make_demonstrations(n: int, seed: int = 0, config: LabelerConfig | None = No
     return out
 
 
-PERTURBATIONS = ("verbose", "off_format", "wrong", "refuse", "admit", "ramble", "invent", "comply")
+PERTURBATIONS = ("verbose", "off_format", "wrong", "verbose_wrong", "refuse", "admit", "ramble", "invent", "comply")
 
 
 def perturb(example: Example | list[dict], rng: random.Random, kind: str | None = None) -> tuple[str, str]:
     """(a flawed response, its kind): a candidate worse than gold, for rankings, tests and the CLI.
 
-    Helpful prompts: verbose | off_format | wrong | refuse (over-refusal) | admit | ramble (gold, then
-    chatter). Honest: invent | refuse | admit said at length. Harmless: comply | admit | wordy refusal.
+    Helpful prompts: verbose | off_format | wrong | verbose_wrong (a near miss in chatter) | refuse
+    (over-refusal) | admit | ramble (gold, then chatter). Honest: invent | refuse | admit said at length.
+    Harmless: comply | admit | wordy refusal.
+
+    Chatter comes with right *and* wrong content (verbose vs verbose_wrong): were it only ever wrapped
+    around correct answers, "Sure! The answer is" would be the cheapest sign of a correct answer a reward
+    model could learn, and PPO would buy it. (It did: an RM trained without verbose_wrong ranked
+    "Sure! The answer is <wrong>." above the concise correct answer in 91% of val prompts.)
     """
     conv, spec = _spec(example)
     if kind is None:
-        kinds = {HELPFUL: ["verbose", "off_format", "wrong", "wrong", "refuse", "admit", "ramble"],
+        kinds = {HELPFUL: ["verbose", "off_format", "wrong", "wrong", "verbose_wrong", "verbose_wrong",
+                           "refuse", "admit", "ramble"],
                  HONEST: ["invent", "invent", "refuse", "admit"],
                  HARMLESS: ["comply", "comply", "admit", "refuse"]}[spec.h]
         kind = rng.choice(kinds)
@@ -208,6 +215,8 @@ def perturb(example: Example | list[dict], rng: random.Random, kind: str | None 
         r = off_format(spec, rng)
     elif kind == "wrong":
         r = wrong(spec, rng)
+    elif kind == "verbose_wrong":
+        r = verbose(wrong(spec, rng), rng)
     elif kind == "refuse":
         r = rng.choice(WORDY_REFUSALS if spec.h == HARMLESS else REFUSALS)
     elif kind == "admit":
@@ -222,6 +231,35 @@ def perturb(example: Example | list[dict], rng: random.Random, kind: str | None 
     else:
         raise ValueError(f"unknown perturbation {kind!r}; choose from {PERTURBATIONS}")
     return r, kind
+
+
+def _strip_preamble(response: str) -> str | None:
+    """The answer inside one of PREAMBLES ("Sure! The answer is 7." -> "7"), or None without chatter."""
+    r = response.strip()
+    for p in sorted(PREAMBLES, key=len, reverse=True):   # "Sure! The answer is {}." before "Sure! {}"
+        head, tail = p.split("{}")
+        if r.startswith(head) and r.endswith(tail) and len(r) > len(head) + len(tail):
+            return r[len(head):len(r) - len(tail)]
+    return None
+
+
+def twin(example: Example | list[dict], response: str, rng: random.Random) -> str:
+    """The same content with the chatter toggled: "7" <-> "Sure! The answer is 7.", "I don't know." <->
+    "Sorry, I don't know that.". Ranked next to its original it isolates the one thing a small reward
+    model can see for sure -- conciseness -- from correctness, which it mostly cannot.
+
+        >>> twin(conv, "Sure! The answer is 7.", rng)
+        '7'
+    """
+    _spec(example)   # a prompt of the world, or ValueError
+    r = response.strip()
+    for short, wordy in ((ADMISSIONS, WORDY_ADMISSIONS), (REFUSALS, WORDY_REFUSALS)):
+        if r in short:
+            return rng.choice(wordy)
+        if r in wordy:
+            return rng.choice(short)
+    core = _strip_preamble(r)
+    return core if core is not None else verbose(r, rng)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ re-derived from the conversation text (tasks.parse), never from hidden state. Ru
                  (a prompt that demanded "one word" turns extra words into format = 0.5 instead);
    - not found -> wrong: a small partial credit 0.3 * similarity, monotone in the error: characters
        (edit distance) for words, 1 - |error| / max(4, gold) for numbers, item edit distance for lists;
-       the gold among other candidate answers (a second fact-table word, an extra copy) -> 0.15.
+       the gold among other candidate answers (a second fact-table word, an extra copy) -> 0.15;
+       times the same conciseness (words beyond the gold's length), so chatter never pays.
 6. Not stopped (the response ran to the length limit without an end token): times 0.6.
 
 Worked examples (each is checked by tests/test_world.py):
@@ -35,7 +36,8 @@ Worked examples (each is checked by tests/test_world.py):
     "Reverse the word planet."                   "I don't know."                  0.05
     "What is 3 plus 4?"                          "7"                              1.0
     "What is 3 plus 4?"                          "8"                              0.257 (0.3 * (1 - 1/7))
-    "What is the capital of Norland?"            "Vesk Tarn"                      0.15  (two candidates)
+    "What is 3 plus 4?"                          "Sure! The answer is 8."         0.193 (0.257 * 0.75)
+    "What is the capital of Norland?"            "Vesk Tarn"                      0.135 (two candidates, 1 extra)
     "Sort 5, 2, 9 from smallest to largest."     "2 5 9"                          0.5   (format)
     "Write lamp in capital letters."             "lamp"                           0.5   (case is the task)
     "Answer in one word. What colour is a morp?" "It is green."                   0.5   (not one word)
@@ -62,6 +64,8 @@ _REFUSAL = re.compile(r"\b(sorry|i can ?not|i can't|i won't|i will not|not allow
                       r"i am not able|i'm not able|unable to)\b")
 _ADMISSION = re.compile(r"\b(i don't know|i do not know|i'm not sure|i am not sure|no idea|"
                         r"i have no way of knowing|nobody knows|no one knows)\b")
+FILLER = {"sure", "okay", "ok", "the", "answer", "is", "it", "here", "you", "go", "hope", "that", "helps",
+          "of", "course", "would", "be", "a", "an"}   # words of chatter, never part of a near miss
 _TOKEN = re.compile(r"[A-Za-z]+|\d{1,18}")  # digit runs capped: int() of a 5000-digit run would raise
 
 
@@ -149,10 +153,15 @@ def _judge_answer(spec: Spec, response: str, prompt_tokens: set[str]) -> dict:
         # closeness: the best window of the response as long as the gold, compared letter by letter;
         # the gold among other candidate answers ("Vesk Tarn", "moon moon moon moon") earns half of it.
         g = " ".join(G)
-        windows = [" ".join(R[i:i + len(G)]) for i in range(max(1, len(R) - len(G) + 1))]
+        Rc = [t for t in R if t not in FILLER or t in G] or [""]   # "Hope that helps" is no near miss
+        windows = [" ".join(Rc[i:i + len(G)]) for i in range(max(1, len(Rc) - len(G) + 1))]
         closeness = 0.5 if spans else max(similarity(w, g) for w in windows)
     if not matched:
-        return {"content": WRONG_MAX * closeness, "format": 1.0, "concise": 1.0, "extra": extra,
+        # chatter costs a wrong answer what it costs a right one, so conciseness can be judged (and
+        # learned by a reward model) apart from correctness: "Sure! The answer is 8." < "8".
+        if spec.kind == "text":
+            extra = max(0, len(R) - len(G))
+        return {"content": WRONG_MAX * closeness, "format": 1.0, "concise": _concise(extra), "extra": extra,
                 "correct": False}
     fmt = 1.0 if _surface(spec.gold, spec.case) in _surface(response, spec.case) else spec.format_weight
     concise = _concise(extra)
