@@ -96,7 +96,7 @@ class LoopConfig:
 class TrainConfig(LoopConfig):
     """Pretraining: next-token prediction on a plain-text corpus (stage 1)."""
     data: str = ""                   # UTF-8 text file to train on; empty = the instruction world's corpus
-    corpus_chars: int = 400_000      # size of the world corpus to generate (ignored with --data)
+    corpus_chars: int = 3_000_000    # size of the world corpus to generate (ignored with --data); 0.4M overfit (24 epochs)
     corpus_seed: int = 0             # seed of the world corpus
     val_fraction: float = 0.1        # last fraction of the token stream held out for validation
     vocab_size: int = 1024           # BPE vocabulary (256 bytes + merges + specials) when a tokenizer is trained
