@@ -124,7 +124,7 @@ def generate(model, prompts, max_new_tokens: int, temperature=1.0, top_k=None, t
         new_tokens, new_mask, new_logprobs = [], [], []
         done = torch.zeros(B, dtype=torch.bool, device=device)   # row has emitted a stop token
         cache = model.make_kv_cache(B, P + N) if use_cache else None
-        step_ids, step_mask = seq, seq_mask  # what the next forward pass sees
+        step_ids = seq  # what the next forward pass sees
         for _ in range(N):
             if use_cache:
                 h = model.hidden_states(step_ids, attention_mask=seq_mask, kv_cache=cache)  # (B, T, C)

@@ -44,7 +44,6 @@ Simplifications relative to DeepSeekMath:
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -58,11 +57,12 @@ from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config
 from minigpt.distributed import DistInfo, all_reduce_mean, barrier, setup_distributed, teardown_distributed
 from minigpt.generate import generate
-from minigpt.train import (MetricsLogger, StopOnInterrupt, autocast_context, check_finite, configure_optimizer,
-                           forward_backward, load_training_state, make_generator, optimizer_step, pick_device,
-                           read_metrics, save_training_state, seed_everything, set_lr)
+from minigpt.train import (MetricsLogger, StopOnInterrupt, autocast_context, configure_optimizer,
+                           load_training_state, make_generator, pick_device, read_metrics, save_training_state,
+                           seed_everything, set_lr)
 from rlhf import data as D
 from rlhf.losses import entropy_from_logits, masked_mean, ppo_policy_loss, token_logprobs
+from rlhf.ppo import minibatch_updates
 
 # -----------------------------------------------------------------------------
 # config
@@ -255,22 +255,11 @@ def grpo_loss(model: nn.Module, batch: dict, cfg: GRPOConfig) -> tuple[Tensor, d
 def grpo_update(model: nn.Module, optimizer: torch.optim.Optimizer, ro: GroupRollout, cfg: GRPOConfig,
                 generator: torch.Generator, ctx=None) -> dict:
     """Step 4: ppo_epochs passes over the rollout in n_minibatches shuffled minibatches, each one optimizer
-    step fed in micro-batches whose gradients accumulate. Returns the mean stats of all micro-batches."""
-    B = ro.sequences.shape[0]
-    mb_size = max(1, math.ceil(B / cfg.n_minibatches))
-    totals, n = {}, 0
-    for _ in range(cfg.ppo_epochs):
-        perm = torch.randperm(B, generator=generator)
-        for mb in perm.split(mb_size):
-            micro = [ro.select(rows) for rows in mb.split(cfg.micro_batch_size)]
-            loss, stats = forward_backward(model, lambda m, b: grpo_loss(m, b, cfg), micro, ctx)
-            check_finite(loss, 0)
-            stats["grad_norm"] = optimizer_step(model, optimizer, cfg.grad_clip)
-            stats["loss"] = loss
-            for k, v in stats.items():
-                totals[k] = totals.get(k, 0.0) + float(v)
-            n += 1
-    return {k: v / max(n, 1) for k, v in totals.items()}
+    step fed in micro-batches whose gradients accumulate (PPO's minibatch_updates). Returns the mean stats."""
+    out, _ = minibatch_updates(model, optimizer, ro.sequences.shape[0], lambda m, b: grpo_loss(m, b, cfg),
+                               ro.select, cfg.ppo_epochs, cfg.n_minibatches, cfg.micro_batch_size, cfg.grad_clip,
+                               generator, ctx)
+    return out
 
 
 # -----------------------------------------------------------------------------

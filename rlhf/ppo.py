@@ -390,35 +390,47 @@ def ppo_loss(model: nn.Module, batch: dict, cfg: PPOConfig) -> tuple[Tensor, dic
     return loss, stats
 
 
-def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, ro: Rollout, cfg: PPOConfig,
-               generator: torch.Generator, ptx_tokens: Tensor | None = None, ctx=None, step: int = 0) -> dict:
-    """Step 4: ppo_epochs passes over ro in n_minibatches shuffled minibatches (checklist 12).
+def minibatch_updates(model: nn.Module, optimizer: torch.optim.Optimizer, n_rows: int, loss_fn, make_batch,
+                      epochs: int, n_minibatches: int, micro_batch_size: int, grad_clip: float,
+                      generator: torch.Generator, ctx=None, step: int = 0) -> tuple[dict, dict | None]:
+    """`epochs` passes over n_rows rollout rows in n_minibatches shuffled minibatches (checklist 12).
 
-    Each minibatch is one optimizer step; it is fed in micro-batches of micro_batch_size rows whose
-    gradients accumulate (minigpt.train.forward_backward). Returns the mean stats of all micro-batches
-    and, separately, those of the very first minibatch (where the ratio must be exactly 1).
+    Each minibatch is one optimizer step; it is fed in micro-batches of micro_batch_size rows
+    (make_batch(rows) -> batch for loss_fn(model, batch)) whose gradients accumulate
+    (minigpt.train.forward_backward). Returns the mean stats of all minibatches and the stats of the very
+    first one (where PPO's ratio must be exactly 1). PPO and GRPO share it.
     """
-    B = ro.sequences.shape[0]
-    mb_size = max(1, math.ceil(B / cfg.n_minibatches))
+    mb_size = max(1, math.ceil(n_rows / n_minibatches))
     totals, n, first = {}, 0, None
-    for epoch in range(cfg.ppo_epochs):
-        perm = torch.randperm(B, generator=generator)
+    for _ in range(epochs):
+        perm = torch.randperm(n_rows, generator=generator)
         for mb in perm.split(mb_size):
-            micro = []
-            for rows in mb.split(cfg.micro_batch_size):
-                batch = {**ro.select(rows), "prompt_length": ro.prompt_length}
-                if ptx_tokens is not None and cfg.ptx_coef > 0:
-                    batch["ptx_x"], batch["ptx_y"] = ptx_batch(ptx_tokens, cfg, generator)
-                micro.append(batch)
-            loss, stats = forward_backward(model, lambda m, b: ppo_loss(m, b, cfg), micro, ctx)
+            micro = [make_batch(rows) for rows in mb.split(micro_batch_size)]
+            loss, stats = forward_backward(model, loss_fn, micro, ctx)
             check_finite(loss, step)                          # NaN/inf: stop with a clear message
-            stats["grad_norm"] = optimizer_step(model, optimizer, cfg.grad_clip)
+            stats["grad_norm"] = optimizer_step(model, optimizer, grad_clip)
             stats["loss"] = loss
             first = first or dict(stats)
             for k, v in stats.items():
                 totals[k] = totals.get(k, 0.0) + float(v)
             n += 1
-    out = {k: v / max(n, 1) for k, v in totals.items()}
+    return {k: v / max(n, 1) for k, v in totals.items()}, first
+
+
+def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, ro: Rollout, cfg: PPOConfig,
+               generator: torch.Generator, ptx_tokens: Tensor | None = None, ctx=None, step: int = 0) -> dict:
+    """Step 4: ppo_epochs passes over ro in n_minibatches shuffled minibatches of micro-batches
+    (minibatch_updates), each micro-batch with its PPO-ptx corpus windows when ptx_coef > 0. Returns the
+    mean stats and, as first_*, those of the very first minibatch (where the ratio must be exactly 1)."""
+    def make_batch(rows: Tensor) -> dict:
+        batch = {**ro.select(rows), "prompt_length": ro.prompt_length}
+        if ptx_tokens is not None and cfg.ptx_coef > 0:
+            batch["ptx_x"], batch["ptx_y"] = ptx_batch(ptx_tokens, cfg, generator)
+        return batch
+
+    out, first = minibatch_updates(model, optimizer, ro.sequences.shape[0], lambda m, b: ppo_loss(m, b, cfg),
+                                   make_batch, cfg.ppo_epochs, cfg.n_minibatches, cfg.micro_batch_size,
+                                   cfg.grad_clip, generator, ctx, step)
     out.update({f"first_{k}": first[k] for k in ("approx_kl", "clipfrac", "ratio_mean")} if first else {})
     return out
 

@@ -101,7 +101,6 @@ def write_report(run_dir: str, metrics: dict, results: dict, plots: dict[str, st
     """Write run_dir/report.md; returns its path."""
     from minigpt.checkpoint import atomic_write_text
 
-    st = results["stages"]
     cmp_ = results.get("comparisons", {})
     secs = metrics.get("seconds", {})
     L = [f"# minigpt-rlhf run `{metrics.get('out', run_dir)}` (preset `{metrics.get('preset', '?')}`)", ""]
@@ -111,7 +110,7 @@ def write_report(run_dir: str, metrics: dict, results: dict, plots: dict[str, st
           f"on {metrics.get('device', 'cpu')}.", ""]
     L += ["## Gold score per stage", ""] + stage_table(results) + [""]
 
-    ppo, sft = metrics.get("ppo", {}), metrics.get("sft", {})
+    ppo = metrics.get("ppo", {})
     notes = []
     c = (cmp_.get("ppo_vs_sft") or {})
     for d in ("greedy", "sampled"):
