@@ -34,3 +34,10 @@ def _seed_everything():
     except ImportError:  # pragma: no cover
         pass
     yield
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """The RL-stage tests' tokenizer (tests/tiny_rl.py); test modules that need another define their own."""
+    from tests.tiny_rl import tiny_tokenizer
+    return tiny_tokenizer()

@@ -14,27 +14,9 @@ import torch
 
 from minigpt import GPT
 from minigpt import checkpoint as ckpt_io
-from minigpt.config import model_preset
 from rlhf import data as D
 from rlhf import dpo
-
-TEXT = ("Reverse the word cat. tac. What is 3 plus 4? 7. Sort these numbers: 3, 1, 2. 1, 2, 3. "
-        "The capital of Quon is Dasha. I don't know. Sorry, I can't help with that. Hello there! ") * 4
-
-
-@pytest.fixture(scope="module")
-def tok():
-    from minigpt.tokenizer import train_bpe
-    return train_bpe(TEXT, vocab_size=256 + 40 + 6)
-
-
-def tiny_gpt(vocab_size, seed=0):
-    torch.manual_seed(seed)
-    m = GPT(model_preset("tiny", vocab_size=vocab_size))
-    with torch.no_grad():  # sharper-than-init logits, so log-probs differ visibly between tokens
-        m.transformer.wte.weight.mul_(4.0)
-    return m.eval()
-
+from tests.tiny_rl import tiny_gpt  # and the `tok` fixture of conftest.py
 
 PROMPT = [{"role": "user", "content": "What is 3 plus 4?"}]
 

@@ -13,34 +13,10 @@ import torch
 
 from minigpt import GPT
 from minigpt import checkpoint as ckpt_io
-from minigpt.config import model_preset
 from minigpt.train import read_metrics
 from rlhf import data as D
 from rlhf import grpo
-from rlhf.reward_model import RewardModel
-
-TEXT = ("Reverse the word cat. tac. What is 3 plus 4? 7. Sort these numbers: 3, 1, 2. 1, 2, 3. "
-        "The capital of Quon is Dasha. I don't know. Sorry, I can't help with that. Hello there! ") * 4
-
-
-@pytest.fixture(scope="module")
-def tok():
-    from minigpt.tokenizer import train_bpe
-    return train_bpe(TEXT, vocab_size=256 + 40 + 6)
-
-
-def tiny_gpt(vocab_size, seed=0):
-    torch.manual_seed(seed)
-    m = GPT(model_preset("tiny", vocab_size=vocab_size))
-    with torch.no_grad():
-        m.transformer.wte.weight.mul_(4.0)
-    return m.eval()
-
-
-def prompts_of(tok, n=4, max_len=40):
-    from rlhf.world import make_prompts
-    return [D.render_prompt(ex.conversation, tok, max_len=max_len) for ex in make_prompts("train", n, seed=3)]
-
+from tests.tiny_rl import prompts_of, tiny_gpt, tiny_rm  # and the `tok` fixture of conftest.py
 
 # ---------------------------------------------------------------- the formulas
 
@@ -182,11 +158,7 @@ def run_dirs(tmp_path_factory, tok):
     root = tmp_path_factory.mktemp("grpo_runs")
     sft, rm = str(root / "sft"), str(root / "rm")
     ckpt_io.save_model(sft, tiny_gpt(tok.vocab_size), tok)
-    torch.manual_seed(1)
-    r = RewardModel(model_preset("tiny", vocab_size=tok.vocab_size))
-    with torch.no_grad():
-        r.head.weight.normal_(0.0, 0.5)
-    r.save(rm, tok)
+    tiny_rm(tok.vocab_size).save(rm, tok)
     return sft, rm, root
 
 

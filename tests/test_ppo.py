@@ -15,16 +15,12 @@ import torch
 
 from minigpt import GPT
 from minigpt import checkpoint as ckpt_io
-from minigpt.config import model_preset
 from minigpt.generate import generate
 from rlhf import data as D
 from rlhf import ppo
 from rlhf.losses import AdaptiveKLController, gae, masked_mean
 from rlhf.reward_model import RewardModel
-
-TEXT = ("Reverse the word cat. tac. What is 3 plus 4? 7. Sort these numbers: 3, 1, 2. 1, 2, 3. "
-        "The capital of Quon is Dasha. I don't know. Sorry, I can't help with that. Hello there! ") * 4
-
+from tests.tiny_rl import prompts_of, tiny_gpt, tiny_rm  # and the `tok` fixture of conftest.py
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
@@ -33,28 +29,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    from minigpt.tokenizer import train_bpe
-    return train_bpe(TEXT, vocab_size=256 + 40 + 6)
-
-
-def tiny_gpt(vocab_size, seed=0, dropout=0.0, sharpen=4.0):
-    torch.manual_seed(seed)
-    m = GPT(model_preset("tiny", vocab_size=vocab_size, dropout=dropout))
-    with torch.no_grad():  # sharper-than-init logits, so samples are not uniform noise
-        m.transformer.wte.weight.mul_(sharpen)
-    return m.eval()
-
-
-def tiny_rm(vocab_size, seed=1):
-    torch.manual_seed(seed)
-    rm = RewardModel(model_preset("tiny", vocab_size=vocab_size))
-    with torch.no_grad():
-        rm.head.weight.normal_(0.0, 0.5)   # visibly different scores for different responses
-    return rm.eval()
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +52,6 @@ def cfg_for(run_dirs, **kw):
 def models(run_dirs):
     cfg = cfg_for(run_dirs)
     return ppo.build_models(cfg, torch.device("cpu"))
-
-
-def prompts_of(tok, n=8, max_len=40):
-    from rlhf.world import make_prompts
-    return [D.render_prompt(ex.conversation, tok, max_len=max_len) for ex in make_prompts("train", n, seed=3)]
 
 
 def rollout(models, tok, cfg, n=8, seed=0, kl_coef=0.1):

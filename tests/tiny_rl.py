@@ -1,0 +1,45 @@
+"""Shared pieces of the RL-stage tests (PPO, GRPO, DPO): a tokenizer trained on a few world phrases, tiny
+random policies and reward models, and rendered world prompts. conftest.py serves `tok` as the default
+`tok` fixture of every test module (a module may define its own).
+"""
+
+import torch
+
+from minigpt import GPT
+from minigpt.config import model_preset
+from rlhf import data as D
+from rlhf.reward_model import RewardModel
+
+TEXT = ("Reverse the word cat. tac. What is 3 plus 4? 7. Sort these numbers: 3, 1, 2. 1, 2, 3. "
+        "The capital of Quon is Dasha. I don't know. Sorry, I can't help with that. Hello there! ") * 4
+
+
+def tiny_tokenizer():
+    """A 302-token BPE (256 bytes + 40 merges + 6 specials) trained on TEXT."""
+    from minigpt.tokenizer import train_bpe
+    return train_bpe(TEXT, vocab_size=256 + 40 + 6)
+
+
+def tiny_gpt(vocab_size: int, seed: int = 0, dropout: float = 0.0, sharpen: float = 4.0) -> GPT:
+    """The tiny preset with embeddings scaled by `sharpen`: sharper-than-init logits, so samples are not
+    uniform noise and log-probs differ visibly between tokens."""
+    torch.manual_seed(seed)
+    m = GPT(model_preset("tiny", vocab_size=vocab_size, dropout=dropout))
+    with torch.no_grad():
+        m.transformer.wte.weight.mul_(sharpen)
+    return m.eval()
+
+
+def tiny_rm(vocab_size: int, seed: int = 1) -> RewardModel:
+    """A tiny random reward model whose head gives visibly different scores to different responses."""
+    torch.manual_seed(seed)
+    rm = RewardModel(model_preset("tiny", vocab_size=vocab_size))
+    with torch.no_grad():
+        rm.head.weight.normal_(0.0, 0.5)
+    return rm.eval()
+
+
+def prompts_of(tok, n: int = 8, max_len: int = 40) -> list[list[int]]:
+    """n rendered train prompts of the instruction world (seed 3), each at most max_len tokens."""
+    from rlhf.world import make_prompts
+    return [D.render_prompt(ex.conversation, tok, max_len=max_len) for ex in make_prompts("train", n, seed=3)]
