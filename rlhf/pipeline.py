@@ -347,7 +347,7 @@ def build_metrics(run_dir: str, results: dict, cfg: PipelineConfig, preset: str,
         m["reward_model"] = {k: rm.get(k) for k in (
             "val_accuracy", "label_agreement", "gap_to_ceiling", "go", "gold_accuracy", "labeler_gold_accuracy",
             "pairs", "informative_share", "informative_share_train", "train_pairs", "rm_gold_pearson",
-            "rm_gold_pearson_within_prompt", "by_family", "by_h", "val_loss", "steps", "demo_reward_mean")}
+            "rm_gold_pearson_within_prompt", "by_family", "by_h", "val_loss", "steps", "demo_reward_mean", "probes")}
         m["reward_model"]["ece"] = (rm.get("calibration") or {}).get("ece")
     if "best_of_n" in m:
         from rlhf.best_of_n import best_of_n_kl

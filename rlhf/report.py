@@ -130,6 +130,12 @@ def write_report(run_dir: str, metrics: dict, results: dict, plots: dict[str, st
     if rm:
         notes.append(f"- Reward model: held-out pairwise accuracy {_pct(rm.get('val_accuracy'))} against the "
                      f"labelers' agreement {_pct(rm.get('label_agreement'))} (its ceiling).")
+        pr = rm.get("probes") or {}
+        if pr:
+            notes.append(f"- Reward-model probes on {pr.get('prompts')} helpful val prompts (`python -m rlhf.rm_probes`; "
+                         f"50% = chance): right answer over a near miss {_pct(pr.get('correct_vs_near_miss'))}, "
+                         f"concise over chatty {_pct(pr.get('concise_vs_chatty'))}, concise right answer over "
+                         f"a chatty wrong one {_pct(pr.get('correct_vs_chatty_wrong'))}.")
     bon = metrics.get("best_of_n", {})
     if bon.get("gold_score") is not None:
         notes.append(f"- Best-of-{bon.get('n', '?')} (SFT samples re-ranked by the reward model, KL "

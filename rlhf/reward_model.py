@@ -666,6 +666,8 @@ def train_reward_model(cfg: RMConfig) -> dict:
             val_rewards = score_items(model, val_items, pad_id, device=device)
             metrics = evaluate_rankings(val_items, val_rewards, cfg.calibration_bins, seed=cfg.seed)
             cal_path = plot_calibration(metrics["calibration"], os.path.join(run_dir, "calibration.png"))
+            from rlhf.rm_probes import probe_reward_model   # one factor at a time: content, chatter
+            probes = probe_reward_model(model, tokenizer, cfg.n_val_prompts, "val", cfg.data_seed)
             train_share = n_pairs / max(n_all, 1)
             ceiling = metrics["label_agreement"]
             summary = {
@@ -678,7 +680,7 @@ def train_reward_model(cfg: RMConfig) -> dict:
                 "val_prompts": len(val_items), "loss": "pairwise" if pairwise else "ranked",
                 "reward_offset": offset, "demo_reward_mean": float(np.mean(demo_after)) if demo_after else None,
                 "demo_reward_std": float(np.std(demo_after)) if demo_after else None,
-                "by_source": by_source(val_items, val_rewards),
+                "by_source": by_source(val_items, val_rewards), "probes": probes,
                 "train_loss": result["train_loss"], "val_loss": result["val_loss"], "steps": result["step"],
                 "seconds_data": seconds_data, "seconds_train": result["train_seconds"],
                 "seconds": time.time() - t_start, "device": str(device), "world_size": info.world_size,
@@ -720,6 +722,9 @@ def print_summary(s: dict) -> None:
         print(f"  {'source':<11} {'reward':>7} {'gold':>6} {'n':>6}")
         for name, g in s["by_source"].items():
             print(f"  {name:<11} {_num(g['reward']):>7} {_num(g['gold']):>6} {g['n']:>6}")
+    if s.get("probes"):
+        from rlhf.rm_probes import format_probes
+        print(format_probes(s["probes"]))
     print(f"  {s['seconds']:.1f}s ({s['seconds_data']:.1f}s making comparisons, {s['seconds_train']:.1f}s training)")
 
 

@@ -248,3 +248,33 @@ def test_help_runs_as_module():
                          text=True, timeout=60)
     assert out.returncode == 0
     assert "--temperatures" in out.stdout and "--sft_dir" in out.stdout
+
+
+class _LengthRM(torch.nn.Module):
+    """A stand-in reward model: +1 or -1 per token (sign), so it loves or hates chatter, blind to content."""
+    def __init__(self, sign: float):
+        super().__init__()
+        self.sign = sign
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.config = type("C", (), {"block_size": 256})()
+
+    def score(self, ids, mask):
+        return self.sign * mask.sum(1).float()
+
+
+def test_rm_probes_separate_chatter_from_content(tok):
+    from rlhf.rm_probes import PROBES, probe_reward_model
+    short = probe_reward_model(_LengthRM(-1.0), tok, n_prompts=60)
+    long = probe_reward_model(_LengthRM(+1.0), tok, n_prompts=60)
+    assert short["prompts"] > 20 and set(PROBES) <= set(short)
+    for k in ("concise_vs_chatty", "concise_vs_chatty_wrong", "correct_vs_chatty_wrong"):
+        assert short[k] == 1.0 and long[k] == 0.0, k     # chatter always adds tokens
+    # content-blind: the near-miss probe is about length only, and the two RMs mirror each other
+    assert short["correct_vs_near_miss"] + long["correct_vs_near_miss"] == pytest.approx(1.0)
+
+
+def test_rm_probes_cli_rejects_a_missing_run(tmp_path, capsys):
+    from rlhf.rm_probes import main
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "nothing")])
+    assert e.value.code == 2 and "no model.pt" in capsys.readouterr().err

@@ -150,10 +150,11 @@ CELLS = [
     informative — plus each one's *twin* with its chatter toggled ("7" ↔ "Sure! The answer is 7.").
     Without the twins, chatter would be a cue of correctness (labelers' demonstrations wrap it around
     right answers, the SFT samples are mostly wrong), and an RM trained that way ranked
-    "Sure! The answer is ⟨wrong⟩." above the concise right answer for 91% of val prompts: PPO learned
-    to add "Sure!". A simulated labeler ranks the candidates, trains with `ranked_reward_loss` through the shared loop, shifts the reward so that
-    demonstrations average 0 (InstructGPT's normalisation), and evaluates on val prompts ranked by *two*
-    independent labelers.
+    "Sure! The answer is ⟨wrong⟩." above the concise right answer for 90% of helpful val prompts:
+    PPO learned to add "Sure!" (`python -m rlhf.rm_probes` measures this). A simulated labeler ranks
+    the candidates; the stage trains with `ranked_reward_loss` through the shared loop, shifts the
+    reward so that demonstrations average 0 (InstructGPT's normalisation), and evaluates on val prompts
+    ranked by *two* independent labelers.
     """),
     ("stages", "reward_model"),
     ("code", """

@@ -200,7 +200,7 @@ def perturb(example: Example | list[dict], rng: random.Random, kind: str | None 
     Chatter comes with right *and* wrong content (verbose vs verbose_wrong): were it only ever wrapped
     around correct answers, "Sure! The answer is" would be the cheapest sign of a correct answer a reward
     model could learn, and PPO would buy it. (It did: an RM trained without verbose_wrong ranked
-    "Sure! The answer is <wrong>." above the concise correct answer in 91% of val prompts.)
+    "Sure! The answer is <wrong>." above the concise correct answer on 90% of helpful val prompts.)
     """
     conv, spec = _spec(example)
     if kind is None:
