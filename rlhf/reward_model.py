@@ -207,7 +207,8 @@ def encode_response(conversation: list[dict], response: str, tokenizer, max_len:
 
 @torch.no_grad()
 def sample_responses(model: GPT, tokenizer, conversations: list[list[dict]], temperature: float,
-                     max_new_tokens: int, seed, batch_size: int = 64, desc: str = "sample") -> list[tuple[str, bool]]:
+                     max_new_tokens: int, seed, batch_size: int = 64, desc: str = "sample",
+                     progress: bool = True) -> list[tuple[str, bool]]:
     """One sampled reply per conversation: [(text up to the first <|end|>, stopped), ...]."""
     from minigpt.generate import generate
     from tqdm.auto import tqdm
@@ -216,7 +217,8 @@ def sample_responses(model: GPT, tokenizer, conversations: list[list[dict]], tem
     device = model.transformer.wte.weight.device
     max_prompt = model.config.block_size - max_new_tokens
     out = []
-    for start in tqdm(range(0, len(conversations), batch_size), desc=desc, leave=False, dynamic_ncols=True):
+    for start in tqdm(range(0, len(conversations), batch_size), desc=desc, leave=False, dynamic_ncols=True,
+                      disable=not progress):
         prompts = [D.render_prompt(c, tokenizer, max_len=max_prompt) for c in conversations[start:start + batch_size]]
         gen_seed = make_generator(0, seed, start).initial_seed()
         g = torch.Generator(device=device).manual_seed(gen_seed)
@@ -254,7 +256,7 @@ def simulate_rankings(split: str, n_prompts: int, policies: list[tuple[str, GPT,
     for name, model, temps in policies:
         for k, t in enumerate(temps):
             samples = sample_responses(model, tokenizer, convs, t, cfg.max_new_tokens, (cfg.data_seed, split, name, k),
-                                       cfg.gen_batch_size, desc=f"{split}: {name} T={t:g}")
+                                       cfg.gen_batch_size, desc=f"{split}: {name} T={t:g}", progress=cfg.progress)
             for c, (text, stopped) in zip(cands, samples):
                 c.append((text, stopped, f"{name}@{t:g}"))
     if cfg.twins:   # same content, chatter toggled: chatter then says nothing about correctness
