@@ -51,9 +51,8 @@ from torch import Tensor
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config
 from minigpt.distributed import barrier, teardown_distributed
-from minigpt.train import (LoopConfig, fit, make_generator, read_metrics,
-                           run_entry_point, start_stage,
-                           seed_everything)
+from minigpt.train import (LoopConfig, fit, make_generator, read_metrics, run_entry_point, seed_everything,
+                           start_stage)
 from rlhf import data as D
 from rlhf.losses import dpo_loss, token_logprobs
 

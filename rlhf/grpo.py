@@ -55,11 +55,11 @@ from torch import Tensor
 
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config
-from minigpt.distributed import DistInfo, all_reduce_mean, barrier, setup_distributed, teardown_distributed
+from minigpt.distributed import DistInfo, all_reduce_mean, barrier, teardown_distributed
 from minigpt.generate import generate
 from minigpt.train import (MetricsLogger, StopOnInterrupt, autocast_context, configure_optimizer,
-                           load_training_state, make_generator, pick_device, read_metrics, save_training_state,
-                           seed_everything, set_lr)
+                           load_training_state, make_generator, read_metrics, save_training_state,
+                           seed_everything, set_lr, start_stage)
 from rlhf import data as D
 from rlhf.losses import entropy_from_logits, masked_mean, ppo_policy_loss, token_logprobs
 from rlhf.ppo import minibatch_updates
@@ -296,22 +296,19 @@ def build_models(cfg: GRPOConfig, device) -> tuple:
 
 def train_grpo(cfg: GRPOConfig) -> dict:
     """Run GRPO (see the module docstring); returns the final metrics, also written to out_dir/summary.json."""
-    info = setup_distributed(pick_device(cfg.device).type)
+    device, info, _ = start_stage(cfg, make_run_dir=False)   # the run dir is made once the run starts
     try:
-        return _train_grpo(cfg, info)
+        return _train_grpo(cfg, device, info)
     finally:
         teardown_distributed()
 
 
-def _train_grpo(cfg: GRPOConfig, info: DistInfo) -> dict:
+def _train_grpo(cfg: GRPOConfig, device: torch.device, info: DistInfo) -> dict:
     from rlhf.dpo import format_gold, gold_vs_reference, plot_panels
     from rlhf.ppo import evaluate_policy, load_prompt_pool
     from rlhf.world import make_prompts
 
     t_start = time.time()
-    device = pick_device(cfg.device)
-    if device.type == "cuda" and info.enabled:
-        device = torch.device("cuda", info.local_rank)
     seed_everything(cfg.seed + info.rank)
     if cfg.prompts_per_iter % info.world_size:
         raise SystemExit(f"error: --prompts_per_iter={cfg.prompts_per_iter} does not split over {info.world_size} processes")

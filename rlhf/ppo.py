@@ -76,11 +76,11 @@ from torch import Tensor
 
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config
-from minigpt.distributed import DistInfo, all_reduce_mean, barrier, setup_distributed, teardown_distributed
+from minigpt.distributed import DistInfo, all_reduce_mean, barrier, teardown_distributed
 from minigpt.generate import generate
 from minigpt.train import (MetricsLogger, StopOnInterrupt, autocast_context, check_finite, configure_optimizer,
-                           forward_backward, load_training_state, make_generator, optimizer_step, pick_device,
-                           read_metrics, save_training_state, seed_everything, set_lr)
+                           forward_backward, load_training_state, make_generator, optimizer_step, read_metrics,
+                           save_training_state, seed_everything, set_lr, start_stage)
 from rlhf import data as D
 from rlhf.losses import (AdaptiveKLController, entropy_from_logits, gae, kl_shaped_rewards, masked_mean,
                          masked_whiten, ppo_policy_loss, ppo_value_loss, token_logprobs)
@@ -558,18 +558,15 @@ def build_models(cfg: PPOConfig, device) -> tuple:
 
 def train_ppo(cfg: PPOConfig) -> dict:
     """Run PPO (see the module docstring); returns the final metrics, also written to out_dir/summary.json."""
-    info = setup_distributed(pick_device(cfg.device).type)
+    device, info, _ = start_stage(cfg, make_run_dir=False)   # the run dir is made once the run starts
     try:
-        return _train_ppo(cfg, info)
+        return _train_ppo(cfg, device, info)
     finally:
         teardown_distributed()
 
 
-def _train_ppo(cfg: PPOConfig, info: DistInfo) -> dict:
+def _train_ppo(cfg: PPOConfig, device: torch.device, info: DistInfo) -> dict:
     t_start = time.time()
-    device = pick_device(cfg.device)
-    if device.type == "cuda" and info.enabled:
-        device = torch.device("cuda", info.local_rank)
     seed_everything(cfg.seed + info.rank)
     if cfg.batch_size % info.world_size:
         raise SystemExit(f"error: --batch_size={cfg.batch_size} does not split over {info.world_size} processes")
