@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from rlhf.reward_model import RankedItem
 
 
-def _agree(a: float, b: float) -> float:
+def agree(a: float, b: float) -> float:
     """1 if a > b, 0.5 if equal, 0 if a < b: credit for ordering the first of a pair above the second."""
     return 1.0 if a > b else (0.5 if a == b else 0.0)
 
@@ -82,14 +82,14 @@ def evaluate_rankings(items: list[RankedItem], rewards: list[list[float]], n_bin
                 n_pairs_total += 1
                 if gold is not None and gold[i] != gold[j]:
                     better, worse = (i, j) if gold[i] > gold[j] else (j, i)
-                    gold_rm.append(_agree(r[better], r[worse]))
-                    gold_lab.append(_agree(-it.ranks[better], -it.ranks[worse]))
+                    gold_rm.append(agree(r[better], r[worse]))
+                    gold_lab.append(agree(-it.ranks[better], -it.ranks[worse]))
                 if not (it.ranks[i] < it.ranks[j] and it.texts[i] != it.texts[j]):
                     continue
                 n_informative += 1
-                a = _agree(r[i], r[j])
+                a = agree(r[i], r[j])
                 acc.append(a)
-                c = _agree(-ranks_2[i], -ranks_2[j]) if ranks_2 is not None else None
+                c = agree(-ranks_2[i], -ranks_2[j]) if ranks_2 is not None else None
                 if c is not None:
                     ceil.append(c)
                 keys = [f"family/{it.meta.get('family', '?')}", f"h/{it.meta.get('h', '?')}"]

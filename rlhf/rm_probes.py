@@ -30,6 +30,7 @@ def probe_reward_model(rm, tokenizer, n_prompts: int = 300, split: str = "val", 
     """{probe: share of prompts where the RM orders the pair as the oracle does} on helpful prompts of
     `split` (ties count ½), plus "prompts": how many were probed."""
     from rlhf.evaluate import rm_scores
+    from rlhf.rm_metrics import agree
     from rlhf.world import make_prompts
     from rlhf.world.labelers import verbose, wrong
     from rlhf.world.tasks import HELPFUL, parse
@@ -49,7 +50,7 @@ def probe_reward_model(rm, tokenizer, n_prompts: int = 300, split: str = "val", 
     rows = [r[i:i + 4] for i in range(0, len(r), 4)]           # (gold, chatty gold, miss, chatty miss)
 
     def share(a: int, b: int) -> float:
-        return sum(1.0 if x[a] > x[b] else 0.5 if x[a] == x[b] else 0.0 for x in rows) / max(len(rows), 1)
+        return sum(agree(x[a], x[b]) for x in rows) / max(len(rows), 1)
 
     out = dict(zip(PROBES, (share(0, 2), share(0, 1), share(2, 3), share(0, 3))))
     out["prompts"] = len(rows)
