@@ -263,8 +263,8 @@ def simulate_rankings(split: str, n_prompts: int, policies: list[tuple[str, GPT,
                 c.append((text, stopped, f"{name}@{t:g}"))
     if cfg.twins:   # same content, chatter toggled: chatter then says nothing about correctness
         rng = random.Random(f"rm-twin:{cfg.data_seed}:{split}")
-        for c, ex in zip(cands, examples):
-            c += [(world.twin(ex, text, rng), stopped, f"{source}+twin") for text, stopped, source in list(c)]
+        for c in cands:
+            c += [(world.twin(text, rng), stopped, f"{source}+twin") for text, stopped, source in list(c)]
     label_kw = {} if cfg.label_temperature < 0 else {"temperature": cfg.label_temperature}
     labelers = [random.Random(f"rm-label:{cfg.data_seed}:{split}:{i}") for i in range(n_labelers)]
     rows = []

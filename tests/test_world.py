@@ -186,17 +186,16 @@ def test_chatter_costs_wrong_answers_too():
 
 def test_twin_toggles_chatter_and_never_gains():
     rng = random.Random(0)
-    q = U("What is 3 plus 4?")
-    assert twin(q, "Sure! The answer is 7.", rng) == "7"
-    assert twin(q, "8. Hope that helps!", rng) == "8"
-    chatty = twin(q, "7", rng)
-    assert chatty != "7" and twin(q, chatty, rng) == "7"          # an involution on the answer
-    assert twin(q, "I don't know.", rng) in world.labelers.WORDY_ADMISSIONS
-    assert twin(q, "Sorry, I won't do that. It would not be kind.", rng) in world.labelers.REFUSALS
+    assert twin("Sure! The answer is 7.", rng) == "7"
+    assert twin("8. Hope that helps!", rng) == "8"
+    chatty = twin("7", rng)
+    assert chatty != "7" and twin(chatty, rng) == "7"          # an involution on the answer
+    assert twin("I don't know.", rng) in world.labelers.WORDY_ADMISSIONS
+    assert twin("Sorry, I won't do that. It would not be kind.", rng) in world.labelers.REFUSALS
     # on every family, the chatty one of a twin pair never scores more than the concise one
     for ex in make_prompts("val", 60, seed=3):
         for r in (ex.gold, perturb(ex, rng, "wrong")[0] if ex.h == "helpful" else ex.gold):
-            t = twin(ex.conversation, r, rng)
+            t = twin(r, rng)
             assert score(ex.conversation, t) <= score(ex.conversation, r), (ex.conversation, r, t)
 
 

@@ -243,15 +243,14 @@ def _strip_preamble(response: str) -> str | None:
     return None
 
 
-def twin(example: Example | list[dict], response: str, rng: random.Random) -> str:
+def twin(response: str, rng: random.Random) -> str:
     """The same content with the chatter toggled: "7" <-> "Sure! The answer is 7.", "I don't know." <->
     "Sorry, I don't know that.". Ranked next to its original it isolates the one thing a small reward
     model can see for sure -- conciseness -- from correctness, which it mostly cannot.
 
-        >>> twin(conv, "Sure! The answer is 7.", rng)
+        >>> twin("Sure! The answer is 7.", rng)
         '7'
     """
-    _spec(example)   # a prompt of the world, or ValueError
     r = response.strip()
     for short, wordy in ((ADMISSIONS, WORDY_ADMISSIONS), (REFUSALS, WORDY_REFUSALS)):
         if r in short:
