@@ -65,8 +65,8 @@ class PipelineConfig:
 
 
 # The CPU default's own overrides of the stage modules' default presets (the modules' presets carry the
-# tuning; e.g. rlhf.reward_model's default adds two of the world's flawed answers to every prompt's K
-# candidates, without which PPO learned to answer helpful prompts with "I do not know.").
+# tuning; e.g. rlhf.reward_model's default ranks each candidate next to its chatter-toggled twin,
+# without which PPO learned to add "Sure! The answer is" instead of getting answers right).
 DEFAULT_STAGES: dict[str, dict] = {
     "pretrain_large": dict(n_layer=6, n_head=5, n_embd=160),   # headline: ~2.3x the non-embedding parameters
 }

@@ -178,7 +178,7 @@ class RMConfig(LoopConfig):
 PRESETS: dict[str, dict] = {
     # CI smoke run: seconds.
     "tiny": dict(out_dir="out/tiny/reward_model", sft_dir="out/tiny/sft", n_train_prompts=48, n_val_prompts=24,
-                 n_perturbed=1, temperatures=[1.0, 1.6], max_new_tokens=16, batch_size=8, epochs=1.0,
+                 temperatures=[1.0, 1.6], max_new_tokens=16, batch_size=8, epochs=1.0,
                  warmup_iters=2, eval_interval=5, eval_iters=1, learning_rate=1e-4, min_lr=1e-5,
                  gen_batch_size=64, calibration_bins=5),
     # After the default SFT (the dataclass defaults): K = 8 candidates per prompt = the labeler's
