@@ -18,14 +18,6 @@ from rlhf import best_of_n as bon
 from rlhf.reward_model import RewardModel
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_analytic_kl_values():
     assert bon.best_of_n_kl(1) == 0.0
     assert math.isclose(bon.best_of_n_kl(2), math.log(2) - 0.5)

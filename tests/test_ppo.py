@@ -22,14 +22,6 @@ from rlhf.losses import AdaptiveKLController, gae, masked_mean
 from rlhf.reward_model import RewardModel
 from tests.tiny_rl import prompts_of, tiny_gpt, tiny_rm  # and the `tok` fixture of conftest.py
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models on a shared CPU: one intra-op thread is several times faster than threads that wait on each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def run_dirs(tmp_path_factory, tok):
