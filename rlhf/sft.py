@@ -53,7 +53,8 @@ class SFTConfig(LoopConfig):
     out_dir: str = "out/sft"            # run directory of this stage
     init_from: str = "out/pretrain"     # run directory of the pretrained model (its model.pt + tokenizer.bpe)
     data: str = ""                      # demonstrations JSONL (messages or Alpaca); empty = the world's labelers
-    n_demos: int = 1500                 # world demonstrations to train on (deliberately few, as in InstructGPT)
+    n_demos: int = 6000                 # world demonstrations to train on (InstructGPT: ~13k; 1500 left the
+                                        # base model's knowledge unused: val gold 0.295 vs 0.447, see max_iters)
     n_val_demos: int = 200              # held-out demonstrations (val-split prompts) for the validation loss
     demo_seed: int = 0                  # seed of the world's demonstrations
     val_fraction: float = 0.1           # with --data: fraction of the file held out for the validation loss
@@ -62,7 +63,8 @@ class SFTConfig(LoopConfig):
     eval_seed: int = 0                  # which val prompts
     max_new_tokens: int = 32            # response budget of the gold evaluation (no stop = cut here)
     eval_batch_size: int = 100          # prompts per generation batch
-    max_iters: int = 300                # optimizer steps
+    max_iters: int = 900                # optimizer steps (~5 epochs of 6000 demos; 300 steps: val gold 0.33,
+                                        # 600: 0.415, 900: 0.447 -- the base reverses all 58 words, SFT@300 0.19)
     batch_size: int = 32                # conversations per micro-batch (all processes together)
     learning_rate: float = 1e-3         # peak learning rate
     min_lr: float = 1e-4                # end of the cosine decay
