@@ -133,8 +133,8 @@ CELLS = [
     ("md", """
     ## 6. Supervised fine-tuning
 
-    `train_sft` loads the pretrained run, renders the simulated labelers' demonstrations (few and
-    imperfect on purpose: see notebook 03), trains with `sft_loss` through the shared loop
+    `train_sft` loads the pretrained run, renders the simulated labelers' demonstrations (imperfect on
+    purpose: see notebook 03), trains with `sft_loss` through the shared loop
     `minigpt.train.fit`, and scores greedy answers to held-out *val* prompts with the gold oracle,
     before and after.
     """),
@@ -171,6 +171,12 @@ CELLS = [
     `python -m rlhf.sft --preset default`) trains a 4-layer model for minutes: run it to see how far
     SFT gets. Either way SFT imitates the labelers' flaws too, which is the headroom the reward model
     and PPO work with.
+
+    SFT mostly *unlocks* what pretraining stored. The default base model completes "Spelled
+    backwards, horse is" correctly for all 58 words of the world, yet after 300 SFT steps on 1,500
+    demonstrations its gold score on "Reverse the word …" prompts was 0.13 (0.295 over all families,
+    val prompts). The default now trains 900 steps on 6,000 demonstrations: reverse 0.67, all families
+    0.447 — the cheapest gain of the whole pipeline, bought before any RLHF.
     """),
 
     ("md", "## 8. Loss curves"),
