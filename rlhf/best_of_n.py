@@ -56,6 +56,20 @@ def n_for_kl(kl: float) -> float:
     return (lo + hi) / 2
 
 
+def gold_at_kl(curve: list[dict], kl: float) -> float | None:
+    """Best-of-N's gold score at a given KL, linearly interpolated between the N of `curve`.
+
+    curve: [{"kl": ..., "gold": ...}, ...] sorted by KL (best_of_n_kl(1) = 0 first). None when `kl` lies
+    beyond the largest N (no extrapolation). Example: curve [(0, 0.2), (0.19, 0.3), (0.64, 0.4)] at
+    kl = 0.415 -> 0.35 (halfway between N = 2 and N = 4).
+    """
+    for a, b in zip(curve, curve[1:]):
+        if a["kl"] <= kl <= b["kl"]:
+            w = (kl - a["kl"]) / (b["kl"] - a["kl"]) if b["kl"] > a["kl"] else 0.0
+            return a["gold"] + w * (b["gold"] - a["gold"])
+    return curve[0]["gold"] if curve and kl <= curve[0]["kl"] else None
+
+
 def pick_best(scores: torch.Tensor, n: int) -> torch.Tensor:
     """Index of the highest score among the first n candidates of each row. scores (P, N_max) -> (P,).
     pick_best(tensor([[0., 2., 5.], [3., 1., 9.]]), 2) -> [1, 0] (the third column is not a candidate)."""

@@ -426,7 +426,9 @@ def best_of_n_rows(policy, tokenizer, rm, rm_tokenizer, examples: list, n: int, 
     and is the baseline RL should beat at equal KL (KL = log N - (N-1)/N, rlhf.best_of_n). A response
     without <|end|> scores no_stop_reward, as in PPO's rollouts (None = the RM's score of the text).
     Rows as evaluate_model's, with the RM's pick under both decodings (there is no greedy best-of-N),
-    plus "oracle_gold": the best gold score among the N (what a perfect reward model would pick)."""
+    plus "oracle_gold": the best gold score among the N (what a perfect reward model would pick) and
+    "gold_by_n": for k = 1..N the gold of the RM's pick among the first k samples, i.e. best-of-k for every
+    k from the same samples (gold_by_n[0] is one plain SFT sample, gold_by_n[-1] is "gold")."""
     convs = [ex.conversation for ex in examples]
     rep = [c for c in convs for _ in range(n)]                      # prompt i at positions i*n .. i*n+n-1
     gens = generate_responses(policy, tokenizer, rep, cfg.max_new_tokens, temperature=cfg.temperature,
@@ -441,11 +443,12 @@ def best_of_n_rows(policy, tokenizer, rm, rm_tokenizer, examples: list, n: int, 
     for i, ex in enumerate(examples):
         js = range(i * n, (i + 1) * n)
         best = max(js, key=lambda j: rewards[j])                     # the RM's choice (first of equals)
+        by_k = [golds[max(js[:k], key=lambda j: rewards[j])] for k in range(1, n + 1)]   # best-of-k, k <= n
         for decoding in DECODINGS:
             rows.append({**example_row(ex), "decoding": decoding, "response": gens[best]["response"],
                          "stopped": gens[best]["stopped"], "n_tokens": gens[best]["n_tokens"],
                          "gold": golds[best], "rm": rewards[best], "oracle_gold": max(golds[j] for j in js),
-                         "mean_gold_of_n": float(np.mean([golds[j] for j in js]))})
+                         "mean_gold_of_n": float(np.mean([golds[j] for j in js])), "gold_by_n": by_k})
     return rows
 
 

@@ -254,7 +254,8 @@ def _best_of_n_fingerprint(run_dir: str, cfg: PipelineConfig, no_stop_reward: fl
     ecfg = eval_config(cfg)
     rm_ckpt = ev._fingerprint(os.path.join(run_dir, "reward_model"), ecfg).get("checkpoint")
     return ev._fingerprint(os.path.join(run_dir, "sft"), ecfg,
-                           {"n": cfg.best_of_n, "rm": rm_ckpt, "no_stop_reward": no_stop_reward})
+                           {"n": cfg.best_of_n, "rm": rm_ckpt, "no_stop_reward": no_stop_reward,
+                            "rows": 2})   # row format 2 added gold_by_n (older caches are re-sampled)
 
 
 def best_of_n_cached(run_dir: str, cfg: PipelineConfig, no_stop_reward: float | None = -2.0) -> bool:
@@ -350,12 +351,20 @@ def build_metrics(run_dir: str, results: dict, cfg: PipelineConfig, preset: str,
             "rm_gold_pearson_within_prompt", "by_family", "by_h", "val_loss", "steps", "demo_reward_mean", "probes")}
         m["reward_model"]["ece"] = (rm.get("calibration") or {}).get("ece")
     if "best_of_n" in m:
-        from rlhf.best_of_n import best_of_n_kl
+        from rlhf.best_of_n import best_of_n_kl, gold_at_kl, n_for_kl
         from rlhf.evaluate import by_decoding, read_rows
         rows = by_decoding(read_rows(os.path.join(run_dir, "eval", "best_of_n.jsonl")), "greedy")
         m["best_of_n"].update({"n": cfg.best_of_n, "kl": best_of_n_kl(cfg.best_of_n),
                                "oracle_gold": sum(r["oracle_gold"] for r in rows) / max(len(rows), 1),
                                "mean_gold_of_n": sum(r["mean_gold_of_n"] for r in rows) / max(len(rows), 1)})
+        if rows and all("gold_by_n" in r for r in rows):   # best-of-k for k = 1..N, from the same samples
+            curve = [{"n": k, "kl": best_of_n_kl(k),
+                      "gold": sum(r["gold_by_n"][k - 1] for r in rows) / len(rows)} for k in range(1, cfg.best_of_n + 1)]
+            m["best_of_n"]["curve"] = curve
+            if m.get("ppo", {}).get("kl") is not None:    # PPO against best-of-N at PPO's own KL
+                kl = max(m["ppo"]["kl"], 0.0)
+                m["best_of_n"]["at_ppo_kl"] = {"kl": kl, "n": n_for_kl(kl), "gold": gold_at_kl(curve, kl),
+                                               "ppo_gold_sampled": m["ppo"].get("gold_score_sampled")}
     c = cmp_.get("ppo_vs_sft_large") or {}
     if c.get("greedy") and "sft_large" in m and "ppo" in m:
         pp, pl = m["ppo"].get("params"), m["sft_large"].get("params")

@@ -40,6 +40,15 @@ def test_analytic_kl_matches_the_exact_kl_of_picking_the_best(n):
     assert math.isclose(exact, bon.best_of_n_kl(n), abs_tol=2e-3)
 
 
+def test_gold_at_kl_interpolates_between_ns_and_never_extrapolates():
+    curve = [{"kl": bon.best_of_n_kl(n), "gold": g} for n, g in ((1, 0.2), (2, 0.3), (4, 0.4))]
+    assert bon.gold_at_kl(curve, 0.0) == 0.2
+    assert math.isclose(bon.gold_at_kl(curve, bon.best_of_n_kl(4)), 0.4)
+    mid = (bon.best_of_n_kl(2) + bon.best_of_n_kl(4)) / 2
+    assert math.isclose(bon.gold_at_kl(curve, mid), 0.35)              # halfway in KL, halfway in gold
+    assert bon.gold_at_kl(curve, 0.7) is None                           # beyond best-of-4's KL (0.636)
+
+
 def test_pick_best_hand_example():
     s = torch.tensor([[0.0, 2.0, 5.0], [3.0, 1.0, 9.0]])
     assert bon.pick_best(s, 2).tolist() == [1, 0]

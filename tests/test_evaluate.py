@@ -215,6 +215,11 @@ def test_best_of_n_keeps_the_reward_models_favourite(run_dir):
         best = max(range(3 * i, 3 * i + 3), key=lambda j: scores[j])
         assert r["response"] == gens[best]["response"] and r["rm"] == pytest.approx(max(scores[3 * i:3 * i + 3]))
         assert r["mean_gold_of_n"] <= r["oracle_gold"] + 1e-12 and r["gold"] <= r["oracle_gold"] + 1e-12
+        # best-of-k for every k from the same samples: k = 1 is the first sample, k = 3 the pick above
+        golds = ev.gold_scores([{"prompt": rep[j], "response": gens[j]["response"], "stopped": gens[j]["stopped"]}
+                                for j in range(3 * i, 3 * i + 3)])
+        best2 = max(range(2), key=lambda j: scores[3 * i + j])
+        assert r["gold_by_n"] == pytest.approx([golds[0], golds[best2], r["gold"]])
 
 
 def test_evaluate_run_caches_rows_per_stage(run_dir, monkeypatch):

@@ -55,6 +55,9 @@ def test_tiny_pipeline_writes_metrics_report_and_plots(tiny_run):
     assert 0.0 <= m["ppo"]["win_rate_vs_sft"] <= 1.0
     assert m["ppo"]["kl"] > -0.5                      # KL(π‖π_ref) ≥ 0 up to sampling noise
     assert m["best_of_n"]["n"] == 4 and "headline" in m
+    curve = m["best_of_n"]["curve"]                   # best-of-k, k = 1..4, from the same samples
+    assert [c["n"] for c in curve] == [1, 2, 3, 4] and curve[-1]["gold"] == pytest.approx(m["best_of_n"]["gold_score"])
+    assert m["best_of_n"]["at_ppo_kl"]["kl"] == pytest.approx(max(m["ppo"]["kl"], 0.0))
     report = (out / "report.md").read_text()
     for name in ("loss_curves", "reward_model", "ppo_dashboard", "gold_by_stage"):
         png = out / "plots" / f"{name}.png"
