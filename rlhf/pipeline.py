@@ -227,10 +227,11 @@ def build_stage_configs(cfg: PipelineConfig, preset: str, stage_raw: dict | None
 # ----------------------------------------------------------------------------------------------------
 # the stages that live here (data, tokenizer, best-of-N, evaluation); the others are train_x(cfg) calls
 
-def export_data(data_dir: str, pre_cfg, cfg: PipelineConfig) -> dict:
-    """OUT/data: the world's datasets as JSONL (and the pretraining corpus the pretrain stage reads)."""
+def export_data(data_dir: str, pre_cfg, cfg: PipelineConfig, n_demos: int = 2000) -> dict:
+    """OUT/data: the world's datasets as JSONL (and the pretraining corpus the pretrain stage reads);
+    n_demos = the SFT stage's, so that OUT/data/demos.jsonl is as large as what SFT trained on."""
     from rlhf.world.__main__ import export
-    manifest = export(data_dir, n_demos=2000, n_train=2000, n_val=300, n_test=cfg.eval_prompts,
+    manifest = export(data_dir, n_demos=n_demos, n_train=2000, n_val=300, n_test=cfg.eval_prompts,
                       n_rankings=200, k=4, corpus_chars=pre_cfg.corpus_chars, seed=pre_cfg.corpus_seed)
     return {"stage": "data", **{k: v for k, v in manifest.items() if k != "bytes"}}
 
@@ -478,7 +479,7 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
         return s
 
     def data(_):
-        s = export_data(os.path.join(out, "data"), scfg["pretrain"], cfg)
+        s = export_data(os.path.join(out, "data"), scfg["pretrain"], cfg, scfg["sft"].n_demos)
         ckpt_io.write_summary(os.path.join(out, "data"), s)
         return s
 

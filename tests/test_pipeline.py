@@ -72,6 +72,8 @@ def test_tiny_pipeline_writes_metrics_report_and_plots(tiny_run):
         ids[stage] = sorted(r["id"] for r in rows)
     assert ids["base"] == ids["sft"] == ids["ppo"] == ids["best_of_n"]
     assert "stage" in log and "gold greedy" in log    # the closing summary table
+    # OUT/data/demonstrations.jsonl holds as many demonstrations as the SFT stage trained on (tiny: 64)
+    assert len((out / "data" / "demonstrations.jsonl").read_text().splitlines()) == 64
 
 
 def test_rerun_skips_finished_stages_and_is_fast(tiny_run):
