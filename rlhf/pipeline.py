@@ -229,7 +229,7 @@ def build_stage_configs(cfg: PipelineConfig, preset: str, stage_raw: dict | None
 
 def export_data(data_dir: str, pre_cfg, cfg: PipelineConfig, n_demos: int = 2000) -> dict:
     """OUT/data: the world's datasets as JSONL (and the pretraining corpus the pretrain stage reads);
-    n_demos = the SFT stage's, so that OUT/data/demos.jsonl is as large as what SFT trained on."""
+    n_demos = the SFT stage's, so that OUT/data/demonstrations.jsonl is as large as what SFT trained on."""
     from rlhf.world.__main__ import export
     manifest = export(data_dir, n_demos=n_demos, n_train=2000, n_val=300, n_test=cfg.eval_prompts,
                       n_rankings=200, k=4, corpus_chars=pre_cfg.corpus_chars, seed=pre_cfg.corpus_seed)
