@@ -439,11 +439,16 @@ def best_of_n_rows(policy, tokenizer, rm, rm_tokenizer, examples: list, n: int, 
         rewards = [r if g["stopped"] else no_stop_reward for r, g in zip(rewards, gens)]
     cand_rows = [{"prompt": c, "response": g["response"], "stopped": g["stopped"]} for c, g in zip(rep, gens)]
     golds = gold_scores(cand_rows)
+    import torch
+
+    from rlhf.best_of_n import pick_best
+    scores = torch.tensor(rewards, dtype=torch.float64).view(len(examples), n)            # (P, n)
+    picks = torch.stack([pick_best(scores, k) for k in range(1, n + 1)], dim=1).tolist()  # (P, n): best of first k
     rows = []
     for i, ex in enumerate(examples):
         js = range(i * n, (i + 1) * n)
-        best = max(js, key=lambda j: rewards[j])                     # the RM's choice (first of equals)
-        by_k = [golds[max(js[:k], key=lambda j: rewards[j])] for k in range(1, n + 1)]   # best-of-k, k <= n
+        by_k = [golds[i * n + p] for p in picks[i]]                  # gold of best-of-k, k = 1..n
+        best = i * n + picks[i][-1]                                  # the RM's choice (first of equals)
         for decoding in DECODINGS:
             rows.append({**example_row(ex), "decoding": decoding, "response": gens[best]["response"],
                          "stopped": gens[best]["stopped"], "n_tokens": gens[best]["n_tokens"],

@@ -227,7 +227,7 @@ def build_stage_configs(cfg: PipelineConfig, preset: str, stage_raw: dict | None
 # ----------------------------------------------------------------------------------------------------
 # the stages that live here (data, tokenizer, best-of-N, evaluation); the others are train_x(cfg) calls
 
-def export_data(data_dir: str, pre_cfg, cfg: PipelineConfig, n_demos: int = 2000) -> dict:
+def export_data(data_dir: str, pre_cfg, cfg: PipelineConfig, n_demos: int) -> dict:
     """OUT/data: the world's datasets as JSONL (and the pretraining corpus the pretrain stage reads);
     n_demos = the SFT stage's, so that OUT/data/demonstrations.jsonl is as large as what SFT trained on."""
     from rlhf.world.__main__ import export
