@@ -227,12 +227,13 @@ def build_stage_configs(cfg: PipelineConfig, preset: str, stage_raw: dict | None
 # ----------------------------------------------------------------------------------------------------
 # the stages that live here (data, tokenizer, best-of-N, evaluation); the others are train_x(cfg) calls
 
-def export_data(data_dir: str, pre_cfg, cfg: PipelineConfig, n_demos: int) -> dict:
+def export_data(data_dir: str, pre_cfg, cfg: PipelineConfig, n_demos: int, demo_seed: int) -> dict:
     """OUT/data: the world's datasets as JSONL (and the pretraining corpus the pretrain stage reads);
-    n_demos = the SFT stage's, so that OUT/data/demonstrations.jsonl is as large as what SFT trained on."""
+    n_demos and demo_seed = the SFT stage's, so that OUT/data/demonstrations.jsonl is what SFT trained on."""
     from rlhf.world.__main__ import export
     manifest = export(data_dir, n_demos=n_demos, n_train=2000, n_val=300, n_test=cfg.eval_prompts,
-                      n_rankings=200, k=4, corpus_chars=pre_cfg.corpus_chars, seed=pre_cfg.corpus_seed)
+                      n_rankings=200, k=4, corpus_chars=pre_cfg.corpus_chars, seed=pre_cfg.corpus_seed,
+                      demo_seed=demo_seed)
     return {"stage": "data", **{k: v for k, v in manifest.items() if k != "bytes"}}
 
 
@@ -479,7 +480,8 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
         return s
 
     def data(_):
-        s = export_data(os.path.join(out, "data"), scfg["pretrain"], cfg, scfg["sft"].n_demos)
+        s = export_data(os.path.join(out, "data"), scfg["pretrain"], cfg, scfg["sft"].n_demos,
+                        scfg["sft"].demo_seed)
         ckpt_io.write_summary(os.path.join(out, "data"), s)
         return s
 
@@ -519,7 +521,7 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
     if results["fresh"] or "eval" not in timings.wall:   # a re-run that only read the caches keeps the old time
         timings.stop("eval")
     metrics = build_metrics(out, results, cfg, preset, timings.seconds(time.time() - t_run))
-    plots = plot_all(out, results["stages"])
+    plots = plot_all(out, results["stages"], metrics)
     rows = {s: ev.read_rows(os.path.join(out, "eval", f"{s}.jsonl")) for s in results["stages"]}
     ckpt_io.atomic_write_json(os.path.join(out, "metrics.json"), metrics)
     write_report(out, metrics, results, plots, rows, cfg.n_samples_report)

@@ -1,5 +1,5 @@
-"""The pipeline's PNG plots: loss curves, reward-model accuracy and calibration, the PPO dashboard, and
-gold score per stage (overall, per task family, per H).
+"""The pipeline's PNG plots: loss curves, reward-model accuracy and calibration, the PPO dashboard,
+gold score per stage (overall, per task family, per H), and PPO against best-of-N per nat of KL.
 
     python -m rlhf.plots runs/default          # (re)draw every plot of a finished run into runs/default/plots/
 
@@ -189,12 +189,42 @@ def plot_gold_by_stage(stages: dict[str, dict], path: str) -> str | None:
     return _save(fig, path)
 
 
-def plot_all(run_dir: str, stages: dict[str, dict] | None = None) -> dict[str, str]:
-    """Every plot of a pipeline run into run_dir/plots/; returns {name: path} of those drawn."""
+def plot_best_of_n_vs_ppo(metrics: dict, path: str) -> str | None:
+    """Gold score against KL to SFT: the best-of-k curve (k = 1..N, the RM picks among the same N SFT samples;
+    KL = log k - (k-1)/k) and PPO's sampled policy at its measured KL, both with their 95% CIs where known.
+    Read from metrics.json's best_of_n.curve and ppo blocks; None when either is missing."""
+    curve = (metrics.get("best_of_n") or {}).get("curve")
+    ppo = metrics.get("ppo") or {}
+    if not curve or ppo.get("kl") is None or ppo.get("gold_score_sampled") is None:
+        return None
+    fig = _figure(6, 4)
+    ax = fig.subplots()
+    ax.plot([c["kl"] for c in curve], [c["gold"] for c in curve], "o-", color=COLORS["best_of_n"],
+            label="best-of-k (SFT samples, RM picks)")
+    for c in curve:
+        ax.annotate(f"k={c['n']}", (c["kl"], c["gold"]), fontsize=7, xytext=(3, -10), textcoords="offset points")
+    g, kl = ppo["gold_score_sampled"], ppo["kl"]
+    gci, klci = ppo.get("gold_ci_sampled") or [g, g], ppo.get("kl_ci") or [kl, kl]
+    ax.errorbar([kl], [g], xerr=[[kl - klci[0]], [klci[1] - kl]], yerr=[[g - gci[0]], [gci[1] - g]],
+                fmt="*", ms=12, capsize=3, color=COLORS["ppo"], label="PPO (one sample per prompt)")
+    ax.set_xlabel("KL to the SFT policy (nats per response)")
+    ax.set_ylabel("gold score (held-out prompts)")
+    ax.set_title("PPO against best-of-N at the same KL")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_all(run_dir: str, stages: dict[str, dict] | None = None, metrics: dict | None = None) -> dict[str, str]:
+    """Every plot of a pipeline run into run_dir/plots/; returns {name: path} of those drawn.
+    stages: eval/results.json's "stages", metrics: metrics.json's content (both read from run_dir if None)."""
     out = os.path.join(run_dir, "plots")
     if stages is None:
         path = os.path.join(run_dir, "eval", "results.json")
         stages = json.load(open(path))["stages"] if os.path.exists(path) else {}
+    if metrics is None:
+        path = os.path.join(run_dir, "metrics.json")
+        metrics = json.load(open(path)) if os.path.exists(path) else {}
     loss_dirs = {name: os.path.join(run_dir, d) for name, d in
                  (("pretrain", "pretrain"), ("SFT", "sft"), ("reward model", "reward_model"),
                   ("pretrain (large)", "pretrain_large"), ("SFT (large)", "sft_large"))
@@ -204,6 +234,7 @@ def plot_all(run_dir: str, stages: dict[str, dict] | None = None) -> dict[str, s
         "reward_model": plot_reward_model(os.path.join(run_dir, "reward_model"), os.path.join(out, "reward_model.png")),
         "ppo_dashboard": plot_ppo_dashboard(os.path.join(run_dir, "ppo"), os.path.join(out, "ppo_dashboard.png")),
         "gold_by_stage": plot_gold_by_stage(stages, os.path.join(out, "gold_by_stage.png")),
+        "best_of_n_vs_ppo": plot_best_of_n_vs_ppo(metrics, os.path.join(out, "best_of_n_vs_ppo.png")),
     }
     return {k: v for k, v in drawn.items() if v}
 

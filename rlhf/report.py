@@ -176,7 +176,8 @@ def write_report(run_dir: str, metrics: dict, results: dict, plots: dict[str, st
         L += ["## Plots", ""]
         captions = {"gold_by_stage": "Gold score per stage, per task family and per H",
                     "loss_curves": "Loss curves", "reward_model": "Reward model: accuracy and calibration",
-                    "ppo_dashboard": "PPO dashboard"}
+                    "ppo_dashboard": "PPO dashboard",
+                    "best_of_n_vs_ppo": "PPO against best-of-N per nat of KL (sampled, held-out prompts)"}
         for name, path in plots.items():
             rel = os.path.relpath(path, run_dir)
             L += [f"**{captions.get(name, name)}**", "", f"![{name}]({rel})", ""]
@@ -212,7 +213,7 @@ def main(argv=None) -> str:
         results = json.load(f)
     rows = {s: read_rows(os.path.join(run_dir, "eval", f"{s}.jsonl")) for s in STAGES
             if os.path.exists(os.path.join(run_dir, "eval", f"{s}.jsonl"))}
-    path = write_report(run_dir, metrics, results, plot_all(run_dir, results["stages"]), rows)
+    path = write_report(run_dir, metrics, results, plot_all(run_dir, results["stages"], metrics), rows)
     print(path)
     return path
 

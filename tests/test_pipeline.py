@@ -59,7 +59,7 @@ def test_tiny_pipeline_writes_metrics_report_and_plots(tiny_run):
     assert [c["n"] for c in curve] == [1, 2, 3, 4] and curve[-1]["gold"] == pytest.approx(m["best_of_n"]["gold_score"])
     assert m["best_of_n"]["at_ppo_kl"]["kl"] == pytest.approx(max(m["ppo"]["kl"], 0.0))
     report = (out / "report.md").read_text()
-    for name in ("loss_curves", "reward_model", "ppo_dashboard", "gold_by_stage"):
+    for name in ("loss_curves", "reward_model", "ppo_dashboard", "gold_by_stage", "best_of_n_vs_ppo"):
         png = out / "plots" / f"{name}.png"
         assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
         assert f"(plots/{name}.png)" in report
@@ -72,8 +72,10 @@ def test_tiny_pipeline_writes_metrics_report_and_plots(tiny_run):
         ids[stage] = sorted(r["id"] for r in rows)
     assert ids["base"] == ids["sft"] == ids["ppo"] == ids["best_of_n"]
     assert "stage" in log and "gold greedy" in log    # the closing summary table
-    # OUT/data/demonstrations.jsonl holds as many demonstrations as the SFT stage trained on (tiny: 64)
-    assert len((out / "data" / "demonstrations.jsonl").read_text().splitlines()) == 64
+    # OUT/data/demonstrations.jsonl holds the demonstrations the SFT stage trained on (tiny: 64, demo_seed 0)
+    from rlhf.world import make_demonstrations
+    demos = [json.loads(line)["messages"] for line in (out / "data" / "demonstrations.jsonl").read_text().splitlines()]
+    assert demos == make_demonstrations(64, seed=0, split="train")
 
 
 def test_rerun_skips_finished_stages_and_is_fast(tiny_run):
@@ -86,6 +88,18 @@ def test_rerun_skips_finished_stages_and_is_fast(tiny_run):
     after = json.loads((out / "metrics.json").read_text())
     for key in ("base.gold_score", "sft.gold_score", "ppo.gold_score", "ppo.kl", "seconds.total"):
         assert _get(after, key) == _get(before, key)   # reused caches, not new samples
+
+
+def test_best_of_n_plot_is_drawn_only_with_a_curve_and_a_ppo_point(tmp_path):
+    from rlhf.plots import plot_best_of_n_vs_ppo
+    path = str(tmp_path / "bon.png")
+    curve = [{"n": 1, "kl": 0.0, "gold": 0.27}, {"n": 2, "kl": 0.193, "gold": 0.34}]
+    assert plot_best_of_n_vs_ppo({"best_of_n": {"curve": curve}}, path) is None          # no PPO block
+    assert plot_best_of_n_vs_ppo({"ppo": {"kl": 0.6, "gold_score_sampled": 0.33}}, path) is None   # no curve
+    assert not os.path.exists(path)
+    m = {"best_of_n": {"curve": curve}, "ppo": {"kl": 0.6, "kl_ci": [0.5, 0.7], "gold_score_sampled": 0.33,
+                                                "gold_ci_sampled": [0.28, 0.39]}}
+    assert plot_best_of_n_vs_ppo(m, path) == path and open(path, "rb").read(4) == b"\x89PNG"
 
 
 # --- configuration (no training) --------------------------------------------------------------------

@@ -364,3 +364,15 @@ def test_export_reads_back_with_the_data_loaders(tmp_path):
     assert len(rankings) == 8 and all(len(r.responses) == len(r.ranks) for r in rankings)
     prefs = data.load_preferences(str(tmp_path / "comparisons.jsonl"))
     assert prefs and all(score(p.prompt, p.chosen) != score(p.prompt, p.rejected) for p in prefs)
+
+
+def test_export_demo_seed_picks_the_demonstrations_alone(tmp_path):
+    from rlhf.world.__main__ import export
+    kw = dict(n_demos=5, n_train=3, n_val=2, n_test=2, n_rankings=2, corpus_chars=2000, seed=0)
+    export(str(tmp_path / "a"), **kw)
+    export(str(tmp_path / "b"), **kw, demo_seed=3)
+    read = lambda d, f: (tmp_path / d / f).read_text()   # noqa: E731
+    assert read("a", "corpus.txt") == read("b", "corpus.txt")                # the rest follows `seed`
+    assert read("a", "prompts_train.jsonl") == read("b", "prompts_train.jsonl")
+    demos = [json.loads(line)["messages"] for line in read("b", "demonstrations.jsonl").splitlines()]
+    assert demos == make_demonstrations(5, seed=3) != make_demonstrations(5, seed=0)

@@ -62,8 +62,9 @@ def cmd_sample(args) -> None:
 
 def export(out: str, n_demos: int = 2000, n_train: int = 4000, n_val: int = 500, n_test: int = 500,
            n_rankings: int = 1000, k: int = 4, corpus_chars: int = 3_000_000, seed: int = 0,
-           temperature: float = DEFAULT_TEMPERATURE) -> dict:
-    """Write every dataset of the world into `out` (see the module docstring); returns the manifest."""
+           temperature: float = DEFAULT_TEMPERATURE, demo_seed: int | None = None) -> dict:
+    """Write every dataset of the world into `out` (see the module docstring); returns the manifest.
+    demo_seed: seed of demonstrations.jsonl alone (None = seed), so it can match an SFT run's own demo_seed."""
     t0 = time.time()
     os.makedirs(out, exist_ok=True)
     seconds = {}
@@ -74,7 +75,7 @@ def export(out: str, n_demos: int = 2000, n_train: int = 4000, n_val: int = 500,
     seconds["corpus"] = time.time() - t
 
     t = time.time()
-    demos = make_demonstrations(n_demos, seed=seed)
+    demos = make_demonstrations(n_demos, seed=seed if demo_seed is None else demo_seed)
     atomic_write_jsonl(os.path.join(out, "demonstrations.jsonl"), ({"messages": c} for c in demos))
     seconds["demonstrations"] = time.time() - t
 
