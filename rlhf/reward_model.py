@@ -151,7 +151,9 @@ class RMConfig(LoopConfig):
     weight_decay: float = 0.0        # no decay: the backbone starts from the SFT weights
     eval_interval: int = 50          # validation loss / accuracy every this many steps
     eval_iters: int = 4              # validation batches (of batch_size prompts) per evaluation
-    sft_dir: str = "out/sft"         # SFT run: its weights start the RM, its policy samples the candidates
+    sft_dir: str = "out/sft"         # SFT run: its policy samples the candidates (and its weights start the RM)
+    init_dir: str = ""               # run whose GPT weights start the RM instead ("" = sft_dir), e.g. a larger
+                                     # SFT model with the same tokenizer (InstructGPT: one 6B RM for every policy)
     data: str = ""                   # comparison JSONL (rankings, prompt/chosen/rejected or HH-RLHF); "" = simulate labelers
     val_data: str = ""               # held-out comparisons for --data ("" = the last val_fraction of --data)
     val_fraction: float = 0.1        # share of --data held out when no --val_data is given
@@ -465,6 +467,21 @@ def load_comparisons(cfg: RMConfig, run_dir: str, tokenizer, policies, is_main: 
     return D.load_rankings(train_path), D.load_rankings(val_path), False
 
 
+def init_backbone(cfg: RMConfig, sft, tokenizer, device):
+    """The GPT whose weights start the RM: the SFT policy, or --init_dir's model (same tokenizer required,
+    since the RM reads the token ids the policy generates)."""
+    if not cfg.init_dir or os.path.abspath(cfg.init_dir) == os.path.abspath(cfg.sft_dir):
+        return sft
+    gpt, tok = ckpt_io.load_model(cfg.init_dir, device)
+    if tok.vocab_size != tokenizer.vocab_size or tok.encode(_TOKENIZER_PROBE) != tokenizer.encode(_TOKENIZER_PROBE):
+        raise SystemExit(f"error: --init_dir={cfg.init_dir} has another tokenizer than --sft_dir={cfg.sft_dir}; "
+                         "the reward model must read the policy's token ids")
+    return gpt
+
+
+_TOKENIZER_PROBE = "<|user|>What is 12 + 7?<|end|><|assistant|>Sure! 19, reversed: enots.<|end|>"
+
+
 def train_reward_model(cfg: RMConfig) -> dict:
     """Stage 3: comparisons -> RewardModel from the SFT weights -> fit -> normalise -> evaluate -> model.pt."""
     t_start = time.time()
@@ -487,7 +504,7 @@ def train_reward_model(cfg: RMConfig) -> dict:
             raise SystemExit("error: the training comparisons contain no informative (non-tied) pair")
 
         seed_everything(cfg.seed)  # the same head init in every process and run
-        model = RewardModel.from_pretrained_gpt(sft).to(device)
+        model = RewardModel.from_pretrained_gpt(init_backbone(cfg, sft, tokenizer, device)).to(device)
         del policies, sft
         steps = cfg.max_iters if cfg.max_iters > 0 else max(1, math.ceil(cfg.epochs * len(train_items) / cfg.batch_size))
         run_cfg = replace(cfg, max_iters=steps)

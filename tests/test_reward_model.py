@@ -229,6 +229,22 @@ def test_tiny_preset_smoke_run(tmp_path, sft_dir):
     assert not model.training
 
 
+def test_init_dir_starts_the_rm_from_another_model_with_the_same_tokenizer(tmp_path, sft_dir):
+    from minigpt.tokenizer import train_bpe
+    tok = ckpt_io.load_tokenizer(sft_dir)
+    torch.manual_seed(1)
+    wider = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=48))
+    ckpt_io.save_model(str(tmp_path / "wide"), wider, tok, extra={"stage": "sft"})
+    R.main(_tiny_args(sft_dir, tmp_path / "rm", f"--init_dir={tmp_path / 'wide'}", "--max_iters=1"))
+    rm = R.RewardModel.load(str(tmp_path / "rm"))
+    assert rm.backbone.config.n_embd == 48        # the wider model's backbone, scored on the SFT policy's samples
+    from rlhf.world import corpus
+    other = train_bpe(corpus(5000, seed=0).upper(), tok.vocab_size)    # same size, other merges
+    ckpt_io.save_model(str(tmp_path / "other"), wider, other, extra={"stage": "sft"})
+    with pytest.raises(SystemExit, match="another tokenizer"):
+        R.main(_tiny_args(sft_dir, tmp_path / "rm2", f"--init_dir={tmp_path / 'other'}", "--max_iters=1"))
+
+
 def test_pairs_file_uses_pairwise_loss(tmp_path, sft_dir):
     from rlhf.world import make_rankings
 
