@@ -62,7 +62,7 @@ from minigpt.train import (MetricsLogger, StopOnInterrupt, autocast_context, con
                            seed_everything, set_lr, start_stage)
 from rlhf import data as D
 from rlhf.losses import entropy_from_logits, masked_mean, ppo_policy_loss, token_logprobs
-from rlhf.ppo import minibatch_updates
+from rlhf.ppo import minibatch_updates, trim_padding
 
 # -----------------------------------------------------------------------------
 # config
@@ -185,7 +185,7 @@ def collect_groups(policy: nn.Module, ref_model: nn.Module, reward_model: nn.Mod
 
     reward_model is anything with .score(idx, attention_mask) -> (rows,) (a RewardModel; a toy in tests).
     """
-    from rlhf.ppo import response_logprobs, truncate_after_stop
+    from rlhf.ppo import response_logprobs, truncate_after_stop, used_columns
 
     G, T = cfg.group_size, cfg.temperature
     repeated = [p for p in prompts for _ in range(G)]                                  # group b = rows bG..bG+G-1
@@ -193,6 +193,8 @@ def collect_groups(policy: nn.Module, ref_model: nn.Module, reward_model: nn.Mod
                    pad_token_id=pad_id, generator=generator)
     P = gen.prompt_length
     response, mask, stopped = truncate_after_stop(gen.response, stop_id, pad_id)      # (BG, N), (BG, N), (BG,)
+    N = used_columns(gen.attention_mask, P, mask)[1]          # longest response: later columns are padding
+    response, mask = response[:, :N], mask[:, :N]
     sequences = torch.cat([gen.sequences[:, :P], response], dim=1)                      # (BG, P+N)
     attention_mask = torch.cat([gen.attention_mask[:, :P], mask.long()], dim=1)         # (BG, P+N)
     cols = {"logprobs": [], "ref_logprobs": [], "rm_scores": []}
@@ -257,7 +259,7 @@ def grpo_update(model: nn.Module, optimizer: torch.optim.Optimizer, ro: GroupRol
     """Step 4: ppo_epochs passes over the rollout in n_minibatches shuffled minibatches, each one optimizer
     step fed in micro-batches whose gradients accumulate (PPO's minibatch_updates). Returns the mean stats."""
     out, _ = minibatch_updates(model, optimizer, ro.sequences.shape[0], lambda m, b: grpo_loss(m, b, cfg),
-                               ro.select, cfg.ppo_epochs, cfg.n_minibatches, cfg.micro_batch_size, cfg.grad_clip,
+                               lambda rows: trim_padding(ro.select(rows)), cfg.ppo_epochs, cfg.n_minibatches, cfg.micro_batch_size, cfg.grad_clip,
                                generator, ctx)
     return out
 

@@ -256,6 +256,38 @@ def truncate_after_stop(response: Tensor, stop_id: int, pad_id: int) -> tuple[Te
     return response, mask.float(), is_stop.any(dim=1)
 
 
+def used_columns(attention_mask: Tensor, prompt_length: int, response_mask: Tensor) -> tuple[int, int]:
+    """(k, n): the first prompt column some row uses, and the length of the longest response.
+
+    Prompts are left-padded to the longest of the whole batch and responses right-padded to max_new_tokens,
+    so a micro-batch often has columns that are padding in every row; columns [k, P+n) hold all its
+    tokens. Response masks are prefixes (1 up to the stop token), so n = the largest row sum (at least 1).
+    Example: mask [[0, 0, 1, 1 | 1, 0, 0], [0, 1, 1, 1 | 1, 1, 0]] with P = 4 -> (1, 2).
+    """
+    used = attention_mask[:, :prompt_length].bool().any(0)                      # (P,)
+    k = int(used.long().argmax())                                               # first True (every prompt has a token)
+    n = max(1, int(response_mask.sum(1).max()))
+    return k, n
+
+
+def trim_padding(batch: dict) -> dict:
+    """The micro-batch without the columns no row uses (used_columns): sequences and attention_mask keep
+    [k, P+n), prompt_length becomes P-k, and every per-token (b, N) tensor keeps its first n columns.
+
+    Nothing a kept position computes changes: positions come from the mask (checklist 2), attention is
+    causal and masked, and dropped response columns are masked out of every loss. Only the compute does:
+    a rollout's padding is about 40% of its (b, P+N) grid with the default settings."""
+    P, rmask = batch["prompt_length"], batch["response_mask"]
+    k, n = used_columns(batch["attention_mask"], P, rmask)
+    out = dict(batch, prompt_length=P - k)
+    for key, v in batch.items():
+        if key in ("sequences", "attention_mask"):
+            out[key] = v[:, k:P + n]                                              # (b, P-k+n)
+        elif isinstance(v, Tensor) and v.dim() >= 2 and v.shape[:2] == rmask.shape:
+            out[key] = v[:, :n]                                                   # (b, n, ...)
+    return out
+
+
 # -----------------------------------------------------------------------------
 # 1-3. rollout, score, advantages
 
@@ -298,26 +330,29 @@ def collect_rollout(policy: nn.Module, ref_model: nn.Module, reward_model: Rewar
                    pad_token_id=pad_id, generator=generator, return_logprobs=True)
     P = gen.prompt_length
     response, response_mask, stopped = truncate_after_stop(gen.response, stop_id, pad_id)   # (B, N) x2, (B,)
+    N = used_columns(gen.attention_mask, P, response_mask)[1]     # longest response: later columns are padding
+    response, response_mask, gen_logprobs = response[:, :N], response_mask[:, :N], gen.logprobs[:, :N]
     sequences = torch.cat([gen.sequences[:, :P], response], dim=1)                          # (B, P+N)
     attention_mask = torch.cat([gen.attention_mask[:, :P], response_mask.long()], dim=1)    # (B, P+N)
 
     # ---- 2. score: forward passes of the four models over the same tokens, in micro-batches
     cols = {k: [] for k in ("logprobs", "ref_logprobs", "values", "rm_scores", "kl_exact")}
     for rows in torch.arange(len(prompts)).split(cfg.micro_batch_size):
-        seq, am = sequences[rows], attention_mask[rows]
+        k = used_columns(attention_mask[rows], P, response_mask[rows])[0]   # prompt columns all-padding here
+        seq, am, p = sequences[rows, k:], attention_mask[rows, k:], P - k                  # (b, p+N)
         logits, _ = policy(seq, attention_mask=am)
-        logits = logits[:, P - 1:-1].float() / T                                            # (b, N, V)
+        logits = logits[:, p - 1:-1].float() / T                                            # (b, N, V)
         ref_logits, _ = ref_model(seq, attention_mask=am)
-        ref_logits = ref_logits[:, P - 1:-1].float() / T                                    # (b, N, V)
+        ref_logits = ref_logits[:, p - 1:-1].float() / T                                    # (b, N, V)
         logp_all, ref_logp_all = logits.log_softmax(-1), ref_logits.log_softmax(-1)
-        cols["logprobs"].append(token_logprobs(logits, seq[:, P:]))                          # (b, N)
-        cols["ref_logprobs"].append(token_logprobs(ref_logits, seq[:, P:]))                  # (b, N)
+        cols["logprobs"].append(token_logprobs(logits, seq[:, p:]))                          # (b, N)
+        cols["ref_logprobs"].append(token_logprobs(ref_logits, seq[:, p:]))                  # (b, N)
         cols["kl_exact"].append((logp_all.exp() * (logp_all - ref_logp_all)).sum(-1))        # (b, N)
         if isinstance(value_model, SharedValueHead):
-            values = value_model(policy.hidden_states(seq, attention_mask=am))              # (b, P+N)
+            values = value_model(policy.hidden_states(seq, attention_mask=am))              # (b, p+N)
         else:
-            values = value_model(seq, am)                                                   # (b, P+N)
-        cols["values"].append(values[:, P - 1:-1].float())                                  # (b, N): V(s_t)
+            values = value_model(seq, am)                                                   # (b, p+N)
+        cols["values"].append(values[:, p - 1:-1].float())                                  # (b, N): V(s_t)
         cols["rm_scores"].append(reward_model.score(seq, am).float())                        # (b,) at the last real token
     logprobs, ref_logprobs, values, rm_scores, kl_exact = (torch.cat(cols[k]) for k in
                                                            ("logprobs", "ref_logprobs", "values", "rm_scores", "kl_exact"))
@@ -337,7 +372,7 @@ def collect_rollout(policy: nn.Module, ref_model: nn.Module, reward_model: Rewar
     advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)                     # (B, N) x2
     advantages = masked_whiten(advantages, mask)
 
-    gen_logprobs = gen.logprobs * mask
+    gen_logprobs = gen_logprobs * mask
     return Rollout(sequences=sequences, attention_mask=attention_mask, prompt_length=P, response_mask=mask,
                    stopped=stopped, logprobs=logprobs, ref_logprobs=ref_logprobs, values=values,
                    rm_scores=rm_scores, scores=scores, rewards=rewards, advantages=advantages, returns=returns,
@@ -425,7 +460,7 @@ def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, ro: Rollout, 
     (minibatch_updates), each micro-batch with its PPO-ptx corpus windows when ptx_coef > 0. Returns the
     mean stats and, as first_*, those of the very first minibatch (where the ratio must be exactly 1)."""
     def make_batch(rows: Tensor) -> dict:
-        batch = {**ro.select(rows), "prompt_length": ro.prompt_length}
+        batch = trim_padding({**ro.select(rows), "prompt_length": ro.prompt_length})
         if ptx_tokens is not None and cfg.ptx_coef > 0:
             batch["ptx_x"], batch["ptx_y"] = ptx_batch(ptx_tokens, cfg, generator)
         return batch

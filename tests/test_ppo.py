@@ -95,6 +95,7 @@ def test_no_padded_position_contributes_to_any_loss(tok, models, run_dirs):
     ac = ppo.ActorCritic(models[0], copy.deepcopy(models[3]), cfg.temperature)
     rows = torch.arange(len(ro.stopped))
     batch = {**ro.select(rows), "prompt_length": ro.prompt_length}
+    ac.zero_grad(set_to_none=True)                   # the module's models may hold other tests' gradients
     loss, _ = ppo.ppo_loss(ac, batch, cfg)
     loss.backward()
     grads = [p.grad.clone() for p in ac.parameters() if p.grad is not None]
@@ -114,6 +115,34 @@ def test_no_padded_position_contributes_to_any_loss(tok, models, run_dirs):
     grads2 = [p.grad.clone() for p in ac.parameters() if p.grad is not None]
     assert torch.allclose(loss, loss2, atol=1e-6)
     for a, b in zip(grads, grads2):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_used_columns_hand_example():
+    am = torch.tensor([[0, 0, 1, 1, 1, 0, 0], [0, 1, 1, 1, 1, 1, 0]])
+    assert ppo.used_columns(am, 4, am[:, 4:].float()) == (1, 2)
+
+
+def test_trimmed_micro_batch_gives_the_same_loss_and_gradients(tok, models, run_dirs):
+    cfg = cfg_for(run_dirs, ptx_coef=0.0)
+    ro = rollout(models, tok, cfg)
+    assert ro.response_mask[:, -1].any(), "the rollout keeps no all-padding response column"
+    ac = ppo.ActorCritic(models[0], copy.deepcopy(models[3]), cfg.temperature)
+    lengths = ro.attention_mask.sum(1)
+    rows = lengths.argsort()[:3]                     # the shortest episodes: padding columns in every row
+    full = {**ro.select(rows), "prompt_length": ro.prompt_length}
+    trimmed = ppo.trim_padding(full)
+    assert trimmed["sequences"].shape[1] < full["sequences"].shape[1]
+    out = []
+    for batch in (full, trimmed):
+        ac.zero_grad(set_to_none=True)               # the module's models may hold other tests' gradients
+        loss, stats = ppo.ppo_loss(ac, batch, cfg)
+        loss.backward()
+        out.append((loss.detach(), stats, [p.grad.clone() for p in ac.parameters() if p.grad is not None]))
+    (l1, s1, g1), (l2, s2, g2) = out
+    assert torch.allclose(l1, l2, atol=1e-6)
+    assert torch.allclose(s1["entropy"], s2["entropy"], atol=1e-6)
+    for a, b in zip(g1, g2):
         assert torch.allclose(a, b, atol=1e-6)
 
 
