@@ -150,7 +150,8 @@ CELLS = [
     model, and a value model initialised from the reward model (as InstructGPT does), with dropout off
     everywhere. `collect_rollout` does steps 1–3: sample (left-padded prompts, KV cache, stop at
     `<|end|>`), score (RM at the last real token; a fixed penalty without `<|end|>`), shape the rewards,
-    run GAE, whiten.
+    run GAE, whiten. Its tensors are (B, P+N) and (B, N) with N = the longest response of the batch:
+    the response columns that are padding in every row are dropped before any forward pass.
     """),
     ("code", """
     from rlhf.ppo import (PRESETS as PPO_PRESETS, ActorCritic, PPOConfig, build_models, collect_rollout,
