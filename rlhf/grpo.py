@@ -259,8 +259,8 @@ def grpo_update(model: nn.Module, optimizer: torch.optim.Optimizer, ro: GroupRol
     """Step 4: ppo_epochs passes over the rollout in n_minibatches shuffled minibatches, each one optimizer
     step fed in micro-batches whose gradients accumulate (PPO's minibatch_updates). Returns the mean stats."""
     out, _ = minibatch_updates(model, optimizer, ro.sequences.shape[0], lambda m, b: grpo_loss(m, b, cfg),
-                               lambda rows: trim_padding(ro.select(rows)), cfg.ppo_epochs, cfg.n_minibatches, cfg.micro_batch_size, cfg.grad_clip,
-                               generator, ctx)
+                               lambda rows: trim_padding(ro.select(rows)), cfg.ppo_epochs, cfg.n_minibatches,
+                               cfg.micro_batch_size, cfg.grad_clip, generator, ctx)
     return out
 
 
