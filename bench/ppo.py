@@ -5,22 +5,51 @@ dropping the all-padding columns (rlhf.ppo.trim_padding) saves in the update. Pr
     python -m bench.ppo --run=runs/default --iters=5 --threads=1
 
 A rollout pads prompts to the batch's longest and responses to the batch's longest response; a
-micro-batch of the update then holds columns that are padding in every one of its rows. The "full"
-figure runs the same micro-batches of the same rollout without trimming them, so the ratio is the
-update's speed-up from trimming each micro-batch (the losses and gradients are the same: tests/test_ppo.py);
-the rollout's own cut to its longest response helps both figures, and the scoring forwards too.
+micro-batch of the update then holds columns that are padding in every one of its rows. The same
+update (same rollout, same starting weights, same shuffles) is timed three ways: as PPO runs it
+(each micro-batch trimmed), without the per-micro-batch trim, and with the responses padded back to
+max_new_tokens and nothing trimmed (how the update ran before either cut). The losses and gradients
+are the same in all three (tests/test_ppo.py); only the compute differs.
 """
 
 import argparse
+import copy
 import os
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import torch
+import torch.nn.functional as F
 
 from minigpt.train import configure_optimizer, make_generator
 from rlhf import data as D
 from rlhf import ppo
+
+
+def pad_to(ro: ppo.Rollout, width: int, pad_id: int) -> ppo.Rollout:
+    """The rollout with its response columns padded (mask 0) up to `width`, as generate() returns them."""
+    extra = width - ro.response_mask.shape[1]
+    per_token = {f.name: F.pad(getattr(ro, f.name), (0, extra)) for f in fields(ro)
+                 if isinstance(getattr(ro, f.name), torch.Tensor) and getattr(ro, f.name).shape == ro.response_mask.shape}
+    return replace(ro, sequences=F.pad(ro.sequences, (0, extra), value=pad_id),
+                   attention_mask=F.pad(ro.attention_mask, (0, extra)), **per_token)
+
+
+def timed_update(model, opt, ro, cfg, seed: int, trim: bool) -> float:
+    """Seconds of one ppo_update from the model's current weights, which are restored afterwards."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    opt_state = copy.deepcopy(opt.state_dict())
+    keep = ppo.trim_padding
+    if not trim:
+        ppo.trim_padding = lambda batch: batch
+    try:
+        t0 = time.perf_counter()
+        ppo.ppo_update(model, opt, ro, cfg, torch.Generator().manual_seed(seed))
+        return time.perf_counter() - t0
+    finally:
+        ppo.trim_padding = keep
+        model.load_state_dict(state)
+        opt.load_state_dict(opt_state)
 
 
 def main(argv=None):
@@ -44,39 +73,34 @@ def main(argv=None):
     pool = ppo.load_prompt_pool(cfg)
     max_prompt = policy.config.block_size - cfg.max_new_tokens
     gen = make_generator(0, "bench-ppo")
-    t = {"rollout + score": 0.0, "update": 0.0, "update, untrimmed": 0.0}
+    t = {"rollout + score": 0.0, "update": 0.0, "update, micro-batches untrimmed": 0.0,
+         "update, full width": 0.0}
     pad_share = []
     for it in range(args.iters + 1):
         prompts = [D.render_prompt(pool[(it * cfg.batch_size + i) % len(pool)], tok, max_len=max_prompt)
                    for i in range(cfg.batch_size)]
         t0 = time.perf_counter()
         ro = ppo.collect_rollout(policy, ref, rm, value, prompts, cfg, cfg.init_kl_coef, stop_id, pad_id, gen)
-        t1 = time.perf_counter()
-        state = {k: v.clone() for k, v in model.state_dict().items()}
-        ppo.ppo_update(model, opt, ro, cfg, gen)
-        t2 = time.perf_counter()
-        model.load_state_dict(state)                       # the untrimmed pass starts from the same weights
-        trim, ppo.trim_padding = ppo.trim_padding, (lambda batch: batch)
-        try:
-            ppo.ppo_update(model, opt, ro, cfg, gen)
-        finally:
-            ppo.trim_padding = trim
-        t3 = time.perf_counter()
+        t_roll = time.perf_counter() - t0
+        times = [timed_update(model, opt, ro, cfg, it, trim=True), timed_update(model, opt, ro, cfg, it, trim=False),
+                 timed_update(model, opt, pad_to(ro, cfg.max_new_tokens, pad_id), cfg, it, trim=False)]
+        ppo.ppo_update(model, opt, ro, cfg, torch.Generator().manual_seed(it))   # move on, as PPO would
         if it == 0:
-            continue                                       # warm-up
-        t["rollout + score"] += t1 - t0
-        t["update"] += t2 - t1
-        t["update, untrimmed"] += t3 - t2
+            continue                                                               # warm-up
+        for k, v in zip(t, [t_roll, *times]):
+            t[k] += v
+        full = cfg.batch_size * (ro.prompt_length + cfg.max_new_tokens)
         used = sum(int(ppo.trim_padding({**ro.select(rows), "prompt_length": ro.prompt_length})["attention_mask"].numel())
                    for rows in torch.arange(cfg.batch_size).split(cfg.micro_batch_size))
-        pad_share.append(1 - used / ro.attention_mask.numel())
+        pad_share.append(1 - used / full)
     n = args.iters
     print(f"PPO iteration, {cfg.batch_size} episodes, {cfg.ppo_epochs} epochs x {cfg.n_minibatches} minibatches, "
           f"{torch.get_num_threads()} threads, run {args.run}:")
     for k, v in t.items():
-        print(f"  {k:<20} {v / n:6.2f} s/iteration")
-    print(f"  columns dropped per micro-batch: {sum(pad_share) / n:.0%} of the rollout's (B, P+N) grid")
-    print(f"  update speed-up from trimming: {t['update, untrimmed'] / t['update']:.2f}x")
+        print(f"  {k:<32} {v / n:6.2f} s/iteration")
+    print(f"  columns dropped: {sum(pad_share) / n:.0%} of the (B, P + max_new_tokens) grid generate() returns")
+    print(f"  update speed-up: {t['update, full width'] / t['update']:.2f}x against the full width, "
+          f"{t['update, micro-batches untrimmed'] / t['update']:.2f}x from the per-micro-batch trim alone")
     per_iter = (t["rollout + score"] + t["update"]) / n
     print(f"  => {cfg.max_iters} iterations ~ {per_iter * cfg.max_iters:.0f} s (without evaluations)")
 

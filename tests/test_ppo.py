@@ -465,3 +465,12 @@ def test_ddp_two_processes_smoke(run_dirs, tmp_path):
     assert summary["iters"] == 2
     records = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
     assert [r["iter"] for r in records if "rm_score" in r] == [0, 1]
+
+
+def test_bench_ppo_needs_a_finished_run(tmp_path, capsys):
+    from bench import ppo as bench_ppo
+    with pytest.raises(SystemExit) as e:
+        bench_ppo.main(["--help"])
+    assert e.value.code == 0 and "--run" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="model.pt not found"):
+        bench_ppo.main([f"--run={tmp_path}"])
