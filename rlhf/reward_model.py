@@ -476,6 +476,9 @@ def init_backbone(cfg: RMConfig, sft, tokenizer, device):
     if tok.vocab_size != tokenizer.vocab_size or tok.encode(_TOKENIZER_PROBE) != tokenizer.encode(_TOKENIZER_PROBE):
         raise SystemExit(f"error: --init_dir={cfg.init_dir} has another tokenizer than --sft_dir={cfg.sft_dir}; "
                          "the reward model must read the policy's token ids")
+    if gpt.config.block_size < sft.config.block_size:
+        raise SystemExit(f"error: --init_dir={cfg.init_dir} reads {gpt.config.block_size} tokens, fewer than the "
+                         f"{sft.config.block_size} of --sft_dir={cfg.sft_dir}'s policy, whose responses it must score")
     return gpt
 
 

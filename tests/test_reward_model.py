@@ -243,6 +243,10 @@ def test_init_dir_starts_the_rm_from_another_model_with_the_same_tokenizer(tmp_p
     ckpt_io.save_model(str(tmp_path / "other"), wider, other, extra={"stage": "sft"})
     with pytest.raises(SystemExit, match="another tokenizer"):
         R.main(_tiny_args(sft_dir, tmp_path / "rm2", f"--init_dir={tmp_path / 'other'}", "--max_iters=1"))
+    short = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=48))
+    ckpt_io.save_model(str(tmp_path / "short"), short, tok, extra={"stage": "sft"})
+    with pytest.raises(SystemExit, match="reads 32 tokens"):
+        R.main(_tiny_args(sft_dir, tmp_path / "rm3", f"--init_dir={tmp_path / 'short'}", "--max_iters=1"))
 
 
 def test_pairs_file_uses_pairwise_loss(tmp_path, sft_dir):
