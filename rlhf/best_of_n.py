@@ -183,7 +183,9 @@ def run_best_of_n(cfg: BestOfNConfig) -> dict:
 
 
 def plot_best_of_n(result: dict, path: str) -> str:
-    """Gold score against KL: the best-of-N curve with its CIs (and PPO's point when known)."""
+    """Gold score against KL: the best-of-N curve and PPO's point when known, each with its 95% CIs and the
+    perfect-RM ceiling where `result` has them (rows' gold_lo/gold_hi/oracle_gold, ppo's gold_lo/gold_hi/kl_ci).
+    The pipeline draws its plots/best_of_n_vs_ppo.png with this too, from metrics.json (no CIs per N there)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -191,21 +193,29 @@ def plot_best_of_n(result: dict, path: str) -> str:
     fig = Figure(figsize=(6, 4))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    kl = [r["kl"] for r in rows]
-    ax.errorbar(kl, [r["gold"] for r in rows], yerr=[[r["gold"] - r["gold_lo"] for r in rows],
-                [r["gold_hi"] - r["gold"] for r in rows]], fmt="o-", capsize=3, label="best-of-N (RM picks)")
-    ax.plot(kl, [r["oracle_gold"] for r in rows], "s:", alpha=0.6, label="best-of-N (gold picks: ceiling)")
+    kl, gold = [r["kl"] for r in rows], [r["gold"] for r in rows]
+    if all("gold_lo" in r for r in rows):
+        ax.errorbar(kl, gold, yerr=[[r["gold"] - r["gold_lo"] for r in rows], [r["gold_hi"] - r["gold"] for r in rows]],
+                    fmt="o-", capsize=3, color="tab:orange", label="best-of-N (RM picks)")
+    else:
+        ax.plot(kl, gold, "o-", color="tab:orange", label="best-of-N (SFT samples, RM picks)")
+    if all("oracle_gold" in r for r in rows):
+        ax.plot(kl, [r["oracle_gold"] for r in rows], "s:", alpha=0.6, label="best-of-N (gold picks: ceiling)")
     for r in rows:
         ax.annotate(f"N={r['n']}", (r["kl"], r["gold"]), fontsize=7, xytext=(3, -10), textcoords="offset points")
     ppo = result.get("ppo")
     if ppo:
-        ax.errorbar([ppo["kl"]], [ppo["gold"]], yerr=[[ppo["gold"] - ppo["gold_lo"]], [ppo["gold_hi"] - ppo["gold"]]],
-                    fmt="r*", ms=12, capsize=3, label="PPO (one sample per prompt)")
+        g, k = ppo["gold"], ppo["kl"]
+        lo, hi = ppo.get("gold_lo", g), ppo.get("gold_hi", g)
+        klo, khi = ppo.get("kl_ci") or [k, k]
+        ax.errorbar([k], [g], xerr=[[k - klo], [khi - k]], yerr=[[g - lo], [hi - g]], fmt="*", ms=12, capsize=3,
+                    color="tab:green", label="PPO (one sample per prompt)")
     ax.set_xlabel("KL to the SFT policy (nats per response)")
     ax.set_ylabel("gold score")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.subplots_adjust(left=0.12, right=0.97, bottom=0.13, top=0.95)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=100)
     os.replace(tmp, path)

@@ -191,28 +191,17 @@ def plot_gold_by_stage(stages: dict[str, dict], path: str) -> str | None:
 
 def plot_best_of_n_vs_ppo(metrics: dict, path: str) -> str | None:
     """Gold score against KL to SFT: the best-of-k curve (k = 1..N, the RM picks among the same N SFT samples;
-    KL = log k - (k-1)/k) and PPO's sampled policy at its measured KL, both with their 95% CIs where known.
-    Read from metrics.json's best_of_n.curve and ppo blocks; None when either is missing."""
+    KL = log k - (k-1)/k) and PPO's sampled policy at its measured KL with its 95% CIs, drawn by
+    rlhf.best_of_n.plot_best_of_n from metrics.json's best_of_n.curve and ppo blocks; None when either is missing."""
     curve = (metrics.get("best_of_n") or {}).get("curve")
     ppo = metrics.get("ppo") or {}
     if not curve or ppo.get("kl") is None or ppo.get("gold_score_sampled") is None:
         return None
-    fig = _figure(6, 4)
-    ax = fig.subplots()
-    ax.plot([c["kl"] for c in curve], [c["gold"] for c in curve], "o-", color=COLORS["best_of_n"],
-            label="best-of-k (SFT samples, RM picks)")
-    for c in curve:
-        ax.annotate(f"k={c['n']}", (c["kl"], c["gold"]), fontsize=7, xytext=(3, -10), textcoords="offset points")
-    g, kl = ppo["gold_score_sampled"], ppo["kl"]
-    gci, klci = ppo.get("gold_ci_sampled") or [g, g], ppo.get("kl_ci") or [kl, kl]
-    ax.errorbar([kl], [g], xerr=[[kl - klci[0]], [klci[1] - kl]], yerr=[[g - gci[0]], [gci[1] - g]],
-                fmt="*", ms=12, capsize=3, color=COLORS["ppo"], label="PPO (one sample per prompt)")
-    ax.set_xlabel("KL to the SFT policy (nats per response)")
-    ax.set_ylabel("gold score (held-out prompts)")
-    ax.set_title("PPO against best-of-N at the same KL")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    from rlhf.best_of_n import plot_best_of_n
+    g = ppo["gold_score_sampled"]
+    lo, hi = ppo.get("gold_ci_sampled") or [g, g]
+    return plot_best_of_n({"rows": curve, "ppo": {"gold": g, "gold_lo": lo, "gold_hi": hi, "kl": ppo["kl"],
+                                                  "kl_ci": ppo.get("kl_ci")}}, path)
 
 
 def plot_all(run_dir: str, stages: dict[str, dict] | None = None, metrics: dict | None = None) -> dict[str, str]:
