@@ -6,14 +6,19 @@
 The cheapest way to optimise a reward model: no training at all, only N times the sampling (Stiennon et
 al. 2020; Nakano et al. 2021, "WebGPT"). It is the baseline PPO has to beat *per unit of KL*: both move
 the policy away from π_SFT, and the KL is what that costs. Best-of-N's KL to the policy it samples
-from has a closed form (for N distinct samples; Stiennon et al. 2020 appendix; Hilton & Gao 2022):
+from is bounded by a closed form (Stiennon et al. 2020 appendix; Hilton & Gao 2022; Beirami et al. 2024):
 
-    KL(π_best-of-N || π) = log N - (N - 1) / N                           (nats per response)
+    KL(π_best-of-N || π) <= log N - (N - 1) / N                          (nats per response)
 
     N:   1      2      4      8      16     32     64
-    KL:  0      0.19   0.64   1.20   1.84   2.50   3.17
+    KL:  0      0.19   0.64   1.20   1.84   2.50   3.17     (upper bounds)
 
-So a PPO policy at KL = 4 nats should be compared with best-of-~150. Here N runs over --ns on one
+The bound is exact when the N samples are distinct with probability 1 (a continuous space); a language
+model often samples the same short reply twice, and then the true KL is smaller, sometimes much
+smaller. Every "KL" of best-of-N in this project (json, report, plots) is this upper bound, so best-of-N
+is charged at most as much KL as it spends: a comparison "PPO beats best-of-N at the same KL" is
+conservative for PPO only when PPO's own KL is measured, as it is (rlhf.gold.kl_to_reference).
+So a PPO policy at KL = 4 nats should be compared with best-of-~150 or more. Here N runs over --ns on one
 fixed set of prompts (the world's val split by default: never the test split, which the pipeline's
 final evaluation uses); each N reuses the first N of the same samples, so the curve is smooth. The
 gold oracle scores the picks: the evaluation the reward model never sees.
@@ -29,24 +34,32 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config
-from minigpt.generate import generate
-from minigpt.train import make_generator, pick_device
-from rlhf import data as D
+from minigpt.trainer import pick_device
+from rlhf.evaluate import DECODINGS, EvalConfig, example_row
+from rlhf.gold import gold_scores, kl_to_reference
+from rlhf.reward import RewardModel
+from rlhf.rollout import generate_responses, sample_batches, sampling_generator, score_responses, score_samples
+from rlhf.stats import bootstrap_ci
+from rlhf.world import make_prompts, score
 
 
 def best_of_n_kl(n: int) -> float:
-    """KL(best-of-n || π) = log n - (n - 1) / n nats. best_of_n_kl(1) = 0; best_of_n_kl(4) ≈ 0.636."""
+    """The upper bound log n - (n - 1) / n on KL(best-of-n || π), in nats (exact for distinct samples).
+    best_of_n_kl(1) = 0; best_of_n_kl(4) ≈ 0.636."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     return math.log(n) - (n - 1) / n
 
 
 def n_for_kl(kl: float) -> float:
-    """The (real-valued) N whose best-of-N has this KL: the inverse of best_of_n_kl, by bisection."""
+    """The (real-valued) N whose best-of-N KL bound equals `kl`: the inverse of best_of_n_kl, by bisection."""
     lo, hi = 1.0, 2.0
     while math.log(hi) - (hi - 1) / hi < kl:
         hi *= 2
@@ -83,31 +96,62 @@ def sample_candidates(policy, reward_model, tokenizer, conversations: list, n: i
     """n samples per conversation and the RM's score of each, as PPO would score them.
 
     Returns {"responses": [[str] * n] * P, "stopped": bool tensor (P, n), "scores": (P, n)} where a
-    response without <|end|> scores no_stop_reward (as in rlhf.ppo), else the RM at its last real token.
+    response without <|end|> scores no_stop_reward (as in rlhf.ppo), else the RM's score of its text
+    (rlhf.rollout.score_samples).
     """
-    stop_id, pad_id = D.stop_token_id(tokenizer), D.pad_token_id(tokenizer)
-    max_prompt = policy.config.block_size - max_new_tokens
-    rendered = [D.render_prompt(c, tokenizer, max_len=max_prompt) for c in conversations]
-    flat = [p for p in rendered for _ in range(n)]                     # prompt i at rows i*n .. i*n+n-1
-    g = make_generator(seed, "best_of_n")
+    flat = [c for c in conversations for _ in range(n)]                # prompt i at rows i*n .. i*n+n-1
+    g = sampling_generator(policy, seed, "best_of_n")
     texts, stopped, scores = [], [], []
-    for i in range(0, len(flat), batch_size):
-        gen = generate(policy, flat[i:i + batch_size], max_new_tokens, temperature=temperature,
-                       eos_token_id=stop_id, pad_token_id=pad_id, generator=g)
-        s = reward_model.score(gen.sequences, gen.attention_mask).float()     # (b,) at the last real token
+    for convs, s in sample_batches(policy, tokenizer, flat, max_new_tokens, temperature, batch_size, generator=g):
+        r = score_samples(reward_model, tokenizer, convs, s, batch_size)     # (b,)
         if no_stop_reward is not None:
-            s = torch.where(gen.stopped, s, torch.full_like(s, no_stop_reward))
-        scores.append(s)
-        stopped.append(gen.stopped)
-        texts += [D.decode_response(r, tokenizer)[0] for r in gen.response.tolist()]
+            r = torch.where(s.stopped, r, torch.full_like(r, no_stop_reward))
+        scores.append(r)
+        stopped.append(s.stopped)
+        texts += [t for t, _, _ in s.texts(tokenizer)]
     P = len(conversations)
     return {"responses": [texts[i * n:(i + 1) * n] for i in range(P)],
             "stopped": torch.cat(stopped).view(P, n), "scores": torch.cat(scores).view(P, n)}
 
 
+def best_of_n_rows(policy, tokenizer, rm, rm_tokenizer, examples: list, n: int, cfg: EvalConfig,
+                   progress: str | None = None, no_stop_reward: float | None = -2.0) -> list[dict]:
+    """Best-of-N: for each prompt, N samples of `policy` (at cfg.temperature) and the one the reward model
+    scores highest. It optimises the RM without any training (Nakano et al., 2021; Stiennon et al., 2020)
+    and is the baseline RL should beat at equal KL (KL <= log N - (N-1)/N, best_of_n_kl). A response
+    without <|end|> scores no_stop_reward, as in PPO's rollouts (None = the RM's score of the text).
+    Rows as evaluate_model's, with the RM's pick under both decodings (there is no greedy best-of-N),
+    plus "oracle_gold": the best gold score among the N (what a perfect reward model would pick) and
+    "gold_by_n": for k = 1..N the gold of the RM's pick among the first k samples, i.e. best-of-k for every
+    k from the same samples (gold_by_n[0] is one plain SFT sample, gold_by_n[-1] is "gold")."""
+    convs = [ex.conversation for ex in examples]
+    rep = [c for c in convs for _ in range(n)]                      # prompt i at positions i*n .. i*n+n-1
+    gens = generate_responses(policy, tokenizer, rep, cfg.max_new_tokens, temperature=cfg.temperature,
+                              batch_size=cfg.batch_size, seed=cfg.seed + 1, progress=progress)
+    rewards = score_responses(rm, rm_tokenizer, rep, [g["response"] for g in gens], [g["stopped"] for g in gens],
+                        cfg.batch_size)
+    if no_stop_reward is not None:
+        rewards = [r if g["stopped"] else no_stop_reward for r, g in zip(rewards, gens)]
+    cand_rows = [{"prompt": c, "response": g["response"], "stopped": g["stopped"]} for c, g in zip(rep, gens)]
+    golds = gold_scores(cand_rows)
+    scores = torch.tensor(rewards, dtype=torch.float64).view(len(examples), n)            # (P, n)
+    picks = torch.stack([pick_best(scores, k) for k in range(1, n + 1)], dim=1).tolist()  # (P, n): best of first k
+    rows = []
+    for i, ex in enumerate(examples):
+        js = range(i * n, (i + 1) * n)
+        by_k = [golds[i * n + p] for p in picks[i]]                  # gold of best-of-k, k = 1..n
+        best = i * n + picks[i][-1]                                  # the RM's choice (first of equals)
+        for decoding in DECODINGS:
+            rows.append({**example_row(ex), "decoding": decoding, "response": gens[best]["response"],
+                         "stopped": gens[best]["stopped"], "n_tokens": gens[best]["n_tokens"],
+                         "gold": golds[best], "rm": rewards[best], "oracle_gold": max(golds[j] for j in js),
+                         "mean_gold_of_n": float(np.mean([golds[j] for j in js])), "gold_by_n": by_k})
+    return rows
+
+
 @dataclass
 class BestOfNConfig:
-    """Best-of-N on the SFT policy: gold score against the analytic KL, for several N."""
+    """Best-of-N on the SFT policy: gold score against the KL bound log N - (N-1)/N, for several N."""
     out_dir: str = "out/best_of_n"    # where best_of_n.json and best_of_n.png go
     sft_dir: str = "out/sft"          # the policy that is sampled
     rm_dir: str = "out/reward_model"  # the reward model that picks
@@ -133,10 +177,6 @@ PRESETS: dict[str, dict] = {
 
 def run_best_of_n(cfg: BestOfNConfig) -> dict:
     """Sample max(ns) per prompt once, then for each N: the RM's pick among the first N, judged by the oracle."""
-    from rlhf.evaluate import bootstrap_ci
-    from rlhf.reward_model import RewardModel
-    from rlhf.world import make_prompts, score
-
     device = pick_device(cfg.device)
     policy, tokenizer = ckpt_io.load_model(cfg.sft_dir, device)
     rm = RewardModel.load(cfg.rm_dir, device)
@@ -158,7 +198,6 @@ def run_best_of_n(cfg: BestOfNConfig) -> dict:
                      "oracle_gold": gold[:, :n].max(1).values.mean().item()})   # what a perfect RM would pick
     result = {"config": asdict(cfg), "rows": rows}
     if cfg.ppo_dir:  # the PPO policy on the same prompts: one sample each, its gold score and its KL to SFT
-        from rlhf.evaluate import kl_to_reference
         ppo_policy, _ = ckpt_io.load_model(cfg.ppo_dir, device)
         convs = [ex.conversation for ex in examples]
         one = sample_candidates(ppo_policy, rm, tokenizer, convs, 1, cfg.max_new_tokens, cfg.temperature,
@@ -186,9 +225,6 @@ def plot_best_of_n(result: dict, path: str) -> str:
     """Gold score against KL: the best-of-N curve and PPO's point when known, each with its 95% CIs and the
     perfect-RM ceiling where `result` has them (rows' gold_lo/gold_hi/oracle_gold, ppo's gold_lo/gold_hi/kl_ci).
     The pipeline draws its plots/best_of_n_vs_ppo.png with this too, from metrics.json (no CIs per N there)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     rows = result["rows"]
     fig = Figure(figsize=(6, 4))
     FigureCanvasAgg(fig)
@@ -210,7 +246,7 @@ def plot_best_of_n(result: dict, path: str) -> str:
         klo, khi = ppo.get("kl_ci") or [k, k]
         ax.errorbar([k], [g], xerr=[[k - klo], [khi - k]], yerr=[[g - lo], [hi - g]], fmt="*", ms=12, capsize=3,
                     color="tab:green", label="PPO (one sample per prompt)")
-    ax.set_xlabel("KL to the SFT policy (nats per response)")
+    ax.set_xlabel("KL to the SFT policy (nats per response; best-of-N: upper bound log N - (N-1)/N)")
     ax.set_ylabel("gold score")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

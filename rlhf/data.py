@@ -240,6 +240,31 @@ def decode_response(ids, tokenizer):
     return tokenizer.decode(ids), False
 
 
+def encode_response(conversation: list[dict], response: str, tokenizer, max_len: int, stopped: bool = True) -> list[int]:
+    """Token ids the RM reads: the prompt in the chat template, then the response (+ <|end|> if it stopped).
+
+    This is what generation produces (render_prompt ends with <|assistant|>), so the RM scores training
+    comparisons and PPO rollouts alike (rlhf.rollout.score_responses). Too long: the response keeps at most
+    max(max_len − prompt, max_len // 2) tokens and the prompt is truncated by `render`'s rule to fit the rest.
+    """
+    resp = tokenizer.encode(response) + ([stop_token_id(tokenizer)] if stopped else [])
+    prompt = render_prompt(conversation, tokenizer)
+    if len(prompt) + len(resp) > max_len:
+        resp = resp[: max(max_len - len(prompt), max_len // 2)]
+        prompt = render_prompt(conversation, tokenizer, max_len=max_len - len(resp))
+    return prompt + resp
+
+
+def encode_response_with_mask(conversation, response, tokenizer, max_len, stopped=True):
+    """(ids, response_mask) of prompt + response: exactly encode_response's ids (the tokens the reward
+    model reads for this pair: chat template, <|end|> when the response stopped, the same truncation
+    rule), with the mask 1 on the response part. DPO's log π(y|x) sums over that part."""
+    ids = encode_response(conversation, response, tokenizer, max_len, stopped)
+    n_resp = len(tokenizer.encode(response)) + int(stopped)
+    n_resp = min(n_resp, max(max_len - len(render_prompt(conversation, tokenizer)), max_len // 2), len(ids) - 1)
+    return ids, [0] * (len(ids) - n_resp) + [1] * n_resp
+
+
 # ----------------------------------------------------------------------------------------------------
 # collators and SFT datasets
 

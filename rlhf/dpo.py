@@ -44,17 +44,21 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 import torch
 from torch import Tensor
+
+from tqdm.auto import tqdm
 
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config
 from minigpt.distributed import barrier, teardown_distributed
-from minigpt.train import (LoopConfig, fit, make_generator, read_metrics, run_entry_point, seed_everything,
-                           start_stage)
+from minigpt.trainer import (LoopConfig, autocast_context, fit, make_generator, plot_panels, read_metrics,
+                             run_entry_point, seed_everything, start_stage)
 from rlhf import data as D
-from rlhf.losses import dpo_loss, token_logprobs
+from rlhf.comparisons import LabelingConfig, simulate_rankings
+from rlhf.losses import dpo_loss
+from rlhf.rl_update import disable_dropout, frozen
+from rlhf.rollout import sequence_logprobs
 
 # -----------------------------------------------------------------------------
 # config
@@ -102,26 +106,6 @@ PRESETS: dict[str, dict] = {
 }
 
 # -----------------------------------------------------------------------------
-# sequence log-probs (the one place DPO touches the model)
-
-
-def sequence_logprobs(model, idx: Tensor, attention_mask: Tensor, response_mask: Tensor) -> Tensor:
-    """log π(y|x) = Σ_t log π(y_t | x, y_<t), summed over the response tokens of each row.
-
-    idx, attention_mask (B, T) right-padded prompt + response; response_mask (B, T) float, 1 on the
-    response tokens (their <|end|> included), 0 on the prompt and on padding. A token's log-prob comes
-    from the logits one position earlier, so position 0 (always prompt) is never a target. -> (B,).
-    Example: prompt [u, a], response [y, e], one pad p: idx [u, a, y, e, p], response_mask [0, 0, 1, 1, 0]
-    → log p(y | u a) + log p(e | u a y).
-    """
-    logits, _ = model(idx, attention_mask=attention_mask)                          # (B, T, V)
-    logp = token_logprobs(logits[:, :-1].float(), idx[:, 1:])                      # (B, T-1): logp of idx[:, t+1]
-    mask = response_mask[:, 1:].to(logp.dtype)                                     # (B, T-1)
-    # torch.where, not a product: a padded position's value never leaks, not even as NaN * 0.
-    return torch.where(mask > 0, logp, torch.zeros_like(logp)).sum(-1)            # (B,)
-
-
-# -----------------------------------------------------------------------------
 # data: comparisons -> encoded pairs -> batches
 
 
@@ -135,19 +119,6 @@ class EncodedPair:
     ref_chosen: float = 0.0        # log π_ref(chosen | prompt), filled in by reference_logprobs
     ref_rejected: float = 0.0      # log π_ref(rejected | prompt)
     meta: dict = field(default_factory=dict)  # family, h, ... of the comparison (for reports only)
-
-
-def encode_response(conversation: list[dict], response: str, tokenizer, max_len: int,
-                    stopped: bool = True) -> tuple[list[int], list[int]]:
-    """(ids, response_mask) of prompt + response, exactly the tokens the reward model reads for this
-    pair (rlhf.reward_model.encode_response: chat template, <|end|> when the response stopped, the same
-    truncation rule), with the mask marking the response part."""
-    from rlhf.reward_model import encode_response as rm_encode
-
-    ids = rm_encode(conversation, response, tokenizer, max_len, stopped)
-    n_resp = len(tokenizer.encode(response)) + int(stopped)
-    n_resp = min(n_resp, max(max_len - len(D.render_prompt(conversation, tokenizer)), max_len // 2), len(ids) - 1)
-    return ids, [0] * (len(ids) - n_resp) + [1] * n_resp
 
 
 def preference_pairs(records) -> list[tuple[D.Preference, bool, bool]]:
@@ -173,8 +144,8 @@ def encode_pairs(records, tokenizer, max_len: int) -> list[EncodedPair]:
     """Encode every non-tied pair of `records` (Preferences or Rankings) for a model of context max_len."""
     pairs = []
     for pref, c_stop, r_stop in preference_pairs(records):
-        c, cm = encode_response(pref.prompt, pref.chosen, tokenizer, max_len, c_stop)
-        r, rm = encode_response(pref.prompt, pref.rejected, tokenizer, max_len, r_stop)
+        c, cm = D.encode_response_with_mask(pref.prompt, pref.chosen, tokenizer, max_len, c_stop)
+        r, rm = D.encode_response_with_mask(pref.prompt, pref.rejected, tokenizer, max_len, r_stop)
         if c == r:  # e.g. identical after truncation: no signal
             continue
         meta = {k: pref.meta[k] for k in ("family", "h") if k in pref.meta}
@@ -199,7 +170,6 @@ def collate_pairs(pairs: list[EncodedPair], pad_id: int) -> dict[str, Tensor]:
 def reference_logprobs(ref_model, pairs: list[EncodedPair], pad_id: int, batch_size: int = 64,
                        device="cpu", progress: bool = False) -> None:
     """Fill in pair.ref_chosen / ref_rejected = log π_ref(y|x), once, in eval mode (π_ref is frozen)."""
-    from tqdm.auto import tqdm
 
     was_training = ref_model.training
     ref_model.eval()
@@ -254,7 +224,7 @@ class PairBatches:
 
 
 def dpo_loss_fn(model, batch: dict[str, Tensor], beta: float) -> tuple[Tensor, dict]:
-    """loss_fn for minigpt.train.fit: DPO eq. 7 on a batch of pairs, plus the implicit-reward statistics."""
+    """loss_fn for minigpt.trainer.fit: DPO eq. 7 on a batch of pairs, plus the implicit-reward statistics."""
     pi_c, pi_r = _pair_logprobs(model, batch)                                      # (B,), (B,)
     loss, stats = dpo_loss(pi_c, pi_r, batch["ref_chosen"], batch["ref_rejected"], beta)
     with torch.no_grad():
@@ -271,7 +241,7 @@ def dpo_loss_fn(model, batch: dict[str, Tensor], beta: float) -> tuple[Tensor, d
 
 def load_comparisons(cfg: DPOConfig, tokenizer, sft_model, is_main: bool, info) -> tuple[list, list, str]:
     """(train records, val records, where they came from): --data; else the RM run's rankings; else
-    simulated here exactly as the RM stage does (rlhf.reward_model.simulate_rankings), written to out_dir/data."""
+    simulated here exactly as the RM stage does (rlhf.comparisons.simulate_rankings), written to out_dir/data."""
     if cfg.data:
         fmt, records = D.load_any(cfg.data)
         if fmt not in ("pairs", "hh", "rankings"):
@@ -285,17 +255,14 @@ def load_comparisons(cfg: DPOConfig, tokenizer, sft_model, is_main: bool, info) 
     rm_val = os.path.join(cfg.rm_dir, "data", "rm_val.jsonl")
     if os.path.exists(rm_train) and os.path.exists(rm_val):
         return D.load_rankings(rm_train), D.load_rankings(rm_val), os.path.join(cfg.rm_dir, "data")
-    from rlhf.reward_model import RMConfig, simulate_rankings
-
     data_dir = os.path.join(cfg.out_dir, "data")
     train_path, val_path = os.path.join(data_dir, "dpo_train.jsonl"), os.path.join(data_dir, "dpo_val.jsonl")
     if is_main and not (cfg.resume and os.path.exists(train_path) and os.path.exists(val_path)):
-        sim = RMConfig(n_train_prompts=cfg.n_train_prompts, n_val_prompts=cfg.n_val_prompts, data_seed=cfg.data_seed,
-                       temperatures=list(cfg.temperatures), max_new_tokens=cfg.sample_tokens)
+        sim = LabelingConfig(data_seed=cfg.data_seed, max_new_tokens=cfg.sample_tokens)
         policies = [("sft", sft_model, list(cfg.temperatures))]
         t0 = time.time()
-        D.write_jsonl(train_path, simulate_rankings("train", sim.n_train_prompts, policies, tokenizer, sim))
-        D.write_jsonl(val_path, simulate_rankings("val", sim.n_val_prompts, policies, tokenizer, sim))
+        D.write_jsonl(train_path, simulate_rankings("train", cfg.n_train_prompts, policies, tokenizer, sim))
+        D.write_jsonl(val_path, simulate_rankings("val", cfg.n_val_prompts, policies, tokenizer, sim))
         print(f"comparisons: no {rm_train}; simulated {cfg.n_train_prompts} train + {cfg.n_val_prompts} val "
               f"rankings in {time.time() - t0:.1f}s -> {data_dir}")
     barrier(info)
@@ -303,105 +270,17 @@ def load_comparisons(cfg: DPOConfig, tokenizer, sft_model, is_main: bool, info) 
 
 
 # -----------------------------------------------------------------------------
-# evaluation and plots (shared with rlhf.grpo)
-
-
-def gold_vs_reference(policy, reference, tokenizer, examples: list, max_new_tokens: int = 40,
-                      batch_size: int = 100, seed: int = 0, kl: bool = True) -> dict:
-    """The gold oracle's verdict on `policy` against `reference` (the SFT model) on the same prompts.
-
-    For greedy and sampled (temperature 1) answers: the mean gold score of each, the paired difference
-    with its 95% bootstrap CI, win/tie/loss counts and the win rate over non-tied prompts, stop rates and
-    per-family scores (rlhf.sft.evaluate_gold; rlhf.evaluate's statistics). With kl=True also
-    KL(policy || reference) per response on sampled answers (rlhf.evaluate.kl_to_reference).
-    """
-    from rlhf.evaluate import kl_to_reference, paired_bootstrap_ci, win_rates
-    from rlhf.sft import evaluate_gold
-
-    out: dict = {"n_prompts": len(examples)}
-    for decoding, temperature in (("greedy", 0.0), ("sampled", 1.0)):
-        pol = evaluate_gold(policy, tokenizer, examples, max_new_tokens, temperature, batch_size, seed)
-        ref = evaluate_gold(reference, tokenizer, examples, max_new_tokens, temperature, batch_size, seed)
-        a, b = [r["score"] for r in pol["rows"]], [r["score"] for r in ref["rows"]]
-        diff, lo, hi = paired_bootstrap_ci(a, b, seed=seed)
-        wr = win_rates(a, b, seed=seed)
-        out[decoding] = {"gold": pol["gold"], "sft_gold": ref["gold"], "gold_diff": diff, "gold_diff_ci": [lo, hi],
-                         "wins": wr["wins"], "ties": wr["ties"], "losses": wr["losses"], "win_rate": wr["win_rate"],
-                         "stop_rate": pol["stop_rate"], "sft_stop_rate": ref["stop_rate"],
-                         "per_family": pol["per_family"], "sft_per_family": ref["per_family"],
-                         "samples": pol["rows"][:4]}
-    if kl:
-        k = kl_to_reference(policy, reference, tokenizer, [ex.conversation for ex in examples], max_new_tokens,
-                            batch_size, seed)
-        out["kl"] = k["mean"]
-        out["kl_ci"] = k.get("ci")
-    return out
-
-
-def format_gold(g: dict, name: str) -> str:
-    """Two lines: greedy and sampled gold of `name` vs SFT, the difference with its CI, and the win counts."""
-    lines = []
-    for d in ("greedy", "sampled"):
-        r = g[d]
-        lines.append(f"  {d:<8} gold {name} {r['gold']:.3f} vs SFT {r['sft_gold']:.3f}: "
-                     f"diff {r['gold_diff']:+.3f} [{r['gold_diff_ci'][0]:+.3f}, {r['gold_diff_ci'][1]:+.3f}], "
-                     f"W/T/L {r['wins']}/{r['ties']}/{r['losses']} (win rate {r['win_rate']:.2f}), "
-                     f"stop {r['stop_rate']:.2f} vs {r['sft_stop_rate']:.2f}")
-    if g.get("kl") is not None:
-        lines.append(f"  KL({name} || SFT) = {g['kl']:.2f} nats per response (sampled)")
-    return "\n".join(lines)
-
-
-def plot_panels(records: list[dict] | str, path: str, panels: list[tuple[str, str]], x: str = "step",
-                title: str = "") -> str:
-    """One small plot per (metric key, label) against `x`: train records as lines, records with
-    split == "val" as dots. A PNG written atomically (Agg canvas, no pyplot state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    if isinstance(records, str):
-        records = read_metrics(records)
-    cols = min(4, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    fig = Figure(figsize=(3.6 * cols, 2.9 * rows))
-    FigureCanvasAgg(fig)
-    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for ax, (key, label) in zip(axes, panels):
-        for split, style in (("train", "-"), ("val", "o-")):
-            pts = [(r[x], r[key]) for r in records if r.get(key) is not None and x in r
-                   and (r.get("split") == "val") == (split == "val")]
-            if pts:
-                ax.plot(*zip(*pts), style, ms=3, lw=1.0, alpha=0.85, label=split)
-        ax.set_title(label, fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=7)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
-    fig.suptitle(title)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=90)
-    os.replace(tmp, path)
-    return path
-
+# the stage
 
 DPO_PANELS = [("loss", "DPO loss (ln 2 at start)"), ("accuracy", "implicit-reward accuracy"),
               ("margin", "margin r̂_w - r̂_l"), ("chosen_reward", "r̂ chosen = β log π/π_ref"),
               ("rejected_reward", "r̂ rejected"), ("logp_chosen", "log π(chosen)"),
               ("logp_rejected", "log π(rejected)"), ("lr", "learning rate")]
 
-# -----------------------------------------------------------------------------
-# the stage
-
-
-def train_dpo(cfg: DPOConfig) -> dict:
+def train_dpo(cfg: DPOConfig, evaluator=None) -> dict:
     """SFT policy + comparisons -> reference log-probs -> fit with the DPO loss -> gold evaluation against
-    SFT -> out_dir/model.pt, summary.json, dpo.png. Returns the summary."""
-    from rlhf.ppo import disable_dropout
-
+    SFT (evaluator.versus, when the caller hands in a gold evaluator: rlhf.gold.GoldEvaluator) ->
+    out_dir/model.pt, summary.json, dpo.png. Returns the summary."""
     t_start = time.time()
     device, info, run_dir = start_stage(cfg)
     try:
@@ -410,9 +289,8 @@ def train_dpo(cfg: DPOConfig) -> dict:
         seed_everything(cfg.seed)
         policy, tokenizer = ckpt_io.load_model(cfg.sft_dir, device)
         reference, _ = ckpt_io.load_model(cfg.sft_dir, device)
-        for m in (policy, reference):
-            disable_dropout(m)          # with dropout, π ≠ π_ref at the start and the loss is not ln 2
-        reference.requires_grad_(False)
+        disable_dropout(policy)         # with dropout, π ≠ π_ref at the start and the loss is not ln 2
+        frozen(reference)
         pad_id, max_len = D.pad_token_id(tokenizer), policy.config.block_size
 
         train_records, val_records, source = load_comparisons(cfg, tokenizer, reference, info.is_main, info)
@@ -422,8 +300,10 @@ def train_dpo(cfg: DPOConfig) -> dict:
         if not train_pairs:
             raise SystemExit("error: the training comparisons contain no informative (non-tied) pair")
         t0 = time.time()
-        for pairs in (train_pairs, val_pairs):
-            reference_logprobs(reference, pairs, pad_id, cfg.ref_batch_size, device, progress=cfg.progress and info.is_main)
+        with autocast_context(device, cfg.dtype):   # the precision fit() computes π's log-probs in
+            for pairs in (train_pairs, val_pairs):
+                reference_logprobs(reference, pairs, pad_id, cfg.ref_batch_size, device,
+                                   progress=cfg.progress and info.is_main)
         seconds_ref = time.time() - t0
         steps = cfg.max_iters if cfg.max_iters > 0 else max(1, math.ceil(cfg.epochs * len(train_pairs) / cfg.batch_size))
         eval_iters = cfg.eval_iters if cfg.eval_iters > 0 else max(1, math.ceil(len(val_pairs) / cfg.batch_size))
@@ -457,17 +337,15 @@ def train_dpo(cfg: DPOConfig) -> dict:
                        "seconds_data": seconds_data, "seconds_reference": seconds_ref,
                        "seconds_train": result["train_seconds"], "device": str(device),
                        "world_size": info.world_size, "loss_curve": result["loss_curve"], "plot": plot_path}
-            if cfg.n_eval > 0:
-                from rlhf.world import make_prompts
+            if evaluator is not None:
                 t0 = time.time()
-                gold = gold_vs_reference(policy, reference, tokenizer, make_prompts("val", cfg.n_eval, seed=cfg.eval_seed),
-                                         cfg.max_new_tokens, cfg.eval_batch_size, cfg.eval_seed)
+                gold = evaluator.versus(policy, reference, tokenizer)
                 summary.update({"gold_score": gold["greedy"]["gold"], "sft_gold_score": gold["greedy"]["sft_gold"],
                                 "gold_score_sampled": gold["sampled"]["gold"],
                                 "sft_gold_score_sampled": gold["sampled"]["sft_gold"],
                                 "win_rate_vs_sft": gold["greedy"]["win_rate"], "kl": gold.get("kl"),
                                 "gold": gold, "seconds_eval": time.time() - t0})
-                print("\n" + format_gold(gold, "DPO"))
+                print("\n" + evaluator.format_versus(gold, "DPO"))
             summary["seconds"] = time.time() - t_start
             ckpt_io.save_model(run_dir, policy, tokenizer, extra={"stage": "dpo", "step": result["step"]})
             ckpt_io.write_summary(run_dir, summary)
@@ -482,7 +360,19 @@ def train_dpo(cfg: DPOConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(DPOConfig, argv, PRESETS, prog="python -m rlhf.dpo")
-    return run_entry_point(train_dpo, cfg, errors=(D.DataError, FileNotFoundError))
+    # local import: the command line is the caller that hands the gold judge to the training code
+    from rlhf.gold import GoldEvaluator
+    evaluator = gold_evaluator(cfg, GoldEvaluator)
+    return run_entry_point(lambda c: train_dpo(c, evaluator), cfg, errors=(D.DataError, FileNotFoundError))
+
+
+def gold_evaluator(cfg: DPOConfig, evaluator_class):
+    """The evaluator this stage's settings ask for (n_eval val prompts, eval_seed, max_new_tokens), built
+    from the class the caller passes in (rlhf.gold.GoldEvaluator), or None when n_eval is 0."""
+    if cfg.n_eval <= 0:
+        return None
+    return evaluator_class(cfg.n_eval, seed=cfg.eval_seed, max_new_tokens=cfg.max_new_tokens,
+                           batch_size=cfg.eval_batch_size)
 
 
 if __name__ == "__main__":

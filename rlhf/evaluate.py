@@ -12,9 +12,10 @@ checkpoint, on one fixed set of held-out prompts per seed (the world's *test* sp
   * how far did RL move it?        KL(pi || pi_ref) = E_{y ~ pi}[ sum_t log pi(y_t) - log pi_ref(y_t) ];
   * how does it answer?            response length, and how often it ends its turn (stop rate).
 
-The statistics are pure functions of numbers (first half of this file, tested on synthetic inputs with
-known answers); the model half generates, scores and caches responses as `eval/STAGE.jsonl` so that
-the report and later comparisons reuse them instead of generating again.
+The statistics are pure functions of numbers (rlhf/stats.py, tested on synthetic inputs with known
+answers); this module generates (rlhf.rollout), scores (the gold oracle through rlhf.gold, the reward
+model through rlhf.rollout.score_responses) and caches responses as `eval/STAGE.jsonl` so that the
+report and later comparisons reuse them instead of generating again.
 
 Every model answers the same prompts twice: greedily (deterministic) and sampled at temperature 1 with
 the same seed for every model. The shared seed is deliberate ("common random numbers"): two policies
@@ -25,168 +26,24 @@ the luck of the draw. Comparisons are paired by prompt and CIs resample prompts.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
-from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
-import numpy as np
+from minigpt.checkpoint import atomic_write_json, load_model, read_summary
+from minigpt.configurator import parse_config
+from minigpt.trainer import pick_device
+from rlhf.data import write_jsonl
+from rlhf.gold import gold_scores, kl_to_reference
+from rlhf.reward import load_reward_model
+from rlhf.rollout import generate_responses, score_responses
+from rlhf.stats import (bootstrap_ci, compare_rows, group_means, mean_ci_dict,  # noqa: F401  (ev.bootstrap_ci, ...)
+                        paired_bootstrap_ci, response_stats, summarize, win_rates)
+from rlhf.world import make_prompts
 
-# ----------------------------------------------------------------------------------------------------
-# Statistics (pure: numbers in, numbers out)
-
-
-def bootstrap_ci(values: Sequence[float], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
-                 ) -> tuple[float, float, float]:
-    """(mean, lo, hi): the mean of `values` and its percentile-bootstrap (1 - alpha) interval.
-
-    Resample the n values with replacement n_boot times, take the mean of each resample, and report
-    the alpha/2 and 1 - alpha/2 quantiles of those means (Efron's percentile interval).
-
-        >>> bootstrap_ci([1.0, 1.0, 1.0])
-        (1.0, 1.0, 1.0)
-
-    No values -> (nan, nan, nan); one value -> (x, x, x). Seeded: same input, same interval.
-    """
-    x = np.asarray(values, dtype=np.float64).reshape(-1)
-    n = x.size
-    if n == 0:
-        return (math.nan, math.nan, math.nan)
-    mean = float(x.mean())
-    if n == 1:
-        return (mean, mean, mean)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))      # (n_boot, n) resampled positions
-    means = x[idx].mean(axis=1)                     # (n_boot,)
-    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return (mean, float(lo), float(hi))
-
-
-def paired_bootstrap_ci(a: Sequence[float], b: Sequence[float], n_boot: int = 2000, alpha: float = 0.05,
-                        seed: int = 0) -> tuple[float, float, float]:
-    """(mean(a - b), lo, hi) for paired scores a[i], b[i] of the same prompt i.
-
-    Resampling *prompts* (pairs), not the two lists independently, removes the prompt-to-prompt
-    variance both models share, so the interval of the difference is much narrower than the two
-    separate intervals suggest. The difference is significant at level alpha when 0 is outside.
-    """
-    a = np.asarray(a, dtype=np.float64).reshape(-1)
-    b = np.asarray(b, dtype=np.float64).reshape(-1)
-    if a.shape != b.shape:
-        raise ValueError(f"paired scores need equal lengths, got {a.size} and {b.size}")
-    return bootstrap_ci(a - b, n_boot=n_boot, alpha=alpha, seed=seed)
-
-
-def win_rates(a: Sequence[float], b: Sequence[float], tol: float = 1e-9, n_boot: int = 2000,
-              seed: int = 0) -> dict:
-    """Pairwise comparison of A against B on the same prompts: wins, ties, losses and two win rates.
-
-    A wins prompt i when a[i] > b[i] + tol, loses when a[i] < b[i] - tol, ties otherwise.
-      win_rate       = wins / (wins + losses)        over the non-tied prompts (0.5 if all tie)
-      win_rate_half  = (wins + ties / 2) / n         ties count half (InstructGPT's convention)
-    plus a bootstrap CI of win_rate_half (each prompt's outcome is 1, 0.5 or 0).
-
-        >>> r = win_rates([1, 0.5, 0, 1], [0, 0.5, 1, 0.5])
-        >>> (r["wins"], r["ties"], r["losses"], r["win_rate"], r["win_rate_half"])
-        (2, 1, 1, 0.6666666666666666, 0.625)
-    """
-    a = np.asarray(a, dtype=np.float64).reshape(-1)
-    b = np.asarray(b, dtype=np.float64).reshape(-1)
-    if a.shape != b.shape:
-        raise ValueError(f"paired scores need equal lengths, got {a.size} and {b.size}")
-    d = a - b
-    wins = int((d > tol).sum())
-    losses = int((d < -tol).sum())
-    n = int(d.size)
-    ties = n - wins - losses
-    outcome = np.where(d > tol, 1.0, np.where(d < -tol, 0.0, 0.5))  # (n,) per-prompt outcome
-    half, lo, hi = bootstrap_ci(outcome, n_boot=n_boot, seed=seed)
-    return {
-        "n": n, "wins": wins, "ties": ties, "losses": losses,
-        "win_rate": wins / (wins + losses) if wins + losses else 0.5,
-        "win_rate_half": half if n else math.nan,
-        "win_rate_half_ci": [lo, hi],
-        "tie_rate": ties / n if n else math.nan,
-    }
-
-
-def mean_ci_dict(values: Sequence[float], n_boot: int = 2000, seed: int = 0) -> dict:
-    """{"mean", "ci": [lo, hi], "n"}: the JSON shape every CI takes in metrics.json."""
-    mean, lo, hi = bootstrap_ci(values, n_boot=n_boot, seed=seed)
-    return {"mean": mean, "ci": [lo, hi], "n": len(values)}
-
-
-def group_means(values: Sequence[float], keys: Sequence[str], n_boot: int = 1000, seed: int = 0) -> dict:
-    """Mean and bootstrap CI of `values` within each group: {key: {"mean", "ci", "n"}}, keys sorted.
-
-        >>> g = group_means([1.0, 0.0, 0.5], ["a", "b", "a"])
-        >>> g["a"]["mean"], g["b"]["n"]
-        (0.75, 1)
-    """
-    if len(values) != len(keys):
-        raise ValueError(f"{len(values)} values but {len(keys)} keys")
-    buckets: dict[str, list[float]] = defaultdict(list)
-    for v, k in zip(values, keys):
-        buckets[k].append(float(v))
-    return {k: mean_ci_dict(buckets[k], n_boot=n_boot, seed=seed) for k in sorted(buckets)}
-
-
-def response_stats(n_tokens: Sequence[int], stopped: Sequence[bool]) -> dict:
-    """Mean response length in tokens and the share of responses that ended their turn."""
-    n = len(n_tokens)
-    if n != len(stopped):
-        raise ValueError(f"{n} lengths but {len(stopped)} stop flags")
-    if n == 0:
-        return {"mean_tokens": math.nan, "stop_rate": math.nan}
-    return {"mean_tokens": float(np.mean(n_tokens)), "stop_rate": float(np.mean(np.asarray(stopped, dtype=bool)))}
-
-
-def summarize(rows: Iterable[dict], n_boot: int = 2000, seed: int = 0) -> dict:
-    """Everything about one model's answers to one prompt set (rows as cached in eval/STAGE.jsonl).
-
-    Each row has "gold" (float), "family", "h", "n_tokens", "stopped" and optionally "rm".
-    Returns {"gold_score", "gold_ci", "n", "per_family", "per_h", "mean_tokens", "stop_rate"[, "rm_score"]}.
-    """
-    rows = list(rows)
-    gold = [r["gold"] for r in rows]
-    mean, lo, hi = bootstrap_ci(gold, n_boot=n_boot, seed=seed)
-    out = {
-        "gold_score": mean, "gold_ci": [lo, hi], "n": len(rows),
-        "per_family": {k: v["mean"] for k, v in group_means(gold, [r["family"] for r in rows], 1, seed).items()},
-        "per_h": {k: v["mean"] for k, v in group_means(gold, [r["h"] for r in rows], 1, seed).items()},
-        **response_stats([r["n_tokens"] for r in rows], [r["stopped"] for r in rows]),
-    }
-    if rows and all(r.get("rm") is not None for r in rows):
-        out["rm_score"] = float(np.mean([r["rm"] for r in rows]))
-    return out
-
-
-def compare_rows(rows_a: Sequence[dict], rows_b: Sequence[dict], n_boot: int = 2000, seed: int = 0) -> dict:
-    """A vs B on the same prompts (matched by "id"): gold win rates, paired gold difference, RM win rates.
-
-    Returns {"gold": win_rates(...), "gold_diff": {"mean", "ci"}, "rm": win_rates(...) or None, "n"}.
-    """
-    by_id = {r["id"]: r for r in rows_b}
-    pairs = [(r, by_id[r["id"]]) for r in rows_a if r["id"] in by_id]
-    if not pairs:
-        raise ValueError("the two sets of rows share no prompt id")
-    ga = [p[0]["gold"] for p in pairs]
-    gb = [p[1]["gold"] for p in pairs]
-    diff, lo, hi = paired_bootstrap_ci(ga, gb, n_boot=n_boot, seed=seed)
-    out = {"n": len(pairs), "gold": win_rates(ga, gb, n_boot=n_boot, seed=seed),
-           "gold_diff": {"mean": diff, "ci": [lo, hi]}, "rm": None}
-    if all(p[0].get("rm") is not None and p[1].get("rm") is not None for p in pairs):
-        out["rm"] = win_rates([p[0]["rm"] for p in pairs], [p[1]["rm"] for p in pairs], n_boot=n_boot, seed=seed)
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------
-# Models: generate, score, cache
-
-# Stage name -> its directory inside a pipeline run (CONTRACT.md). "best_of_n" has no checkpoint of its
+# Stage name -> its directory inside a pipeline run. "best_of_n" has no checkpoint of its
 # own (it is SFT samples re-ranked by the RM): its rows are written by the pipeline / rlhf.best_of_n.
 STAGE_DIRS = {"base": "pretrain", "sft": "sft", "sft_large": "sft_large", "ppo": "ppo"}
 STAGE_ORDER = ["base", "sft", "sft_large", "best_of_n", "ppo"]
@@ -208,15 +65,8 @@ class EvalConfig:
     device: str = "auto"          # auto = cuda, else mps, else cpu
 
 
-def pick_device(name: str = "auto"):
-    """cuda, else mps, else cpu (minigpt.train.pick_device)."""
-    from minigpt.train import pick_device as pick
-    return pick(name)
-
-
 def eval_examples(n: int, seed: int = 0, split: str = "test") -> list:
     """The fixed evaluation set: n prompts of the world's *test* split (never trained on); "val" for tuning."""
-    from rlhf.world import make_prompts
     if split not in ("test", "val"):
         raise ValueError(f"evaluation split must be 'test' or 'val', got {split!r}")
     return make_prompts(split, n, seed=seed)
@@ -225,118 +75,6 @@ def eval_examples(n: int, seed: int = 0, split: str = "test") -> list:
 def example_row(ex) -> dict:
     """The prompt-side fields every cached row carries."""
     return {"id": ex.id, "family": ex.family, "h": ex.h, "prompt": ex.conversation}
-
-
-def generate_batches(model, tokenizer, conversations: list, max_new_tokens: int, temperature: float = 0.0,
-                     batch_size: int = 64, seed: int = 0, top_k: int | None = None, return_logprobs: bool = False,
-                     progress: str | None = None):
-    """Yield (conversations, Generation) per batch: each conversation (ending with a user turn) rendered
-    with the chat template (ending in <|assistant|>), cut on the left to fit block_size - max_new_tokens,
-    answered greedily at temperature 0 (else sampled, seeded) until <|end|>."""
-    import torch
-
-    from minigpt.generate import generate
-    from rlhf.data import pad_token_id, render_prompt, stop_token_id
-
-    room = model.config.block_size - max_new_tokens
-    if room < 4:
-        raise ValueError(f"block_size={model.config.block_size} leaves no room for a prompt with "
-                         f"max_new_tokens={max_new_tokens}")
-    end, pad = stop_token_id(tokenizer), pad_token_id(tokenizer)
-    g = torch.Generator(device=model.device.type).manual_seed(seed)
-    starts = range(0, len(conversations), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-        starts = tqdm(starts, desc=progress, leave=False, unit="batch")
-    for i in starts:
-        convs = conversations[i:i + batch_size]
-        prompts = [render_prompt(c, tokenizer, max_len=room) for c in convs]
-        yield convs, generate(model, prompts, max_new_tokens, temperature=temperature, top_k=top_k,
-                              eos_token_id=end, pad_token_id=pad, generator=g, return_logprobs=return_logprobs)
-
-
-def decode_generation(gen, tokenizer) -> list[dict]:
-    """One dict per row of a Generation: {"response": text before <|end|>, "stopped": bool,
-    "n_tokens": response tokens including <|end|>}."""
-    out = []
-    for b in range(gen.response.size(0)):
-        n = int(gen.response_mask[b].sum().item())
-        ids = gen.response[b, :n].tolist()
-        stopped = bool(gen.stopped[b].item())
-        out.append({"response": tokenizer.decode(ids[:-1] if stopped else ids), "stopped": stopped, "n_tokens": n})
-    return out
-
-
-def generate_responses(model, tokenizer, conversations: list, max_new_tokens: int, temperature: float = 0.0,
-                       batch_size: int = 64, seed: int = 0, top_k: int | None = None,
-                       progress: str | None = None) -> list[dict]:
-    """Answer each conversation with `model` (greedy at temperature 0, else sampled): a list of
-    {"response", "stopped", "n_tokens"} in the order of `conversations`."""
-    out = []
-    for _, gen in generate_batches(model, tokenizer, conversations, max_new_tokens, temperature, batch_size,
-                                   seed, top_k, progress=progress):
-        out += decode_generation(gen, tokenizer)
-    return out
-
-
-def sequence_logprobs(model, sequences, attention_mask, prompt_length: int, temperature: float = 1.0):
-    """(B, N) log pi(y_t | x, y_<t) of the response tokens sequences[:, P:], read from logits one
-    position earlier (DESIGN.md PPO detail 1), divided by the sampling temperature; 0 past the stop."""
-    import torch
-    with torch.no_grad():
-        logits, _ = model(sequences, attention_mask=attention_mask)          # (B, P+N, V)
-    logits = logits[:, prompt_length - 1:-1].float() / max(temperature, 1e-8)  # (B, N, V): row t predicts y_t
-    lp = torch.log_softmax(logits, dim=-1)
-    lp = lp.gather(-1, sequences[:, prompt_length:, None]).squeeze(-1)      # (B, N)
-    return lp * attention_mask[:, prompt_length:].float()
-
-
-def kl_to_reference(model, ref_model, tokenizer, conversations: list, max_new_tokens: int,
-                    batch_size: int = 64, seed: int = 0, temperature: float = 1.0) -> dict:
-    """KL(pi || pi_ref) per response, estimated on samples y ~ pi (the penalty of InstructGPT eq. 2):
-
-        KL = E_{x, y ~ pi} [ sum_t log pi(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t) ]
-
-    Each sample's sum is an unbiased estimate; their mean is >= 0 up to noise (a clearly negative value
-    means generation and scoring disagree). Both models share the tokenizer (the policy descends from
-    the reference). Returns {"mean", "ci", "per_token"} in nats.
-    """
-    kls, n_tok = [], 0
-    for _, gen in generate_batches(model, tokenizer, conversations, max_new_tokens, temperature, batch_size,
-                                   seed, return_logprobs=True):
-        ref_lp = sequence_logprobs(ref_model, gen.sequences, gen.attention_mask, gen.prompt_length, temperature)
-        kls += ((gen.logprobs - ref_lp) * gen.response_mask).sum(-1).tolist()   # (B,) one KL sample per row
-        n_tok += int(gen.response_mask.sum().item())
-    mean, lo, hi = bootstrap_ci(kls, seed=seed)
-    return {"mean": mean, "ci": [lo, hi], "per_token": float(np.sum(kls) / max(n_tok, 1))}
-
-
-def rm_scores(rm, tokenizer, conversations: list, responses: list[str], stopped: list[bool],
-              batch_size: int = 64) -> list[float]:
-    """The reward model's score r(x, y) of each (conversation, response) *text*: exactly the ids the RM
-    stage trains on (rlhf.reward_model.encode_response: the prompt in the chat template, the response,
-    <|end|> when it stopped), read at the last real token. Text in, so any run's RM can judge any model."""
-    import torch
-
-    from rlhf.data import pad_right, pad_token_id
-    from rlhf.reward_model import encode_response
-
-    pad = pad_token_id(tokenizer)
-    seqs = [encode_response(c, r, tokenizer, rm.config.block_size, stopped=s)
-            for c, r, s in zip(conversations, responses, stopped)]
-    device = next(rm.parameters()).device
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(seqs), batch_size):
-            ids, mask = pad_right(seqs[i:i + batch_size], pad)       # (B, T) right-padded
-            out += rm.score(ids.to(device), mask.to(device)).float().tolist()
-    return out
-
-
-def gold_scores(rows: list[dict]) -> list[float]:
-    """The world's gold oracle on each cached row (it reads only the conversation text and the response)."""
-    from rlhf.world import score
-    return [float(score(r["prompt"], r["response"], stopped=r["stopped"])) for r in rows]
 
 
 def _fingerprint(stage_dir: str | None, cfg: EvalConfig, extra: dict | None = None) -> dict:
@@ -372,8 +110,6 @@ def load_cached(eval_dir: str, stage: str, fingerprint: dict | None = None) -> l
 
 def save_cached(eval_dir: str, stage: str, rows: list[dict], fingerprint: dict, extra: dict | None = None):
     """Write eval/STAGE.jsonl (atomically) and eval/STAGE.meta.json (its fingerprint and stage-level numbers)."""
-    from minigpt.checkpoint import atomic_write_json
-    from rlhf.data import write_jsonl
     os.makedirs(eval_dir, exist_ok=True)
     write_jsonl(os.path.join(eval_dir, f"{stage}.jsonl"), rows)
     atomic_write_json(os.path.join(eval_dir, f"{stage}.meta.json"), {"fingerprint": fingerprint, **(extra or {})})
@@ -409,62 +145,14 @@ def score_rows(rows: list[dict], rm=None, rm_tokenizer=None, batch_size: int = 6
     for r, g in zip(rows, gold_scores(rows)):
         r["gold"] = g
     if rm is not None:
-        scores = rm_scores(rm, rm_tokenizer, [r["prompt"] for r in rows], [r["response"] for r in rows],
-                           [r["stopped"] for r in rows], batch_size)
+        scores = score_responses(rm, rm_tokenizer, [r["prompt"] for r in rows], [r["response"] for r in rows],
+                                 [r["stopped"] for r in rows], batch_size)
         for r, s in zip(rows, scores):
             r["rm"] = s
     else:
         for r in rows:
             r.setdefault("rm", None)
     return rows
-
-
-def best_of_n_rows(policy, tokenizer, rm, rm_tokenizer, examples: list, n: int, cfg: EvalConfig,
-                   progress: str | None = None, no_stop_reward: float | None = -2.0) -> list[dict]:
-    """Best-of-N: for each prompt, N samples of `policy` (at cfg.temperature) and the one the reward model
-    scores highest. It optimises the RM without any training (Nakano et al., 2021; Stiennon et al., 2020)
-    and is the baseline RL should beat at equal KL (KL = log N - (N-1)/N, rlhf.best_of_n). A response
-    without <|end|> scores no_stop_reward, as in PPO's rollouts (None = the RM's score of the text).
-    Rows as evaluate_model's, with the RM's pick under both decodings (there is no greedy best-of-N),
-    plus "oracle_gold": the best gold score among the N (what a perfect reward model would pick) and
-    "gold_by_n": for k = 1..N the gold of the RM's pick among the first k samples, i.e. best-of-k for every
-    k from the same samples (gold_by_n[0] is one plain SFT sample, gold_by_n[-1] is "gold")."""
-    convs = [ex.conversation for ex in examples]
-    rep = [c for c in convs for _ in range(n)]                      # prompt i at positions i*n .. i*n+n-1
-    gens = generate_responses(policy, tokenizer, rep, cfg.max_new_tokens, temperature=cfg.temperature,
-                              batch_size=cfg.batch_size, seed=cfg.seed + 1, progress=progress)
-    rewards = rm_scores(rm, rm_tokenizer, rep, [g["response"] for g in gens], [g["stopped"] for g in gens],
-                        cfg.batch_size)
-    if no_stop_reward is not None:
-        rewards = [r if g["stopped"] else no_stop_reward for r, g in zip(rewards, gens)]
-    cand_rows = [{"prompt": c, "response": g["response"], "stopped": g["stopped"]} for c, g in zip(rep, gens)]
-    golds = gold_scores(cand_rows)
-    import torch
-
-    from rlhf.best_of_n import pick_best
-    scores = torch.tensor(rewards, dtype=torch.float64).view(len(examples), n)            # (P, n)
-    picks = torch.stack([pick_best(scores, k) for k in range(1, n + 1)], dim=1).tolist()  # (P, n): best of first k
-    rows = []
-    for i, ex in enumerate(examples):
-        js = range(i * n, (i + 1) * n)
-        by_k = [golds[i * n + p] for p in picks[i]]                  # gold of best-of-k, k = 1..n
-        best = i * n + picks[i][-1]                                  # the RM's choice (first of equals)
-        for decoding in DECODINGS:
-            rows.append({**example_row(ex), "decoding": decoding, "response": gens[best]["response"],
-                         "stopped": gens[best]["stopped"], "n_tokens": gens[best]["n_tokens"],
-                         "gold": golds[best], "rm": rewards[best], "oracle_gold": max(golds[j] for j in js),
-                         "mean_gold_of_n": float(np.mean([golds[j] for j in js])), "gold_by_n": by_k})
-    return rows
-
-
-def load_reward_model(rm_dir: str | None, device="cpu"):
-    """(RewardModel, tokenizer) from a reward-model run directory, or (None, None)."""
-    if not rm_dir or not os.path.exists(os.path.join(rm_dir, "model.pt")):
-        return None, None
-    from minigpt.checkpoint import load_tokenizer
-    from rlhf.reward_model import RewardModel
-    rm = RewardModel.load(rm_dir).to(device).eval()
-    return rm, load_tokenizer(rm_dir)
 
 
 def stage_dirs(run_dir: str) -> dict[str, str]:
@@ -479,7 +167,6 @@ def stage_rows(stage: str, stage_dir: str, eval_dir: str, examples: list, cfg: E
                rm_dir: str | None = None, progress: bool = True) -> list[dict]:
     """The rows of one checkpoint (eval_dir/STAGE.jsonl), generated only when the cache is missing or was
     made from another checkpoint, reward model or settings."""
-    from minigpt.checkpoint import load_model
     rm_ckpt = _fingerprint(rm_dir, cfg).get("checkpoint") if (rm is not None and rm_dir) else None
     fp = _fingerprint(stage_dir, cfg, {"rm": rm_ckpt})
     rows = load_cached(eval_dir, stage, fp)
@@ -512,7 +199,6 @@ def evaluate_run(run_dir: str, cfg: EvalConfig | None = None, kl_pairs: Sequence
     given) judges every response next to the gold oracle; a run_dir/eval/best_of_n.jsonl written by the
     pipeline joins as the stage "best_of_n"; KL(stage || ref) is estimated for each (stage, ref) pair.
     """
-    from minigpt.checkpoint import atomic_write_json, load_model, read_summary
     cfg = cfg or EvalConfig()
     examples = eval_examples(cfg.n_prompts, cfg.seed, cfg.split)
     device = pick_device(cfg.device)
@@ -616,8 +302,6 @@ def compare_runs(run_a: str, run_b: str, cfg: EvalConfig, progress: bool = True)
 
 def main(argv: list[str] | None = None) -> dict:
     """python -m rlhf.evaluate RUN_DIR [--compare OTHER_RUN] [--key=value ...] (EvalConfig fields)."""
-    from minigpt.checkpoint import atomic_write_json
-    from minigpt.configurator import parse_config
     argv = list(sys.argv[1:] if argv is None else argv)
     usage = "python -m rlhf.evaluate RUN_DIR [--compare OTHER_RUN]"
     positional = [a for a in argv if not a.startswith("-")]

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,16 +54,22 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm.auto import tqdm
+
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config
 from minigpt.distributed import DistInfo, all_reduce_mean, barrier, teardown_distributed
-from minigpt.generate import generate
-from minigpt.train import (MetricsLogger, StopOnInterrupt, autocast_context, configure_optimizer,
-                           load_training_state, make_generator, read_metrics, save_training_state,
-                           seed_everything, set_lr, start_stage)
+from minigpt.trainer import (MetricsLogger, StopOnInterrupt, autocast_context, configure_optimizer,
+                             load_training_state, make_generator, plot_panels, read_metrics, save_training_state,
+                             seed_everything, set_lr, start_stage)
 from rlhf import data as D
-from rlhf.losses import entropy_from_logits, masked_mean, ppo_policy_loss, token_logprobs
-from rlhf.ppo import minibatch_updates, trim_padding
+from rlhf.losses import (entropy_from_logits, group_advantages, kl_k3,  # noqa: F401  (G.group_advantages)
+                         masked_mean, ppo_policy_loss, token_logprobs)
+from rlhf.reward import RewardModel
+from rlhf.rl_update import disable_dropout, eval_record, frozen, load_prompt_pool, minibatch_updates
+from rlhf.rollout import (render_prompts, response_logits, response_logprobs, sample, sampling_generator,
+                          score_samples, trim_padding)
 
 # -----------------------------------------------------------------------------
 # config
@@ -121,38 +128,6 @@ PRESETS: dict[str, dict] = {
 }
 
 # -----------------------------------------------------------------------------
-# the two formulas GRPO adds to PPO's
-
-
-def group_advantages(rewards: Tensor, group_size: int, eps: float = 1e-4) -> Tensor:
-    """Â_i = (r_i - mean_group) / (std_group + eps), one advantage per response (DeepSeekMath §4.1.2).
-
-    rewards (B·G,), the G responses of a prompt in consecutive rows → (B·G,). std is the population std
-    (over G). A group whose rewards are all equal gets exactly 0 (its responses teach nothing).
-    Example: G = 2, rewards [1, 3, 5, 5] → group 1: mean 2, std 1 → [-1, 1]; group 2 ties → [0, 0]
-    (up to eps: [-0.9999, 0.9999, 0, 0]).
-    """
-    r = rewards.float().view(-1, group_size)                                       # (B, G)
-    mean = r.mean(dim=1, keepdim=True)                                             # (B, 1)
-    std = r.std(dim=1, keepdim=True, correction=0)                                 # (B, 1)
-    adv = (r - mean) / (std + eps)                                                 # (B, G)
-    tied = (r == r[:, :1]).all(dim=1, keepdim=True)                                # (B, 1) no rounding noise
-    return torch.where(tied, torch.zeros_like(adv), adv).view(-1)                  # (B·G,)
-
-
-def kl_k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
-    """Per-token k3 estimate of KL(π || π_ref) on tokens sampled from π (Schulman's "k3"; DeepSeekMath eq. 4):
-
-        D = π_ref/π - log(π_ref/π) - 1 = exp(d) - d - 1,   d = log π_ref - log π
-
-    Unbiased for KL(π || π_ref) when the tokens come from π, and >= 0 for every token (e^d >= 1 + d),
-    unlike the plain log-ratio. Same shape in and out. Example: d = 0 → 0; d = ln 2 → 2 - 0.693 - 1 = 0.307.
-    """
-    d = ref_logprobs - logprobs
-    return torch.exp(d) - d - 1.0
-
-
-# -----------------------------------------------------------------------------
 # 1-3. rollout, score, advantages
 
 
@@ -179,36 +154,34 @@ class GroupRollout:
 
 
 @torch.no_grad()
-def collect_groups(policy: nn.Module, ref_model: nn.Module, reward_model: nn.Module, prompts: list[list[int]],
-                   cfg: GRPOConfig, stop_id: int, pad_id: int, generator: torch.Generator | None = None) -> GroupRollout:
+def collect_groups(policy: nn.Module, ref_model: nn.Module, reward_model: nn.Module, tokenizer, conversations: list,
+                   prompts: list[list[int]], cfg: GRPOConfig, generator: torch.Generator | None = None,
+                   ctx=None) -> GroupRollout:
     """Steps 1-3: G samples of each prompt, their rewards, and their group advantages.
 
-    reward_model is anything with .score(idx, attention_mask) -> (rows,) (a RewardModel; a toy in tests).
+    conversations[i] is the chat whose rendered ids are prompts[i]; reward_model is anything
+    rlhf.rollout.score_responses can read (a RewardModel; a toy in tests). `ctx` is the update's autocast
+    context, so that π_old and π_ref are computed in the update's precision.
     """
-    from rlhf.ppo import response_logprobs, truncate_after_stop, used_columns
-
     G, T = cfg.group_size, cfg.temperature
+    stop_id, pad_id = D.stop_token_id(tokenizer), D.pad_token_id(tokenizer)
     repeated = [p for p in prompts for _ in range(G)]                                  # group b = rows bG..bG+G-1
-    gen = generate(policy, repeated, cfg.max_new_tokens, temperature=T, eos_token_id=stop_id,
-                   pad_token_id=pad_id, generator=generator)
-    P = gen.prompt_length
-    response, mask, stopped = truncate_after_stop(gen.response, stop_id, pad_id)      # (BG, N), (BG, N), (BG,)
-    N = used_columns(gen.attention_mask, P, mask)[1]          # longest response: later columns are padding
-    response, mask = response[:, :N], mask[:, :N]
-    sequences = torch.cat([gen.sequences[:, :P], response], dim=1)                      # (BG, P+N)
-    attention_mask = torch.cat([gen.attention_mask[:, :P], mask.long()], dim=1)         # (BG, P+N)
-    cols = {"logprobs": [], "ref_logprobs": [], "rm_scores": []}
-    for rows in torch.arange(len(repeated)).split(cfg.micro_batch_size):
-        seq, am = sequences[rows], attention_mask[rows]
-        cols["logprobs"].append(response_logprobs(policy, seq, am, P, T))               # (b, N)
-        cols["ref_logprobs"].append(response_logprobs(ref_model, seq, am, P, T))        # (b, N)
-        cols["rm_scores"].append(reward_model.score(seq, am).float())                    # (b,)
-    logprobs, ref_logprobs, rm_scores = (torch.cat(cols[k]) for k in ("logprobs", "ref_logprobs", "rm_scores"))
+    convs = [c for c in conversations for _ in range(G)]
+    s = sample(policy, repeated, cfg.max_new_tokens, T, stop_id, pad_id, generator)
+    P, mask = s.prompt_length, s.response_mask
+    cols = {"logprobs": [], "ref_logprobs": []}
+    with ctx or nullcontext():
+        for rows in torch.arange(len(repeated)).split(cfg.micro_batch_size):
+            seq, am = s.sequences[rows], s.attention_mask[rows]
+            cols["logprobs"].append(response_logprobs(policy, seq, am, P, T))               # (b, N)
+            cols["ref_logprobs"].append(response_logprobs(ref_model, seq, am, P, T))        # (b, N)
+    logprobs, ref_logprobs = (torch.cat(cols[k]) for k in ("logprobs", "ref_logprobs"))
+    rm_scores = score_samples(reward_model, tokenizer, convs, s, cfg.micro_batch_size)      # (BG,)
     rewards = rm_scores
     if cfg.no_stop_reward is not None:
-        rewards = torch.where(stopped, rm_scores, torch.full_like(rm_scores, cfg.no_stop_reward))
-    return GroupRollout(sequences=sequences, attention_mask=attention_mask, prompt_length=P, response_mask=mask,
-                        stopped=stopped, logprobs=logprobs * mask, ref_logprobs=ref_logprobs * mask,
+        rewards = torch.where(s.stopped, rm_scores, torch.full_like(rm_scores, cfg.no_stop_reward))
+    return GroupRollout(sequences=s.sequences, attention_mask=s.attention_mask, prompt_length=P, response_mask=mask,
+                        stopped=s.stopped, logprobs=logprobs * mask, ref_logprobs=ref_logprobs * mask,
                         rm_scores=rm_scores, rewards=rewards,
                         advantages=group_advantages(rewards, G, cfg.adv_eps))
 
@@ -236,8 +209,7 @@ def grpo_loss(model: nn.Module, batch: dict, cfg: GRPOConfig) -> tuple[Tensor, d
     """Loss of one micro-batch: clipped surrogate with the response's advantage on every token + β · k3 KL."""
     P, mask = batch["prompt_length"], batch["response_mask"]
     seq = batch["sequences"]
-    logits, _ = model(seq, attention_mask=batch["attention_mask"])                     # (b, P+N, V)
-    logits = logits[:, P - 1:-1].float() / cfg.temperature                             # (b, N, V)
+    logits = response_logits(model, seq, batch["attention_mask"], P, cfg.temperature)  # (b, N, V)
     logprobs = token_logprobs(logits, seq[:, P:])                                      # (b, N)
     advantages = batch["advantages"][:, None].expand_as(logprobs)                      # (b, N): Â_i on every token
     # zero every per-token input off the response (torch.where: not even a NaN gradient leaks from padding)
@@ -277,10 +249,7 @@ GRPO_PANELS = [("rm_score", "RM score (train samples)"), ("gold", "gold (val, sa
 
 def build_models(cfg: GRPOConfig, device) -> tuple:
     """(policy, ref_model, reward_model, tokenizer): policy and reference from the SFT run, the frozen RM;
-    dropout off everywhere (rlhf.ppo.disable_dropout)."""
-    from rlhf.ppo import disable_dropout
-    from rlhf.reward_model import RewardModel
-
+    dropout off everywhere (rlhf.rl_update.disable_dropout)."""
     for d, what in ((cfg.sft_dir, "rlhf.sft"), (cfg.rm_dir, "rlhf.reward_model")):
         if not os.path.exists(os.path.join(d, ckpt_io.MODEL_FILE)):
             raise SystemExit(f"error: {d}: no {ckpt_io.MODEL_FILE}; run `python -m {what}` first")
@@ -289,27 +258,22 @@ def build_models(cfg: GRPOConfig, device) -> tuple:
     reward_model = RewardModel.load(cfg.rm_dir, device)
     if reward_model.config.vocab_size != policy.config.vocab_size:
         raise SystemExit(f"error: {cfg.rm_dir} and {cfg.sft_dir} do not share a tokenizer")
-    for m in (policy, ref_model, reward_model):
-        disable_dropout(m)
-    for m in (ref_model, reward_model):
-        m.requires_grad_(False)
-    return policy, ref_model, reward_model, tokenizer
+    return disable_dropout(policy), frozen(ref_model), frozen(reward_model), tokenizer
 
 
-def train_grpo(cfg: GRPOConfig) -> dict:
-    """Run GRPO (see the module docstring); returns the final metrics, also written to out_dir/summary.json."""
+def train_grpo(cfg: GRPOConfig, evaluator=None, final_evaluator=None) -> dict:
+    """Run GRPO (see the module docstring); returns the final metrics, also written to out_dir/summary.json.
+
+    The gold judges the caller hands in (rlhf.gold.GoldEvaluator; None = no gold numbers): `evaluator`
+    every eval_interval iterations, `final_evaluator.versus(policy, sft)` once at the end."""
     device, info, _ = start_stage(cfg, make_run_dir=False)   # the run dir is made once the run starts
     try:
-        return _train_grpo(cfg, device, info)
+        return _train_grpo(cfg, device, info, evaluator, final_evaluator)
     finally:
         teardown_distributed()
 
 
-def _train_grpo(cfg: GRPOConfig, device: torch.device, info: DistInfo) -> dict:
-    from rlhf.dpo import format_gold, gold_vs_reference, plot_panels
-    from rlhf.ppo import evaluate_policy, load_prompt_pool
-    from rlhf.world import make_prompts
-
+def _train_grpo(cfg: GRPOConfig, device: torch.device, info: DistInfo, evaluator, final_evaluator) -> dict:
     t_start = time.time()
     seed_everything(cfg.seed + info.rank)
     if cfg.prompts_per_iter % info.world_size:
@@ -320,15 +284,13 @@ def _train_grpo(cfg: GRPOConfig, device: torch.device, info: DistInfo) -> dict:
     log = (lambda *a: print(*a, flush=True)) if is_main else (lambda *a: None)
 
     policy, ref_model, reward_model, tokenizer = build_models(cfg, device)
-    stop_id, pad_id = D.stop_token_id(tokenizer), D.pad_token_id(tokenizer)
-    max_prompt = policy.config.block_size - cfg.max_new_tokens
-    if max_prompt < 3:
+    if policy.config.block_size - cfg.max_new_tokens < 4:
         raise SystemExit(f"error: --max_new_tokens={cfg.max_new_tokens} leaves no room for a prompt "
                          f"in block_size={policy.config.block_size}")
-    pool = [D.render_prompt(conv, tokenizer, max_len=max_prompt) for conv in load_prompt_pool(cfg)]
+    conversations = load_prompt_pool(cfg.prompts, cfg.n_prompts, cfg.prompt_seed)
+    pool = render_prompts(conversations, tokenizer, policy.config.block_size, cfg.max_new_tokens)
     if len(pool) < cfg.prompts_per_iter:
         raise SystemExit(f"error: {len(pool)} prompts, fewer than --prompts_per_iter={cfg.prompts_per_iter}")
-    val_examples = make_prompts("val", cfg.n_eval_prompts, seed=cfg.eval_seed)
 
     optimizer = configure_optimizer(policy, cfg, device.type)
     logger = MetricsLogger(os.path.join(run_dir, "metrics.jsonl"), enabled=is_main)
@@ -344,31 +306,22 @@ def _train_grpo(cfg: GRPOConfig, device: torch.device, info: DistInfo) -> dict:
         logger.reset()
     if is_main:
         ckpt_io.write_config(run_dir, cfg)
-    train_model = policy
-    if info.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        train_model = DDP(policy, device_ids=[info.local_rank] if device.type == "cuda" else None)
+    train_model = DDP(policy, device_ids=[info.local_rank] if device.type == "cuda" else None) if info.enabled else policy
     ctx = autocast_context(device, cfg.dtype)
 
     def do_eval() -> dict:
-        """Gold score of sampled and greedy answers on the fixed val prompts (rank 0 only)."""
-        if not is_main:
+        """Gold score of sampled and greedy answers on the evaluator's val prompts (rank 0 only)."""
+        if not is_main or evaluator is None:
             return {}
-        sampled = evaluate_policy(policy, reward_model, tokenizer, val_examples, cfg, cfg.temperature, cfg.eval_seed)
-        greedy = evaluate_policy(policy, reward_model, tokenizer, val_examples, cfg, 0.0, cfg.eval_seed)
-        for r in sampled["rows"][:cfg.n_print_samples]:
-            log(f"  [{r['family']}] {r['prompt']!r}\n    -> {r['response']!r} (gold {r['gold']:.2f}, rm {r['rm']:+.2f})")
-        return {"gold": sampled["gold"], "gold_greedy": greedy["gold"], "eval_rm": sampled["rm"],
-                "eval_stop_rate": sampled["stop_rate"]}
+        return eval_record(evaluator, policy, reward_model, tokenizer, cfg.temperature, cfg.eval_seed,
+                           cfg.no_stop_reward, cfg.n_print_samples, log)
 
     def save(it: int) -> None:
         if is_main:
             save_training_state(run_dir, policy, optimizer, it, cfg)
 
-    bar = None
-    if cfg.progress and is_main and start < cfg.max_iters:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.max_iters, initial=start, desc="grpo", dynamic_ncols=True)
+    bar = tqdm(total=cfg.max_iters, initial=start, desc="grpo", dynamic_ncols=True,
+               disable=not (cfg.progress and is_main and start < cfg.max_iters))
     per_rank = cfg.prompts_per_iter // info.world_size
     last_eval, it = {}, start
     with StopOnInterrupt(verbose=is_main) as stop:
@@ -382,8 +335,9 @@ def _train_grpo(cfg: GRPOConfig, device: torch.device, info: DistInfo) -> dict:
             # ---- 1-3: this rank's prompts, G samples each, scored and normalised within each group
             order = torch.randperm(len(pool), generator=make_generator(cfg.seed, "prompts", it))[:cfg.prompts_per_iter]
             mine = order[info.rank * per_rank:(info.rank + 1) * per_rank].tolist()
-            ro = collect_groups(policy, ref_model, reward_model, [pool[i] for i in mine], cfg, stop_id, pad_id,
-                                make_generator(cfg.seed, "rollout", it, info.rank))
+            ro = collect_groups(policy, ref_model, reward_model, tokenizer, [conversations[i] for i in mine],
+                                [pool[i] for i in mine], cfg, sampling_generator(policy, cfg.seed, "rollout", it, info.rank),
+                                ctx)
             stats = rollout_stats(ro, cfg.group_size)
             # ---- 4: the update
             lr = cfg.learning_rate * (1.0 - it / cfg.max_iters)                 # linear decay to 0
@@ -395,17 +349,15 @@ def _train_grpo(cfg: GRPOConfig, device: torch.device, info: DistInfo) -> dict:
             stats = dict(zip(keys, vals.tolist()))
             record.update(stats, lr=lr, seconds=time.time() - t0)
             logger.log(record)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(rm=f"{stats['rm_score']:+.2f}", kl=f"{stats['kl']:.2f}",
-                                tied=f"{stats['tied_groups']:.2f}", gold=f"{last_eval.get('gold', float('nan')):.3f}")
+            bar.update(1)
+            bar.set_postfix(rm=f"{stats['rm_score']:+.2f}", kl=f"{stats['kl']:.2f}",
+                            tied=f"{stats['tied_groups']:.2f}", gold=f"{last_eval.get('gold', float('nan')):.3f}")
             if stop.requested:
                 it += 1
                 break
         else:
             it = cfg.max_iters
-    if bar is not None:
-        bar.close()
+    bar.close()
     interrupted = it < cfg.max_iters
     if not interrupted and is_main:
         logger.log({"iter": it, **do_eval()})
@@ -426,17 +378,15 @@ def _train_grpo(cfg: GRPOConfig, device: torch.device, info: DistInfo) -> dict:
                   "final_eval": {k: records[-1].get(k) for k in ("gold", "gold_greedy", "eval_rm")} if records else {},
                   "seconds_train": time.time() - t_start, "plot": plot_path}
         if not interrupted:
-            if cfg.n_final_eval > 0:
+            if final_evaluator is not None:
                 t0 = time.time()
-                gold = gold_vs_reference(policy, ref_model, tokenizer,
-                                         make_prompts("val", cfg.n_final_eval, seed=cfg.eval_seed),
-                                         cfg.max_new_tokens, 100, cfg.eval_seed)
+                gold = final_evaluator.versus(policy, ref_model, tokenizer)
                 result.update({"gold_score": gold["greedy"]["gold"], "sft_gold_score": gold["greedy"]["sft_gold"],
                                "gold_score_sampled": gold["sampled"]["gold"],
                                "sft_gold_score_sampled": gold["sampled"]["sft_gold"],
                                "win_rate_vs_sft": gold["greedy"]["win_rate"], "kl": gold.get("kl"),
                                "gold": gold, "seconds_eval": time.time() - t0})
-                log("\n" + format_gold(gold, "GRPO"))
+                log("\n" + final_evaluator.format_versus(gold, "GRPO"))
             result["seconds"] = time.time() - t_start
             ckpt_io.save_model(run_dir, policy, tokenizer, extra={"stage": "grpo", "kind": "grpo_policy"})
             ckpt_io.write_summary(run_dir, result)
@@ -446,9 +396,20 @@ def _train_grpo(cfg: GRPOConfig, device: torch.device, info: DistInfo) -> dict:
     return result
 
 
+def gold_evaluators(cfg: GRPOConfig, evaluator_class) -> tuple:
+    """(in-training evaluator on n_eval_prompts val prompts, final one on n_final_eval), built from the class
+    the caller passes in (rlhf.gold.GoldEvaluator); None where the count is 0."""
+    def make(n: int, batch_size: int):
+        return evaluator_class(n, seed=cfg.eval_seed, max_new_tokens=cfg.max_new_tokens, batch_size=batch_size) \
+            if n > 0 else None
+    return make(cfg.n_eval_prompts, 64), make(cfg.n_final_eval, 100)
+
+
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(GRPOConfig, argv, PRESETS, prog="python -m rlhf.grpo")
-    return train_grpo(cfg)
+    # local import: the command line is the caller that hands the gold judge to the training code
+    from rlhf.gold import GoldEvaluator
+    return train_grpo(cfg, *gold_evaluators(cfg, GoldEvaluator))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Each function takes tensors and returns tensors; none of them knows about models, tokenizers or
 data. Masks are 0/1 float tensors of the same shape as the values they mask (1 = a real token).
 The stages call these: rlhf/sft.py (sft_loss), rlhf/reward_model.py (pairwise_reward_loss,
-ranked_reward_loss), rlhf/ppo.py (token_logprobs ... AdaptiveKLController), rlhf/dpo.py (dpo_loss).
+ranked_reward_loss), rlhf/ppo.py (token_logprobs ... AdaptiveKLController), rlhf/dpo.py (dpo_loss),
+rlhf/grpo.py (group_advantages, kl_k3).
 
 Papers behind the equations:
   InstructGPT  Ouyang et al. 2022, "Training language models to follow instructions with human feedback"
@@ -11,6 +12,7 @@ Papers behind the equations:
   PPO          Schulman et al. 2017, "Proximal Policy Optimization Algorithms"
   GAE          Schulman et al. 2016, "High-Dimensional Continuous Control Using Generalized Advantage Estimation"
   DPO          Rafailov et al. 2023, "Direct Preference Optimization"
+  GRPO         Shao et al. 2024, "DeepSeekMath" (section 4.1)
 
 Exercises: the code between the BEGIN/END SOLUTION markers is what a student writes.
 `python tools/make_exercises.py --out exercises/student` makes the student copy, and
@@ -105,7 +107,7 @@ def pairwise_reward_loss(chosen: Tensor, rejected: Tensor, margin: Tensor | floa
     # END SOLUTION
 
 
-def ranked_reward_loss(rewards: Tensor, pair_mask: Tensor | None = None) -> Tensor:
+def ranked_reward_loss(rewards: Tensor, pair_mask: Tensor | None = None, reduction: str = "prompt") -> Tensor:
     """InstructGPT's reward-model loss: every pair of a prompt's K ranked responses, one forward pass.
 
         L = - 1/C(K,2) * E_{(x, y_w, y_l)} [ log σ(r(x, y_w) - r(x, y_l)) ]         (InstructGPT eq. 1)
@@ -114,15 +116,30 @@ def ranked_reward_loss(rewards: Tensor, pair_mask: Tensor | None = None) -> Tens
     pair_mask: optional (P, K, K) 0/1; entry [p, i, j] with i < j keeps the pair "i beats j" of
     prompt p. Entries on or below the diagonal are ignored. Use it to drop tied pairs (they carry
     no loss) and pairs that touch padding when prompts have different K.
-    Returns the mean of -log σ(r_i - r_j) over all kept pairs of all prompts (0 if none is kept).
-    Example: rewards = [[2, 1, 0]] → pairs (2,1), (2,0), (1,0) → mean(-log σ([1, 2, 1])) ≈ 0.251.
+    reduction="prompt" (eq. 1): the mean of -log σ(r_i - r_j) over each prompt's kept pairs (its
+    1/C(K,2)), then the mean over the prompts that keep at least one pair, so every comparison
+    *prompt* weighs the same (InstructGPT: this keeps a prompt's C(K,2) correlated pairs from
+    counting as C(K,2) independent examples). reduction="pair": one mean over all kept pairs of all
+    prompts, so a prompt with 28 informative pairs weighs 28 times one with a single pair.
+    0 if no pair is kept.
+    Example: rewards = [[2, 1, 0]] → pairs (2,1), (2,0), (1,0) → mean(-log σ([1, 2, 1])) ≈ 0.251 (either
+    reduction); rewards [[2, 1, 0], [0, 1, 0]] with only pair (0, 1) kept in row 2: "prompt" averages
+    0.251 and -log σ(-1) = 1.313 → 0.782, "pair" averages the four pair losses → 0.516.
     """
+    if reduction not in ("prompt", "pair"):
+        raise ValueError(f"reduction must be 'prompt' or 'pair', got {reduction!r}")
     # BEGIN SOLUTION
     P, K = rewards.shape
     diff = rewards[:, :, None] - rewards[:, None, :]                                    # (P, K, K): r_i - r_j
     upper = torch.ones(K, K, dtype=rewards.dtype, device=rewards.device).triu(diagonal=1)  # pairs i < j
     keep = upper.expand(P, K, K) if pair_mask is None else upper * pair_mask.to(rewards.dtype)
-    return masked_mean(-F.logsigmoid(diff), keep)
+    losses = -F.logsigmoid(diff)                                                        # (P, K, K)
+    if reduction == "pair":
+        return masked_mean(losses, keep)
+    n_pairs = keep.sum(dim=(1, 2))                                                      # (P,)
+    per_prompt = (losses * keep).sum(dim=(1, 2)) / n_pairs.clamp(min=1)                 # (P,) eq. 1's 1/C(K,2)
+    has_pairs = (n_pairs > 0).to(rewards.dtype)                                         # (P,)
+    return (per_prompt * has_pairs).sum() / has_pairs.sum().clamp(min=1)
     # END SOLUTION
 
 
@@ -328,3 +345,34 @@ class AdaptiveKLController:
         self.value *= 1.0 + error * n_steps / self.horizon
         return self.value
         # END SOLUTION
+
+
+# -----------------------------------------------------------------------------
+# GRPO (Shao et al. 2024, DeepSeekMath §4.1): the two formulas it adds to PPO's
+
+def group_advantages(rewards: Tensor, group_size: int, eps: float = 1e-4) -> Tensor:
+    """Â_i = (r_i - mean_group) / (std_group + eps), one advantage per response (DeepSeekMath §4.1.2).
+
+    rewards (B·G,), the G responses of a prompt in consecutive rows → (B·G,). std is the population std
+    (over G). A group whose rewards are all equal gets exactly 0 (its responses teach nothing).
+    Example: G = 2, rewards [1, 3, 5, 5] → group 1: mean 2, std 1 → [-1, 1]; group 2 ties → [0, 0]
+    (up to eps: [-0.9999, 0.9999, 0, 0]).
+    """
+    r = rewards.float().view(-1, group_size)                                       # (B, G)
+    mean = r.mean(dim=1, keepdim=True)                                             # (B, 1)
+    std = r.std(dim=1, keepdim=True, correction=0)                                 # (B, 1)
+    adv = (r - mean) / (std + eps)                                                 # (B, G)
+    tied = (r == r[:, :1]).all(dim=1, keepdim=True)                                # (B, 1) no rounding noise
+    return torch.where(tied, torch.zeros_like(adv), adv).view(-1)                  # (B·G,)
+
+
+def kl_k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
+    """Per-token k3 estimate of KL(π || π_ref) on tokens sampled from π (Schulman's "k3"; DeepSeekMath eq. 4):
+
+        D = π_ref/π - log(π_ref/π) - 1 = exp(d) - d - 1,   d = log π_ref - log π
+
+    Unbiased for KL(π || π_ref) when the tokens come from π, and >= 0 for every token (e^d >= 1 + d),
+    unlike the plain log-ratio. Same shape in and out. Example: d = 0 → 0; d = ln 2 → 2 - 0.693 - 1 = 0.307.
+    """
+    d = ref_logprobs - logprobs
+    return torch.exp(d) - d - 1.0

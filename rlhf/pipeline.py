@@ -42,6 +42,13 @@ from dataclasses import asdict, dataclass, replace
 
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import _field_types, convert, format_help, parse_config, replace_checked
+from minigpt.tokenizer import train_bpe
+from minigpt.trainer import pick_device
+from rlhf import evaluate as ev, gold, ppo, pretrain, reward_model, sft
+from rlhf.best_of_n import best_of_n_kl, best_of_n_rows, gold_at_kl, n_for_kl
+from rlhf.plots import plot_all
+from rlhf.report import write_report
+from rlhf.world.__main__ import export
 
 
 @dataclass
@@ -127,14 +134,11 @@ STAGE_TITLES = {"data": "world datasets", "tokenizer": "BPE tokenizer", "pretrai
 # configs
 
 def stage_classes() -> dict:
-    """{stage: (config class, its PRESETS)} of the stage modules (imported here, not at module load)."""
-    from minigpt.train import PRESETS as PRE_PRESETS, TrainConfig
-    from rlhf.ppo import PRESETS as PPO_PRESETS, PPOConfig
-    from rlhf.reward_model import PRESETS as RM_PRESETS, RMConfig
-    from rlhf.sft import PRESETS as SFT_PRESETS, SFTConfig
-    return {"pretrain": (TrainConfig, PRE_PRESETS), "sft": (SFTConfig, SFT_PRESETS),
-            "reward_model": (RMConfig, RM_PRESETS), "ppo": (PPOConfig, PPO_PRESETS),
-            "pretrain_large": (TrainConfig, PRE_PRESETS), "sft_large": (SFTConfig, SFT_PRESETS)}
+    """{stage: (config class, its PRESETS)} of the stage modules."""
+    return {"pretrain": (pretrain.WorldPretrainConfig, pretrain.PRESETS), "sft": (sft.SFTConfig, sft.PRESETS),
+            "reward_model": (reward_model.RMConfig, reward_model.PRESETS), "ppo": (ppo.PPOConfig, ppo.PRESETS),
+            "pretrain_large": (pretrain.WorldPretrainConfig, pretrain.PRESETS),
+            "sft_large": (sft.SFTConfig, sft.PRESETS)}
 
 
 def parse_args(argv: list[str] | None) -> tuple[PipelineConfig, str, dict[str, dict[str, str]]]:
@@ -230,7 +234,6 @@ def build_stage_configs(cfg: PipelineConfig, preset: str, stage_raw: dict | None
 def export_data(data_dir: str, pre_cfg, cfg: PipelineConfig, n_demos: int, demo_seed: int) -> dict:
     """OUT/data: the world's datasets as JSONL (and the pretraining corpus the pretrain stage reads);
     n_demos and demo_seed = the SFT stage's, so that OUT/data/demonstrations.jsonl is what SFT trained on."""
-    from rlhf.world.__main__ import export
     manifest = export(data_dir, n_demos=n_demos, n_train=2000, n_val=300, n_test=cfg.eval_prompts,
                       n_rankings=200, k=4, corpus_chars=pre_cfg.corpus_chars, seed=pre_cfg.corpus_seed,
                       demo_seed=demo_seed)
@@ -239,10 +242,8 @@ def export_data(data_dir: str, pre_cfg, cfg: PipelineConfig, n_demos: int, demo_
 
 def train_tokenizer(tok_dir: str, pre_cfg) -> dict:
     """OUT/tokenizer: byte-level BPE on the start of the corpus; every model of the run shares it."""
-    from minigpt.tokenizer import train_bpe
-    from minigpt.train import load_text
     t0 = time.time()
-    text = load_text(pre_cfg)
+    text = pretrain.world_text(pre_cfg)
     tok = train_bpe(text[:pre_cfg.tokenizer_chars], pre_cfg.vocab_size)
     ckpt_io.save_tokenizer(tok_dir, tok)
     sample = text[:2000]
@@ -252,7 +253,6 @@ def train_tokenizer(tok_dir: str, pre_cfg) -> dict:
 
 
 def _best_of_n_fingerprint(run_dir: str, cfg: PipelineConfig, no_stop_reward: float | None) -> dict:
-    from rlhf import evaluate as ev
     ecfg = eval_config(cfg)
     rm_ckpt = ev._fingerprint(os.path.join(run_dir, "reward_model"), ecfg).get("checkpoint")
     return ev._fingerprint(os.path.join(run_dir, "sft"), ecfg,
@@ -261,14 +261,12 @@ def _best_of_n_fingerprint(run_dir: str, cfg: PipelineConfig, no_stop_reward: fl
 
 
 def best_of_n_cached(run_dir: str, cfg: PipelineConfig, no_stop_reward: float | None = -2.0) -> bool:
-    from rlhf import evaluate as ev
     fp = _best_of_n_fingerprint(run_dir, cfg, no_stop_reward)
     return ev.load_cached(os.path.join(run_dir, "eval"), "best_of_n", fp) is not None
 
 
 def run_best_of_n(run_dir: str, cfg: PipelineConfig, no_stop_reward: float | None = -2.0) -> dict:
     """eval/best_of_n.jsonl: for each test prompt the RM's favourite of N SFT samples (no RL at all)."""
-    from rlhf import evaluate as ev
     ecfg = eval_config(cfg)
     sft_dir, rm_dir = os.path.join(run_dir, "sft"), os.path.join(run_dir, "reward_model")
     eval_dir = os.path.join(run_dir, "eval")
@@ -277,19 +275,18 @@ def run_best_of_n(run_dir: str, cfg: PipelineConfig, no_stop_reward: float | Non
     cached = rows is not None
     if not cached:
         t0 = time.time()
-        device = ev.pick_device(cfg.device)
+        device = pick_device(cfg.device)
         policy, tok = ckpt_io.load_model(sft_dir, device=device)
         rm, rm_tok = ev.load_reward_model(rm_dir, device)
         examples = ev.eval_examples(ecfg.n_prompts, ecfg.seed, ecfg.split)
-        rows = ev.best_of_n_rows(policy, tok, rm, rm_tok, examples, cfg.best_of_n, ecfg,
+        rows = best_of_n_rows(policy, tok, rm, rm_tok, examples, cfg.best_of_n, ecfg,
                                  progress="best-of-N" if cfg.progress else None, no_stop_reward=no_stop_reward)
         ev.save_cached(eval_dir, "best_of_n", rows, fp, {"seconds": time.time() - t0, "n": cfg.best_of_n})
     return {"n": cfg.best_of_n, "rows": len(rows), "cached": cached}
 
 
-def eval_config(cfg: PipelineConfig):
-    from rlhf.evaluate import EvalConfig
-    return EvalConfig(n_prompts=cfg.eval_prompts, split=cfg.eval_split, seed=cfg.seed, max_new_tokens=cfg.eval_max_new_tokens,
+def eval_config(cfg: PipelineConfig) -> ev.EvalConfig:
+    return ev.EvalConfig(n_prompts=cfg.eval_prompts, split=cfg.eval_split, seed=cfg.seed, max_new_tokens=cfg.eval_max_new_tokens,
                       temperature=cfg.eval_temperature, batch_size=cfg.eval_batch_size, n_boot=cfg.n_boot,
                       n_samples_report=cfg.n_samples_report, device=cfg.device)
 
@@ -309,7 +306,6 @@ def build_metrics(run_dir: str, results: dict, cfg: PipelineConfig, preset: str,
     """The flat-enough metrics.json: one block per stage (greedy numbers first, sampled in a sub-block),
     win rates against SFT, KL, reward model, best-of-N, headline, timings."""
     st, cmp_ = results["stages"], results.get("comparisons", {})
-    from rlhf.evaluate import pick_device
     m: dict = {"preset": preset, "out": run_dir, "device": str(pick_device(cfg.device)),
                "eval": {**results["prompts"], "max_new_tokens": cfg.eval_max_new_tokens,
                         "temperature_sampled": cfg.eval_temperature, "n_boot": cfg.n_boot}}
@@ -353,9 +349,7 @@ def build_metrics(run_dir: str, results: dict, cfg: PipelineConfig, preset: str,
             "rm_gold_pearson_within_prompt", "by_family", "by_h", "val_loss", "steps", "demo_reward_mean", "probes")}
         m["reward_model"]["ece"] = (rm.get("calibration") or {}).get("ece")
     if "best_of_n" in m:
-        from rlhf.best_of_n import best_of_n_kl, gold_at_kl, n_for_kl
-        from rlhf.evaluate import by_decoding, read_rows
-        rows = by_decoding(read_rows(os.path.join(run_dir, "eval", "best_of_n.jsonl")), "greedy")
+        rows = ev.by_decoding(ev.read_rows(os.path.join(run_dir, "eval", "best_of_n.jsonl")), "greedy")
         m["best_of_n"].update({"n": cfg.best_of_n, "kl": best_of_n_kl(cfg.best_of_n),
                                "oracle_gold": sum(r["oracle_gold"] for r in rows) / max(len(rows), 1),
                                "mean_gold_of_n": sum(r["mean_gold_of_n"] for r in rows) / max(len(rows), 1)})
@@ -438,16 +432,6 @@ class Timings:
 
 def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict | None = None) -> dict:
     """Run (or resume) every stage into cfg.out; returns metrics.json's content."""
-    from minigpt.train import TrainConfig  # noqa: F401  (fail early if the package is incomplete)
-    from rlhf import evaluate as ev
-    from rlhf.plots import plot_all
-    from rlhf.ppo import train_ppo
-    from rlhf.report import write_report
-    from rlhf.reward_model import train_reward_model
-    from rlhf.sft import train_sft
-
-    from minigpt.train import train_pretrain
-
     t_run = time.time()
     out = cfg.out
     os.makedirs(out, exist_ok=True)
@@ -470,9 +454,9 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
         if not os.path.exists(os.path.join(dst, ckpt_io.TOKENIZER_FILE)):
             shutil.copyfile(src, os.path.join(dst, ckpt_io.TOKENIZER_FILE))
 
-    def pretrain(stage):
+    def run_pretrain(stage):
         copy_tokenizer(scfg[stage].out_dir)
-        return train_pretrain(scfg[stage])
+        return pretrain.train_world_pretrain(scfg[stage])
 
     def tokenizer(_):
         s = train_tokenizer(os.path.join(out, "tokenizer"), scfg["pretrain"])
@@ -488,9 +472,15 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
     def best_of_n(_):
         return run_best_of_n(out, cfg, scfg["ppo"].no_stop_reward)   # scored as PPO's rollouts are
 
-    runners = {"data": data, "tokenizer": tokenizer, "pretrain": pretrain, "pretrain_large": pretrain,
-               "sft": lambda s: train_sft(scfg[s]), "sft_large": lambda s: train_sft(scfg[s]),
-               "reward_model": lambda s: train_reward_model(scfg[s]), "ppo": lambda s: train_ppo(scfg[s]),
+    # The pipeline is the caller that hands the gold judge to the stages (they never import it): SFT and
+    # PPO log gold scores on val prompts, the reward model annotates its comparisons for "vs gold" metrics.
+    def run_sft(s):
+        return sft.train_sft(scfg[s], sft.gold_evaluator(scfg[s], gold.GoldEvaluator))
+
+    runners = {"data": data, "tokenizer": tokenizer, "pretrain": run_pretrain, "pretrain_large": run_pretrain,
+               "sft": run_sft, "sft_large": run_sft,
+               "reward_model": lambda s: reward_model.train_reward_model(scfg[s], gold=gold.score),
+               "ppo": lambda s: ppo.train_ppo(scfg[s], ppo.gold_evaluator(scfg[s], gold.GoldEvaluator)),
                "best_of_n": best_of_n}
 
     for stage in stages:

@@ -191,7 +191,7 @@ def plot_gold_by_stage(stages: dict[str, dict], path: str) -> str | None:
 
 def plot_best_of_n_vs_ppo(metrics: dict, path: str) -> str | None:
     """Gold score against KL to SFT: the best-of-k curve (k = 1..N, the RM picks among the same N SFT samples;
-    KL = log k - (k-1)/k) and PPO's sampled policy at its measured KL with its 95% CIs, drawn by
+    KL <= log k - (k-1)/k, the upper bound) and PPO's sampled policy at its measured KL with its 95% CIs, drawn by
     rlhf.best_of_n.plot_best_of_n from metrics.json's best_of_n.curve and ppo blocks; None when either is missing."""
     curve = (metrics.get("best_of_n") or {}).get("curve")
     ppo = metrics.get("ppo") or {}

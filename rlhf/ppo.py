@@ -65,9 +65,9 @@ Simplifications relative to InstructGPT (Ouyang et al. 2022, sec. 3.5 and append
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,17 +75,23 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm.auto import tqdm
+
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config
 from minigpt.distributed import DistInfo, all_reduce_mean, barrier, teardown_distributed
-from minigpt.generate import generate
-from minigpt.train import (MetricsLogger, StopOnInterrupt, autocast_context, check_finite, configure_optimizer,
-                           forward_backward, load_training_state, make_generator, optimizer_step, read_metrics,
-                           save_training_state, seed_everything, set_lr, start_stage)
+from minigpt.trainer import (MetricsLogger, StopOnInterrupt, autocast_context, configure_optimizer,
+                             load_training_state, make_generator, plot_panels, read_metrics, save_training_state,
+                             seed_everything, set_lr, start_stage)
 from rlhf import data as D
 from rlhf.losses import (AdaptiveKLController, entropy_from_logits, gae, kl_shaped_rewards, masked_mean,
                          masked_whiten, ppo_policy_loss, ppo_value_loss, token_logprobs)
-from rlhf.reward_model import RewardModel
+from rlhf.reward import RewardModel
+from rlhf.rl_update import disable_dropout, eval_record, frozen, load_prompt_pool, minibatch_updates
+from rlhf.rollout import (render_prompts, response_logits, sample, sampling_generator, score_samples,
+                          shift_to_response, trim_padding, used_columns)
+from rlhf.world import corpus
 
 # -----------------------------------------------------------------------------
 # config
@@ -167,19 +173,6 @@ PRESETS: dict[str, dict] = {
 # models
 
 
-def disable_dropout(model: nn.Module) -> nn.Module:
-    """Eval mode and p = 0 in every Dropout (checklist 8): with dropout the recomputed log-probs differ
-    from the rollout's and the PPO ratio is not 1 even before any update."""
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = 0.0
-        if isinstance(getattr(m, "dropout", None), float):   # e.g. attention's dropout_p for the fused kernel
-            m.dropout = 0.0
-    if hasattr(model, "config") and hasattr(model.config, "dropout"):
-        model.config.dropout = 0.0
-    return model.eval()
-
-
 class SharedValueHead(nn.Module):
     """The documented alternative to a separate value model: a scalar head on the policy's own hidden states.
     Cheaper (one backbone), but the value loss then also moves the policy's weights."""
@@ -219,73 +212,12 @@ class ActorCritic(nn.Module):
         else:
             logits, _ = self.policy(sequences, attention_mask=attention_mask)              # (B, P+N, V)
             values = self.value_model(sequences, attention_mask)                           # (B, P+N)
-        logits = logits[:, P - 1:-1].float() / self.temperature                           # (B, N, V)
+        logits = shift_to_response(logits, P, self.temperature)                            # (B, N, V)
         values = values[:, P - 1:-1].float()                                               # (B, N)
         ptx_loss = None
         if ptx_x is not None:
             _, ptx_loss = self.policy(ptx_x, targets=ptx_y)
         return logits, values, ptx_loss
-
-
-@torch.no_grad()
-def response_logprobs(model: nn.Module, sequences: Tensor, attention_mask: Tensor, prompt_length: int,
-                      temperature: float) -> Tensor:
-    """log π(y_t | x, y_<t) of each response token by one forward pass (checklist 1, 2, 13).
-
-    sequences (B, P+N) = left-padded prompts then right-padded responses, attention_mask (B, P+N);
-    positions come from the mask inside the model. A token's log-prob comes from the logits one position
-    earlier, divided by the sampling temperature: logits[:, P-1:-1] predict sequences[:, P:]. -> (B, N).
-    """
-    P = prompt_length
-    logits, _ = model(sequences, attention_mask=attention_mask)                  # (B, P+N, V)
-    logits = logits[:, P - 1:-1].float() / temperature                           # (B, N, V)
-    return token_logprobs(logits, sequences[:, P:])                              # (B, N)
-
-
-def truncate_after_stop(response: Tensor, stop_id: int, pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Keep each response up to and including its first stop token; pad the rest (checklist 3).
-
-    response (B, N) -> (response (B, N) with pad_id after the stop, mask (B, N) float, stopped (B,) bool).
-    Example: [[a, END, b]] -> [[a, END, PAD]], mask [[1, 1, 0]], stopped [True];
-             [[a, b, c]]   -> unchanged, mask [[1, 1, 1]], stopped [False].
-    """
-    is_stop = response == stop_id                                                # (B, N)
-    stops_before = is_stop.long().cumsum(dim=1) - is_stop.long()                 # stop tokens strictly before t
-    mask = (stops_before == 0)                                                   # up to and including the first stop
-    response = torch.where(mask, response, torch.full_like(response, pad_id))
-    return response, mask.float(), is_stop.any(dim=1)
-
-
-def used_columns(attention_mask: Tensor, prompt_length: int, response_mask: Tensor) -> tuple[int, int]:
-    """(k, n): the first prompt column some row uses, and the length of the longest response.
-
-    Prompts are left-padded to the longest of the whole batch and responses right-padded to max_new_tokens,
-    so a micro-batch often has columns that are padding in every row; columns [k, P+n) hold all its
-    tokens. Response masks are prefixes (1 up to the stop token), so n = the largest row sum (at least 1).
-    Example: mask [[0, 0, 1, 1 | 1, 0, 0], [0, 1, 1, 1 | 1, 1, 0]] with P = 4 -> (1, 2).
-    """
-    used = attention_mask[:, :prompt_length].bool().any(0)                      # (P,)
-    k = int(used.long().argmax())                                               # first True (every prompt has a token)
-    n = max(1, int(response_mask.sum(1).max()))
-    return k, n
-
-
-def trim_padding(batch: dict) -> dict:
-    """The micro-batch without the columns no row uses (used_columns): sequences and attention_mask keep
-    [k, P+n), prompt_length becomes P-k, and every per-token (b, N) tensor keeps its first n columns.
-
-    Nothing a kept position computes changes: positions come from the mask (checklist 2), attention is
-    causal and masked, and dropped response columns are masked out of every loss. Only the compute does:
-    a rollout's padding is about 40% of its (b, P+N) grid with the default settings."""
-    P, rmask = batch["prompt_length"], batch["response_mask"]
-    k, n = used_columns(batch["attention_mask"], P, rmask)
-    out = dict(batch, prompt_length=P - k)
-    for key, v in batch.items():
-        if key in ("sequences", "attention_mask"):
-            out[key] = v[:, k:P + n]                                              # (b, P-k+n)
-        elif isinstance(v, Tensor) and v.dim() >= 2 and v.shape[:2] == rmask.shape:
-            out[key] = v[:, :n]                                                   # (b, n, ...)
-    return out
 
 
 # -----------------------------------------------------------------------------
@@ -320,48 +252,46 @@ class Rollout:
 
 
 @torch.no_grad()
-def collect_rollout(policy: nn.Module, ref_model: nn.Module, reward_model: RewardModel, value_model: nn.Module,
-                    prompts: list[list[int]], cfg: PPOConfig, kl_coef: float, stop_id: int, pad_id: int,
-                    generator: torch.Generator | None = None) -> Rollout:
-    """Steps 1-3 of an iteration: sample, score, shape rewards, estimate advantages."""
-    T = cfg.temperature
-    # ---- 1. rollout: KV-cache sampling from the current policy, prompts left-padded (checklist 2)
-    gen = generate(policy, prompts, cfg.max_new_tokens, temperature=T, eos_token_id=stop_id,
-                   pad_token_id=pad_id, generator=generator, return_logprobs=True)
-    P = gen.prompt_length
-    response, response_mask, stopped = truncate_after_stop(gen.response, stop_id, pad_id)   # (B, N) x2, (B,)
-    N = used_columns(gen.attention_mask, P, response_mask)[1]     # longest response: later columns are padding
-    response, response_mask, gen_logprobs = response[:, :N], response_mask[:, :N], gen.logprobs[:, :N]
-    sequences = torch.cat([gen.sequences[:, :P], response], dim=1)                          # (B, P+N)
-    attention_mask = torch.cat([gen.attention_mask[:, :P], response_mask.long()], dim=1)    # (B, P+N)
+def collect_rollout(policy: nn.Module, ref_model: nn.Module, reward_model: nn.Module, value_model: nn.Module,
+                    tokenizer, conversations: list, prompts: list[list[int]], cfg: PPOConfig, kl_coef: float,
+                    generator: torch.Generator | None = None, ctx=None) -> Rollout:
+    """Steps 1-3 of an iteration: sample, score, shape rewards, estimate advantages.
 
-    # ---- 2. score: forward passes of the four models over the same tokens, in micro-batches
-    cols = {k: [] for k in ("logprobs", "ref_logprobs", "values", "rm_scores", "kl_exact")}
-    for rows in torch.arange(len(prompts)).split(cfg.micro_batch_size):
-        skip = used_columns(attention_mask[rows], P, response_mask[rows])[0]   # prompt columns all-padding here
-        seq, am, p = sequences[rows, skip:], attention_mask[rows, skip:], P - skip         # (b, p+N)
-        logits, _ = policy(seq, attention_mask=am)
-        logits = logits[:, p - 1:-1].float() / T                                            # (b, N, V)
-        ref_logits, _ = ref_model(seq, attention_mask=am)
-        ref_logits = ref_logits[:, p - 1:-1].float() / T                                    # (b, N, V)
-        logp_all, ref_logp_all = logits.log_softmax(-1), ref_logits.log_softmax(-1)
-        cols["logprobs"].append(token_logprobs(logits, seq[:, p:]))                          # (b, N)
-        cols["ref_logprobs"].append(token_logprobs(ref_logits, seq[:, p:]))                  # (b, N)
-        cols["kl_exact"].append((logp_all.exp() * (logp_all - ref_logp_all)).sum(-1))        # (b, N)
-        if isinstance(value_model, SharedValueHead):
-            values = value_model(policy.hidden_states(seq, attention_mask=am))              # (b, p+N)
-        else:
-            values = value_model(seq, am)                                                   # (b, p+N)
-        cols["values"].append(values[:, p - 1:-1].float())                                  # (b, N): V(s_t)
-        cols["rm_scores"].append(reward_model.score(seq, am).float())                        # (b,) at the last real token
-    logprobs, ref_logprobs, values, rm_scores, kl_exact = (torch.cat(cols[k]) for k in
-                                                           ("logprobs", "ref_logprobs", "values", "rm_scores", "kl_exact"))
-    mask = response_mask
-    logprobs, ref_logprobs, values, kl_exact = logprobs * mask, ref_logprobs * mask, values * mask, kl_exact * mask
+    conversations[i] is the chat whose rendered ids are prompts[i] (the reward model judges the reply's
+    text in its conversation: rlhf.rollout.score_responses). `ctx` is the update's autocast context: the
+    old-policy and reference log-probs are computed in the same precision as the update's, so that the
+    ratio π/π_old is exactly 1 on the first minibatch (checklist 8) on a GPU too."""
+    T = cfg.temperature
+    stop_id, pad_id = D.stop_token_id(tokenizer), D.pad_token_id(tokenizer)
+    # ---- 1. rollout: KV-cache sampling from the current policy, prompts left-padded, cut after <|end|>
+    s = sample(policy, prompts, cfg.max_new_tokens, T, stop_id, pad_id, generator, return_logprobs=True)
+    sequences, attention_mask, P, mask = s.sequences, s.attention_mask, s.prompt_length, s.response_mask
+
+    # ---- 2. score: forward passes of the policy, reference and value models over the same tokens
+    # (micro-batches), and the reward model's judgement of each reply's text (checklist 3)
+    cols = {k: [] for k in ("logprobs", "ref_logprobs", "values", "kl_exact")}
+    with ctx or nullcontext():
+        for rows in torch.arange(len(prompts)).split(cfg.micro_batch_size):
+            skip = used_columns(attention_mask[rows], P, mask[rows])[0]       # prompt columns all-padding here
+            seq, am, p = sequences[rows, skip:], attention_mask[rows, skip:], P - skip      # (b, p+N)
+            logits = response_logits(policy, seq, am, p, T)                                # (b, N, V)
+            ref_logits = response_logits(ref_model, seq, am, p, T)                         # (b, N, V)
+            logp_all, ref_logp_all = logits.log_softmax(-1), ref_logits.log_softmax(-1)
+            cols["logprobs"].append(token_logprobs(logits, seq[:, p:]))                     # (b, N)
+            cols["ref_logprobs"].append(token_logprobs(ref_logits, seq[:, p:]))             # (b, N)
+            cols["kl_exact"].append((logp_all.exp() * (logp_all - ref_logp_all)).sum(-1))   # (b, N)
+            if isinstance(value_model, SharedValueHead):
+                values = value_model(policy.hidden_states(seq, attention_mask=am))         # (b, p+N)
+            else:
+                values = value_model(seq, am)                                              # (b, p+N)
+            cols["values"].append(values[:, p - 1:-1].float())                             # (b, N): V(s_t)
+    logprobs, ref_logprobs, values, kl_exact = (torch.cat(cols[k]) * mask for k in
+                                                ("logprobs", "ref_logprobs", "values", "kl_exact"))
+    rm_scores = score_samples(reward_model, tokenizer, conversations, s, cfg.micro_batch_size)   # (B,)
 
     scores = rm_scores
     if cfg.no_stop_reward is not None:                                                     # checklist 3
-        scores = torch.where(stopped, rm_scores, torch.full_like(rm_scores, cfg.no_stop_reward))
+        scores = torch.where(s.stopped, rm_scores, torch.full_like(rm_scores, cfg.no_stop_reward))
     if cfg.score_clip is not None:
         scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
 
@@ -372,11 +302,10 @@ def collect_rollout(policy: nn.Module, ref_model: nn.Module, reward_model: Rewar
     advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)                     # (B, N) x2
     advantages = masked_whiten(advantages, mask)
 
-    gen_logprobs = gen_logprobs * mask
     return Rollout(sequences=sequences, attention_mask=attention_mask, prompt_length=P, response_mask=mask,
-                   stopped=stopped, logprobs=logprobs, ref_logprobs=ref_logprobs, values=values,
+                   stopped=s.stopped, logprobs=logprobs, ref_logprobs=ref_logprobs, values=values,
                    rm_scores=rm_scores, scores=scores, rewards=rewards, advantages=advantages, returns=returns,
-                   kl=(logprobs - ref_logprobs) * mask, kl_exact=kl_exact, gen_logprobs=gen_logprobs)
+                   kl=(logprobs - ref_logprobs) * mask, kl_exact=kl_exact, gen_logprobs=s.gen_logprobs)
 
 
 def rollout_stats(ro: Rollout) -> dict:
@@ -427,33 +356,6 @@ def ppo_loss(model: nn.Module, batch: dict, cfg: PPOConfig) -> tuple[Tensor, dic
     return loss, stats
 
 
-def minibatch_updates(model: nn.Module, optimizer: torch.optim.Optimizer, n_rows: int, loss_fn, make_batch,
-                      epochs: int, n_minibatches: int, micro_batch_size: int, grad_clip: float,
-                      generator: torch.Generator, ctx=None, step: int = 0) -> tuple[dict, dict | None]:
-    """`epochs` passes over n_rows rollout rows in n_minibatches shuffled minibatches (checklist 12).
-
-    Each minibatch is one optimizer step; it is fed in micro-batches of micro_batch_size rows
-    (make_batch(rows) -> batch for loss_fn(model, batch)) whose gradients accumulate
-    (minigpt.train.forward_backward). Returns the mean stats of all minibatches and the stats of the very
-    first one (where PPO's ratio must be exactly 1). PPO and GRPO share it.
-    """
-    mb_size = max(1, math.ceil(n_rows / n_minibatches))
-    totals, n, first = {}, 0, None
-    for _ in range(epochs):
-        perm = torch.randperm(n_rows, generator=generator)
-        for mb in perm.split(mb_size):
-            micro = [make_batch(rows) for rows in mb.split(micro_batch_size)]
-            loss, stats = forward_backward(model, loss_fn, micro, ctx)
-            check_finite(loss, step)                          # NaN/inf: stop with a clear message
-            stats["grad_norm"] = optimizer_step(model, optimizer, grad_clip)
-            stats["loss"] = loss
-            first = first or dict(stats)
-            for k, v in stats.items():
-                totals[k] = totals.get(k, 0.0) + float(v)
-            n += 1
-    return {k: v / max(n, 1) for k, v in totals.items()}, first
-
-
 def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, ro: Rollout, cfg: PPOConfig,
                generator: torch.Generator, ptx_tokens: Tensor | None = None, ctx=None, step: int = 0) -> dict:
     """Step 4: ppo_epochs passes over ro in n_minibatches shuffled minibatches of micro-batches
@@ -473,7 +375,8 @@ def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, ro: Rollout, 
 
 
 def ptx_batch(tokens: Tensor, cfg: PPOConfig, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Random windows of the pretraining corpus for PPO-ptx (checklist 11): x, y both (b, ptx_block_size)."""
+    """Random windows of the pretraining corpus for PPO-ptx (checklist 11): x, y both (b, ptx_block_size),
+    on the device of `tokens` (the model's: ptx_tokens puts them there)."""
     L = cfg.ptx_block_size
     starts = torch.randint(0, len(tokens) - L - 1, (cfg.ptx_batch_size,), generator=generator)
     x = torch.stack([tokens[s:s + L] for s in starts.tolist()])
@@ -481,99 +384,34 @@ def ptx_batch(tokens: Tensor, cfg: PPOConfig, generator: torch.Generator) -> tup
     return x, y
 
 
-# -----------------------------------------------------------------------------
-# evaluation (the gold oracle, on val prompts; never used for training)
-
-
-@torch.no_grad()
-def evaluate_policy(policy: nn.Module, reward_model: RewardModel, tokenizer, examples: list, cfg: PPOConfig,
-                    temperature: float, seed: int = 0, batch_size: int = 64) -> dict:
-    """Gold score, RM score, stop rate, length and diversity of the policy's responses to `examples`.
-
-    temperature 0 = greedy. Returns the means and the per-prompt rows (prompt, response, gold, rm).
-    """
-    from rlhf.world import score as gold_score
-
-    stop_id, pad_id = D.stop_token_id(tokenizer), D.pad_token_id(tokenizer)
-    max_prompt = policy.config.block_size - cfg.max_new_tokens
-    g = make_generator(seed, "eval")
-    rows = []
-    for i in range(0, len(examples), batch_size):
-        chunk = examples[i:i + batch_size]
-        prompts = [D.render_prompt(ex.conversation, tokenizer, max_len=max_prompt) for ex in chunk]
-        gen = generate(policy, prompts, cfg.max_new_tokens, temperature=temperature, eos_token_id=stop_id,
-                       pad_token_id=pad_id, generator=g)
-        rm = reward_model.score(gen.sequences, gen.attention_mask).float()
-        for ex, resp, r in zip(chunk, gen.response.tolist(), rm.tolist()):
-            text, stopped = D.decode_response(resp, tokenizer)
-            rows.append({"prompt": ex.conversation[-1]["content"], "family": ex.family, "response": text,
-                         "stopped": stopped, "gold": gold_score(ex.conversation, text, stopped=stopped),
-                         "rm": r if stopped or cfg.no_stop_reward is None else cfg.no_stop_reward})
-    return {"gold": float(np.mean([r["gold"] for r in rows])), "rm": float(np.mean([r["rm"] for r in rows])),
-            "stop_rate": float(np.mean([r["stopped"] for r in rows])),
-            "length": float(np.mean([len(r["response"]) for r in rows])),
-            "distinct": len({r["response"] for r in rows}) / max(len(rows), 1), "rows": rows}
+def ptx_tokens(tokenizer, cfg: PPOConfig, device) -> Tensor:
+    """The token stream PPO-ptx draws its windows from: the world's corpus (the base model's pretraining
+    text), encoded once and put on the model's device."""
+    return torch.tensor(tokenizer.encode(corpus(cfg.ptx_corpus_chars, seed=cfg.seed)), dtype=torch.long,
+                        device=device)
 
 
 # -----------------------------------------------------------------------------
-# the dashboard
+# the stage: models, the iteration loop, the dashboard
 
-DASHBOARD = [("rm_score", "RM score (train samples)"), ("gold", "gold score (val prompts)"), ("kl", "KL to SFT (nats)"),
-             ("kl_coef", "β"), ("pg_loss", "policy loss"), ("vf_loss", "value loss"), ("entropy", "entropy"),
-             ("approx_kl", "approx-KL (π_old || π)"), ("clipfrac", "clip fraction"),
+DASHBOARD = [("rm_score", "RM score (train samples)"), (("gold", "gold_greedy"), "gold score (val prompts)"),
+             ("kl", "KL to SFT (nats)"), ("kl_coef", "β"), ("pg_loss", "policy loss"), ("vf_loss", "value loss"),
+             ("entropy", "entropy"), ("approx_kl", "approx-KL (π_old || π)"), ("clipfrac", "clip fraction"),
              ("explained_variance", "explained variance"), ("response_length", "response length (tokens)"),
              ("stop_rate", "stop rate")]
 
 
 def plot_dashboard(records: list[dict] | str, path: str, title: str = "PPO") -> str:
-    """A grid of every logged PPO metric against the iteration, as a PNG (Agg canvas, no pyplot state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    if isinstance(records, str):
-        records = read_metrics(records)
-    fig = Figure(figsize=(13, 8))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(3, 4).ravel()
-    for ax, (key, label) in zip(axes, DASHBOARD):
-        if key == "gold":
-            for k, style, name in (("gold", "o-", "sampled"), ("gold_greedy", "s--", "greedy")):
-                pts = [(r["iter"], r[k]) for r in records if r.get(k) is not None]
-                if pts:
-                    ax.plot(*zip(*pts), style, ms=3, label=name)
-            ax.legend(fontsize=7)
-        else:
-            pts = [(r["iter"], r[key]) for r in records if r.get(key) is not None]
-            if pts:
-                ax.plot(*zip(*pts), lw=1.2)
-        ax.set_title(label, fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=7)
-    fig.suptitle(title)
-    fig.supxlabel("PPO iteration", fontsize=9)
-    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.07, top=0.92, wspace=0.25, hspace=0.35)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=80)
-    os.replace(tmp, path)
-    return path
-
-
-# -----------------------------------------------------------------------------
-# the stage
-
-
-def load_prompt_pool(cfg: PPOConfig) -> list[list[dict]]:
-    """Training prompts (conversations ending with a user turn): a JSONL file or the world's train split."""
-    if cfg.prompts:
-        return D.load_prompts(cfg.prompts)
-    from rlhf.world import make_prompts
-    return [ex.conversation for ex in make_prompts("train", cfg.n_prompts, seed=cfg.prompt_seed)]
+    """A grid of every logged PPO metric against the iteration, as a PNG (minigpt.trainer.plot_panels)."""
+    return plot_panels(records, path, DASHBOARD, x="iter", title=title)
 
 
 def build_models(cfg: PPOConfig, device) -> tuple:
     """(policy, ref_model, reward_model, value_model, tokenizer): policy and reference from the SFT run,
     the frozen RM, and the value model initialised from the RM (checklist 9); dropout off everywhere (8)."""
+    for d, what in ((cfg.sft_dir, "rlhf.sft"), (cfg.rm_dir, "rlhf.reward_model")):
+        if not os.path.exists(os.path.join(d, ckpt_io.MODEL_FILE)):
+            raise SystemExit(f"error: {d}: no {ckpt_io.MODEL_FILE}; run `python -m {what}` first")
     policy, tokenizer = ckpt_io.load_model(cfg.sft_dir, device)
     ref_model, _ = ckpt_io.load_model(cfg.sft_dir, device)
     reward_model = RewardModel.load(cfg.rm_dir, device)
@@ -586,23 +424,24 @@ def build_models(cfg: PPOConfig, device) -> tuple:
         value_model = SharedValueHead(policy.config.n_embd, init_from=reward_model.head).to(device)
     else:
         raise SystemExit(f"error: --value_model must be 'separate' or 'shared', got {cfg.value_model!r}")
-    for m in (policy, ref_model, reward_model, value_model):
-        disable_dropout(m)
-    for m in (ref_model, reward_model):
-        m.requires_grad_(False)
-    return policy, ref_model, reward_model, value_model, tokenizer
+    disable_dropout(policy)
+    disable_dropout(value_model)
+    return policy, frozen(ref_model), frozen(reward_model), value_model, tokenizer
 
 
-def train_ppo(cfg: PPOConfig) -> dict:
-    """Run PPO (see the module docstring); returns the final metrics, also written to out_dir/summary.json."""
+def train_ppo(cfg: PPOConfig, evaluator=None) -> dict:
+    """Run PPO (see the module docstring); returns the final metrics, also written to out_dir/summary.json.
+
+    `evaluator`: the gold judge the caller hands in (rlhf.gold.GoldEvaluator, or None for no gold
+    numbers): called on the policy every eval_interval iterations, never part of the reward."""
     device, info, _ = start_stage(cfg, make_run_dir=False)   # the run dir is made once the run starts
     try:
-        return _train_ppo(cfg, device, info)
+        return _train_ppo(cfg, device, info, evaluator)
     finally:
         teardown_distributed()
 
 
-def _train_ppo(cfg: PPOConfig, device: torch.device, info: DistInfo) -> dict:
+def _train_ppo(cfg: PPOConfig, device: torch.device, info: DistInfo, evaluator) -> dict:
     t_start = time.time()
     seed_everything(cfg.seed + info.rank)
     if cfg.batch_size % info.world_size:
@@ -611,22 +450,16 @@ def _train_ppo(cfg: PPOConfig, device: torch.device, info: DistInfo) -> dict:
     log = (lambda *a: print(*a, flush=True)) if is_main else (lambda *a: None)
 
     policy, ref_model, reward_model, value_model, tokenizer = build_models(cfg, device)
-    stop_id, pad_id = D.stop_token_id(tokenizer), D.pad_token_id(tokenizer)
-    if stop_id == pad_id:                                              # checklist 14
+    if D.stop_token_id(tokenizer) == D.pad_token_id(tokenizer):                 # checklist 14
         raise SystemExit("error: the stop token <|end|> must not be the padding token")
-    max_prompt = policy.config.block_size - cfg.max_new_tokens
-    if max_prompt < 3:
+    if policy.config.block_size - cfg.max_new_tokens < 4:
         raise SystemExit(f"error: --max_new_tokens={cfg.max_new_tokens} leaves no room for a prompt "
                          f"in block_size={policy.config.block_size}")
-    pool = [D.render_prompt(conv, tokenizer, max_len=max_prompt) for conv in load_prompt_pool(cfg)]
+    conversations = load_prompt_pool(cfg.prompts, cfg.n_prompts, cfg.prompt_seed)
+    pool = render_prompts(conversations, tokenizer, policy.config.block_size, cfg.max_new_tokens)
     if len(pool) < cfg.batch_size:
         raise SystemExit(f"error: {len(pool)} prompts, fewer than --batch_size={cfg.batch_size}")
-    from rlhf.world import make_prompts
-    val_examples = make_prompts("val", cfg.n_eval_prompts, seed=cfg.eval_seed)
-    ptx_tokens = None
-    if cfg.ptx_coef > 0:
-        from rlhf.world import corpus
-        ptx_tokens = torch.tensor(tokenizer.encode(corpus(cfg.ptx_corpus_chars, seed=cfg.seed)), dtype=torch.long)
+    ptx = ptx_tokens(tokenizer, cfg, device) if cfg.ptx_coef > 0 else None
 
     model = ActorCritic(policy, value_model, cfg.temperature)          # the trainable part
     optimizer = configure_optimizer(model, cfg, device.type)
@@ -645,23 +478,15 @@ def _train_ppo(cfg: PPOConfig, device: torch.device, info: DistInfo) -> dict:
         logger.reset()
     if is_main:
         ckpt_io.write_config(run_dir, cfg)
-    train_model = model
-    if info.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        train_model = DDP(model, device_ids=[info.local_rank] if device.type == "cuda" else None)
+    train_model = DDP(model, device_ids=[info.local_rank] if device.type == "cuda" else None) if info.enabled else model
     ctx = autocast_context(device, cfg.dtype)
 
-    def do_eval(it: int) -> dict:
-        """Gold score of sampled and greedy responses on the fixed val prompts (rank 0 only)."""
-        if not is_main:
+    def do_eval() -> dict:
+        """Gold score of sampled and greedy responses on the evaluator's val prompts (rank 0 only)."""
+        if not is_main or evaluator is None:
             return {}
-        sampled = evaluate_policy(policy, reward_model, tokenizer, val_examples, cfg, cfg.temperature, cfg.eval_seed)
-        greedy = evaluate_policy(policy, reward_model, tokenizer, val_examples, cfg, 0.0, cfg.eval_seed)
-        for r in sampled["rows"][:cfg.n_print_samples]:
-            log(f"  [{r['family']}] {r['prompt']!r}\n    -> {r['response']!r} (gold {r['gold']:.2f}, rm {r['rm']:+.2f})")
-        return {"gold": sampled["gold"], "gold_greedy": greedy["gold"], "eval_rm": sampled["rm"],
-                "eval_stop_rate": sampled["stop_rate"], "eval_distinct": sampled["distinct"],
-                "eval_length_chars": sampled["length"]}
+        return eval_record(evaluator, policy, reward_model, tokenizer, cfg.temperature, cfg.eval_seed,
+                           cfg.no_stop_reward, cfg.n_print_samples, log)
 
     def save(it: int) -> None:
         """ckpt.pt: the policy as "model" (so load_model can read an unfinished run), plus the value model,
@@ -670,10 +495,8 @@ def _train_ppo(cfg: PPOConfig, device: torch.device, info: DistInfo) -> dict:
             save_training_state(run_dir, policy, optimizer, it, cfg,
                                 {"value_model": ckpt_io.clean_state_dict(value_model), "kl_coef": kl_ctl.value})
 
-    bar = None
-    if cfg.progress and is_main and start < cfg.max_iters:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.max_iters, initial=start, desc="ppo", dynamic_ncols=True)
+    bar = tqdm(total=cfg.max_iters, initial=start, desc="ppo", dynamic_ncols=True,
+               disable=not (cfg.progress and is_main and start < cfg.max_iters))
     per_rank = cfg.batch_size // info.world_size
     last_eval, it = {}, start
     with StopOnInterrupt(verbose=is_main) as stop:
@@ -681,21 +504,22 @@ def _train_ppo(cfg: PPOConfig, device: torch.device, info: DistInfo) -> dict:
             t0 = time.time()
             record = {"iter": it, "step": it}   # "step": what MetricsLogger.truncate keys on at resume
             if cfg.eval_interval > 0 and it % cfg.eval_interval == 0:
-                last_eval = do_eval(it)
+                last_eval = do_eval()
                 record.update(last_eval)
                 save(it)
             # ---- 1-3: this rank's shard of this iteration's prompts, sampled and scored
             order = torch.randperm(len(pool), generator=make_generator(cfg.seed, "prompts", it))[:cfg.batch_size]
             mine = order[info.rank * per_rank:(info.rank + 1) * per_rank].tolist()
             kl_coef = kl_ctl.value
-            ro = collect_rollout(policy, ref_model, reward_model, value_model, [pool[i] for i in mine], cfg,
-                                 kl_coef, stop_id, pad_id, make_generator(cfg.seed, "rollout", it, info.rank))
+            ro = collect_rollout(policy, ref_model, reward_model, value_model, tokenizer,
+                                 [conversations[i] for i in mine], [pool[i] for i in mine], cfg, kl_coef,
+                                 sampling_generator(policy, cfg.seed, "rollout", it, info.rank), ctx)
             stats = rollout_stats(ro)
             # ---- 4: the PPO update
             lr = cfg.learning_rate * (1.0 - it / cfg.max_iters)                 # linear decay to 0
             set_lr(optimizer, lr)
             stats.update(ppo_update(train_model, optimizer, ro, cfg, make_generator(cfg.seed, "update", it, info.rank),
-                                    ptx_tokens, ctx, step=it))
+                                    ptx, ctx, step=it))
             # ---- 5: average the logs over processes, then move β towards the KL target
             keys = sorted(stats)
             vals = all_reduce_mean(torch.tensor([stats[k] for k in keys], dtype=torch.float64), info)
@@ -703,21 +527,19 @@ def _train_ppo(cfg: PPOConfig, device: torch.device, info: DistInfo) -> dict:
             kl_ctl.update(stats["kl"], cfg.batch_size)
             record.update(stats, kl_coef=kl_coef, lr=lr, seconds=time.time() - t0)
             logger.log(record)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(rm=f"{stats['rm_score']:+.2f}", kl=f"{stats['kl']:.2f}", beta=f"{kl_coef:.3f}",
-                                gold=f"{last_eval.get('gold', float('nan')):.3f}", stop=f"{stats['stop_rate']:.2f}")
+            bar.update(1)
+            bar.set_postfix(rm=f"{stats['rm_score']:+.2f}", kl=f"{stats['kl']:.2f}", beta=f"{kl_coef:.3f}",
+                            gold=f"{last_eval.get('gold', float('nan')):.3f}", stop=f"{stats['stop_rate']:.2f}")
             if stop.requested:
                 it += 1
                 break
         else:
             it = cfg.max_iters
-    if bar is not None:
-        bar.close()
+    bar.close()
     interrupted = it < cfg.max_iters
     final = {}
     if not interrupted:
-        final = do_eval(it)
+        final = do_eval()
         if is_main:
             logger.log({"iter": it, "step": it, **final, "kl_coef": kl_ctl.value})
     save(it)
@@ -747,9 +569,19 @@ def _train_ppo(cfg: PPOConfig, device: torch.device, info: DistInfo) -> dict:
     return result
 
 
+def gold_evaluator(cfg: PPOConfig, evaluator_class):
+    """The evaluator this stage's settings ask for (n_eval_prompts val prompts, eval_seed, max_new_tokens),
+    built from the class the caller passes in (rlhf.gold.GoldEvaluator), or None when n_eval_prompts is 0."""
+    if cfg.n_eval_prompts <= 0:
+        return None
+    return evaluator_class(cfg.n_eval_prompts, seed=cfg.eval_seed, max_new_tokens=cfg.max_new_tokens, batch_size=64)
+
+
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(PPOConfig, argv, PRESETS, prog="python -m rlhf.ppo")
-    return train_ppo(cfg)
+    # local import: the command line is the caller that hands the gold judge to the training code
+    from rlhf.gold import GoldEvaluator
+    return train_ppo(cfg, gold_evaluator(cfg, GoldEvaluator))
 
 
 if __name__ == "__main__":

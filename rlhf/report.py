@@ -138,14 +138,15 @@ def write_report(run_dir: str, metrics: dict, results: dict, plots: dict[str, st
                          f"a chatty wrong one {_pct(pr.get('correct_vs_chatty_wrong'))}.")
     bon = metrics.get("best_of_n", {})
     if bon.get("gold_score") is not None:
-        notes.append(f"- Best-of-{bon.get('n', '?')} (SFT samples re-ranked by the reward model, KL "
-                     f"{_f(bon.get('kl'), 2)} nats): gold {_f(bon['gold_score'])}, against {_f(bon.get('mean_gold_of_n'))} "
+        notes.append(f"- Best-of-{bon.get('n', '?')} (SFT samples re-ranked by the reward model, KL at most "
+                     f"{_f(bon.get('kl'), 2)} nats, the bound log N - (N-1)/N): gold {_f(bon['gold_score'])}, against {_f(bon.get('mean_gold_of_n'))} "
                      f"for a random one of the N and {_f(bon.get('oracle_gold'))} if the gold oracle picked; "
                      f"it needs no RL but costs N samples per answer.")
         at = bon.get("at_ppo_kl")
         if at and at.get("gold") is not None:
             notes.append(f"- PPO against best-of-N at the same KL ({_f(at['kl'], 2)} nats, N ≈ {at['n']:.1f}; "
-                         f"best-of-k for k = 1..{bon.get('n', '?')} from the same SFT samples, interpolated in KL): "
+                         f"best-of-k for k = 1..{bon.get('n', '?')} from the same SFT samples, interpolated in "
+                         f"the KL upper bound log k - (k-1)/k): "
                          f"best-of-N gold {_f(at['gold'])}, PPO sampled {_f(at.get('ppo_gold_sampled'))}.")
         elif at:
             notes.append(f"- PPO's KL ({_f(at['kl'], 2)} nats) is beyond best-of-{bon.get('n', '?')}'s "

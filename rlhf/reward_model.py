@@ -41,99 +41,25 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import time
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn as nn
 from torch import Tensor
 
 from minigpt import checkpoint as ckpt_io
-from minigpt.config import GPTConfig
 from minigpt.configurator import parse_config
 from minigpt.distributed import barrier, teardown_distributed
-from minigpt.model import GPT
-from minigpt.train import (LoopConfig, fit, make_generator, run_entry_point,
-                           seed_everything, start_stage)
+from minigpt.trainer import LoopConfig, fit, make_generator, run_entry_point, seed_everything, start_stage
 from rlhf import data as D
+from rlhf.data import encode_response  # noqa: F401  (R.encode_response: the ids the RM reads)
 from rlhf.losses import pairwise_reward_loss, ranked_reward_loss
+from rlhf.reward import RewardModel, last_token_values  # noqa: F401  (R.RewardModel, R.last_token_values)
 from rlhf.rm_metrics import by_source, evaluate_rankings, plot_calibration  # noqa: F401  (R.evaluate_rankings)
-
-# -----------------------------------------------------------------------------
-# the model
-
-
-def last_token_values(values: Tensor, attention_mask: Tensor) -> Tensor:
-    """values[b, t*] at each row's last real token t* = the largest t with attention_mask[b, t] = 1.
-
-    values, attention_mask: (B, T) → (B,). Works for right padding, left padding and both (a left-
-    padded prompt followed by a response and right padding, as generation returns it).
-    Example: values [[1, 2, 3, 4]], mask [[0, 1, 1, 0]] → [3].  A row with no real token reads t = 0.
-    """
-    T = values.shape[1]
-    positions = torch.arange(T, device=values.device).expand_as(values)          # (B, T)
-    last = (positions * attention_mask.long()).max(dim=1).values                 # (B,)
-    return values.gather(1, last[:, None]).squeeze(1)                            # (B,)
-
-
-class RewardModel(nn.Module):
-    """A GPT backbone (its LM head unused) and a scalar head: r(x, y) read at the last real token."""
-
-    def __init__(self, config: GPTConfig):
-        super().__init__()
-        self.config = config
-        self.backbone = GPT(config)
-        self.head = nn.Linear(config.n_embd, 1)
-        # Small init: at the start every response scores ~0 and no comparison is pre-judged.
-        nn.init.normal_(self.head.weight, mean=0.0, std=0.1 / math.sqrt(config.n_embd))
-        nn.init.zeros_(self.head.bias)
-
-    def forward(self, idx: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """Per-token scalar (B, T): the head applied to every position's final hidden state."""
-        h = self.backbone.hidden_states(idx, attention_mask=attention_mask)     # (B, T, C)
-        return self.head(h).squeeze(-1)                                          # (B, T)
-
-    def score(self, idx: Tensor, attention_mask: Tensor) -> Tensor:
-        """The reward of each sequence, (B,): the per-token scalar at its last real token."""
-        return last_token_values(self(idx, attention_mask), attention_mask)
-
-    @torch.no_grad()
-    def normalize_(self, offset: float) -> None:
-        """Subtract `offset` from every reward (through the head's bias), e.g. the mean demo reward."""
-        self.head.bias -= offset
-
-    @classmethod
-    def from_pretrained_gpt(cls, gpt: GPT) -> "RewardModel":
-        """A RewardModel whose backbone is a copy of `gpt` (dropout off) and whose head is fresh."""
-        model = cls(replace(gpt.config, dropout=0.0))
-        model.backbone.load_state_dict(gpt.state_dict())
-        return model
-
-    @classmethod
-    def from_sft(cls, run_dir: str, device="cpu"):
-        """(RewardModel initialised from the GPT in run_dir, its tokenizer)."""
-        gpt, tokenizer = ckpt_io.load_model(run_dir)
-        return cls.from_pretrained_gpt(gpt).to(device), tokenizer
-
-    def save(self, run_dir: str, tokenizer=None, extra: dict | None = None) -> str:
-        """run_dir/model.pt (+ tokenizer.bpe): {"model": state_dict, "config": GPTConfig, "kind": ...}."""
-        return ckpt_io.save_model(run_dir, self, tokenizer, extra={"kind": "reward_model", **(extra or {})})
-
-    @classmethod
-    def load(cls, run_dir: str, device="cpu") -> "RewardModel":
-        """The RewardModel saved in run_dir (model.pt, or ckpt.pt of an unfinished run), in eval mode."""
-        path = os.path.join(run_dir, ckpt_io.MODEL_FILE)
-        if not os.path.exists(path):
-            path = os.path.join(run_dir, ckpt_io.RESUME_FILE)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{run_dir}: no reward model ({ckpt_io.MODEL_FILE}); run rlhf.reward_model first")
-        obj = ckpt_io.safe_load(path)
-        model = cls(GPTConfig(**obj.get("model_config", obj.get("config"))))
-        model.load_state_dict(obj["model"])
-        return model.to(device).eval()
-
+from rlhf.rm_probes import format_probes, probe_reward_model
+from rlhf.comparisons import simulate_rankings
 
 # -----------------------------------------------------------------------------
 # config
@@ -172,6 +98,8 @@ class RMConfig(LoopConfig):
     label_temperature: float = -1.0  # labelers' Bradley-Terry noise; < 0 = the world's default
     block_size: int = 0              # longest prompt + response in tokens (0 = the model's block_size)
     margin: float = 0.0              # pairwise files only: margin in -log σ(r_w - r_l - margin)
+    loss_reduction: str = "prompt"   # ranked loss: "prompt" = InstructGPT eq. 1 (mean over each prompt's pairs,
+                                     # then over prompts); "pair" = one mean over all pairs of a batch
     epochs: float = 2.0              # passes over the train prompts (InstructGPT: 1; here 2 > 1, 6 overfits)
     normalize: bool = True           # shift rewards so the demonstrations average 0 (InstructGPT)
     calibration_bins: int = 10       # bins of the calibration plot
@@ -192,97 +120,6 @@ PRESETS: dict[str, dict] = {
 
 # -----------------------------------------------------------------------------
 # comparisons: simulated labelers ranking policy samples, or a JSONL file
-
-
-def encode_response(conversation: list[dict], response: str, tokenizer, max_len: int, stopped: bool = True) -> list[int]:
-    """Token ids the RM reads: the prompt in the chat template, then the response (+ <|end|> if it stopped).
-
-    This is what generation produces (render_prompt ends with <|assistant|>), so the RM scores training
-    comparisons and PPO rollouts alike. Too long: the response keeps at most max(max_len − prompt, max_len // 2)
-    tokens and the prompt is truncated by rlhf.data's rule to fit the rest.
-    """
-    resp = tokenizer.encode(response) + ([D.stop_token_id(tokenizer)] if stopped else [])
-    prompt = D.render_prompt(conversation, tokenizer)
-    if len(prompt) + len(resp) > max_len:
-        resp = resp[: max(max_len - len(prompt), max_len // 2)]
-        prompt = D.render_prompt(conversation, tokenizer, max_len=max_len - len(resp))
-    return prompt + resp
-
-
-@torch.no_grad()
-def sample_responses(model: GPT, tokenizer, conversations: list[list[dict]], temperature: float,
-                     max_new_tokens: int, seed, batch_size: int = 64, desc: str = "sample",
-                     progress: bool = True) -> list[tuple[str, bool]]:
-    """One sampled reply per conversation: [(text up to the first <|end|>, stopped), ...]."""
-    from minigpt.generate import generate
-    from tqdm.auto import tqdm
-
-    end, pad = D.stop_token_id(tokenizer), D.pad_token_id(tokenizer)
-    device = model.transformer.wte.weight.device
-    max_prompt = model.config.block_size - max_new_tokens
-    out = []
-    for start in tqdm(range(0, len(conversations), batch_size), desc=desc, leave=False, dynamic_ncols=True,
-                      disable=not progress):
-        prompts = [D.render_prompt(c, tokenizer, max_len=max_prompt) for c in conversations[start:start + batch_size]]
-        gen_seed = make_generator(0, seed, start).initial_seed()
-        g = torch.Generator(device=device).manual_seed(gen_seed)
-        gen = generate(model, prompts, max_new_tokens, temperature=temperature, eos_token_id=end,
-                       pad_token_id=pad, generator=g)
-        out += [D.decode_response(row, tokenizer) for row in gen.response.tolist()]
-    return out
-
-
-def simulate_rankings(split: str, n_prompts: int, policies: list[tuple[str, GPT, list[float]]], tokenizer,
-                      cfg: RMConfig, n_labelers: int = 1) -> list[dict]:
-    """Rows of a rankings JSONL file for n_prompts prompts of `split` of the instruction world.
-
-    Candidates of each prompt: the labeler's demonstration (cfg.include_demo), cfg.n_perturbed flawed
-    answers of the world (world.perturb), and one sample per (policy, temperature); with cfg.twins each
-    of them also appears with its chatter toggled ("7" <-> "Sure! The answer is 7."), so that chatter,
-    which labelers' demonstrations wrap around *correct* answers, is no cue of correctness. A simulated
-    labeler ranks them (0 = best, equal = tie). Extra keys kept for
-    evaluation only (never used in training): family, h, source, stopped, gold (the oracle's scores),
-    and ranks_2, a second independent labeler's ranking (n_labelers = 2), which measures the ceiling.
-    """
-    from rlhf import world
-
-    examples = world.make_prompts(split, n_prompts, seed=cfg.data_seed)
-    convs = [ex.conversation for ex in examples]
-    cands: list[list[tuple[str, bool, str]]] = [[] for _ in examples]   # (text, stopped, source)
-    if cfg.include_demo:
-        rng = random.Random(f"rm-demo:{cfg.data_seed}:{split}")
-        for c, ex in zip(cands, examples):
-            c.append((world.demonstrate(ex, rng), True, "demo"))
-    rng = random.Random(f"rm-perturb:{cfg.data_seed}:{split}")
-    for c, ex in zip(cands, examples):
-        for _ in range(cfg.n_perturbed):
-            c.append((world.perturb(ex, rng)[0], True, "perturbed"))
-    for name, model, temps in policies:
-        for k, t in enumerate(temps):
-            samples = sample_responses(model, tokenizer, convs, t, cfg.max_new_tokens, (cfg.data_seed, split, name, k),
-                                       cfg.gen_batch_size, desc=f"{split}: {name} T={t:g}", progress=cfg.progress)
-            for c, (text, stopped) in zip(cands, samples):
-                c.append((text, stopped, f"{name}@{t:g}"))
-    if cfg.twins:   # same content, chatter toggled: chatter then says nothing about correctness
-        rng = random.Random(f"rm-twin:{cfg.data_seed}:{split}")
-        for c in cands:
-            c += [(world.twin(text, rng), stopped, f"{source}+twin") for text, stopped, source in list(c)]
-    label_kw = {} if cfg.label_temperature < 0 else {"temperature": cfg.label_temperature}
-    labelers = [random.Random(f"rm-label:{cfg.data_seed}:{split}:{i}") for i in range(n_labelers)]
-    rows = []
-    for ex, c in zip(examples, cands):
-        responses = [text for text, _, _ in c]
-        stopped = [s for _, s, _ in c]
-        row = {"prompt": ex.conversation, "responses": responses,
-               "ranks": [int(r) for r in world.rank(ex.conversation, responses, labelers[0], stopped=stopped,
-                                                    **label_kw)],
-               "family": ex.family, "h": ex.h, "source": [s for _, _, s in c], "stopped": stopped,
-               "gold": [round(world.score(ex.conversation, r, stopped=s), 6) for r, s in zip(responses, stopped)]}
-        if n_labelers > 1:
-            row["ranks_2"] = [int(r) for r in world.rank(ex.conversation, responses, labelers[1], stopped=stopped,
-                                                         **label_kw)]
-        rows.append(row)
-    return rows
 
 
 @dataclass
@@ -373,7 +210,8 @@ class RankingBatches:
         return collate_items(chosen, self.pad_id)
 
 
-def rm_loss(model, batch: dict[str, Tensor], pairwise: bool = False, margin: float = 0.0):
+def rm_loss(model, batch: dict[str, Tensor], pairwise: bool = False, margin: float = 0.0,
+            reduction: str = "prompt"):
     """(loss, stats) of a batch: one forward pass per response, every kept pair of a prompt compared.
 
     pairwise=True (comparison files of chosen/rejected pairs, K = 2): pairwise_reward_loss with margin.
@@ -386,7 +224,7 @@ def rm_loss(model, batch: dict[str, Tensor], pairwise: bool = False, margin: flo
     if pairwise:
         loss = pairwise_reward_loss(rewards[:, 0], rewards[:, 1], margin if margin else None)
     else:
-        loss = ranked_reward_loss(rewards, pair_mask)
+        loss = ranked_reward_loss(rewards, pair_mask, reduction=reduction)
     with torch.no_grad():
         diff = rewards[:, :, None] - rewards[:, None, :]                         # (P, K, K): r_i - r_j
         correct = (diff > 0).float() + 0.5 * (diff == 0).float()
@@ -441,7 +279,8 @@ def demonstration_responses(cfg: RMConfig, train_records) -> list[tuple[list[dic
 # the stage
 
 
-def load_comparisons(cfg: RMConfig, run_dir: str, tokenizer, policies, is_main: bool, info) -> tuple[list, list, bool]:
+def load_comparisons(cfg: RMConfig, run_dir: str, tokenizer, policies, is_main: bool, info,
+                     gold: Callable | None = None) -> tuple[list, list, bool]:
     """(train records, val records, pairwise) from --data, or from simulated labelers written to run_dir/data."""
     if cfg.data:
         fmt, records = D.load_any(cfg.data)
@@ -459,8 +298,9 @@ def load_comparisons(cfg: RMConfig, run_dir: str, tokenizer, policies, is_main: 
     reuse = cfg.resume and os.path.exists(train_path) and os.path.exists(val_path)
     if is_main and not reuse:
         t0 = time.time()
-        D.write_jsonl(train_path, simulate_rankings("train", cfg.n_train_prompts, policies, tokenizer, cfg))
-        D.write_jsonl(val_path, simulate_rankings("val", cfg.n_val_prompts, policies, tokenizer, cfg, n_labelers=2))
+        D.write_jsonl(train_path, simulate_rankings("train", cfg.n_train_prompts, policies, tokenizer, cfg, gold=gold))
+        D.write_jsonl(val_path, simulate_rankings("val", cfg.n_val_prompts, policies, tokenizer, cfg, n_labelers=2,
+                                                  gold=gold))
         print(f"comparisons: {cfg.n_train_prompts} train + {cfg.n_val_prompts} val prompts ranked "
               f"in {time.time() - t0:.1f}s -> {data_dir}")
     barrier(info)
@@ -485,8 +325,12 @@ def init_backbone(cfg: RMConfig, sft, tokenizer, device):
 _TOKENIZER_PROBE = "<|user|>What is 12 + 7?<|end|><|assistant|>Sure! 19, reversed: enots.<|end|>"
 
 
-def train_reward_model(cfg: RMConfig) -> dict:
-    """Stage 3: comparisons -> RewardModel from the SFT weights -> fit -> normalise -> evaluate -> model.pt."""
+def train_reward_model(cfg: RMConfig, gold: Callable | None = None) -> dict:
+    """Stage 3: comparisons -> RewardModel from the SFT weights -> fit -> normalise -> evaluate -> model.pt.
+
+    `gold(conversation, response, stopped) -> [0, 1]` is the judge the caller may hand in (rlhf.gold.score;
+    `main()` and the pipeline do): it only annotates the simulated comparisons for the held-out "vs gold"
+    metrics, never the loss. Without it those metrics are skipped."""
     t_start = time.time()
     device, info, run_dir = start_stage(cfg)
     try:
@@ -495,7 +339,8 @@ def train_reward_model(cfg: RMConfig) -> dict:
         policies = [("sft", sft, list(cfg.temperatures))]
         if cfg.base_dir and cfg.base_temperatures:
             policies.append(("base", ckpt_io.load_model(cfg.base_dir, device)[0], list(cfg.base_temperatures)))
-        train_records, val_records, pairwise = load_comparisons(cfg, run_dir, tokenizer, policies, info.is_main, info)
+        train_records, val_records, pairwise = load_comparisons(cfg, run_dir, tokenizer, policies, info.is_main, info,
+                                                                gold)
         seconds_data = time.time() - t_start
         max_len = cfg.block_size or sft.config.block_size
         pad_id = D.pad_token_id(tokenizer)
@@ -519,7 +364,7 @@ def train_reward_model(cfg: RMConfig) -> dict:
         batches = RankingBatches(train_items, val_items, cfg.batch_size, pad_id, cfg.seed)
 
         def loss_fn(m, batch):
-            return rm_loss(m, batch, pairwise=pairwise, margin=cfg.margin)
+            return rm_loss(m, batch, pairwise=pairwise, margin=cfg.margin, reduction=cfg.loss_reduction)
 
         result = fit(model, loss_fn, batches, run_cfg, run_dir=run_dir, device=device, dist_info=info,
                      desc="reward model")
@@ -537,7 +382,6 @@ def train_reward_model(cfg: RMConfig) -> dict:
             val_rewards = score_items(model, val_items, pad_id, device=device)
             metrics = evaluate_rankings(val_items, val_rewards, cfg.calibration_bins, seed=cfg.seed)
             cal_path = plot_calibration(metrics["calibration"], os.path.join(run_dir, "calibration.png"))
-            from rlhf.rm_probes import probe_reward_model   # one factor at a time: content, chatter
             probes = probe_reward_model(model, tokenizer, cfg.n_val_prompts, "val", cfg.data_seed)
             train_share = n_pairs / max(n_all, 1)
             ceiling = metrics["label_agreement"]
@@ -594,14 +438,15 @@ def print_summary(s: dict) -> None:
         for name, g in s["by_source"].items():
             print(f"  {name:<11} {_num(g['reward']):>7} {_num(g['gold']):>6} {g['n']:>6}")
     if s.get("probes"):
-        from rlhf.rm_probes import format_probes
         print(format_probes(s["probes"]))
     print(f"  {s['seconds']:.1f}s ({s['seconds_data']:.1f}s making comparisons, {s['seconds_train']:.1f}s training)")
 
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(RMConfig, argv, PRESETS, prog="python -m rlhf.reward_model")
-    return run_entry_point(train_reward_model, cfg, errors=(D.DataError, FileNotFoundError))
+    # local import: the command line is the caller that hands the gold judge to the stage (evaluation only)
+    from rlhf.gold import score
+    return run_entry_point(lambda c: train_reward_model(c, gold=score), cfg, errors=(D.DataError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ import random
 from typing import TYPE_CHECKING
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
     from rlhf.reward_model import RankedItem
@@ -152,8 +154,6 @@ def by_source(items: list[RankedItem], rewards: list[list[float]]) -> dict:
 
 def plot_calibration(calibration: dict, path: str, title: str = "reward model calibration") -> str:
     """PNG: predicted P(chosen) = σ(r_i - r_j) per bin vs the share the labeler chose; the diagonal is perfect."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(4.8, 4.8))
     FigureCanvasAgg(fig)

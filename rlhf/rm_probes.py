@@ -23,18 +23,19 @@ import argparse
 import random
 import sys
 
+from rlhf.reward import load_reward_model
+from rlhf.rm_metrics import agree
+from rlhf.rollout import score_responses
+from rlhf.world import make_prompts
+from rlhf.world.labelers import verbose, wrong
+from rlhf.world.tasks import HELPFUL, parse
+
 PROBES = ("correct_vs_near_miss", "concise_vs_chatty", "concise_vs_chatty_wrong", "correct_vs_chatty_wrong")
 
 
 def probe_reward_model(rm, tokenizer, n_prompts: int = 300, split: str = "val", seed: int = 0) -> dict:
     """{probe: share of prompts where the RM orders the pair as the oracle does} on helpful prompts of
     `split` (ties count ½), plus "prompts": how many were probed."""
-    from rlhf.evaluate import rm_scores
-    from rlhf.rm_metrics import agree
-    from rlhf.world import make_prompts
-    from rlhf.world.labelers import verbose, wrong
-    from rlhf.world.tasks import HELPFUL, parse
-
     rng = random.Random(f"rm-probes:{seed}")
     convs, responses = [], []
     for ex in make_prompts(split, n_prompts, seed=seed):
@@ -46,7 +47,7 @@ def probe_reward_model(rm, tokenizer, n_prompts: int = 300, split: str = "val", 
             continue
         convs += [ex.conversation] * 4
         responses += [spec.gold, verbose(spec.gold, rng), w, verbose(w, rng)]
-    r = rm_scores(rm, tokenizer, convs, responses, [True] * len(responses))
+    r = score_responses(rm, tokenizer, convs, responses, [True] * len(responses))
     rows = [r[i:i + 4] for i in range(0, len(r), 4)]           # (gold, chatty gold, miss, chatty miss)
 
     def share(a: int, b: int) -> float:
@@ -69,7 +70,6 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--split", default="val", choices=["val", "test"], help="prompt split")
     ap.add_argument("--seed", type=int, default=0, help="prompt set and near-miss seed")
     args = ap.parse_args(argv)
-    from rlhf.evaluate import load_reward_model
     rm, tok = load_reward_model(args.rm_dir)
     if rm is None:
         print(f"error: {args.rm_dir}: no model.pt of a reward model", file=sys.stderr)

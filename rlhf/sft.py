@@ -8,17 +8,17 @@ next-token loss restricted to the response (Ouyang et al. 2022, §3.5 "Supervise
 where m = 1 exactly on assistant content tokens and their <|end|> (rlhf.data.render), so the prompt
 is context, never a target, and the model learns to stop. Padding has m = 0 and is never attended to.
 
-Run it (after `python -m minigpt.train --preset default`, which writes out/pretrain):
+Run it (after `python -m rlhf.pretrain --preset default`, which writes out/pretrain):
 
     python -m rlhf.sft --preset default                     # ~1-2 min on 2 CPU cores
     python -m rlhf.sft --preset tiny --init_from=out/tiny/pretrain --out_dir=out/tiny/sft
     python -m rlhf.sft --data=demos.jsonl                   # your own demonstrations (messages or Alpaca JSONL)
     torchrun --standalone --nproc_per_node=2 -m rlhf.sft    # data parallel
 
-The evaluation reports the validation loss on held-out demonstrations and the gold-oracle score
-(rlhf.world.score) of greedy responses to held-out *val* prompts, per task family, for the base
-(pretrained) model and for the SFT model: the first alignment number of the pipeline.
-`evaluate_gold(model, tokenizer, examples)` is that evaluation, reusable by other stages.
+The evaluation reports the validation loss on held-out demonstrations and, when the caller hands in
+a gold evaluator (rlhf.gold.GoldEvaluator: `main()` below and the pipeline do), the gold-oracle score
+of greedy responses to held-out *val* prompts, per task family, for the base (pretrained) model and
+for the SFT model: the first alignment number of the pipeline. The training code never sees the oracle.
 
 Simplifications relative to InstructGPT:
   1. Demonstrations come from simulated labelers (rlhf.world.labelers): few, varied and imperfect
@@ -34,17 +34,20 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections import defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable
 
 import torch
 
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config
 from minigpt.distributed import barrier, teardown_distributed
-from minigpt.train import (LoopConfig, fit, make_generator, run_entry_point,
-                           seed_everything, start_stage)
+from minigpt.trainer import LoopConfig, fit, make_generator, run_entry_point, seed_everything, start_stage
+from rlhf.data import DataError, SFTDataset, collate_sft, load_demonstrations, pad_token_id, write_jsonl
+from rlhf.losses import sft_loss
+from rlhf.world import make_demonstrations
 
 
 @dataclass
@@ -105,8 +108,6 @@ class SFTBatches:
         return torch.randperm(n, generator=make_generator(self.seed, "sft-epoch", epoch)).tolist()
 
     def __call__(self, split: str, index: int):
-        from rlhf.data import collate_sft
-
         exs, B = self.examples[split], self.batch_size
         positions = range(index * B, (index + 1) * B)
         if split == "train":
@@ -117,9 +118,7 @@ class SFTBatches:
 
 
 def sft_loss_fn(model, batch):
-    """loss_fn for minigpt.train.fit: masked next-token loss on the response tokens only."""
-    from rlhf.losses import sft_loss
-
+    """loss_fn for minigpt.trainer.fit: masked next-token loss on the response tokens only."""
     logits, _ = model(batch["idx"], attention_mask=batch["attention_mask"])   # (B, T, V)
     loss = sft_loss(logits, batch["targets"], batch["loss_mask"])
     return loss, {"response_tokens": batch["loss_mask"].sum().item()}
@@ -129,7 +128,6 @@ def load_sft_data(cfg: SFTConfig) -> tuple[list, list]:
     """(train conversations, val conversations): from cfg.data, or from the world's labelers
     (train-split prompts for training, val-split prompts for the validation loss)."""
     if cfg.data:
-        from rlhf.data import DataError, load_demonstrations
         if not os.path.exists(cfg.data):
             raise SystemExit(f"error: --data={cfg.data}: no such file")
         try:
@@ -142,76 +140,15 @@ def load_sft_data(cfg: SFTConfig) -> tuple[list, list]:
         val = [convs[i] for i in order[:n_val]]
         train = [convs[i] for i in order[n_val:]]
         return train, val
-    from rlhf.world import make_demonstrations
     train = make_demonstrations(cfg.n_demos, seed=cfg.demo_seed, split="train")
     val = make_demonstrations(cfg.n_val_demos, seed=cfg.demo_seed, split="val") if cfg.n_val_demos > 0 else []
     return train, val
 
 
-# ----------------------------------------------------------------------------- gold evaluation
-
-@torch.no_grad()
-def generate_replies(model, tokenizer, conversations: list, max_new_tokens: int = 32, temperature: float = 0.0,
-                     batch_size: int = 100, seed: int = 0) -> list[dict]:
-    """Answer each conversation (ending with a user turn) with the chat template: greedy at temperature 0,
-    else seeded sampling, stopping at <|end|>. Returns [{"response": str, "stopped": bool, "n_tokens": int}]."""
-    from minigpt.generate import generate
-    from rlhf.data import pad_token_id, render_prompt, stop_token_id
-
-    end, pad = stop_token_id(tokenizer), pad_token_id(tokenizer)
-    room = model.config.block_size - max_new_tokens
-    if room < 4:
-        raise ValueError(f"block_size {model.config.block_size} leaves no room for prompts with "
-                         f"max_new_tokens={max_new_tokens}")
-    device = next(model.parameters()).device
-    g = torch.Generator(device=device.type).manual_seed(seed)
-    out = []
-    for i in range(0, len(conversations), batch_size):
-        prompts = [render_prompt(c, tokenizer, max_len=room) for c in conversations[i:i + batch_size]]
-        gen = generate(model, prompts, max_new_tokens, temperature=temperature, eos_token_id=end,
-                       pad_token_id=pad, generator=g)
-        for b in range(len(prompts)):
-            n = int(gen.response_mask[b].sum())
-            ids = gen.response[b, :n].tolist()
-            stopped = bool(gen.stopped[b])
-            out.append({"response": tokenizer.decode(ids[:-1] if stopped else ids), "stopped": stopped,
-                        "n_tokens": n})
-    return out
-
-
-def evaluate_gold(model, tokenizer, examples: list, max_new_tokens: int = 32, temperature: float = 0.0,
-                  batch_size: int = 100, seed: int = 0) -> dict:
-    """Gold-oracle score of `model`'s responses to world Examples (greedy by default).
-
-    Returns {"gold": mean score in [0, 1], "per_family": {family: mean}, "per_h": {h: mean},
-    "stop_rate": share of responses that ended with <|end|>, "n": number of prompts,
-    "rows": [{"family", "h", "prompt", "gold_answer", "response", "stopped", "score"}]}.
-    A response that never stops is scored with stopped=False (the oracle's penalty for rambling on).
-    """
-    from rlhf.world import score
-
-    replies = generate_replies(model, tokenizer, [ex.conversation for ex in examples], max_new_tokens,
-                               temperature, batch_size, seed)
-    rows, by_family, by_h = [], defaultdict(list), defaultdict(list)
-    for ex, r in zip(examples, replies):
-        s = score(ex.conversation, r["response"], stopped=r["stopped"])
-        by_family[ex.family].append(s)
-        by_h[ex.h].append(s)
-        rows.append({"family": ex.family, "h": ex.h, "prompt": ex.conversation[-1]["content"],
-                     "gold_answer": ex.gold, "response": r["response"], "stopped": r["stopped"], "score": s})
-    n = len(rows)
-    return {"gold": sum(r["score"] for r in rows) / max(n, 1),
-            "per_family": {k: sum(v) / len(v) for k, v in sorted(by_family.items())},
-            "per_h": {k: sum(v) / len(v) for k, v in sorted(by_h.items())},
-            "stop_rate": sum(r["stopped"] for r in rows) / max(n, 1), "n": n, "rows": rows}
-
-
 def format_gold_table(base: dict, sft: dict) -> str:
     """A small text table: gold score per family, base vs SFT."""
     lines = [f"{'family':<12} {'n':>4} {'base':>6} {'sft':>6}"]
-    counts = defaultdict(int)
-    for r in sft["rows"]:
-        counts[r["family"]] += 1
+    counts = Counter(r["family"] for r in sft["rows"])
     for fam in sft["per_family"]:
         lines.append(f"{fam:<12} {counts[fam]:>4} {base['per_family'].get(fam, float('nan')):>6.3f} "
                      f"{sft['per_family'][fam]:>6.3f}")
@@ -222,12 +159,11 @@ def format_gold_table(base: dict, sft: dict) -> str:
 
 # ----------------------------------------------------------------------------- the stage
 
-def train_sft(cfg: SFTConfig) -> dict:
+def train_sft(cfg: SFTConfig, evaluator: Callable | None = None) -> dict:
     """Stage 2: load the pretrained run -> demonstrations -> fit with the masked loss -> gold evaluation
-    of base and SFT -> run_dir/model.pt, tokenizer.bpe, summary.json. Returns the summary."""
-    from rlhf.data import SFTDataset, pad_token_id
-    from rlhf.world import make_prompts
-
+    of base and SFT (when the caller hands in an `evaluator`, e.g. rlhf.gold.GoldEvaluator: a callable
+    (model, tokenizer) -> {"gold", "per_family", "per_h", "stop_rate", "n", "rows"}) -> run_dir/model.pt,
+    tokenizer.bpe, summary.json. Returns the summary."""
     t_start = time.time()
     device, info, run_dir = start_stage(cfg, make_run_dir=False)
     try:
@@ -250,13 +186,11 @@ def train_sft(cfg: SFTConfig) -> dict:
                   f"{len(val_examples)} val; {n_resp:,} of {n_all:,} tokens are supervised "
                   f"({n_resp / max(n_all, 1):.0%}); ~{cfg.max_iters * cfg.batch_size * cfg.grad_accum / max(len(train_ds), 1):.1f} epochs")
 
-        eval_prompts = make_prompts("val", cfg.n_eval, seed=cfg.eval_seed) if cfg.n_eval > 0 else []
         base = None
-        if info.is_main and eval_prompts:
+        if info.is_main and evaluator is not None:
             t0 = time.perf_counter()
-            base = evaluate_gold(model, tok, eval_prompts, cfg.max_new_tokens, batch_size=cfg.eval_batch_size,
-                                 seed=cfg.eval_seed)
-            print(f"base model gold score on {len(eval_prompts)} val prompts: {base['gold']:.3f} "
+            base = evaluator(model, tok)
+            print(f"base model gold score on {base['n']} val prompts: {base['gold']:.3f} "
                   f"(stop rate {base['stop_rate']:.2f}; {time.perf_counter() - t0:.1f}s)")
         barrier(info)
 
@@ -268,17 +202,15 @@ def train_sft(cfg: SFTConfig) -> dict:
         if info.is_main and not result["interrupted"]:
             model.eval()
             sft = None
-            if eval_prompts:
+            if evaluator is not None:
                 t0 = time.perf_counter()
-                sft = evaluate_gold(model, tok, eval_prompts, cfg.max_new_tokens, batch_size=cfg.eval_batch_size,
-                                    seed=cfg.eval_seed)
+                sft = evaluator(model, tok)
                 print(f"\nsft model gold score: {sft['gold']:.3f} ({time.perf_counter() - t0:.1f}s)")
                 print(format_gold_table(base, sft))
                 print("\nsamples (val prompts, greedy):")
                 for r in sft["rows"][:6]:
                     print(f"  [{r['family']}] {r['prompt']!r} -> {r['response']!r} "
                           f"(gold {r['gold_answer']!r}, score {r['score']:.2f})")
-                from rlhf.data import write_jsonl
                 write_jsonl(os.path.join(run_dir, "eval_samples.jsonl"),
                             [{"model": "base", **r} for r in base["rows"]] + [{"model": "sft", **r} for r in sft["rows"]])
             val_loss = result["val_loss"]
@@ -311,7 +243,19 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(SFTConfig, argv, PRESETS, prog="python -m rlhf.sft")
     if cfg.train_on not in ("all", "last"):
         raise SystemExit(f"error: --train_on must be all or last, got {cfg.train_on!r}")
-    return run_entry_point(train_sft, cfg)
+    # local import: the command line is the caller that hands the gold judge to the training code
+    from rlhf.gold import GoldEvaluator
+    evaluator = gold_evaluator(cfg, GoldEvaluator)
+    return run_entry_point(lambda c: train_sft(c, evaluator), cfg)
+
+
+def gold_evaluator(cfg: SFTConfig, evaluator_class):
+    """The evaluator this stage's settings ask for (n_eval val prompts, eval_seed, max_new_tokens), built
+    from the class the caller passes in (rlhf.gold.GoldEvaluator), or None when n_eval is 0."""
+    if cfg.n_eval <= 0:
+        return None
+    return evaluator_class(cfg.n_eval, seed=cfg.eval_seed, max_new_tokens=cfg.max_new_tokens,
+                           batch_size=cfg.eval_batch_size)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Tests for minigpt.tokenizer: hand-worked merges, encode (tiktoken) == encode_slow (Python), round-trips,
-special tokens, save/load and its errors, and GPT-2's file formats checked against tiktoken's own loaders.
+"""Tests for minigpt.tokenizer, minigpt.bpe and minigpt.gpt2_files: hand-worked merges, encode (tiktoken) ==
+encode_slow (Python), round-trips, special tokens, save/load and its errors, the command line, and GPT-2's file
+formats checked against tiktoken's own loaders.
 
     python -m pytest tests/test_tokenizer.py -q
 """
@@ -19,8 +20,10 @@ import tiktoken.load
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minigpt.tokenizer import (GPT2_SPLIT_PATTERN, SPECIAL_TOKENS, Tokenizer, bpe_by_bytes, bytes_to_unicode,
-                               count_pairs, load_gpt2_tokenizer, merge_pair, split_pretokens, train_bpe)
+from minigpt.bpe import learn_merges, to_encodable
+from minigpt.gpt2_files import bytes_to_unicode, load_gpt2_tokenizer
+from minigpt.tokenizer import (GPT2_SPLIT_PATTERN, SPECIAL_TOKENS, Tokenizer, bpe_by_bytes, count_pairs, merge_pair,
+                               split_pretokens, train_bpe)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -91,10 +94,10 @@ def test_helpers_worked_examples():
 def test_docstring_examples_hold():
     import doctest
 
-    import minigpt.tokenizer as mod
-    for fn in (split_pretokens, count_pairs, merge_pair, bpe_by_bytes, bytes_to_unicode, train_bpe):
+    for fn in (split_pretokens, count_pairs, merge_pair, bpe_by_bytes, to_encodable, learn_merges,
+               bytes_to_unicode, train_bpe):
         runner = doctest.DocTestRunner()
-        for test in doctest.DocTestFinder().find(fn, fn.__name__, globs=vars(mod).copy()):
+        for test in doctest.DocTestFinder().find(fn, fn.__name__, globs=vars(sys.modules[fn.__module__]).copy()):
             runner.run(test)
         assert runner.failures == 0 and runner.tries > 0, fn.__name__
 
@@ -167,7 +170,7 @@ def test_encode_matches_on_training_and_shuffled_text(tok):
 
 
 def test_trained_merges_satisfy_the_tiktoken_condition():
-    # condition (*) of the module docstring, on ordinary text and on degenerate a/b strings, where
+    # condition (*) of minigpt.bpe's docstring, on ordinary text and on degenerate a/b strings, where
     # overlapping pairs such as (a, aa) / (aa, a) arise
     rng = random.Random(0)
     for trial in range(20):
@@ -439,6 +442,29 @@ def test_cli_trains_and_saves(tmp_path):
                     f"--out={out}"], cwd=ROOT, check=True, capture_output=True)
     tok = Tokenizer.load(out)
     assert tok.vocab_size == 300 and tok == train_bpe(src.read_text(encoding="utf-8"), 300)
+
+
+def test_cli_without_input_is_a_one_line_error(tmp_path):
+    out = tmp_path / "tok.bpe"
+    run = subprocess.run([sys.executable, "-m", "minigpt.tokenizer", "--vocab_size=300", f"--out={out}"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert run.returncode != 0 and not out.exists()
+    assert run.stderr.strip().splitlines() == ["error: no training text: pass --input=FILE (python -m rlhf.world "
+                                               "export writes the instruction world's corpus.txt)"]
+
+
+def test_train_bpe_is_learn_merges_plus_specials():
+    text = make_corpus(300, seed=5) + "<|endoftext|>" + make_corpus(100, seed=6)
+    tok = train_bpe(text, vocab_size=400)
+    assert tok.merges == learn_merges(text, 400 - 256 - len(SPECIAL_TOKENS), SPECIAL_TOKENS)
+    assert list(tok.special_tokens.values()) == list(range(400 - len(SPECIAL_TOKENS), 400))
+    assert to_encodable("a\ud800b") == "a\ufffdb"
+
+
+def test_minigpt_imports_nothing_from_rlhf():
+    code = ("import sys, minigpt.bpe, minigpt.tokenizer, minigpt.gpt2_files; "
+            "assert not [m for m in sys.modules if m.split('.')[0] == 'rlhf'], 'rlhf imported'")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
 def test_lone_surrogates_become_replacement_characters(tok):

@@ -1,0 +1,639 @@
+"""The training-loop skeleton every stage reuses: devices, seeds, optimizer, schedule, the loop, resume.
+
+The pieces are public so that pretraining (minigpt/train.py), SFT, the reward model, PPO, GRPO and DPO
+reuse them instead of copying:
+
+    LoopConfig                      the loop's fields (every stage's config inherits them)
+    pick_device, autocast_context   cuda -> mps -> cpu; bf16 autocast on CUDA only
+    seed_everything, get_rng_state, set_rng_state, make_generator (on any device)
+    setup_distributed, teardown_distributed, shard (minigpt.distributed)
+    configure_optimizer, lr_at      AdamW with weight-decay groups; linear warmup + cosine decay
+    forward_backward, optimizer_step   gradient accumulation, clipping, NaN guard
+    evaluate                        mean loss over fixed validation batches
+    MetricsLogger, read_metrics, plot_metrics, plot_panels   metrics.jsonl and its PNG plots
+    save_training_state, load_training_state    ckpt.pt (model, optimizer, step, RNG) for --resume
+    StopOnInterrupt                 Ctrl-C: finish the step, save, stop
+    fit(model, loss_fn, get_batch, cfg, ...)    the whole supervised loop
+    start_stage, run_entry_point    a stage's start (device, process group, run dir) and its CLI errors
+
+Batch sources are pure functions `get_batch(split, index) -> batch` of a split name and a micro-batch
+counter (train: step * grad_accum + micro_step; val: 0..eval_iters-1), drawing from a generator seeded
+by (seed, split, index). So the data a step sees depends only on its number: a resumed run replays the
+uninterrupted one exactly (on CPU), and under DDP every process draws the same *global* micro-batch
+and keeps its own slice (`shard`), which makes N processes equal one process with the same batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm.auto import tqdm
+
+from minigpt import checkpoint as ckpt_io
+from minigpt.distributed import (DistInfo, all_reduce_mean, barrier, setup_distributed, shard,
+                                 teardown_distributed)
+
+__all__ = [
+    "LoopConfig", "pick_device", "autocast_context", "seed_everything", "get_rng_state", "set_rng_state",
+    "make_generator", "setup_distributed", "teardown_distributed", "shard", "DistInfo", "configure_optimizer",
+    "lr_at", "set_lr", "forward_backward", "optimizer_step", "evaluate", "NonFiniteLossError", "check_finite",
+    "MetricsLogger", "read_metrics", "plot_metrics", "plot_panels", "save_training_state", "load_training_state",
+    "StopOnInterrupt", "fit", "start_stage", "run_entry_point",
+]
+
+# ----------------------------------------------------------------------------- configs
+
+@dataclass
+class LoopConfig:
+    """Fields of the shared training loop; every stage's config inherits them."""
+    out_dir: str = "out/pretrain"    # run directory: ckpt.pt, model.pt, tokenizer.bpe, metrics.jsonl, loss.png
+    seed: int = 1337                 # seeds init, batch sampling and dropout: same seed, same CPU -> same numbers
+    device: str = "auto"             # auto = cuda, else mps, else cpu; or name one ("cpu", "cuda:1")
+    dtype: str = "auto"              # auto = bfloat16 autocast on CUDA, float32 elsewhere; or float32 / bfloat16
+    compile: bool = False            # torch.compile the model (faster on GPU; slow to start, needs a compiler)
+    resume: bool = False             # continue from out_dir/ckpt.pt (same config -> the same loss curve)
+    max_iters: int = 600             # optimizer steps
+    batch_size: int = 32             # rows per micro-batch, in total over all processes (split between them)
+    grad_accum: int = 1              # micro-batches per optimizer step (effective batch = batch_size * this)
+    learning_rate: float = 2e-3      # peak learning rate, reached after warmup
+    min_lr: float = 2e-4             # floor of the cosine decay (~ learning_rate / 10, as in Chinchilla)
+    warmup_iters: int = 50           # linear warmup steps from ~0 to learning_rate
+    lr_decay_iters: int | None = None  # step at which the cosine reaches min_lr (None = max_iters)
+    weight_decay: float = 0.1        # AdamW decoupled weight decay on >= 2-D weights only (not biases/LayerNorm)
+    beta1: float = 0.9               # AdamW first-moment decay
+    beta2: float = 0.95              # AdamW second-moment decay (0.95: steadier for small batches than 0.999)
+    grad_clip: float = 1.0           # clip the global gradient norm to this (0 = no clipping)
+    eval_interval: int = 100         # evaluate (and save ckpt.pt) every this many steps, and at the end
+    eval_iters: int = 10             # validation micro-batches per evaluation (the same ones every time)
+    progress: bool = True            # show a tqdm progress bar (rank 0 only)
+
+
+
+# ----------------------------------------------------------------------------- device, precision, seeds
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' -> cuda if available, else mps, else cpu; otherwise torch.device(name)."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def autocast_context(device: torch.device | str, dtype: str = "auto"):
+    """bf16 autocast on CUDA (when dtype is auto or bfloat16); a no-op context everywhere else."""
+    device_type = torch.device(device).type
+    if device_type == "cuda" and dtype in ("auto", "bfloat16"):
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def get_rng_state() -> dict:
+    """Every global RNG state, as plain values/tensors that torch.load(weights_only=True) accepts."""
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state["numpy"] = {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached": float(cached)}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Inverse of get_rng_state."""
+    random.setstate(_to_tuple(state["python"]))
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_tuple(x):
+    return tuple(_to_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def make_generator(seed: int, *keys, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch.Generator on `device` seeded by a stable hash of (seed, *keys) (not Python's salted hash()).
+
+    make_generator(1337, "train", 42) gives the same stream in every process and every run. Sampling
+    (torch.multinomial) needs the generator on the device of its probabilities: pass the model's device.
+    """
+    digest = hashlib.sha256(repr((seed,) + keys).encode()).digest()
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+def to_device(batch, device):
+    """Move a tensor or (nested) tuple/list/dict of tensors to `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def count_tokens(batch) -> int:
+    """Tokens in a batch: the real tokens of its "attention_mask" when it is a dict that has one,
+    else the number of elements of its first tensor (an (B, T) input)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.numel()
+    if isinstance(batch, dict) and isinstance(batch.get("attention_mask"), torch.Tensor):
+        return int(batch["attention_mask"].sum())
+    values = batch.values() if isinstance(batch, dict) else batch
+    for v in values:
+        n = count_tokens(v)
+        if n:
+            return n
+    return 0
+
+
+# ----------------------------------------------------------------------------- optimizer and schedule
+
+def configure_optimizer(model: torch.nn.Module, cfg, device_type: str = "cpu") -> torch.optim.AdamW:
+    """AdamW with two parameter groups: weight decay on >= 2-D tensors (matmul weights, embeddings),
+    none on 1-D tensors (biases, LayerNorm gains). Uses model.configure_optimizers when the model has
+    one (minigpt.GPT does, with the same rule); otherwise applies the rule here (e.g. a RewardModel)."""
+    model = ckpt_io.unwrap_model(model)
+    betas = (cfg.beta1, cfg.beta2)
+    if hasattr(model, "configure_optimizers"):
+        return model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, betas, device_type)
+    params, seen = [], set()
+    for p in model.parameters():
+        if p.requires_grad and id(p) not in seen:  # a tied weight once
+            seen.add(id(p))
+            params.append(p)
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    extra = {"fused": True} if device_type == "cuda" else {}
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=betas, **extra)
+
+
+def lr_at(step: int, cfg) -> float:
+    """Learning rate at optimizer step `step` (0-based): linear warmup, then cosine decay to min_lr.
+
+        step < W:          lr = lr_max * (step + 1) / W
+        W <= step <= D:    lr = min_lr + 0.5 * (1 + cos(pi * (step - W) / (D - W))) * (lr_max - min_lr)
+        step > D:          lr = min_lr
+    with W = warmup_iters and D = lr_decay_iters (or max_iters). Example: lr_max 1e-3, min_lr 1e-4,
+    W 10, D 110: step 0 -> 1e-4, step 9 -> 1e-3, step 60 -> 5.5e-4 (half-way down), step 110 -> 1e-4.
+    """
+    lr_max, min_lr, warmup = cfg.learning_rate, cfg.min_lr, cfg.warmup_iters
+    decay = cfg.lr_decay_iters if cfg.lr_decay_iters is not None else cfg.max_iters
+    if step < warmup:
+        return lr_max * (step + 1) / warmup
+    if step > decay or decay <= warmup:
+        return min_lr
+    ratio = (step - warmup) / (decay - warmup)                 # 0 -> 1
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr_max - min_lr)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+# ----------------------------------------------------------------------------- one optimizer step
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite: the run stops and keeps its last good checkpoint."""
+
+
+def check_finite(loss: float, step: int, run_dir: str | None = None) -> None:
+    """Raise NonFiniteLossError with a clear message when `loss` is NaN or +-inf."""
+    if math.isfinite(loss):
+        return
+    where = ""
+    if run_dir is not None:
+        path = os.path.join(run_dir, ckpt_io.RESUME_FILE)
+        saved = ckpt_io.safe_load(path)["step"] if os.path.exists(path) else None
+        where = (f"; the last good checkpoint ({path}, step {saved}) is kept" if saved is not None
+                 else "; no checkpoint was written yet")
+    raise NonFiniteLossError(f"step {step}: loss is {loss}; stopping before the update{where}. "
+                             "Try a lower --learning_rate or --grad_clip.")
+
+
+def forward_backward(model, loss_fn: Callable, micro_batches: list, ctx=None,
+                     require_sync: bool = True) -> tuple[float, dict]:
+    """Accumulate gradients over micro-batches: backward(loss_i / k) for each of the k micro-batches,
+    so the summed gradient equals that of the mean loss over one batch of all k (for equal-size
+    micro-batches and a per-example mean loss). Returns (mean loss, mean stats) as Python floats.
+
+    Under DDP the gradient all-reduce runs only on the last micro-batch (model.no_sync() before).
+    """
+    k = len(micro_batches)
+    ctx = ctx if ctx is not None else nullcontext()
+    total, stats_sum = 0.0, {}
+    for i, batch in enumerate(micro_batches):
+        last = i == k - 1
+        sync = nullcontext() if (last and require_sync) or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with ctx:
+                loss, stats = loss_fn(model, batch)
+            (loss / k).backward()
+        total += loss.item() / k
+        for key, v in (stats or {}).items():
+            v = v.item() if isinstance(v, torch.Tensor) else v
+            stats_sum[key] = stats_sum.get(key, 0.0) + float(v) / k
+    return total, stats_sum
+
+
+def optimizer_step(model, optimizer, grad_clip: float = 0.0) -> float:
+    """Clip the gradient norm (when grad_clip > 0), step, zero the gradients. Returns the norm before clipping."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    if grad_clip > 0:
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    else:
+        grads = [p.grad.detach().norm() for p in params if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack(grads)) if grads else torch.tensor(0.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(norm)
+
+
+@torch.no_grad()
+def evaluate(model, loss_fn: Callable, get_batch: Callable, eval_iters: int, device="cpu", ctx=None,
+             dist_info: DistInfo | None = None, split: str = "val") -> dict:
+    """Mean loss (and stats) over micro-batches get_batch(split, 0..eval_iters-1), in eval mode.
+
+    Under DDP each process evaluates its slice and the means are averaged over processes.
+    """
+    info = dist_info or DistInfo()
+    ctx = ctx if ctx is not None else nullcontext()
+    was_training = model.training
+    model.eval()
+    totals: dict[str, float] = {}
+    try:
+        for i in range(eval_iters):
+            batch = to_device(shard(get_batch(split, i), info.rank, info.world_size), device)
+            with ctx:
+                loss, stats = loss_fn(model, batch)
+            values = {"loss": loss.item(), **{k: float(v) for k, v in (stats or {}).items()}}
+            for k, v in values.items():
+                totals[k] = totals.get(k, 0.0) + v / eval_iters
+    finally:
+        model.train(was_training)
+    if info.enabled:
+        keys = sorted(totals)
+        t = all_reduce_mean(torch.tensor([totals[k] for k in keys], dtype=torch.float64), info)
+        totals = dict(zip(keys, t.tolist()))
+    return totals
+
+
+# ----------------------------------------------------------------------------- logging and plots
+
+class MetricsLogger:
+    """Append-only metrics.jsonl: one JSON object per line, e.g. {"step": 10, "split": "train", "loss": 2.3}.
+
+    On resume from step s, truncate(s) drops the lines of steps >= s (they are about to be recomputed),
+    so the file describes one continuous run. Only rank 0 should hold a logger (others pass enabled=False).
+    """
+
+    def __init__(self, path: str, enabled: bool = True):
+        self.path, self.enabled = path, enabled
+
+    def reset(self) -> None:
+        if self.enabled:
+            ckpt_io.atomic_write_text(self.path, "")
+
+    def truncate(self, step: int) -> None:
+        if not self.enabled:
+            return
+        keep = [r for r in read_metrics(self.path) if r.get("step", 0) < step]
+        ckpt_io.atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        clean = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in record.items()}
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in clean.items()}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(clean) + "\n")
+
+
+def read_metrics(path: str) -> list[dict]:
+    """All records of a metrics.jsonl file ([] when it does not exist)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_metrics(records: list[dict] | str, path: str, title: str = "", key: str = "loss") -> str:
+    """Loss curve PNG: the train `key` per step (faint), its moving average, and validation points;
+    the learning rate below. Uses the Agg canvas directly (no global matplotlib backend change)."""
+    if isinstance(records, str):
+        records = read_metrics(records)
+    train = [r for r in records if r.get("split") == "train" and r.get(key) is not None]
+    val = [r for r in records if r.get("split") == "val" and r.get(key) is not None]
+    fig = Figure(figsize=(7, 5.5))
+    FigureCanvasAgg(fig)
+    ax, ax_lr = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    if train:
+        steps = [r["step"] for r in train]
+        ys = [r[key] for r in train]
+        ax.plot(steps, ys, color="tab:blue", alpha=0.25, lw=0.8)
+        window = max(1, len(ys) // 25)
+        smooth = np.convolve(ys, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1:], smooth, color="tab:blue", label=f"train {key} (mean of {window})")
+        if train[0].get("lr") is not None:
+            ax_lr.plot(steps, [r["lr"] for r in train], color="tab:gray")
+    if val:
+        ax.plot([r["step"] for r in val], [r[key] for r in val], "o-", color="tab:orange", label=f"val {key}")
+    ax.set_ylabel(key)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if train or val:
+        ax.legend()
+    ax_lr.set_ylabel("lr")
+    ax_lr.set_xlabel("optimizer step")
+    ax_lr.grid(alpha=0.3)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+    return path
+
+
+
+def plot_panels(records: list[dict] | str, path: str, panels: list[tuple], x: str = "step",
+                title: str = "") -> str:
+    """One small plot per (metric key, label) against `x`: train records as lines, records with
+    split == "val" as dots; a tuple of keys draws one line per key in the same panel. A PNG written
+    atomically (Agg canvas, no pyplot state)."""
+    if isinstance(records, str):
+        records = read_metrics(records)
+    cols = min(4, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(3.6 * cols, 2.9 * rows))
+    FigureCanvasAgg(fig)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax, (key, label) in zip(axes, panels):
+        keys = key if isinstance(key, tuple) else (key,)
+        for k in keys:
+            for split, style in (("train", "-"), ("val", "o-")):
+                pts = [(r[x], r[k]) for r in records if r.get(k) is not None and x in r
+                       and (r.get("split") == "val") == (split == "val")]
+                if pts:
+                    name = split if len(keys) == 1 else (k if split == "train" else f"{k} ({split})")
+                    ax.plot(*zip(*pts), style, ms=3, lw=1.0, alpha=0.85, label=name)
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=90)
+    os.replace(tmp, path)
+    return path
+
+# ----------------------------------------------------------------------------- checkpoints and resume
+
+def save_training_state(run_dir: str, model, optimizer, step: int, cfg=None, extra: dict | None = None) -> str:
+    """Atomically write run_dir/ckpt.pt: model and optimizer state, step, config, every RNG state."""
+    raw = ckpt_io.unwrap_model(model)
+    state = {"model": ckpt_io.clean_state_dict(raw), "optimizer": optimizer.state_dict(), "step": int(step),
+             "rng": get_rng_state()}
+    if hasattr(raw, "config"):
+        state["model_config"] = asdict(raw.config)
+    if cfg is not None:
+        state["config"] = asdict(cfg)
+    state.update(extra or {})
+    return ckpt_io.save_checkpoint(run_dir, state)
+
+
+def load_training_state(run_dir: str, model, optimizer=None, restore_rng: bool = True) -> dict | None:
+    """Load run_dir/ckpt.pt into model (and optimizer, and the RNGs). Returns the state dict or None."""
+    state = ckpt_io.load_checkpoint(run_dir)
+    if state is None:
+        return None
+    ckpt_io.unwrap_model(model).load_state_dict(state["model"])
+    if optimizer is not None and "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    if restore_rng and "rng" in state:
+        set_rng_state(state["rng"])
+    return state
+
+
+class StopOnInterrupt:
+    """Context manager: the first Ctrl-C (SIGINT) sets `.requested` so the loop can finish its step,
+    save a checkpoint and stop cleanly; a second Ctrl-C raises KeyboardInterrupt at once.
+    Outside the main thread (where signal handlers cannot be installed) it does nothing."""
+
+    def __init__(self, verbose: bool = True):
+        self.requested, self.verbose, self._old = False, verbose, None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        if self.verbose:
+            print("\nCtrl-C: finishing this step, saving a checkpoint, then stopping "
+                  "(press again to abort at once)", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def fit(model: torch.nn.Module, loss_fn: Callable, get_batch: Callable, cfg: LoopConfig, *,
+        run_dir: str | None = None, device: torch.device | str = "cpu", dist_info: DistInfo | None = None,
+        optimizer: torch.optim.Optimizer | None = None, extra_state: dict | None = None,
+        on_eval: Callable | None = None, desc: str = "train") -> dict:
+    """Train `model` for cfg.max_iters optimizer steps; returns the final metrics.
+
+    loss_fn(model, batch) -> (scalar loss, dict of float stats) is called under autocast, with `model`
+    wrapped in DistributedDataParallel under torchrun (so call model(...), i.e. its forward).
+    get_batch(split, index) -> batch of CPU tensors (see the module docstring); the global micro-batch
+    is sharded by rank here and moved to `device`.
+    Each step: lr from lr_at -> grad_accum micro-batches (forward_backward) -> NaN guard -> clip -> step.
+    Every eval_interval steps and at the end: validation loss (evaluate), a metrics.jsonl record,
+    ckpt.pt (rank 0), loss.png. cfg.resume restores ckpt.pt from run_dir first. on_eval(model, step)
+    may return extra metrics to log with each evaluation. Ctrl-C saves ckpt.pt and returns early
+    with result["interrupted"] = True; a NaN/inf loss raises NonFiniteLossError.
+    """
+    info = dist_info or DistInfo()
+    device = torch.device(device)
+    run_dir = run_dir if run_dir is not None else cfg.out_dir
+    is_main = info.is_main
+    if is_main:
+        os.makedirs(run_dir, exist_ok=True)
+    ctx = autocast_context(device, cfg.dtype)
+    raw_model = ckpt_io.unwrap_model(model)
+    raw_model.to(device)
+    if optimizer is None:
+        optimizer = configure_optimizer(raw_model, cfg, device.type)
+    logger = MetricsLogger(os.path.join(run_dir, "metrics.jsonl"), enabled=is_main)
+
+    # ---- resume
+    step = 0
+    state = load_training_state(run_dir, raw_model, optimizer) if cfg.resume else None
+    if state is not None:
+        step = state["step"]
+        logger.truncate(step)
+        if is_main:
+            print(f"resumed {run_dir}/ckpt.pt at step {step}")
+    else:
+        if cfg.resume and is_main:
+            print(f"--resume: no checkpoint in {run_dir}; starting from step 0")
+        logger.reset()
+    if is_main and step == 0:
+        ckpt_io.write_config(run_dir, cfg)
+
+    # ---- wrap: compile, then DDP
+    train_model = raw_model
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    if info.enabled:
+        train_model = DDP(train_model, device_ids=[info.local_rank] if device.type == "cuda" else None)
+
+    def save(at_step):
+        if is_main:
+            save_training_state(run_dir, raw_model, optimizer, at_step, cfg, extra_state)
+
+    def do_eval(at_step):
+        metrics = evaluate(train_model, loss_fn, get_batch, cfg.eval_iters, device, ctx, info)
+        if on_eval is not None:
+            metrics.update(on_eval(raw_model, at_step) or {})
+        logger.log({"step": at_step, "split": "val", **metrics})
+        return metrics
+
+    last_val: dict = {}
+    train_seconds, tokens_seen, recent = 0.0, 0, []
+    interrupted = False
+    last_plot = time.time()
+    bar = None
+    if cfg.progress and is_main and step < cfg.max_iters:
+        bar = tqdm(total=cfg.max_iters, initial=step, desc=desc, dynamic_ncols=True, leave=True)
+    train_model.train()
+    try:
+        with StopOnInterrupt(verbose=is_main) as stop:
+            while step < cfg.max_iters:
+                if cfg.eval_interval > 0 and step % cfg.eval_interval == 0:
+                    last_val = do_eval(step)
+                    save(step)
+                    if is_main and time.time() - last_plot > 30:  # refresh the PNG now and then
+                        plot_metrics(logger.path, os.path.join(run_dir, "loss.png"), title=desc)
+                        last_plot = time.time()
+                t0 = time.perf_counter()
+                lr = lr_at(step, cfg)
+                set_lr(optimizer, lr)
+                micro = [to_device(shard(get_batch("train", step * cfg.grad_accum + i), info.rank, info.world_size),
+                                   device) for i in range(cfg.grad_accum)]
+                loss, stats = forward_backward(train_model, loss_fn, micro, ctx)
+                n_tok = sum(count_tokens(b) for b in micro) * info.world_size
+                flags = torch.tensor([loss, float(stop.requested)], dtype=torch.float64)
+                if info.enabled:  # every process must agree on the loss (NaN guard) and on stopping
+                    flags = all_reduce_mean(flags, info)
+                loss = float(flags[0])
+                check_finite(loss, step, run_dir if is_main else None)
+                grad_norm = optimizer_step(train_model, optimizer, cfg.grad_clip)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                dt = time.perf_counter() - t0
+                train_seconds += dt
+                tokens_seen += n_tok
+                recent = (recent + [loss])[-20:]
+                logger.log({"step": step, "split": "train", "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                            "tokens": n_tok, "tokens_per_s": n_tok / max(dt, 1e-9), **stats})
+                step += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", val=f"{last_val.get('loss', float('nan')):.4f}",
+                                    tok_s=f"{tokens_seen / max(train_seconds, 1e-9):,.0f}")
+                if float(flags[1]) > 0:
+                    interrupted = True
+                    break
+    except KeyboardInterrupt:  # second Ctrl-C, or one outside the step: save what we have and re-raise
+        save(step)
+        if bar is not None:
+            bar.close()
+        if is_main:
+            print(f"\ninterrupted: saved {run_dir}/ckpt.pt at step {step}; continue with --resume", file=sys.stderr)
+        raise
+    if bar is not None:
+        bar.close()
+
+    if interrupted:
+        save(step)
+        if is_main:
+            print(f"interrupted: saved {run_dir}/ckpt.pt at step {step}; continue with --resume", flush=True)
+    else:
+        last_val = do_eval(step)
+        save(step)
+    if is_main:
+        plot_metrics(logger.path, os.path.join(run_dir, "loss.png"), title=desc)
+    return {"step": step, "interrupted": interrupted,
+            "train_loss": float(np.mean(recent)) if recent else None,
+            "val_loss": last_val.get("loss"), "val": last_val,
+            "tokens_per_s": tokens_seen / train_seconds if train_seconds > 0 else None,
+            "train_seconds": train_seconds, "tokens": tokens_seen,
+            "loss_curve": os.path.join(run_dir, "loss.png")}
+
+
+def start_stage(cfg: LoopConfig, make_run_dir: bool = True):
+    """Every stage's start: pick the device, join the process group (under torchrun), and create the run
+    directory on rank 0 (then wait for it). Returns (device, dist_info, run_dir); the caller must call
+    teardown_distributed() when done (a try/finally)."""
+    device = pick_device(cfg.device)
+    info = setup_distributed(device.type)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    if make_run_dir:
+        if info.is_main:
+            os.makedirs(cfg.out_dir, exist_ok=True)
+        barrier(info)
+    return device, info, cfg.out_dir
+
+
+def run_entry_point(train_fn, cfg, errors: tuple = ()):
+    """What every stage's main() does with its train function: a NaN loss (or one of `errors`, e.g. bad data)
+    becomes a one-line `error: ...` and exit status 1; Ctrl-C (ckpt.pt already saved) exits with 130."""
+    try:
+        return train_fn(cfg)
+    except (NonFiniteLossError, *errors) as e:
+        raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
