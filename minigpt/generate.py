@@ -82,6 +82,29 @@ def filter_logits(logits, top_k=None, top_p=None):
     return logits
 
 
+def check_generator(generator, device) -> None:
+    """torch.multinomial needs its generator on the device of the probabilities: say so plainly (PyTorch's
+    own message names neither the generator's origin nor the fix)."""
+    if generator is not None and torch.device(generator.device).type != torch.device(device).type:
+        raise ValueError(f"the sampling generator is on {generator.device} but the model is on {device}: "
+                         f"create it with torch.Generator(device=<the model's device>)")
+
+
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """One decoding step: (next token (B,), log_softmax(logits / tau) (B, V)) from last-position logits (B, V).
+
+    temperature 0 is greedy (argmax; log-probs at temperature 1). Otherwise the token is drawn from
+    softmax(filter_logits(logits / tau)), while the returned log-probs are of the *unfiltered*
+    distribution: what a training forward pass recomputes (PPO's ratio needs them equal).
+    """
+    if temperature == 0:
+        return torch.argmax(logits, dim=-1), F.log_softmax(logits, dim=-1)
+    logits = logits / temperature
+    probs = F.softmax(filter_logits(logits, top_k, top_p), dim=-1)
+    next_tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)        # (B,)
+    return next_tok, F.log_softmax(logits, dim=-1)
+
+
 @torch.no_grad()
 def generate(model, prompts, max_new_tokens: int, temperature=1.0, top_k=None, top_p=None,
              eos_token_id=None, pad_token_id: int = 0, use_cache=True, generator=None,
@@ -90,7 +113,8 @@ def generate(model, prompts, max_new_tokens: int, temperature=1.0, top_k=None, t
 
     prompts: list of token-id lists (left-padded here), or a (B, P) / (P,) LongTensor, optionally with
     its (B, P) `attention_mask` if it is already left-padded. temperature=0 is greedy (log-probs then
-    use temperature 1). eos_token_id: an id or a list of ids that end a row. `generator` seeds sampling.
+    use temperature 1). eos_token_id: an id or a list of ids that end a row. `generator` seeds sampling;
+    it must live on the model's device (torch.Generator(device=...)), as torch.multinomial requires.
     The model is put in eval mode (no dropout) for the call and restored afterwards. When the prompt
     plus new tokens exceed block_size the cache cannot hold them, and the recompute path (which keeps
     the last block_size tokens) is used instead.
@@ -109,6 +133,7 @@ def generate(model, prompts, max_new_tokens: int, temperature=1.0, top_k=None, t
         raise ValueError("generate: every prompt needs at least one token")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
+    check_generator(generator, device)
     B, P = ids.shape
     N = max_new_tokens
     stop_ids = [] if eos_token_id is None else (
@@ -132,14 +157,7 @@ def generate(model, prompts, max_new_tokens: int, temperature=1.0, top_k=None, t
                 h = model.hidden_states(seq[:, -block_size:], attention_mask=seq_mask[:, -block_size:])
             logits = model.lm_head(h[:, -1, :]).float()                 # (B, V) next-token logits
 
-            if temperature == 0:
-                next_tok = torch.argmax(logits, dim=-1)                 # (B,) greedy
-                logp_all = F.log_softmax(logits, dim=-1)
-            else:
-                logits = logits / temperature
-                logp_all = F.log_softmax(logits, dim=-1)                # unfiltered: what PPO recomputes
-                probs = F.softmax(filter_logits(logits, top_k, top_p), dim=-1)
-                next_tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+            next_tok, logp_all = sample_next(logits, temperature, top_k, top_p, generator)   # (B,), (B, V)
             logp = logp_all.gather(-1, next_tok[:, None]).squeeze(-1)   # (B,)
 
             alive = ~done

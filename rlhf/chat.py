@@ -26,7 +26,10 @@ import sys
 
 import torch
 
-from minigpt.generate import filter_logits
+from minigpt.checkpoint import load_model
+from minigpt.generate import check_generator, sample_next
+from rlhf.data import render_prompt, stop_token_id
+from rlhf.rollout import sampling_generator
 
 # Pipeline stages in the order `python -m rlhf.chat RUN_DIR` prefers them.
 PREFERRED_STAGES = ("ppo", "sft_large", "sft", "pretrain")
@@ -53,11 +56,11 @@ def stream_reply(model, tokenizer, prompt_ids: list[int], max_new_tokens: int, t
     The pieces joined equal tokenizer.decode(reply ids without <|end|>). A piece is yielded only when
     its bytes form complete characters (a multi-byte character split over two tokens waits for both).
     """
-    from rlhf.data import stop_token_id
     end = stop_token_id(tokenizer)
     N = min(max_new_tokens, model.config.block_size - len(prompt_ids))
     if N <= 0:
         return
+    check_generator(generator, model.device)
     cache = model.make_kv_cache(1, len(prompt_ids) + N)
     step = torch.tensor([prompt_ids], dtype=torch.long, device=model.device)  # (1, T) first the prompt
     reply: list[int] = []
@@ -65,11 +68,7 @@ def stream_reply(model, tokenizer, prompt_ids: list[int], max_new_tokens: int, t
     for _ in range(N):
         h = model.hidden_states(step, kv_cache=cache)           # (1, T, C)
         logits = model.lm_head(h[:, -1, :]).float()             # (1, V)
-        if temperature == 0:
-            tok = int(torch.argmax(logits, dim=-1).item())
-        else:
-            probs = torch.softmax(filter_logits(logits / temperature, top_k=top_k), dim=-1)
-            tok = int(torch.multinomial(probs, 1, generator=generator).item())
+        tok = int(sample_next(logits, temperature, top_k=top_k, generator=generator)[0].item())   # the sampler of generate()
         if tok == end:
             break
         reply.append(tok)
@@ -91,12 +90,11 @@ class ChatSession:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.temperature, self.top_k, self.max_new_tokens = temperature, top_k, max_new_tokens
         self.system = system
-        self.generator = torch.Generator(device=model.device.type).manual_seed(seed)
+        self.generator = sampling_generator(model, seed)        # on the model's device
         self.history: list[dict] = []
 
     def prompt_ids(self) -> list[int]:
         """The conversation rendered for generation, oldest turns dropped to leave room for the reply."""
-        from rlhf.data import render_prompt
         conv = ([{"role": "system", "content": self.system}] if self.system else []) + self.history
         room = max(self.model.config.block_size - self.max_new_tokens, 8)
         return render_prompt(conv, self.tokenizer, max_len=room)
@@ -189,7 +187,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cpu", help="cpu, cuda, mps")
     args = ap.parse_args(argv)
 
-    from minigpt.checkpoint import load_model
     ckpt = resolve_checkpoint(args.path)
     model, tokenizer = load_model(ckpt, device=args.device)
     session = ChatSession(model, tokenizer, temperature=args.temperature, top_k=args.top_k or None,
