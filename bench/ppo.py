@@ -1,5 +1,5 @@
 """Speed of one PPO iteration on a finished run: seconds per phase (rollout, score, update) and what
-dropping the all-padding columns (rlhf.ppo.trim_padding) saves in the update. Prints figures; asserts nothing.
+dropping the all-padding columns (rlhf.rollout.trim_padding) saves in the update. Prints figures; asserts nothing.
 
     python -m bench.ppo --run=runs/default          # after `python -m rlhf.pipeline` (its sft/ and reward_model/)
     python -m bench.ppo --run=runs/default --iters=5 --threads=1
@@ -21,9 +21,11 @@ from dataclasses import fields, replace
 import torch
 import torch.nn.functional as F
 
-from minigpt.train import configure_optimizer, make_generator
+from minigpt.trainer import configure_optimizer, make_generator
 from rlhf import data as D
 from rlhf import ppo
+from rlhf.rl_update import load_prompt_pool
+from rlhf.rollout import render_prompts, rm_reward, trim_padding
 
 
 def pad_to(ro: ppo.Rollout, width: int, pad_id: int) -> ppo.Rollout:
@@ -39,7 +41,7 @@ def timed_update(model, opt, ro, cfg, seed: int, trim: bool) -> float:
     """Seconds of one ppo_update from the model's current weights, which are restored afterwards."""
     state = {k: v.clone() for k, v in model.state_dict().items()}
     opt_state = copy.deepcopy(opt.state_dict())
-    keep = ppo.trim_padding
+    keep = ppo.trim_padding          # the name ppo_update calls
     if not trim:
         ppo.trim_padding = lambda batch: batch
     try:
@@ -70,17 +72,18 @@ def main(argv=None):
     model = ppo.ActorCritic(policy, value, cfg.temperature)
     opt = configure_optimizer(model, cfg, "cpu")
     stop_id, pad_id = D.stop_token_id(tok), D.pad_token_id(tok)
-    pool = ppo.load_prompt_pool(cfg)
-    max_prompt = policy.config.block_size - cfg.max_new_tokens
+    pool = load_prompt_pool(cfg.prompts, cfg.n_prompts, cfg.prompt_seed)
+    reward_fn = rm_reward(rm, tok, cfg.micro_batch_size)
     gen = make_generator(0, "bench-ppo")
     t = {"rollout + score": 0.0, "update": 0.0, "update, micro-batches untrimmed": 0.0,
          "update, full width": 0.0}
     pad_share = []
     for it in range(args.iters + 1):
-        prompts = [D.render_prompt(pool[(it * cfg.batch_size + i) % len(pool)], tok, max_len=max_prompt)
-                   for i in range(cfg.batch_size)]
+        convs = [pool[(it * cfg.batch_size + i) % len(pool)] for i in range(cfg.batch_size)]
+        prompts = render_prompts(convs, tok, policy.config.block_size, cfg.max_new_tokens)
         t0 = time.perf_counter()
-        ro = ppo.collect_rollout(policy, ref, rm, value, prompts, cfg, cfg.init_kl_coef, stop_id, pad_id, gen)
+        ro = ppo.collect_rollout(policy, ref, value, reward_fn, convs, prompts, cfg, cfg.init_kl_coef, stop_id, pad_id,
+                                 gen)
         t_roll = time.perf_counter() - t0
         times = [timed_update(model, opt, ro, cfg, it, trim=True), timed_update(model, opt, ro, cfg, it, trim=False),
                  timed_update(model, opt, pad_to(ro, cfg.max_new_tokens, pad_id), cfg, it, trim=False)]
@@ -90,7 +93,7 @@ def main(argv=None):
         for k, v in zip(t, [t_roll, *times]):
             t[k] += v
         full = cfg.batch_size * (ro.prompt_length + cfg.max_new_tokens)
-        used = sum(int(ppo.trim_padding({**ro.select(rows), "prompt_length": ro.prompt_length})["attention_mask"].numel())
+        used = sum(int(trim_padding({**ro.select(rows), "prompt_length": ro.prompt_length})["attention_mask"].numel())
                    for rows in torch.arange(cfg.batch_size).split(cfg.micro_batch_size))
         pad_share.append(1 - used / full)
     n = args.iters

@@ -3,15 +3,13 @@
     from minigpt import GPT, GPTConfig
 """
 
+from minigpt.config import GPTConfig
+
 __all__ = ["GPT", "GPTConfig", "load_pretrained"]
 
 
 def __getattr__(name):
-    # Lazy imports (PEP 562): `import minigpt.tokenizer` should not pay for torch.
-    if name == "GPTConfig":
-        from minigpt.config import GPTConfig
-        return GPTConfig
     if name in ("GPT", "load_pretrained"):
-        from minigpt import model
+        from minigpt import model  # local import: PEP 562 lazy import, so `import minigpt.tokenizer` skips torch
         return getattr(model, name)
     raise AttributeError(f"module 'minigpt' has no attribute {name!r}")

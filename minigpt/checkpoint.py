@@ -26,6 +26,10 @@ from typing import Any
 
 import torch
 
+from minigpt.config import GPTConfig
+from minigpt.model import GPT
+from minigpt.tokenizer import Tokenizer
+
 MODEL_FILE = "model.pt"
 TOKENIZER_FILE = "tokenizer.bpe"
 RESUME_FILE = "ckpt.pt"
@@ -132,8 +136,6 @@ def save_tokenizer(run_dir: str | os.PathLike, tokenizer) -> str:
 
 def load_tokenizer(run_dir: str | os.PathLike):
     """Tokenizer.load(run_dir/tokenizer.bpe)."""
-    from minigpt.tokenizer import Tokenizer
-
     path = os.path.join(os.fspath(run_dir), TOKENIZER_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no tokenizer in this run directory")
@@ -161,9 +163,6 @@ def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
 
     Falls back to the model inside run_dir/ckpt.pt when a run was interrupted before model.pt existed.
     """
-    from minigpt.config import GPTConfig
-    from minigpt.model import GPT
-
     run_dir = os.fspath(run_dir)
     path = os.path.join(run_dir, MODEL_FILE)
     if not os.path.exists(path):

@@ -120,6 +120,7 @@ def generate(model, prompts, max_new_tokens: int, temperature=1.0, top_k=None, t
     the last block_size tokens) is used instead.
     """
     device = model.device if hasattr(model, "device") else next(model.parameters()).device
+    check_generator(generator, device)
     if isinstance(prompts, Tensor):
         ids = prompts.to(device=device, dtype=torch.long)
         if ids.dim() == 1:
@@ -133,7 +134,6 @@ def generate(model, prompts, max_new_tokens: int, temperature=1.0, top_k=None, t
         raise ValueError("generate: every prompt needs at least one token")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-    check_generator(generator, device)
     B, P = ids.shape
     N = max_new_tokens
     stop_ids = [] if eos_token_id is None else (

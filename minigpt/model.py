@@ -24,11 +24,18 @@ and a `KVCache` for incremental decoding (see minigpt/generate.py).
 import json
 import math
 import os
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from minigpt.config import GPTConfig
+from minigpt.generate import generate as _generate
+
+try:  # optional: only needed to read a Hugging Face model.safetensors (pytorch_model.bin works without it)
+    from safetensors.torch import load_file as _load_safetensors
+except ImportError:
+    _load_safetensors = None
 
 
 class KVCache:
@@ -247,15 +254,13 @@ class GPT(nn.Module):
         columns of that row are filled with the (first) eos id, and trailing columns where every row
         had stopped are dropped, so a single prompt comes back ending at its eos token.
         """
-        from minigpt.generate import generate
-
         if idx.dim() == 1:
             idx = idx.unsqueeze(0)
         eos_ids = [] if eos_token_id is None else (
             [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
         pad = eos_ids[0] if eos_ids else 0
-        out = generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                       eos_token_id=eos_token_id, pad_token_id=pad, use_cache=use_cache, generator=generator)
+        out = _generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                        eos_token_id=eos_token_id, pad_token_id=pad, use_cache=use_cache, generator=generator)
         n_kept = int(out.response_mask.sum(0).nonzero().max().item()) + 1 if out.response_mask.any() else 0
         return out.sequences[:, : out.prompt_length + n_kept]
 
@@ -390,13 +395,8 @@ def load_pretrained(path, **overrides) -> GPT:
 
     st_path, bin_path = os.path.join(path, "model.safetensors"), os.path.join(path, "pytorch_model.bin")
     state_dict = None
-    if os.path.isfile(st_path):
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            load_file = None
-        if load_file is not None:
-            state_dict = load_file(st_path, device="cpu")
+    if os.path.isfile(st_path) and _load_safetensors is not None:
+        state_dict = _load_safetensors(st_path, device="cpu")
     if state_dict is None:
         if not os.path.isfile(bin_path):
             hint = " (model.safetensors needs `pip install safetensors`)" if os.path.isfile(st_path) else ""

@@ -32,6 +32,7 @@ Quick look at a file (its format, record count and first record in the template)
     python -m rlhf.data FILE.jsonl
 """
 
+import argparse
 import json
 import os
 import re
@@ -692,7 +693,6 @@ def load_any(path, strict=True):
 
 
 def main(argv=None):
-    import argparse
     ap = argparse.ArgumentParser(prog="python -m rlhf.data",
                                  description="Load a JSONL data file, report its format and show a record.")
     ap.add_argument("path", help="a demonstrations / prompts / pairs / HH-RLHF / rankings JSONL file")

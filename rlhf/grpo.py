@@ -20,10 +20,10 @@ reward and into the loss, estimated per token with the unbiased, always >= 0 "k3
 
 One iteration, in the order the code runs:
     1. rollout   prompts_per_iter prompts, each repeated group_size times, sampled from the policy with the
-                 KV-cache generator (rlhf.ppo's conventions: left-padded prompts, temperature, stop at <|end|>,
+                 KV-cache generator (rlhf.rollout: left-padded prompts, temperature, stop at <|end|>,
                  truncate after the first stop)
     2. score     RM score at the last real token (no_stop_reward when the response never said <|end|>);
-                 old-policy and reference log-probs by forward passes (rlhf.ppo.response_logprobs)
+                 old-policy and reference log-probs by forward passes (rlhf.rollout.response_logprobs)
     3. advantage group_advantages: zero mean in every group, exactly 0 when the whole group ties
     4. update    ppo_epochs passes over shuffled minibatches: ppo_policy_loss + β · masked mean of k3
     Gold score (the oracle) of greedy and sampled answers on fixed val prompts every eval_interval
@@ -48,6 +48,7 @@ import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -68,8 +69,8 @@ from rlhf.losses import (entropy_from_logits, group_advantages, kl_k3,  # noqa: 
                          masked_mean, ppo_policy_loss, token_logprobs)
 from rlhf.reward import RewardModel
 from rlhf.rl_update import disable_dropout, eval_record, frozen, load_prompt_pool, minibatch_updates
-from rlhf.rollout import (render_prompts, response_logits, response_logprobs, sample, sampling_generator,
-                          score_samples, trim_padding)
+from rlhf.rollout import (render_prompts, response_logits, response_logprobs, rm_reward, sample,
+                          sampling_generator, trim_padding)
 
 # -----------------------------------------------------------------------------
 # config
@@ -154,17 +155,16 @@ class GroupRollout:
 
 
 @torch.no_grad()
-def collect_groups(policy: nn.Module, ref_model: nn.Module, reward_model: nn.Module, tokenizer, conversations: list,
-                   prompts: list[list[int]], cfg: GRPOConfig, generator: torch.Generator | None = None,
-                   ctx=None) -> GroupRollout:
+def collect_groups(policy: nn.Module, ref_model: nn.Module, reward_fn: Callable, conversations: list,
+                   prompts: list[list[int]], cfg: GRPOConfig, stop_id: int, pad_id: int,
+                   generator: torch.Generator | None = None, ctx=None) -> GroupRollout:
     """Steps 1-3: G samples of each prompt, their rewards, and their group advantages.
 
-    conversations[i] is the chat whose rendered ids are prompts[i]; reward_model is anything
-    rlhf.rollout.score_responses can read (a RewardModel; a toy in tests). `ctx` is the update's autocast
+    conversations[i] is the chat whose rendered ids are prompts[i]; reward_fn(conversations, samples) -> (rows,)
+    is the frozen reward (rlhf.rollout.rm_reward; a toy in tests). `ctx` is the update's autocast
     context, so that π_old and π_ref are computed in the update's precision.
     """
     G, T = cfg.group_size, cfg.temperature
-    stop_id, pad_id = D.stop_token_id(tokenizer), D.pad_token_id(tokenizer)
     repeated = [p for p in prompts for _ in range(G)]                                  # group b = rows bG..bG+G-1
     convs = [c for c in conversations for _ in range(G)]
     s = sample(policy, repeated, cfg.max_new_tokens, T, stop_id, pad_id, generator)
@@ -176,7 +176,7 @@ def collect_groups(policy: nn.Module, ref_model: nn.Module, reward_model: nn.Mod
             cols["logprobs"].append(response_logprobs(policy, seq, am, P, T))               # (b, N)
             cols["ref_logprobs"].append(response_logprobs(ref_model, seq, am, P, T))        # (b, N)
     logprobs, ref_logprobs = (torch.cat(cols[k]) for k in ("logprobs", "ref_logprobs"))
-    rm_scores = score_samples(reward_model, tokenizer, convs, s, cfg.micro_batch_size)      # (BG,)
+    rm_scores = reward_fn(convs, s).float()                                                # (BG,)
     rewards = rm_scores
     if cfg.no_stop_reward is not None:
         rewards = torch.where(s.stopped, rm_scores, torch.full_like(rm_scores, cfg.no_stop_reward))
@@ -284,6 +284,8 @@ def _train_grpo(cfg: GRPOConfig, device: torch.device, info: DistInfo, evaluator
     log = (lambda *a: print(*a, flush=True)) if is_main else (lambda *a: None)
 
     policy, ref_model, reward_model, tokenizer = build_models(cfg, device)
+    reward_fn = rm_reward(reward_model, tokenizer, cfg.micro_batch_size)     # the RM judges each reply's text
+    stop_id, pad_id = D.stop_token_id(tokenizer), D.pad_token_id(tokenizer)
     if policy.config.block_size - cfg.max_new_tokens < 4:
         raise SystemExit(f"error: --max_new_tokens={cfg.max_new_tokens} leaves no room for a prompt "
                          f"in block_size={policy.config.block_size}")
@@ -335,9 +337,8 @@ def _train_grpo(cfg: GRPOConfig, device: torch.device, info: DistInfo, evaluator
             # ---- 1-3: this rank's prompts, G samples each, scored and normalised within each group
             order = torch.randperm(len(pool), generator=make_generator(cfg.seed, "prompts", it))[:cfg.prompts_per_iter]
             mine = order[info.rank * per_rank:(info.rank + 1) * per_rank].tolist()
-            ro = collect_groups(policy, ref_model, reward_model, tokenizer, [conversations[i] for i in mine],
-                                [pool[i] for i in mine], cfg, sampling_generator(policy, cfg.seed, "rollout", it, info.rank),
-                                ctx)
+            ro = collect_groups(policy, ref_model, reward_fn, [conversations[i] for i in mine], [pool[i] for i in mine],
+                                cfg, stop_id, pad_id, sampling_generator(policy, cfg.seed, "rollout", it, info.rank), ctx)
             stats = rollout_stats(ro, cfg.group_size)
             # ---- 4: the update
             lr = cfg.learning_rate * (1.0 - it / cfg.max_iters)                 # linear decay to 0

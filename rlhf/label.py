@@ -27,8 +27,13 @@ import argparse
 import os
 import random
 import sys
+import zlib
 
+from minigpt.checkpoint import load_model
+from rlhf.chat import resolve_checkpoint
 from rlhf.data import DataError, append_jsonl, load_demonstrations, load_prompts, load_rankings
+from rlhf.rollout import generate_responses
+from rlhf.world import demonstrate, make_prompts, rank
 
 MODES = ("demos", "rank")
 
@@ -58,7 +63,6 @@ def prompt_source(prompts_path: str | None, n: int, split: str = "train", seed: 
         except DataError as e:
             raise SystemExit(f"error: {e}") from None
         return [(c, {}) for c in convs[:n]]
-    from rlhf.world import make_prompts
     return [(ex.conversation, {"family": ex.family, "h": ex.h, "id": ex.id})
             for ex in make_prompts(split, n, seed=seed)]
 
@@ -123,7 +127,6 @@ def label_demonstrations(items, out_path: str, stdin=None, stdout=None, simulate
     try:
         for i, (conv, meta) in enumerate(todo):
             if simulate:
-                from rlhf.world import demonstrate
                 answer = demonstrate(conv, rng)
             else:
                 stdout.write(f"\n[{i + 1}/{len(todo)}] {meta.get('family', '')} {meta.get('h', '')}\n")
@@ -151,9 +154,6 @@ def label_rankings(items, out_path: str, model, tokenizer, k: int = 4, temperatu
 
     Samples of prompt i use the seed (seed, i's key), so a resumed session shows the same candidates.
     """
-    import zlib
-
-    from rlhf.evaluate import generate_responses
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     done = answered_keys(out_path, "rank")
     todo = [(c, m) for c, m in items if prompt_key(c) not in done]
@@ -168,7 +168,6 @@ def label_rankings(items, out_path: str, model, tokenizer, k: int = 4, temperatu
                                       seed=sample_seed)
             responses = [g["response"] for g in gens]
             if simulate:
-                from rlhf.world import rank
                 kw = {} if sim_temperature is None else {"temperature": sim_temperature}
                 ranks = rank(conv, responses, rng, stopped=[g["stopped"] for g in gens], **kw)
             else:
@@ -214,8 +213,6 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("error: rank mode needs --model DIR (a checkpoint to sample from)")
     if args.k < 2:
         raise SystemExit("error: --k must be at least 2")
-    from minigpt.checkpoint import load_model
-    from rlhf.chat import resolve_checkpoint
     model, tok = load_model(resolve_checkpoint(args.model))
     label_rankings(items, args.out, model, tok, k=args.k, temperature=args.temperature,
                    max_new_tokens=args.max_new_tokens, simulate=args.simulate, seed=args.seed)

@@ -14,6 +14,11 @@ import json
 import os
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from rlhf.best_of_n import plot_best_of_n
+from rlhf.ppo import plot_dashboard
 
 # Stage colours, the same in every plot.
 COLORS = {"base": "tab:gray", "sft": "tab:blue", "sft_large": "tab:cyan", "best_of_n": "tab:orange",
@@ -23,8 +28,6 @@ LABELS = {"base": "base (pretrained)", "sft": "SFT", "sft_large": "SFT, larger m
 
 
 def _figure(w: float, h: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     fig = Figure(figsize=(w, h))
     FigureCanvasAgg(fig)
     return fig
@@ -139,7 +142,6 @@ def plot_ppo_dashboard(ppo_dir: str, path: str) -> str | None:
     metrics = os.path.join(ppo_dir, "metrics.jsonl")
     if not _records(metrics):
         return None
-    from rlhf.ppo import plot_dashboard
     return plot_dashboard(metrics, path, title="PPO")
 
 
@@ -197,7 +199,6 @@ def plot_best_of_n_vs_ppo(metrics: dict, path: str) -> str | None:
     ppo = metrics.get("ppo") or {}
     if not curve or ppo.get("kl") is None or ppo.get("gold_score_sampled") is None:
         return None
-    from rlhf.best_of_n import plot_best_of_n
     g = ppo["gold_score_sampled"]
     lo, hi = ppo.get("gold_ci_sampled") or [g, g]
     return plot_best_of_n({"rows": curve, "ppo": {"gold": g, "gold_lo": lo, "gold_hi": hi, "kl": ppo["kl"],

@@ -19,9 +19,9 @@ One iteration, in the order the code below runs:
 
     1. rollout     sample a response to each prompt of a batch (KV-cache generator: left-padded prompts,
                    temperature, stop at <|end|>, max_new_tokens), keeping each token's log-prob
-    2. score       truncate after the first <|end|>; reward-model score at the last real token (a fixed
+    2. score       truncate after the first <|end|>; the reward model's score of the reply's text (a fixed
                    penalty instead when there is no <|end|>); old-policy, reference log-probs and values
-                   by forward passes
+                   by forward passes, in the update's precision
     3. advantages  kl_shaped_rewards -> gae -> whitened advantages (optional reward whitening / clipping)
     4. update      ppo_epochs passes over shuffled minibatches (gradient accumulation over micro-batches):
                    ppo_policy_loss + vf_coef * ppo_value_loss - entropy_coef * entropy + ptx_coef * LM loss;
@@ -29,9 +29,10 @@ One iteration, in the order the code below runs:
     5. control     AdaptiveKLController moves β towards kl_target (or β stays fixed when kl_target is None)
 
 All the formulas live in rlhf/losses.py; this file is the plumbing, and the plumbing is where PPO for
-language models fails silently. The checklist in DESIGN.md ("PPO for language models", 14 items) is
-implemented here and each item has a test in tests/test_ppo.py:
-  1 temperature in every forward (response_logprobs)    8 dropout off, ratio ≡ 1 on the first minibatch
+language models fails silently. The checklist in docs/DESIGN.md ("PPO for language models", 14 items) is
+implemented here (sampling, cutting and log-probs in rlhf/rollout.py) and each item has a test in
+tests/test_ppo.py:
+  1 temperature in every forward (response_logits)      8 dropout off, ratio ≡ 1 on the first minibatch
   2 left-padded prompts, positions from the mask           9 value model initialised from the RM
   3 truncate after first stop, no-stop penalty (score)    10 RM normalised so demos score 0 (RM stage)
   4 per-token KL-shaped rewards                           11 PPO-ptx
@@ -39,8 +40,10 @@ implemented here and each item has a test in tests/test_ppo.py:
   6 GAE, returns before whitening                         13 generation log-probs == forward recompute
   7 clipped losses, approx-KL, clip fraction, EV          14 <|end|> is never the padding token
 
-The gold oracle (rlhf.world.score) is used only to *evaluate* the policy on a fixed set of val prompts
-every eval_interval iterations; it never enters training.
+The reward is the frozen reward model's judgement of each reply's *text* (rlhf.rollout.rm_reward: the
+same encoding the RM was trained on). The gold oracle is never imported here: the caller (the pipeline,
+or `main()` below) may hand in an evaluator that measures the policy on fixed val prompts every
+eval_interval iterations; what it returns is logged, never part of the reward.
 
 Simplifications relative to InstructGPT (Ouyang et al. 2022, sec. 3.5 and appendix C.4):
   1. Models: a ~1M-parameter GPT instead of 1.3B-175B, and one reward model of the
@@ -69,6 +72,7 @@ import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -89,7 +93,7 @@ from rlhf.losses import (AdaptiveKLController, entropy_from_logits, gae, kl_shap
                          masked_whiten, ppo_policy_loss, ppo_value_loss, token_logprobs)
 from rlhf.reward import RewardModel
 from rlhf.rl_update import disable_dropout, eval_record, frozen, load_prompt_pool, minibatch_updates
-from rlhf.rollout import (render_prompts, response_logits, sample, sampling_generator, score_samples,
+from rlhf.rollout import (render_prompts, response_logits, rm_reward, sample, sampling_generator,
                           shift_to_response, trim_padding, used_columns)
 from rlhf.world import corpus
 
@@ -252,17 +256,17 @@ class Rollout:
 
 
 @torch.no_grad()
-def collect_rollout(policy: nn.Module, ref_model: nn.Module, reward_model: nn.Module, value_model: nn.Module,
-                    tokenizer, conversations: list, prompts: list[list[int]], cfg: PPOConfig, kl_coef: float,
-                    generator: torch.Generator | None = None, ctx=None) -> Rollout:
+def collect_rollout(policy: nn.Module, ref_model: nn.Module, value_model: nn.Module, reward_fn: Callable,
+                    conversations: list, prompts: list[list[int]], cfg: PPOConfig, kl_coef: float, stop_id: int,
+                    pad_id: int, generator: torch.Generator | None = None, ctx=None) -> Rollout:
     """Steps 1-3 of an iteration: sample, score, shape rewards, estimate advantages.
 
-    conversations[i] is the chat whose rendered ids are prompts[i] (the reward model judges the reply's
-    text in its conversation: rlhf.rollout.score_responses). `ctx` is the update's autocast context: the
-    old-policy and reference log-probs are computed in the same precision as the update's, so that the
-    ratio π/π_old is exactly 1 on the first minibatch (checklist 8) on a GPU too."""
+    conversations[i] is the chat whose rendered ids are prompts[i]; reward_fn(conversations, samples) -> (B,)
+    is the frozen reward (rlhf.rollout.rm_reward: the reward model's judgement of each reply's text).
+    `ctx` is the update's autocast context: the old-policy and reference log-probs are computed in the
+    same precision as the update's, so that the ratio π/π_old is 1 on the first minibatch (checklist 8)
+    on a GPU too."""
     T = cfg.temperature
-    stop_id, pad_id = D.stop_token_id(tokenizer), D.pad_token_id(tokenizer)
     # ---- 1. rollout: KV-cache sampling from the current policy, prompts left-padded, cut after <|end|>
     s = sample(policy, prompts, cfg.max_new_tokens, T, stop_id, pad_id, generator, return_logprobs=True)
     sequences, attention_mask, P, mask = s.sequences, s.attention_mask, s.prompt_length, s.response_mask
@@ -287,7 +291,7 @@ def collect_rollout(policy: nn.Module, ref_model: nn.Module, reward_model: nn.Mo
             cols["values"].append(values[:, p - 1:-1].float())                             # (b, N): V(s_t)
     logprobs, ref_logprobs, values, kl_exact = (torch.cat(cols[k]) * mask for k in
                                                 ("logprobs", "ref_logprobs", "values", "kl_exact"))
-    rm_scores = score_samples(reward_model, tokenizer, conversations, s, cfg.micro_batch_size)   # (B,)
+    rm_scores = reward_fn(conversations, s).float()                                     # (B,)
 
     scores = rm_scores
     if cfg.no_stop_reward is not None:                                                     # checklist 3
@@ -450,7 +454,9 @@ def _train_ppo(cfg: PPOConfig, device: torch.device, info: DistInfo, evaluator) 
     log = (lambda *a: print(*a, flush=True)) if is_main else (lambda *a: None)
 
     policy, ref_model, reward_model, value_model, tokenizer = build_models(cfg, device)
-    if D.stop_token_id(tokenizer) == D.pad_token_id(tokenizer):                 # checklist 14
+    reward_fn = rm_reward(reward_model, tokenizer, cfg.micro_batch_size)     # the RM judges each reply's text
+    stop_id, pad_id = D.stop_token_id(tokenizer), D.pad_token_id(tokenizer)
+    if stop_id == pad_id:                                                    # checklist 14
         raise SystemExit("error: the stop token <|end|> must not be the padding token")
     if policy.config.block_size - cfg.max_new_tokens < 4:
         raise SystemExit(f"error: --max_new_tokens={cfg.max_new_tokens} leaves no room for a prompt "
@@ -511,8 +517,8 @@ def _train_ppo(cfg: PPOConfig, device: torch.device, info: DistInfo, evaluator) 
             order = torch.randperm(len(pool), generator=make_generator(cfg.seed, "prompts", it))[:cfg.batch_size]
             mine = order[info.rank * per_rank:(info.rank + 1) * per_rank].tolist()
             kl_coef = kl_ctl.value
-            ro = collect_rollout(policy, ref_model, reward_model, value_model, tokenizer,
-                                 [conversations[i] for i in mine], [pool[i] for i in mine], cfg, kl_coef,
+            ro = collect_rollout(policy, ref_model, value_model, reward_fn, [conversations[i] for i in mine],
+                                 [pool[i] for i in mine], cfg, kl_coef, stop_id, pad_id,
                                  sampling_generator(policy, cfg.seed, "rollout", it, info.rank), ctx)
             stats = rollout_stats(ro)
             # ---- 4: the PPO update

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
-from rlhf.plots import LABELS
+from minigpt.checkpoint import atomic_write_text
+from rlhf.evaluate import read_rows
+from rlhf.plots import LABELS, plot_all
 
 STAGES = ("base", "sft", "sft_large", "best_of_n", "ppo")
 
@@ -99,8 +102,6 @@ def sample_table(rows_by_stage: dict[str, list[dict]], n: int = 6) -> list[str]:
 def write_report(run_dir: str, metrics: dict, results: dict, plots: dict[str, str],
                  rows_by_stage: dict[str, list[dict]], n_samples: int = 6) -> str:
     """Write run_dir/report.md; returns its path."""
-    from minigpt.checkpoint import atomic_write_text
-
     cmp_ = results.get("comparisons", {})
     secs = metrics.get("seconds", {})
     L = [f"# minigpt-rlhf run `{metrics.get('out', run_dir)}` (preset `{metrics.get('preset', '?')}`)", ""]
@@ -201,13 +202,10 @@ def write_report(run_dir: str, metrics: dict, results: dict, plots: dict[str, st
 
 
 def main(argv=None) -> str:
-    import sys
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
         raise SystemExit("usage: python -m rlhf.report RUN_DIR")
     run_dir = argv[0]
-    from rlhf.evaluate import read_rows
-    from rlhf.plots import plot_all
     with open(os.path.join(run_dir, "metrics.json")) as f:
         metrics = json.load(f)
     with open(os.path.join(run_dir, "eval", "results.json")) as f:

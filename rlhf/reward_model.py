@@ -31,7 +31,7 @@ Where we simplify InstructGPT:
      declare ties; ties carry no loss.
   3. Candidates: the labeler's own demonstration, a flawed answer of the world and samples of the SFT
      policy at temperature >= 1 (and optionally of a second policy), so that comparisons are
-     informative (DESIGN.md, feasibility notes), each also with its chatter toggled (world.twin);
+     informative (docs/DESIGN.md, feasibility notes), each also with its chatter toggled (world.twin);
      InstructGPT sampled from several models too.
   4. The labelers' ceiling is measured by a second, independent simulated labeler ranking the same
      held-out candidates (InstructGPT measured ~73% inter-labeler agreement).

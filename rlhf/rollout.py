@@ -9,6 +9,7 @@ chat all turn conversations into responses the same way, so they all go through 
     texts   = s.texts(tokenizer)                                # [(reply text, stopped, n_tokens)]
     lp      = response_logprobs(model, s.sequences, s.attention_mask, s.prompt_length, temperature)
     r       = score_responses(reward_model, tokenizer, conversations, [t for t, _, _ in texts], stopped)
+    reward  = rm_reward(reward_model, tokenizer)                # (conversations, Samples) -> (B,) for PPO/GRPO
 
 Log-probs of a response come from the logits one position earlier, divided by the sampling
 temperature, computed in float32 (docs/DESIGN.md, PPO checklist 1, 13):
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from minigpt.generate import generate
 from minigpt.trainer import make_generator
@@ -168,7 +170,6 @@ def sample_batches(model, tokenizer, conversations: list, max_new_tokens: int, t
     g = generator if generator is not None else sampling_generator(model, seed)
     starts = range(0, len(conversations), batch_size)
     if progress:
-        from tqdm.auto import tqdm   # only when a bar is wanted
         starts = tqdm(starts, desc=progress, leave=False, unit="batch")
     for i in starts:
         yield conversations[i:i + batch_size], sample(model, prompts[i:i + batch_size], max_new_tokens, temperature,
@@ -255,3 +256,12 @@ def score_samples(reward_model, tokenizer, conversations: list, samples: Samples
     scores = score_responses(reward_model, tokenizer, conversations, [t for t, _, _ in texts],
                              [s for _, s, _ in texts], batch_size)
     return torch.tensor(scores, dtype=torch.float32, device=samples.sequences.device)
+
+
+def rm_reward(reward_model, tokenizer, batch_size: int = 64):
+    """The reward function RL stages call, (conversations, Samples) -> (B,) scores: the reward model's
+    judgement of each reply's text (score_samples). PPO and GRPO take any such function, so a test can
+    hand them a toy reward of the token ids instead."""
+    def reward(conversations: list, samples: Samples) -> Tensor:
+        return score_samples(reward_model, tokenizer, conversations, samples, batch_size)
+    return reward

@@ -33,9 +33,10 @@ def run_pairwise_reward_loss(chosen: Tensor, rejected: Tensor, margin: Tensor | 
     return losses.pairwise_reward_loss(chosen, rejected, margin=margin)
 
 
-def run_ranked_reward_loss(rewards: Tensor, pair_mask: Tensor | None = None) -> Tensor:
-    """Mean -log σ(r_i - r_j) over the pairs i < j of each (P, K) best-first row (kept by pair_mask)."""
-    return losses.ranked_reward_loss(rewards, pair_mask=pair_mask)
+def run_ranked_reward_loss(rewards: Tensor, pair_mask: Tensor | None = None, reduction: str = "prompt") -> Tensor:
+    """-log σ(r_i - r_j) over the pairs i < j of each (P, K) best-first row (kept by pair_mask), averaged
+    per prompt then over prompts (reduction="prompt", InstructGPT eq. 1) or over all pairs ("pair")."""
+    return losses.ranked_reward_loss(rewards, pair_mask=pair_mask, reduction=reduction)
 
 
 def run_token_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:

@@ -15,7 +15,7 @@ from minigpt import GPT
 from minigpt import checkpoint as ckpt_io
 from minigpt.config import model_preset
 from rlhf import best_of_n as bon
-from rlhf.reward_model import RewardModel
+from rlhf.reward import RewardModel
 
 
 def test_analytic_kl_values():

@@ -16,7 +16,7 @@ from minigpt.config import GPTConfig
 from minigpt.model import GPT
 from minigpt.tokenizer import train_bpe
 from rlhf import chat
-from rlhf.evaluate import generate_responses
+from rlhf.rollout import generate_responses
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXT = "the cat sat on the mat. what is two plus three? five. reverse the word dog: god. " * 20

@@ -16,6 +16,8 @@ from minigpt import GPT
 from minigpt import checkpoint as ckpt_io
 from rlhf import data as D
 from rlhf import dpo
+from rlhf.gold import GoldEvaluator
+from rlhf.rollout import sequence_logprobs
 from tests.tiny_rl import tiny_gpt  # and the `tok` fixture of conftest.py
 
 PROMPT = [{"role": "user", "content": "What is 3 plus 4?"}]
@@ -32,21 +34,21 @@ def toy_pairs(tok, n=4):
 
 def test_encoded_response_mask_marks_exactly_the_response(tok):
     end = D.stop_token_id(tok)
-    ids, mask = dpo.encode_response(PROMPT, "7.", tok, max_len=64, stopped=True)
+    ids, mask = D.encode_response_with_mask(PROMPT, "7.", tok, max_len=64, stopped=True)
     prompt = D.render_prompt(PROMPT, tok)
     assert ids[:len(prompt)] == prompt and sum(mask[:len(prompt)]) == 0
     assert [t for t, m in zip(ids, mask) if m] == tok.encode("7.") + [end]
-    ids2, mask2 = dpo.encode_response(PROMPT, "7.", tok, max_len=64, stopped=False)   # never said <|end|>
+    ids2, mask2 = D.encode_response_with_mask(PROMPT, "7.", tok, max_len=64, stopped=False)   # never said <|end|>
     assert [t for t, m in zip(ids2, mask2) if m] == tok.encode("7.")
     # too long for the context: the response keeps its head, the prompt is cut, the mask still fits
-    ids3, mask3 = dpo.encode_response(PROMPT, "Hello there! " * 20, tok, max_len=32)
+    ids3, mask3 = D.encode_response_with_mask(PROMPT, "Hello there! " * 20, tok, max_len=32)
     assert len(ids3) <= 32 and len(ids3) == len(mask3) and mask3[0] == 0 and mask3[-1] == 1
 
 
 def test_sequence_logprobs_ignore_prompt_and_padding(tok):
     model = tiny_gpt(tok.vocab_size)
-    a, ma = dpo.encode_response(PROMPT, "7.", tok, 64)
-    b, mb = dpo.encode_response([{"role": "user", "content": "Sort these numbers: 3, 1, 2."}], "1, 2, 3.", tok, 64)
+    a, ma = D.encode_response_with_mask(PROMPT, "7.", tok, 64)
+    b, mb = D.encode_response_with_mask([{"role": "user", "content": "Sort these numbers: 3, 1, 2."}], "1, 2, 3.", tok, 64)
     assert len(b) > len(a)
     # reference: one row alone, no padding, by hand: sum over response positions t of log p(ids[t] | ids[<t])
     with torch.no_grad():
@@ -56,14 +58,14 @@ def test_sequence_logprobs_ignore_prompt_and_padding(tok):
         with_prompt = sum(logp[t - 1, a[t]].item() for t in range(1, len(a)))
         ids, attn = D.pad_right([a, b], D.pad_token_id(tok))
         resp, _ = D.pad_right([ma, mb], 0)
-        lp = dpo.sequence_logprobs(model, ids, attn, resp.float())
+        lp = sequence_logprobs(model, ids, attn, resp.float())
         assert lp.shape == (2,)
         assert lp[0].item() == pytest.approx(by_hand, abs=1e-4)
         assert abs(with_prompt - by_hand) > 1.0                 # the prompt's tokens would have counted
         # other ids under the padding change nothing (padded keys are masked out, padded targets dropped)
         ids2 = ids.clone()
         ids2[attn == 0] = 7
-        assert torch.allclose(dpo.sequence_logprobs(model, ids2, attn, resp.float()), lp, atol=1e-5)
+        assert torch.allclose(sequence_logprobs(model, ids2, attn, resp.float()), lp, atol=1e-5)
 
 
 # ---------------------------------------------------------------- the loss
@@ -133,7 +135,7 @@ def test_tiny_preset_smoke_run(run_dirs):
     sft, rm, root = run_dirs
     cfg = replace(dpo.DPOConfig(), **{**dpo.PRESETS["tiny"], "sft_dir": sft, "rm_dir": rm,
                                       "out_dir": str(root / "dpo"), "progress": False, "n_eval": 6})
-    s = dpo.train_dpo(cfg)
+    s = dpo.train_dpo(cfg, dpo.gold_evaluator(cfg, GoldEvaluator))   # as `python -m rlhf.dpo` does
     out = cfg.out_dir
     for f in ("model.pt", "tokenizer.bpe", "summary.json", "metrics.jsonl", "loss.png", "dpo.png", "ckpt.pt"):
         assert os.path.exists(os.path.join(out, f)), f

@@ -9,6 +9,10 @@ import numpy as np
 import pytest
 
 from rlhf import evaluate as ev
+from rlhf.best_of_n import best_of_n_rows
+from rlhf.gold import gold_scores, kl_to_reference
+from rlhf.reward import RewardModel
+from rlhf.rollout import generate_responses, response_logprobs, score_responses
 
 
 # --- bootstrap CIs ----------------------------------------------------------------------------------
@@ -163,25 +167,24 @@ def test_sequence_logprobs_reproduce_the_sampler(run_dir):
     prompts = [render_prompt(ex.conversation, tok) for ex in ev.eval_examples(6)]
     gen = generate(model, prompts, 10, temperature=0.7, eos_token_id=stop_token_id(tok),
                    pad_token_id=pad_token_id(tok), generator=torch.Generator().manual_seed(0), return_logprobs=True)
-    lp = ev.sequence_logprobs(model, gen.sequences, gen.attention_mask, gen.prompt_length, temperature=0.7)
-    torch.testing.assert_close(lp, gen.logprobs, atol=1e-5, rtol=0)
+    lp = response_logprobs(model, gen.sequences, gen.attention_mask, gen.prompt_length, temperature=0.7)
+    torch.testing.assert_close(lp * gen.response_mask, gen.logprobs, atol=1e-5, rtol=0)
 
 
 def test_kl_to_reference(run_dir):
     model, tok = load_model(run_dir / "sft")
     convs = [ex.conversation for ex in ev.eval_examples(16)]
-    same = ev.kl_to_reference(model, model, tok, convs, 10, batch_size=8)
+    same = kl_to_reference(model, model, tok, convs, 10, batch_size=8)
     assert abs(same["mean"]) < 1e-5 and abs(same["per_token"]) < 1e-6
     sharp = GPT(model.config)
     sharp.load_state_dict(model.state_dict())
     with torch.no_grad():
         sharp.transformer.wte.weight.mul_(8.0)          # a much peakier distribution than the policy's
-    other = ev.kl_to_reference(model, sharp, tok, convs, 10, batch_size=8)
+    other = kl_to_reference(model, sharp, tok, convs, 10, batch_size=8)
     assert other["mean"] > 1.0 and other["ci"][0] > 0
 
 
 def test_rm_scores_do_not_depend_on_padding(run_dir):
-    from rlhf.reward_model import RewardModel
     model, tok = load_model(run_dir / "sft")
     torch.manual_seed(0)
     rm = RewardModel.from_pretrained_gpt(model).eval()
@@ -190,25 +193,24 @@ def test_rm_scores_do_not_depend_on_padding(run_dir):
     convs = [e.conversation for e in exs]
     resp = ["7", "I don't know.", "a much longer answer with many words in it", "", "Sorry"]
     stopped = [True, True, False, True, True]
-    batched = ev.rm_scores(rm, tok, convs, resp, stopped, batch_size=5)
-    alone = [ev.rm_scores(rm, tok, [c], [r], [s])[0] for c, r, s in zip(convs, resp, stopped)]
+    batched = score_responses(rm, tok, convs, resp, stopped, batch_size=5)
+    alone = [score_responses(rm, tok, [c], [r], [s])[0] for c, r, s in zip(convs, resp, stopped)]
     assert batched == pytest.approx(alone, abs=1e-5)
     assert len(set(round(x, 6) for x in batched)) > 1
 
 
 def test_best_of_n_keeps_the_reward_models_favourite(run_dir):
-    from rlhf.reward_model import RewardModel
     model, tok = load_model(run_dir / "sft")
     torch.manual_seed(1)
     rm = RewardModel.from_pretrained_gpt(model).eval()
     torch.nn.init.normal_(rm.head.weight, std=1.0)
     exs = ev.eval_examples(4)
-    rows = ev.best_of_n_rows(model, tok, rm, tok, exs, 3, CFG)
+    rows = best_of_n_rows(model, tok, rm, tok, exs, 3, CFG)
     # reference: the same samples (same seed), scored one by one
     rep = [e.conversation for e in exs for _ in range(3)]
-    gens = ev.generate_responses(model, tok, rep, CFG.max_new_tokens, temperature=CFG.temperature,
+    gens = generate_responses(model, tok, rep, CFG.max_new_tokens, temperature=CFG.temperature,
                                  batch_size=CFG.batch_size, seed=CFG.seed + 1)
-    scores = ev.rm_scores(rm, tok, rep, [g["response"] for g in gens], [g["stopped"] for g in gens])
+    scores = score_responses(rm, tok, rep, [g["response"] for g in gens], [g["stopped"] for g in gens])
     scores = [s if g["stopped"] else -2.0 for s, g in zip(scores, gens)]   # PPO's no-stop score
     greedy = ev.by_decoding(rows, "greedy")
     for i, r in enumerate(greedy):
@@ -216,7 +218,7 @@ def test_best_of_n_keeps_the_reward_models_favourite(run_dir):
         assert r["response"] == gens[best]["response"] and r["rm"] == pytest.approx(max(scores[3 * i:3 * i + 3]))
         assert r["mean_gold_of_n"] <= r["oracle_gold"] + 1e-12 and r["gold"] <= r["oracle_gold"] + 1e-12
         # best-of-k for every k from the same samples: k = 1 is the first sample, k = 3 the pick above
-        golds = ev.gold_scores([{"prompt": rep[j], "response": gens[j]["response"], "stopped": gens[j]["stopped"]}
+        golds = gold_scores([{"prompt": rep[j], "response": gens[j]["response"], "stopped": gens[j]["stopped"]}
                                 for j in range(3 * i, 3 * i + 3)])
         best2 = max(range(2), key=lambda j: scores[3 * i + j])
         assert r["gold_by_n"] == pytest.approx([golds[0], golds[best2], r["gold"]])
@@ -234,7 +236,7 @@ def test_evaluate_run_caches_rows_per_stage(run_dir, monkeypatch):
     greedy_ids = [r["id"] for r in ev.by_decoding(ev.read_rows(run_dir / "eval" / "sft.jsonl"), "greedy")]
     assert greedy_ids == [e.id for e in ev.eval_examples(CFG.n_prompts, CFG.seed)]
     # Second call: everything comes from the cache (generation would raise).
-    monkeypatch.setattr(ev, "generate_batches", lambda *a, **k: (_ for _ in ()).throw(AssertionError("generated")))
+    monkeypatch.setattr(ev, "generate_responses", lambda *a, **k: (_ for _ in ()).throw(AssertionError("generated")))
     again = ev.evaluate_run(str(run_dir), CFG, progress=False)
     assert again["stages"]["sft"]["greedy"] == res["stages"]["sft"]["greedy"]
     # Other settings -> the cache is stale -> generation is attempted.

@@ -64,7 +64,7 @@ def test_kv_cache_greedy_equals_recompute(model, fused):
             blk.attn.fused = True
     assert torch.equal(a.sequences, b.sequences)
     torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
-    # GPT.generate (the DESIGN.md API) gives the same tokens either way too
+    # GPT.generate (the docs/DESIGN.md API) gives the same tokens either way too
     idx = torch.tensor([PROMPTS[0]])
     assert torch.equal(model.generate(idx, 30, temperature=0, use_cache=True),
                        model.generate(idx, 30, temperature=0, use_cache=False))

@@ -13,10 +13,11 @@ import torch
 
 from minigpt import GPT
 from minigpt import checkpoint as ckpt_io
-from minigpt.train import read_metrics
+from minigpt.trainer import read_metrics
 from rlhf import data as D
 from rlhf import grpo
-from tests.tiny_rl import prompts_of, tiny_gpt, tiny_rm  # and the `tok` fixture of conftest.py
+from rlhf.gold import GoldEvaluator
+from tests.tiny_rl import convs_of, prompts_of, tiny_gpt, tiny_rm  # and the `tok` fixture of conftest.py
 
 # ---------------------------------------------------------------- the formulas
 
@@ -52,12 +53,12 @@ def test_k3_is_nonnegative_and_its_expectation_is_the_exact_kl():
 
 # ---------------------------------------------------------------- rollout and loss
 
-class LengthScorer(torch.nn.Module):
-    """A toy reward model: minus the number of real tokens, so within a group (same prompt) shorter
-    responses score higher: "stop quickly"."""
+class LengthScorer:
+    """A toy reward function: minus the number of real tokens, so within a group (same prompt) shorter
+    responses score higher: "stop quickly". Called as reward_fn(conversations, samples)."""
 
-    def score(self, idx, attention_mask):
-        return -attention_mask.sum(1).float()
+    def __call__(self, conversations, samples):
+        return -samples.attention_mask.sum(1).float()
 
 
 def stop_prone_gpt(vocab_size, stop_id, p_stop=0.2, seed=0):
@@ -88,7 +89,7 @@ def test_rollout_groups_share_a_prompt_and_advantages_center_each_group(tok):
     policy = stop_prone_gpt(tok.vocab_size, stop)
     cfg = cfg_for()
     prompts = prompts_of(tok, 3)
-    ro = grpo.collect_groups(policy, policy, LengthScorer(), prompts, cfg, stop, D.pad_token_id(tok),
+    ro = grpo.collect_groups(policy, policy, LengthScorer(), convs_of(3), prompts, cfg, stop, D.pad_token_id(tok),
                              torch.Generator().manual_seed(0))
     G, P = cfg.group_size, ro.prompt_length
     assert ro.sequences.shape[0] == 3 * G
@@ -114,8 +115,8 @@ def test_first_minibatch_ratio_is_one_and_loss_is_minus_mean_advantage(tok):
     stop = D.stop_token_id(tok)
     policy = stop_prone_gpt(tok.vocab_size, stop)
     cfg = cfg_for(beta=0.5)
-    ro = grpo.collect_groups(policy, policy, LengthScorer(), prompts_of(tok, 2), cfg, stop, D.pad_token_id(tok),
-                             torch.Generator().manual_seed(1))
+    ro = grpo.collect_groups(policy, policy, LengthScorer(), convs_of(2), prompts_of(tok, 2), cfg, stop,
+                             D.pad_token_id(tok), torch.Generator().manual_seed(1))
     batch = ro.select(torch.arange(ro.sequences.shape[0]))
     loss, stats = grpo.grpo_loss(policy, batch, cfg)
     mask = ro.response_mask
@@ -136,15 +137,16 @@ def test_grpo_learns_to_stop_quickly(tok):
     scorer = LengthScorer()
 
     def mean_length(seed):
-        ro = grpo.collect_groups(policy, ref, scorer, prompts * 4, replace(cfg, group_size=4), stop, pad,
-                                 torch.Generator().manual_seed(seed))
+        ro = grpo.collect_groups(policy, ref, scorer, convs_of(4) * 4, prompts * 4, replace(cfg, group_size=4),
+                                 stop, pad, torch.Generator().manual_seed(seed))
         return ro.response_mask.sum(1).mean().item()
 
     before = mean_length(123)
     policy.train()
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
     for it in range(6):
-        ro = grpo.collect_groups(policy, ref, scorer, prompts, cfg, stop, pad, torch.Generator().manual_seed(it))
+        ro = grpo.collect_groups(policy, ref, scorer, convs_of(4), prompts, cfg, stop, pad,
+                                 torch.Generator().manual_seed(it))
         grpo.grpo_update(policy, opt, ro, cfg, torch.Generator().manual_seed(it))
     after = mean_length(123)
     print(f"mean response length {before:.2f} -> {after:.2f}")
@@ -167,7 +169,7 @@ def test_tiny_preset_smoke_run_and_resume(run_dirs):
     cfg = replace(grpo.GRPOConfig(), **{**grpo.PRESETS["tiny"], "sft_dir": sft, "rm_dir": rm,
                                         "out_dir": str(root / "grpo"), "progress": False, "max_iters": 2,
                                         "n_eval_prompts": 4, "n_final_eval": 4})
-    s = grpo.train_grpo(cfg)
+    s = grpo.train_grpo(cfg, *grpo.gold_evaluators(cfg, GoldEvaluator))   # as `python -m rlhf.grpo` does
     for f in ("model.pt", "summary.json", "metrics.jsonl", "grpo.png", "ckpt.pt", "config.json"):
         assert os.path.exists(os.path.join(cfg.out_dir, f)), f
     with open(os.path.join(cfg.out_dir, "summary.json")) as f:

@@ -161,13 +161,35 @@ def test_ranked_reward_loss_pair_mask_drops_ties_and_padding():
     for p, i, j in kept:
         pair_mask[p, i, j] = 1.0
     pair_mask[0, 3, 0] = 1.0  # below the diagonal: must be ignored
-    ref = adapters.run_pairwise_reward_loss(torch.stack([rewards[p, i] for p, i, j in kept]),
-                                            torch.stack([rewards[p, j] for p, i, j in kept]))
-    torch.testing.assert_close(adapters.run_ranked_reward_loss(rewards, pair_mask), ref)
+    def pairwise(pairs):
+        return adapters.run_pairwise_reward_loss(torch.stack([rewards[p, i] for p, i, j in pairs]),
+                                                 torch.stack([rewards[p, j] for p, i, j in pairs]))
+
+    pooled = pairwise(kept)
+    per_prompt = (pairwise(kept[:5]) + pairwise(kept[5:])) / 2      # eq. 1: each prompt's mean, then over prompts
+    torch.testing.assert_close(adapters.run_ranked_reward_loss(rewards, pair_mask), per_prompt,
+                               msg="reduction='prompt' (the default) is InstructGPT eq. 1: mean over each prompt's "
+                                   "kept pairs, then mean over prompts")
+    torch.testing.assert_close(adapters.run_ranked_reward_loss(rewards, pair_mask, reduction="pair"), pooled,
+                               msg="reduction='pair' is one mean over every kept pair of the batch")
     # values in masked-out slots do not matter
     rewards2 = rewards.clone()
     rewards2[1, 3] = 1e4
-    torch.testing.assert_close(adapters.run_ranked_reward_loss(rewards2, pair_mask), ref)
+    torch.testing.assert_close(adapters.run_ranked_reward_loss(rewards2, pair_mask), per_prompt)
+
+
+def test_ranked_reward_loss_weighs_every_prompt_equally():
+    """A prompt with 28 informative pairs (K = 8) weighs as much as a prompt with one (InstructGPT eq. 1);
+    a prompt with no kept pair does not count at all."""
+    rewards = _rand(3, 8)
+    pair_mask = torch.zeros(3, 8, 8, dtype=f64)
+    pair_mask[0] = torch.ones(8, 8, dtype=f64).triu(1)          # 28 pairs
+    pair_mask[1, 0, 1] = 1.0                                    # 1 pair; prompt 2 keeps none
+    diff = rewards[:, :, None] - rewards[:, None, :]
+    prompt0 = -torch.nn.functional.logsigmoid(diff[0][pair_mask[0] > 0]).mean()
+    prompt1 = -torch.nn.functional.logsigmoid(diff[1, 0, 1])
+    torch.testing.assert_close(adapters.run_ranked_reward_loss(rewards, pair_mask), (prompt0 + prompt1) / 2,
+                               msg="each prompt that keeps a pair must weigh the same; prompts without pairs none")
 
 
 def test_ranked_reward_loss_gradcheck():

@@ -1,4 +1,4 @@
-"""Tests for rlhf/ppo.py: one (or more) per item of DESIGN.md's "PPO for language models" checklist,
+"""Tests for rlhf/ppo.py: one (or more) per item of docs/DESIGN.md's "PPO for language models" checklist,
 a tiny-preset smoke run with resume, and a toy reward PPO must learn.
 
     python -m pytest tests/test_ppo.py -q
@@ -18,9 +18,13 @@ from minigpt import checkpoint as ckpt_io
 from minigpt.generate import generate
 from rlhf import data as D
 from rlhf import ppo
+from rlhf import reward_model as R
+from rlhf.gold import GoldEvaluator
 from rlhf.losses import AdaptiveKLController, gae, masked_mean
-from rlhf.reward_model import RewardModel
-from tests.tiny_rl import prompts_of, tiny_gpt, tiny_rm  # and the `tok` fixture of conftest.py
+from rlhf import rollout as rollout_lib
+from rlhf.reward import RewardModel
+from rlhf.rl_update import disable_dropout
+from tests.tiny_rl import convs_of, prompts_of, tiny_gpt, tiny_rm  # and the `tok` fixture of conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +50,17 @@ def models(run_dirs):
     return ppo.build_models(cfg, torch.device("cpu"))
 
 
+def collect(policy, ref, rm, value, tok, cfg, n=8, seed=0, kl_coef=0.1):
+    """ppo.collect_rollout on the first n world prompts of tiny_rl, the RM judging each reply's text,
+    sampled with a seeded generator."""
+    return ppo.collect_rollout(policy, ref, value, rollout_lib.rm_reward(rm, tok), convs_of(n), prompts_of(tok, n),
+                               cfg, kl_coef, D.stop_token_id(tok), D.pad_token_id(tok),
+                               torch.Generator().manual_seed(seed))
+
+
 def rollout(models, tok, cfg, n=8, seed=0, kl_coef=0.1):
     policy, ref, rm, value, _ = models
-    return ppo.collect_rollout(policy, ref, rm, value, prompts_of(tok, n), cfg, kl_coef, D.stop_token_id(tok),
-                               D.pad_token_id(tok), torch.Generator().manual_seed(seed))
+    return collect(policy, ref, rm, value, tok, cfg, n, seed, kl_coef)
 
 
 # ---------------------------------------------------------------- 1. temperature everywhere
@@ -61,9 +72,9 @@ def test_temperature_is_applied_in_rollout_and_training(tok, models, run_dirs):
     gen = generate(policy, prompts, 10, temperature=T, eos_token_id=D.stop_token_id(tok),
                    pad_token_id=D.pad_token_id(tok), generator=torch.Generator().manual_seed(0), return_logprobs=True)
     m = gen.response_mask
-    recomputed = ppo.response_logprobs(policy, gen.sequences, gen.attention_mask, gen.prompt_length, T) * m
+    recomputed = rollout_lib.response_logprobs(policy, gen.sequences, gen.attention_mask, gen.prompt_length, T) * m
     assert torch.allclose(recomputed, gen.logprobs, atol=1e-5)
-    at_one = ppo.response_logprobs(policy, gen.sequences, gen.attention_mask, gen.prompt_length, 1.0) * m
+    at_one = rollout_lib.response_logprobs(policy, gen.sequences, gen.attention_mask, gen.prompt_length, 1.0) * m
     assert (at_one - gen.logprobs).abs().max() > 1e-2          # forgetting the temperature is caught
     # the training forward (ActorCritic) divides by the same temperature
     ac = ppo.ActorCritic(policy, models[3], T)
@@ -84,7 +95,7 @@ def test_left_padding_changes_no_logprob(tok, models):
     assert batched.attention_mask[1, :len(long) - len(short)].sum() == 0       # left padding
     assert torch.equal(alone.response[0], batched.response[1])
     assert torch.allclose(alone.logprobs[0], batched.logprobs[1], atol=1e-5)
-    lp = ppo.response_logprobs(policy, batched.sequences, batched.attention_mask, batched.prompt_length, 1.0)
+    lp = rollout_lib.response_logprobs(policy, batched.sequences, batched.attention_mask, batched.prompt_length, 1.0)
     assert torch.allclose(lp[1] * batched.response_mask[1], alone.logprobs[0], atol=1e-5)
 
 
@@ -120,7 +131,7 @@ def test_no_padded_position_contributes_to_any_loss(tok, models, run_dirs):
 
 def test_used_columns_hand_example():
     am = torch.tensor([[0, 0, 1, 1, 1, 0, 0], [0, 1, 1, 1, 1, 1, 0]])
-    assert ppo.used_columns(am, 4, am[:, 4:].float()) == (1, 2)
+    assert rollout_lib.used_columns(am, 4, am[:, 4:].float()) == (1, 2)
 
 
 def test_trimmed_micro_batch_gives_the_same_loss_and_gradients(tok, models, run_dirs):
@@ -131,7 +142,7 @@ def test_trimmed_micro_batch_gives_the_same_loss_and_gradients(tok, models, run_
     lengths = ro.attention_mask.sum(1)
     rows = lengths.argsort()[:3]                     # the shortest episodes: padding columns in every row
     full = {**ro.select(rows), "prompt_length": ro.prompt_length}
-    trimmed = ppo.trim_padding(full)
+    trimmed = rollout_lib.trim_padding(full)
     assert trimmed["sequences"].shape[1] < full["sequences"].shape[1]
     out = []
     for batch in (full, trimmed):
@@ -151,7 +162,7 @@ def test_trimmed_micro_batch_gives_the_same_loss_and_gradients(tok, models, run_
 def test_truncate_after_first_stop_hand_example():
     E, PAD = 9, 0
     resp = torch.tensor([[4, E, 5, E], [4, 5, 6, 7], [E, 3, 3, 3]])
-    out, mask, stopped = ppo.truncate_after_stop(resp, E, PAD)
+    out, mask, stopped = rollout_lib.truncate_after_stop(resp, E, PAD)
     assert out.tolist() == [[4, E, PAD, PAD], [4, 5, 6, 7], [E, PAD, PAD, PAD]]
     assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
     assert stopped.tolist() == [True, False, True]
@@ -177,11 +188,10 @@ def test_rm_scores_truncated_text_and_no_stop_gets_fixed_penalty(tok, models, ru
     prompts = prompts_of(tok, 8)
     for strength, expect_stopped in ((12.0, True), (-30.0, False)):
         policy = _constant_policy(tok.vocab_size, stop, strength)
-        ro = ppo.collect_rollout(policy, policy, rm, value, prompts, cfg, 0.1, stop, D.pad_token_id(tok),
-                                 torch.Generator().manual_seed(0))
+        ro = collect(policy, policy, rm, value, tok, cfg)
         assert ro.stopped.all() if expect_stopped else (~ro.stopped).all()
         if expect_stopped:
-            # RM score read at the last real token of the truncated text == scoring that text alone
+            # RM score of the truncated reply == the RM reading prompt + reply + <|end|> alone, at its last token
             for b in range(len(prompts)):
                 L = int(ro.response_mask[b].sum())
                 ids = torch.tensor([prompts[b] + ro.sequences[b, ro.prompt_length:ro.prompt_length + L].tolist()])
@@ -192,6 +202,52 @@ def test_rm_scores_truncated_text_and_no_stop_gets_fixed_penalty(tok, models, ru
         else:
             assert torch.all(ro.scores == -7.5)
             assert ro.response_mask.sum(1).eq(6).all()
+
+
+def _reply_texts(ro, tok):
+    """(text without <|end|>, stopped) of each response of a Rollout."""
+    out = []
+    for b in range(ro.sequences.shape[0]):
+        n = int(ro.response_mask[b].sum())
+        ids = ro.sequences[b, ro.prompt_length:ro.prompt_length + n].tolist()
+        stopped = bool(ro.stopped[b])
+        out.append((tok.decode(ids[:-1] if stopped else ids), stopped))
+    return out
+
+
+def test_the_reward_of_a_reply_is_the_same_in_rm_training_and_in_ppo(tok, models, run_dirs):
+    """One RM scoring path: the reward PPO gives a sampled reply equals the score the reward-model stage's
+    own encoding of its training comparisons (to_items -> collate_items -> last real token) gives the same
+    (conversation, reply text)."""
+    cfg = cfg_for(run_dirs, no_stop_reward=None)
+    policy, ref, rm, value, _ = models
+    ro = collect(policy, ref, rm, value, tok, cfg, n=8)
+    records = [D.Ranking(conv, [text, "(a placeholder second reply)"], [0, 1], {"stopped": [stopped, True]})
+               for conv, (text, stopped) in zip(convs_of(8), _reply_texts(ro, tok))]
+    items = R.to_items(records, tok, rm.config.block_size)
+    train_time = [r[0] for r in R.score_items(rm, items, D.pad_token_id(tok))]
+    assert train_time == pytest.approx(ro.rm_scores.tolist(), abs=1e-5), \
+        "PPO's reward must be the score the RM was trained to give: the same text, encoded the same way"
+
+
+def test_a_non_canonical_tokenisation_gets_the_reward_of_its_text(tok, models):
+    """The RM judges text: a reply sampled as single bytes scores exactly like the same text in canonical
+    tokens (scoring the sampled ids would give it a score the RM never learned to give)."""
+    _, _, rm, _, _ = models
+    conv = [{"role": "user", "content": "Reverse the word cat."}]
+    canonical = tok.encode("tac.")
+    as_bytes = list("tac.".encode())
+    assert canonical != as_bytes, "the fixture tokenizer should merge some of these bytes"
+    prompt, end = D.render_prompt(conv, tok), D.stop_token_id(tok)
+    resp = torch.tensor([as_bytes + [end]])
+    s = rollout_lib.Samples(sequences=torch.cat([torch.tensor([prompt]), resp], 1),
+                            attention_mask=torch.ones(1, len(prompt) + resp.shape[1], dtype=torch.long),
+                            prompt_length=len(prompt), response=resp, response_mask=torch.ones(resp.shape),
+                            stopped=torch.tensor([True]), gen_logprobs=None)
+    text_score = rollout_lib.score_responses(rm, tok, [conv], ["tac."], [True])[0]
+    assert rollout_lib.score_samples(rm, tok, [conv], s).item() == pytest.approx(text_score, abs=1e-6)
+    ids_score = rm.score(s.sequences, s.attention_mask).item()
+    assert ids_score != pytest.approx(text_score, abs=1e-6)     # what scoring the sampled ids would have said
 
 
 # ---------------------------------------------------------------- 4 + 6. shaped rewards, GAE, whitening
@@ -235,8 +291,7 @@ def test_adaptive_kl_controller_moves_beta_towards_target():
 def test_first_minibatch_ratio_is_exactly_one(tok, models, run_dirs):
     cfg = cfg_for(run_dirs, ptx_coef=0.0, ppo_epochs=2, n_minibatches=2, micro_batch_size=3)
     policy, ref, rm, value, _ = [copy.deepcopy(m) for m in models[:4]] + [None]
-    ro = ppo.collect_rollout(policy, ref, rm, value, prompts_of(tok, 8), cfg, 0.1, D.stop_token_id(tok),
-                             D.pad_token_id(tok), torch.Generator().manual_seed(0))
+    ro = collect(policy, ref, rm, value, tok, cfg)
     ac = ppo.ActorCritic(policy, value, cfg.temperature)
     opt = torch.optim.AdamW(ac.parameters(), lr=1e-3)
     stats = ppo.ppo_update(ac, opt, ro, cfg, torch.Generator().manual_seed(0))
@@ -257,7 +312,7 @@ def test_dropout_is_off_in_every_model(run_dirs, tok, tmp_path):
     for m in (policy, ref, rm, value):
         assert not any(mod.training for mod in m.modules())
         assert all(mod.p == 0.0 for mod in m.modules() if isinstance(mod, torch.nn.Dropout))
-    m = ppo.disable_dropout(tiny_gpt(tok.vocab_size, dropout=0.5).train())
+    m = disable_dropout(tiny_gpt(tok.vocab_size, dropout=0.5).train())
     m.train()  # even if someone switches training mode back on, p = 0 keeps forwards deterministic
     assert torch.equal(m(x)[0], m(x)[0])
 
@@ -282,9 +337,8 @@ def test_rm_normalisation_offset_reaches_the_ppo_score(tok, models, run_dirs):
     policy, ref, rm, value, _ = models
     rm2 = copy.deepcopy(rm)
     rm2.normalize_(1.25)                       # what the RM stage does so demonstrations average 0
-    args = (prompts_of(tok, 6), cfg, 0.1, D.stop_token_id(tok), D.pad_token_id(tok))
-    a = ppo.collect_rollout(policy, ref, rm, value, *args, generator=torch.Generator().manual_seed(0))
-    b = ppo.collect_rollout(policy, ref, rm2, value, *args, generator=torch.Generator().manual_seed(0))
+    a = collect(policy, ref, rm, value, tok, cfg, n=6)
+    b = collect(policy, ref, rm2, value, tok, cfg, n=6)
     assert torch.allclose(a.rm_scores - 1.25, b.rm_scores, atol=1e-5)
 
 
@@ -316,13 +370,11 @@ def test_update_schedule_and_kl_is_nonnegative(tok, models, run_dirs):
     steps = []
     orig = opt.step
     opt.step = lambda *a, **k: (steps.append(1), orig(*a, **k))[1]
-    ro = ppo.collect_rollout(policy, ref, rm, value, prompts_of(tok, 8), cfg, 0.1, D.stop_token_id(tok),
-                             D.pad_token_id(tok), torch.Generator().manual_seed(0))
+    ro = collect(policy, ref, rm, value, tok, cfg)
     assert ro.kl.abs().max() < 1e-5 and ro.kl_exact.abs().max() < 1e-6     # policy == reference at the start
     ppo.ppo_update(ac, opt, ro, cfg, torch.Generator().manual_seed(0))
     assert len(steps) == 3 * 2                                             # ppo_epochs x n_minibatches
-    ro2 = ppo.collect_rollout(policy, ref, rm, value, prompts_of(tok, 8), cfg, 0.1, D.stop_token_id(tok),
-                              D.pad_token_id(tok), torch.Generator().manual_seed(1))
+    ro2 = collect(policy, ref, rm, value, tok, cfg, seed=1)
     assert (ro2.kl_exact >= -1e-6).all() and ro2.kl_exact.sum() > 0          # exact KL per token >= 0
     st = ppo.rollout_stats(ro2)
     assert st["kl_exact"] > 0 and st["logprob_drift"] < 1e-5
@@ -346,7 +398,7 @@ def test_stop_token_is_never_padding_and_is_supervised(tok):
     assert stop != pad
     ids, mask = D.render([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], tok)
     assert ids[-1] == stop and mask[-1] == 1                                  # SFT learns to stop
-    out, m, _ = ppo.truncate_after_stop(torch.tensor([[5, stop, 6]]), stop, pad)
+    out, m, _ = rollout_lib.truncate_after_stop(torch.tensor([[5, stop, 6]]), stop, pad)
     assert out[0, 2] == pad and m[0, 1] == 1                                  # the stop token is kept in the loss
 
 
@@ -354,7 +406,7 @@ def test_stop_token_is_never_padding_and_is_supervised(tok):
 
 def test_tiny_preset_smoke_run(run_dirs):
     cfg = cfg_for(run_dirs, max_iters=3, kl_target=100.0, eval_interval=2)
-    result = ppo.train_ppo(cfg)
+    result = ppo.train_ppo(cfg, ppo.gold_evaluator(cfg, GoldEvaluator))   # as `python -m rlhf.ppo` does
     out = cfg.out_dir
     for name in ("model.pt", "tokenizer.bpe", "ckpt.pt", "summary.json", "metrics.jsonl", "dashboard.png", "config.json"):
         assert os.path.exists(os.path.join(out, name)), name
@@ -374,7 +426,8 @@ def test_tiny_preset_smoke_run(run_dirs):
 
 def test_resume_reproduces_the_uninterrupted_run(run_dirs, tmp_path, monkeypatch):
     cfg = cfg_for(run_dirs, max_iters=3, eval_interval=2, out_dir=str(tmp_path / "straight"))
-    ppo.train_ppo(cfg)
+    evaluator = ppo.gold_evaluator(cfg, GoldEvaluator)
+    ppo.train_ppo(cfg, evaluator)
     straight = [json.loads(l) for l in open(tmp_path / "straight" / "metrics.jsonl")]
 
     crashed = replace(cfg, out_dir=str(tmp_path / "crashed"))
@@ -388,9 +441,9 @@ def test_resume_reproduces_the_uninterrupted_run(run_dirs, tmp_path, monkeypatch
 
     monkeypatch.setattr(ppo, "collect_rollout", crash_at_2)
     with pytest.raises(RuntimeError):
-        ppo.train_ppo(crashed)                       # ckpt.pt was saved at the start of iteration 2
+        ppo.train_ppo(crashed, evaluator)            # ckpt.pt was saved at the start of iteration 2
     monkeypatch.setattr(ppo, "collect_rollout", real)
-    result = ppo.train_ppo(replace(crashed, resume=True))
+    result = ppo.train_ppo(replace(crashed, resume=True), evaluator)
     assert result["iters"] == 3
     resumed = [json.loads(l) for l in open(tmp_path / "crashed" / "metrics.jsonl")]
     assert [r["iter"] for r in resumed] == [r["iter"] for r in straight]
@@ -440,7 +493,8 @@ def test_ppo_increases_a_toy_reward():
     opt = torch.optim.AdamW(ac.parameters(), lr=3e-3)
     means = []
     for it in range(8):
-        ro = ppo.collect_rollout(policy, ref, reward, value, prompts, cfg, cfg.init_kl_coef, STOP, PAD,
+        ro = ppo.collect_rollout(policy, ref, value, lambda convs, s: reward.score(s.sequences, s.attention_mask),
+                                 [None] * len(prompts), prompts, cfg, cfg.init_kl_coef, STOP, PAD,
                                  torch.Generator().manual_seed(100 + it))
         means.append(reward.score(ro.sequences, ro.attention_mask).mean().item())
         ppo.ppo_update(ac, opt, ro, cfg, torch.Generator().manual_seed(it))

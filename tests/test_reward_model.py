@@ -138,17 +138,19 @@ def test_ranked_loss_in_batch_equals_explicit_pairs():
     batch = R.collate_items(items, pad_id=0)
     assert batch["idx"].shape == (2, 4, 5)
     loss, stats = R.rm_loss(model, batch)
-    chosen, rejected = [], []
+    chosen, rejected, per_prompt = [], [], []
     for it in items:
         r = [model.score(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long))[0] for s in it.ids]
-        for i in range(len(it.ids)):
-            for j in range(i + 1, len(it.ids)):
-                if it.ranks[i] < it.ranks[j]:
-                    chosen.append(r[i])
-                    rejected.append(r[j])
+        c = [r[i] for i in range(len(it.ids)) for j in range(i + 1, len(it.ids)) if it.ranks[i] < it.ranks[j]]
+        w = [r[j] for i in range(len(it.ids)) for j in range(i + 1, len(it.ids)) if it.ranks[i] < it.ranks[j]]
+        per_prompt.append(adapters.run_pairwise_reward_loss(torch.stack(c), torch.stack(w)))
+        chosen += c
+        rejected += w
     assert len(chosen) == 6  # 5 of prompt 0 (one tie dropped) + 1 of prompt 1
-    ref = adapters.run_pairwise_reward_loss(torch.stack(chosen), torch.stack(rejected))
+    ref = torch.stack(per_prompt).mean()                # InstructGPT eq. 1: per prompt, then over prompts
     torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+    pooled = adapters.run_pairwise_reward_loss(torch.stack(chosen), torch.stack(rejected))
+    torch.testing.assert_close(R.rm_loss(model, batch, reduction="pair")[0], pooled, rtol=1e-5, atol=1e-6)
     assert stats["pairs"].item() == 6
     acc = sum(float(c > r) for c, r in zip(chosen, rejected)) / 6
     assert stats["accuracy"].item() == pytest.approx(acc)

@@ -15,7 +15,9 @@ from minigpt import checkpoint as ck
 from minigpt.config import GPTConfig
 from minigpt.model import GPT
 from minigpt.tokenizer import train_bpe
+from rlhf import gold
 from rlhf import sft as S
+from rlhf.gold import GoldEvaluator
 from rlhf.data import SFTDataset, collate_sft, pad_token_id
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,29 +112,34 @@ def test_sft_batches_cover_each_epoch_and_are_deterministic(tok):
     assert b("val", 0)["idx"].shape[0] == 4                               # val rows wrap around
 
 
-# ----------------------------------------------------------------------------- gold evaluation
+# ----------------------------------------------------------------------------- gold evaluation (rlhf.gold)
 
-def test_evaluate_gold_scores_perfect_replies_as_one(monkeypatch, tok, model):
-    from rlhf.world import make_prompts
-
-    examples = make_prompts("val", 20, seed=1)
-    monkeypatch.setattr(S, "generate_replies", lambda m, t, convs, *a, **k: [
-        {"response": ex.gold, "stopped": True, "n_tokens": 1} for ex in examples])
-    out = S.evaluate_gold(model, tok, examples)
+def test_gold_evaluator_scores_perfect_replies_as_one(monkeypatch, tok, model):
+    evaluator = GoldEvaluator(20, seed=1)
+    monkeypatch.setattr(gold, "generate_responses", lambda m, t, convs, *a, **k: [
+        {"response": ex.gold, "stopped": True, "n_tokens": 1} for ex in evaluator.examples])
+    out = evaluator(model, tok)
     assert out["gold"] == pytest.approx(1.0) and out["stop_rate"] == 1.0 and out["n"] == 20
-    assert set(out["per_family"]) == {ex.family for ex in examples}
+    assert set(out["per_family"]) == {ex.family for ex in evaluator.examples}
     assert all(v == pytest.approx(1.0) for v in out["per_family"].values())
 
 
-def test_evaluate_gold_runs_a_real_model(tok, model):
-    from rlhf.world import make_prompts
-
-    examples = make_prompts("val", 6, seed=0)
-    out = S.evaluate_gold(model, tok, examples, max_new_tokens=8, batch_size=4)
+def test_gold_evaluator_runs_a_real_model(tok, model):
+    evaluator = GoldEvaluator(6, seed=0, max_new_tokens=8, batch_size=4)
+    out = evaluator(model, tok)
     assert 0.0 <= out["gold"] <= 1.0 and len(out["rows"]) == 6
     assert all(0.0 <= r["score"] <= 1.0 for r in out["rows"])
-    again = S.evaluate_gold(model, tok, examples, max_new_tokens=8, batch_size=4)
+    again = evaluator(model, tok)
     assert [r["response"] for r in again["rows"]] == [r["response"] for r in out["rows"]]  # greedy: deterministic
+
+
+def test_sft_stage_gets_its_evaluator_from_the_caller():
+    """The stage builds no judge itself: gold_evaluator(cfg, class) wires its settings into the class the
+    caller hands in (None when n_eval is 0)."""
+    cfg = S.SFTConfig(n_eval=7, eval_seed=3, max_new_tokens=9, eval_batch_size=5)
+    ev = S.gold_evaluator(cfg, GoldEvaluator)
+    assert len(ev.examples) == 7 and (ev.seed, ev.max_new_tokens, ev.batch_size) == (3, 9, 5)
+    assert S.gold_evaluator(S.SFTConfig(n_eval=0), GoldEvaluator) is None
 
 
 # ----------------------------------------------------------------------------- data sources
@@ -172,7 +179,7 @@ def test_help_and_missing_init_from(tmp_path):
 
 def test_pretrain_then_sft_tiny_smoke(tmp_path):
     pre, sft = tmp_path / "pretrain", tmp_path / "sft"
-    r = subprocess.run([sys.executable, "-m", "minigpt.train", "--preset=tiny", f"--out_dir={pre}",
+    r = subprocess.run([sys.executable, "-m", "rlhf.pretrain", "--preset=tiny", f"--out_dir={pre}",
                         "--progress=false"], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     r = subprocess.run([sys.executable, "-m", "rlhf.sft", "--preset=tiny", f"--init_from={pre}",

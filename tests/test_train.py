@@ -1,4 +1,4 @@
-"""minigpt.train: schedule, optimizer groups, accumulation, resume, NaN guard, DDP, entry-point smoke runs."""
+"""minigpt.trainer and minigpt.train: schedule, optimizer groups, accumulation, resume, NaN guard, DDP, entry-point smoke runs."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from minigpt import checkpoint as ck
-from minigpt import train as T
+from minigpt import train as PT
+from minigpt import trainer as T
 from minigpt.config import GPTConfig
 from minigpt.model import GPT
 
@@ -39,7 +40,7 @@ def synthetic_batches(vocab=50, block=16, batch=4, n=2000, seed=0):
     g = torch.Generator().manual_seed(123)
     ids = torch.randint(vocab, (n,), generator=g)
     ids[1::2] = (ids[0::2] + 1) % vocab  # learnable: every odd token is its predecessor + 1
-    return T.LMBatches(ids[:1600], ids[1600:], block, batch, seed=seed)
+    return PT.LMBatches(ids[:1600], ids[1600:], block, batch, seed=seed)
 
 
 def env():
@@ -93,11 +94,11 @@ def test_accumulating_k_micro_batches_equals_one_big_batch():
     x = torch.randint(50, (8, 16))
     y = torch.randint(50, (8, 16))
     model.zero_grad()
-    loss_big, _ = T.forward_backward(model, T.lm_loss, [(x, y)])
+    loss_big, _ = T.forward_backward(model, PT.lm_loss, [(x, y)])
     g_big = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
     micro = [(x[i:i + 2], y[i:i + 2]) for i in range(0, 8, 2)]   # k = 4 micro-batches of 2
-    loss_acc, _ = T.forward_backward(model, T.lm_loss, micro)
+    loss_acc, _ = T.forward_backward(model, PT.lm_loss, micro)
     assert loss_acc == pytest.approx(loss_big, rel=1e-5)
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad, g_big[n], rtol=1e-4, atol=1e-6, msg=n)
@@ -107,7 +108,7 @@ def test_optimizer_step_clips_and_reports_norm():
     model = tiny_gpt()
     opt = T.configure_optimizer(model, T.LoopConfig())
     x = torch.randint(50, (2, 16))
-    T.forward_backward(model, T.lm_loss, [(x, x)])
+    T.forward_backward(model, PT.lm_loss, [(x, x)])
     expected = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
     norm = T.optimizer_step(model, opt, grad_clip=1e-3)
     assert norm == pytest.approx(float(expected), rel=1e-5)
@@ -122,7 +123,7 @@ def train_records(run_dir):
 
 def test_fit_learns_logs_and_writes_run_dir(tmp_path):
     cfg = loop_cfg(tmp_path, max_iters=40, eval_interval=10)
-    out = T.fit(tiny_gpt(), T.lm_loss, synthetic_batches(), cfg)
+    out = T.fit(tiny_gpt(), PT.lm_loss, synthetic_batches(), cfg)
     recs = train_records(cfg.out_dir)
     train = [r for r in recs if r["split"] == "train"]
     val = [r for r in recs if r["split"] == "val"]
@@ -150,13 +151,13 @@ class InterruptAt:
 
 def test_interrupt_then_resume_reproduces_the_curve_exactly(tmp_path):
     cfg_a = loop_cfg(tmp_path / "a", grad_accum=2)
-    T.fit(tiny_gpt(), T.lm_loss, synthetic_batches(), cfg_a)
+    T.fit(tiny_gpt(), PT.lm_loss, synthetic_batches(), cfg_a)
     cfg_b = loop_cfg(tmp_path / "b", grad_accum=2)
     with pytest.raises(KeyboardInterrupt):  # Ctrl-C during step 7 (micro-batch 14): ckpt.pt saved at 7
-        T.fit(tiny_gpt(), T.lm_loss, InterruptAt(synthetic_batches(), 14), cfg_b)
+        T.fit(tiny_gpt(), PT.lm_loss, InterruptAt(synthetic_batches(), 14), cfg_b)
     assert ck.safe_load(os.path.join(cfg_b.out_dir, "ckpt.pt"))["step"] == 7
     resumed = dataclasses.replace(cfg_b, resume=True)
-    T.fit(tiny_gpt(seed=99), T.lm_loss, synthetic_batches(), resumed)   # different init: weights come from ckpt
+    T.fit(tiny_gpt(seed=99), PT.lm_loss, synthetic_batches(), resumed)   # different init: weights come from ckpt
     a, b = train_records(cfg_a.out_dir), train_records(cfg_b.out_dir)
     assert [(r["step"], r["split"]) for r in a] == [(r["step"], r["split"]) for r in b]
     assert [r["loss"] for r in a] == [r["loss"] for r in b]               # bit-for-bit on CPU
@@ -172,13 +173,13 @@ def test_resume_with_dropout_restores_rng(tmp_path):
 
     cfg_a = loop_cfg(tmp_path / "a", max_iters=8)
     torch.manual_seed(5)
-    T.fit(model(), T.lm_loss, synthetic_batches(), cfg_a)
+    T.fit(model(), PT.lm_loss, synthetic_batches(), cfg_a)
     cfg_b = loop_cfg(tmp_path / "b", max_iters=8)
     torch.manual_seed(5)
     with pytest.raises(KeyboardInterrupt):
-        T.fit(model(), T.lm_loss, InterruptAt(synthetic_batches(), 5), cfg_b)
+        T.fit(model(), PT.lm_loss, InterruptAt(synthetic_batches(), 5), cfg_b)
     torch.manual_seed(1234)  # a fresh process would start from some other RNG state
-    T.fit(model(), T.lm_loss, synthetic_batches(), dataclasses.replace(cfg_b, resume=True))
+    T.fit(model(), PT.lm_loss, synthetic_batches(), dataclasses.replace(cfg_b, resume=True))
     a, b = train_records(cfg_a.out_dir), train_records(cfg_b.out_dir)
     assert [r["loss"] for r in a] == [r["loss"] for r in b]
 
@@ -187,7 +188,7 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
     cfg = loop_cfg(tmp_path, max_iters=20, eval_interval=4)
 
     def loss_fn(model, batch):
-        loss, stats = T.lm_loss(model, batch)
+        loss, stats = PT.lm_loss(model, batch)
         if loss_fn.calls == 6:
             loss = loss * float("nan")
         loss_fn.calls += 1
@@ -211,14 +212,14 @@ def test_stop_on_interrupt_finishes_the_step_and_saves(tmp_path):
             os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C arriving in the middle of step 3
         return synthetic_batches()(split, index)
 
-    out = T.fit(tiny_gpt(), T.lm_loss, batches, cfg)
+    out = T.fit(tiny_gpt(), PT.lm_loss, batches, cfg)
     assert out["interrupted"] and out["step"] == 4
     assert ck.safe_load(os.path.join(cfg.out_dir, "ckpt.pt"))["step"] == 4
 
 
 def test_lm_batches_are_deterministic_shifted_windows():
     ids = torch.arange(100)
-    b = T.LMBatches(ids[:80], ids[80:], block_size=8, batch_size=3, seed=1)
+    b = PT.LMBatches(ids[:80], ids[80:], block_size=8, batch_size=3, seed=1)
     x, y = b("train", 5)
     assert x.shape == (3, 8) and torch.equal(y, x + 1)
     x2, _ = b("train", 5)
@@ -226,7 +227,7 @@ def test_lm_batches_are_deterministic_shifted_windows():
     assert torch.equal(x, x2) and not torch.equal(x, x3)
     assert int(b("val", 0)[1].max()) <= 99
     with pytest.raises(ValueError, match="block_size"):
-        T.LMBatches(ids[:80], ids[80:85], block_size=8, batch_size=3)
+        PT.LMBatches(ids[:80], ids[80:85], block_size=8, batch_size=3)
 
 
 def test_plot_metrics_writes_png(tmp_path):
@@ -299,15 +300,22 @@ def test_pretrain_tiny_smoke_on_a_text_file(tmp_path):
 
 
 def test_pretrain_tiny_smoke_on_the_world_corpus(tmp_path):
-    pytest.importorskip("minigpt.tokenizer")
-    world = pytest.importorskip("rlhf.world")
-    if not hasattr(world, "corpus"):
-        pytest.skip("rlhf.world.corpus not there yet")
+    """python -m rlhf.pretrain: minigpt.train's pretraining on the world's corpus (minigpt knows no world)."""
     out = tmp_path / "pre"
-    r = subprocess.run([sys.executable, "-m", "minigpt.train", "--preset", "tiny", f"--out_dir={out}",
+    r = subprocess.run([sys.executable, "-m", "rlhf.pretrain", "--preset", "tiny", f"--out_dir={out}",
                         "--progress=false"], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert ck.is_finished(out)
+
+
+def test_minigpt_train_without_data_is_a_one_line_error(tmp_path):
+    """minigpt.train has no default corpus (it knows nothing of rlhf): no --data is a clear error."""
+    out = tmp_path / "pre"
+    r = subprocess.run([sys.executable, "-m", "minigpt.train", "--preset", "tiny", f"--out_dir={out}",
+                        "--progress=false"], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert r.stderr.strip().startswith("error: no training text") and "Traceback" not in r.stderr, r.stderr
+    assert "rlhf.pretrain" in r.stderr
 
 
 def test_ddp_two_processes_equal_one_process(tmp_path):

@@ -7,8 +7,10 @@ import torch
 
 from minigpt import GPT
 from minigpt.config import model_preset
+from minigpt.tokenizer import train_bpe
 from rlhf import data as D
-from rlhf.reward_model import RewardModel
+from rlhf.reward import RewardModel
+from rlhf.world import make_prompts
 
 TEXT = ("Reverse the word cat. tac. What is 3 plus 4? 7. Sort these numbers: 3, 1, 2. 1, 2, 3. "
         "The capital of Quon is Dasha. I don't know. Sorry, I can't help with that. Hello there! ") * 4
@@ -16,7 +18,6 @@ TEXT = ("Reverse the word cat. tac. What is 3 plus 4? 7. Sort these numbers: 3, 
 
 def tiny_tokenizer():
     """A 302-token BPE (256 bytes + 40 merges + 6 specials) trained on TEXT."""
-    from minigpt.tokenizer import train_bpe
     return train_bpe(TEXT, vocab_size=256 + 40 + 6)
 
 
@@ -39,7 +40,11 @@ def tiny_rm(vocab_size: int, seed: int = 1) -> RewardModel:
     return rm.eval()
 
 
+def convs_of(n: int = 8) -> list[list[dict]]:
+    """n train conversations of the instruction world (seed 3)."""
+    return [ex.conversation for ex in make_prompts("train", n, seed=3)]
+
+
 def prompts_of(tok, n: int = 8, max_len: int = 40) -> list[list[int]]:
-    """n rendered train prompts of the instruction world (seed 3), each at most max_len tokens."""
-    from rlhf.world import make_prompts
-    return [D.render_prompt(ex.conversation, tok, max_len=max_len) for ex in make_prompts("train", n, seed=3)]
+    """The n conversations of convs_of rendered for generation, each at most max_len tokens."""
+    return [D.render_prompt(c, tok, max_len=max_len) for c in convs_of(n)]

@@ -156,7 +156,7 @@ CELLS = [
     ("code", """
     from rlhf.ppo import (PRESETS as PPO_PRESETS, ActorCritic, PPOConfig, build_models, collect_rollout,
                           ppo_update, rollout_stats, train_ppo)
-    from minigpt.train import configure_optimizer, make_generator
+    from minigpt.trainer import configure_optimizer, make_generator
 
     SMALL_PPO = dict(max_iters=12, batch_size=32, max_new_tokens=16, n_minibatches=2, micro_batch_size=16,
                      learning_rate=1e-4, n_eval_prompts=48, eval_interval=6, n_print_samples=1)
