@@ -8,7 +8,7 @@ is speaking and when a turn ends, so every message is wrapped in special tokens)
 
 with no spaces between the pieces. Content is encoded as *ordinary text*: a user who types "<|end|>" gets
 the bytes of that string, never the end-of-turn token, so nobody can forge a turn boundary. The model stops
-by emitting <|end|> (the stop token); <|pad|> is only padding and is never the stop token (DESIGN.md PPO
+by emitting <|end|> (the stop token); <|pad|> is only padding and is never the stop token (docs/DESIGN.md PPO
 detail 14).
 
 SFT loss mask (InstructGPT §3.5 trains the policy on the demonstration only, not on the prompt):

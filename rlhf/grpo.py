@@ -22,7 +22,7 @@ One iteration, in the order the code runs:
     1. rollout   prompts_per_iter prompts, each repeated group_size times, sampled from the policy with the
                  KV-cache generator (rlhf.rollout: left-padded prompts, temperature, stop at <|end|>,
                  truncate after the first stop)
-    2. score     RM score at the last real token (no_stop_reward when the response never said <|end|>);
+    2. score     the RM's score of each reply's text (no_stop_reward when the response never said <|end|>);
                  old-policy and reference log-probs by forward passes (rlhf.rollout.response_logprobs)
     3. advantage group_advantages: zero mean in every group, exactly 0 when the whole group ties
     4. update    ppo_epochs passes over shuffled minibatches: ppo_policy_loss + β · masked mean of k3
