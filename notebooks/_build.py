@@ -59,20 +59,21 @@ SMALL_RM = dict(n_train_prompts=300, n_val_prompts=100, temperatures=[1.0, 1.6],
 
 STAGE_RUNS = {
     "pretrain": '''\
-from minigpt.train import PRESETS as PRETRAIN_PRESETS, TrainConfig, train_pretrain
-pre_cfg = TrainConfig(**{**(PRETRAIN_PRESETS["tiny"] | SMALL_PRETRAIN if SMALL else PRETRAIN_PRESETS["default"]),
-                         "out_dir": os.path.join(RUN, "pretrain"), "progress": False})
-pre = train_pretrain(pre_cfg)''',
+from rlhf.pretrain import PRESETS as PRETRAIN_PRESETS, WorldPretrainConfig, train_world_pretrain
+pre_cfg = WorldPretrainConfig(**{**(PRETRAIN_PRESETS["tiny"] | SMALL_PRETRAIN if SMALL else PRETRAIN_PRESETS["default"]),
+                                 "out_dir": os.path.join(RUN, "pretrain"), "progress": False})
+pre = train_world_pretrain(pre_cfg)''',
     "sft": '''\
-from rlhf.sft import PRESETS as SFT_PRESETS, SFTConfig, train_sft
+from rlhf.gold import GoldEvaluator, score as gold_score   # the judge we hand in: stages never import it
+from rlhf.sft import PRESETS as SFT_PRESETS, SFTConfig, gold_evaluator, train_sft
 sft_cfg = SFTConfig(**{**(SFT_PRESETS["tiny"] | SMALL_SFT if SMALL else SFT_PRESETS["default"]),
                        "out_dir": os.path.join(RUN, "sft"), "init_from": pre_cfg.out_dir, "progress": False})
-sft = train_sft(sft_cfg)''',
+sft = train_sft(sft_cfg, gold_evaluator(sft_cfg, GoldEvaluator))''',
     "reward_model": '''\
 from rlhf.reward_model import PRESETS as RM_PRESETS, RMConfig, train_reward_model
 rm_cfg = RMConfig(**{**(RM_PRESETS["tiny"] | SMALL_RM if SMALL else RM_PRESETS["default"]),
                      "out_dir": os.path.join(RUN, "reward_model"), "sft_dir": sft_cfg.out_dir, "progress": False})
-rm = train_reward_model(rm_cfg)''',
+rm = train_reward_model(rm_cfg, gold=gold_score)''',
 }
 
 

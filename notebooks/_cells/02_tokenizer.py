@@ -91,7 +91,7 @@ CELLS = [
     `encode_slow` is the textbook algorithm: split into pre-tokens, then inside each one repeatedly
     merge the adjacent pair that was learned earliest. `encode` hands the same vocabulary to tiktoken.
     They must produce identical ids — `train_bpe` even skips the rare merge on which they could differ
-    (see the module docstring of `minigpt/tokenizer.py`).
+    (see the module docstring of `minigpt/bpe.py`).
     """),
     ("code", """
     s = "The capital of Norland is Vesk. The opposite of cold is hot."

@@ -12,7 +12,7 @@ CELLS = [
        in a chat template, counted *only* on the assistant's tokens. The model learns to answer — and
        to stop.
 
-    Both are the stage functions the pipeline calls (`train_pretrain`, `train_sft`), run here with
+    Both are the stage functions the pipeline calls (`train_world_pretrain`, `train_sft`), run here with
     small overrides of their `tiny` preset so that this notebook takes seconds. Their run directories
     go to a temporary folder.
 
@@ -31,10 +31,13 @@ CELLS = [
     import torch.nn.functional as F
     from IPython.display import Image, display
     from minigpt.checkpoint import load_model, read_summary
-    from minigpt.train import PRESETS as PRETRAIN_PRESETS, TrainConfig, read_metrics, sample_text, train_pretrain
+    from minigpt.train import sample_text
+    from minigpt.trainer import read_metrics
+    from rlhf.gold import GoldEvaluator
+    from rlhf.pretrain import PRESETS as PRETRAIN_PRESETS, WorldPretrainConfig, train_world_pretrain
     from rlhf.data import collate_sft, format_chat, make_sft_example, render, render_prompt, stop_token_id
     from rlhf.losses import sft_loss
-    from rlhf.sft import PRESETS as SFT_PRESETS, SFTConfig, evaluate_gold, format_gold_table, train_sft
+    from rlhf.sft import PRESETS as SFT_PRESETS, SFTConfig, format_gold_table, gold_evaluator, train_sft
     from rlhf.world import make_demonstrations, make_prompts
 
     RUN = tempfile.mkdtemp(prefix="minigpt-nb04-")   # every file this notebook writes goes here
@@ -44,18 +47,18 @@ CELLS = [
     ("md", """
     ## 2. Pretraining
 
-    `TrainConfig` holds the loop's fields (steps, batch, learning-rate schedule, ...) and the model's
-    shape; `PRESETS` names two sizes. With `SMALL=1` we take the `tiny` preset and make it a little
+    `WorldPretrainConfig` (minigpt's `TrainConfig` plus the size of the world corpus) holds the loop's
+    fields (steps, batch, learning-rate schedule, ...) and the model's shape; `PRESETS` names two sizes. With `SMALL=1` we take the `tiny` preset and make it a little
     bigger and longer, enough for the model to pick up the corpus (~15 s on 2 cores); with `SMALL=0`
-    the `default` preset (a few minutes). `train_pretrain` trains a BPE tokenizer first, then the
-    model, and writes `model.pt`, `tokenizer.bpe`, `metrics.jsonl`, `loss.png` and `summary.json`.
+    the `default` preset (a few minutes). `train_world_pretrain` generates the world's corpus and hands
+    it to minigpt's `train_pretrain`, which trains a BPE tokenizer first, then the model, and writes `model.pt`, `tokenizer.bpe`, `metrics.jsonl`, `loss.png` and `summary.json`.
     """),
     ("code", """
     # <SMALL_STAGES>
     preset = {**PRETRAIN_PRESETS["tiny"], **SMALL_PRETRAIN} if SMALL else PRETRAIN_PRESETS["default"]
-    pre_cfg = TrainConfig(**{**preset, "out_dir": os.path.join(RUN, "pretrain"), "progress": False})
+    pre_cfg = WorldPretrainConfig(**{**preset, "out_dir": os.path.join(RUN, "pretrain"), "progress": False})
     print(pre_cfg)
-    pre = train_pretrain(pre_cfg)
+    pre = train_world_pretrain(pre_cfg)
     """),
     ("code", """
     print(sorted(os.listdir(pre_cfg.out_dir)))
@@ -79,8 +82,8 @@ CELLS = [
         print(repr(s))
     """),
     ("code", """
-    examples = make_prompts("val", 5, seed=0)
-    result = evaluate_gold(base, tok, examples, max_new_tokens=16)
+    judge = GoldEvaluator(5, seed=0, max_new_tokens=16)   # 5 val prompts, the gold oracle's verdict
+    result = judge(base, tok)
     for r in result["rows"]:
         print(f"{r['prompt']!r:45} -> {r['response']!r:40} stopped={r['stopped']}  gold score {r['score']:.2f}")
     """),
@@ -135,14 +138,15 @@ CELLS = [
 
     `train_sft` loads the pretrained run, renders the simulated labelers' demonstrations (imperfect on
     purpose: see notebook 03), trains with `sft_loss` through the shared loop
-    `minigpt.train.fit`, and scores greedy answers to held-out *val* prompts with the gold oracle,
-    before and after.
+    `minigpt.trainer.fit`, and scores greedy answers to held-out *val* prompts with the gold oracle,
+    before and after — through the evaluator we hand it (`gold_evaluator(sft_cfg, GoldEvaluator)`): the
+    training code itself never imports the judge.
     """),
     ("code", """
     preset = {**SFT_PRESETS["tiny"], **SMALL_SFT} if SMALL else SFT_PRESETS["default"]
     sft_cfg = SFTConfig(**{**preset, "out_dir": os.path.join(RUN, "sft"), "init_from": pre_cfg.out_dir,
                            "progress": False})
-    sft = train_sft(sft_cfg)
+    sft = train_sft(sft_cfg, gold_evaluator(sft_cfg, GoldEvaluator))
     """),
 
     ("md", """
@@ -152,9 +156,9 @@ CELLS = [
     """),
     ("code", """
     sft_model, _ = load_model(sft_cfg.out_dir)
-    eval_examples = make_prompts("val", 100 if SMALL else 300, seed=1)
-    g_base = evaluate_gold(base, tok, eval_examples, max_new_tokens=sft_cfg.max_new_tokens)
-    g_sft = evaluate_gold(sft_model, tok, eval_examples, max_new_tokens=sft_cfg.max_new_tokens)
+    judge = GoldEvaluator(100 if SMALL else 300, seed=1, max_new_tokens=sft_cfg.max_new_tokens)
+    g_base = judge(base, tok)
+    g_sft = judge(sft_model, tok)
     print(format_gold_table(g_base, g_sft))
     print("per H (sft):", {h: round(v, 3) for h, v in g_sft["per_h"].items()})
     """),
@@ -167,7 +171,7 @@ CELLS = [
     ("md", """
     At SMALL size the fine-tuned model mostly learns the *form* — answer briefly, stop, refuse the
     forbidden, admit the unknown — and gets few contents right; the base model almost never stops.
-    The `default` preset (`SMALL=0`, or `python -m minigpt.train --preset default` then
+    The `default` preset (`SMALL=0`, or `python -m rlhf.pretrain --preset default` then
     `python -m rlhf.sft --preset default`) trains a 4-layer model for minutes: run it to see how far
     SFT gets. Either way SFT imitates the labelers' flaws too, which is the headroom the reward model
     and PPO work with.
@@ -191,7 +195,7 @@ CELLS = [
     ("md", """
     ## 9. Summary
 
-    - `train_pretrain(TrainConfig)` trains the tokenizer and the base model on plain text; its loss
+    - `train_world_pretrain(WorldPretrainConfig)` trains the tokenizer and the base model on plain text; its loss
       starts at about ln V and its samples read like the corpus.
     - The chat template wraps turns in special tokens; `render` supervises exactly the assistant's
       content and its `<|end|>`.

@@ -32,6 +32,7 @@ CELLS = [
     from IPython.display import Image, display
     from rlhf import data as D
     from rlhf.losses import AdaptiveKLController, gae, kl_shaped_rewards, masked_whiten, ppo_policy_loss
+    from rlhf.gold import GoldEvaluator
     from rlhf.world import make_prompts, score
 
     RUN = tempfile.mkdtemp(prefix="minigpt-nb06-")   # every file this notebook writes goes here
@@ -149,13 +150,15 @@ CELLS = [
     `build_models` loads the policy and the frozen reference (both the SFT model), the frozen reward
     model, and a value model initialised from the reward model (as InstructGPT does), with dropout off
     everywhere. `collect_rollout` does steps 1–3: sample (left-padded prompts, KV cache, stop at
-    `<|end|>`), score (RM at the last real token; a fixed penalty without `<|end|>`), shape the rewards,
+    `<|end|>`), score (the RM's score of the reply's text, read at its last token; a fixed penalty
+    without `<|end|>`), shape the rewards,
     run GAE, whiten. Its tensors are (B, P+N) and (B, N) with N = the longest response of the batch:
     the response columns that are padding in every row are dropped before any forward pass.
     """),
     ("code", """
     from rlhf.ppo import (PRESETS as PPO_PRESETS, ActorCritic, PPOConfig, build_models, collect_rollout,
-                          ppo_update, rollout_stats, train_ppo)
+                          gold_evaluator, ppo_update, rollout_stats, train_ppo)
+    from rlhf.rollout import render_prompts, rm_reward, sampling_generator
     from minigpt.trainer import configure_optimizer, make_generator
 
     SMALL_PPO = dict(max_iters=12, batch_size=32, max_new_tokens=16, n_minibatches=2, micro_batch_size=16,
@@ -167,11 +170,12 @@ CELLS = [
     stop_id, pad_id = D.stop_token_id(tok), D.pad_token_id(tok)
 
     examples = make_prompts("train", 8, seed=2)
-    room = policy.config.block_size - ppo_cfg.max_new_tokens
-    prompts = [D.render_prompt(ex.conversation, tok, max_len=room) for ex in examples]
-    ro = collect_rollout(policy, ref_model, reward_model, value_model, prompts, ppo_cfg,
+    convs = [ex.conversation for ex in examples]
+    prompts = render_prompts(convs, tok, policy.config.block_size, ppo_cfg.max_new_tokens)
+    reward_fn = rm_reward(reward_model, tok)        # the RM's judgement of each reply's *text*
+    ro = collect_rollout(policy, ref_model, value_model, reward_fn, convs, prompts, ppo_cfg,
                          kl_coef=ppo_cfg.init_kl_coef, stop_id=stop_id, pad_id=pad_id,
-                         generator=make_generator(0, "notebook-rollout"))
+                         generator=sampling_generator(policy, 0, "notebook-rollout"))
     print({k: tuple(v.shape) for k, v in vars(ro).items() if isinstance(v, torch.Tensor)})
     """),
     ("code", """
@@ -234,7 +238,7 @@ CELLS = [
     import contextlib, io
     ppo_log = io.StringIO()
     with contextlib.redirect_stdout(ppo_log), contextlib.redirect_stderr(ppo_log):
-        result = train_ppo(ppo_cfg)
+        result = train_ppo(ppo_cfg, gold_evaluator(ppo_cfg, GoldEvaluator))   # the judge we hand in
     print(ppo_log.getvalue()[-1500:])
     """),
     ("code", """
