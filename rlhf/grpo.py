@@ -55,19 +55,16 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm.auto import tqdm
-
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config
-from minigpt.distributed import DistInfo, all_reduce_mean, barrier, teardown_distributed
-from minigpt.trainer import (MetricsLogger, StopOnInterrupt, autocast_context, configure_optimizer,
-                             load_training_state, make_generator, plot_panels, read_metrics, save_training_state,
-                             seed_everything, set_lr, start_stage)
+from minigpt.distributed import DistInfo, barrier, teardown_distributed
+from minigpt.trainer import (autocast_context, configure_optimizer, make_generator, plot_panels, seed_everything,
+                             set_lr, start_stage)
 from rlhf import data as D
 from rlhf.losses import (entropy_from_logits, group_advantages, kl_k3,  # noqa: F401  (G.group_advantages)
                          masked_mean, ppo_policy_loss, token_logprobs)
 from rlhf.reward import RewardModel
+from rlhf.rl_loop import IterationRun, data_parallel, mean_over_processes
 from rlhf.rl_update import disable_dropout, eval_record, frozen, load_prompt_pool, minibatch_updates
 from rlhf.rollout import (render_prompts, response_logits, response_logprobs, rm_reward, sample,
                           sampling_generator, trim_padding)
@@ -280,9 +277,6 @@ def _train_grpo(cfg: GRPOConfig, device: torch.device, info: DistInfo, evaluator
         raise SystemExit(f"error: --prompts_per_iter={cfg.prompts_per_iter} does not split over {info.world_size} processes")
     if cfg.group_size < 2:
         raise SystemExit("error: --group_size must be >= 2 (a group of one has no baseline)")
-    is_main, run_dir = info.is_main, cfg.out_dir
-    log = (lambda *a: print(*a, flush=True)) if is_main else (lambda *a: None)
-
     policy, ref_model, reward_model, tokenizer = build_models(cfg, device)
     reward_fn = rm_reward(reward_model, tokenizer, cfg.micro_batch_size)     # the RM judges each reply's text
     stop_id, pad_id = D.stop_token_id(tokenizer), D.pad_token_id(tokenizer)
@@ -295,79 +289,43 @@ def _train_grpo(cfg: GRPOConfig, device: torch.device, info: DistInfo, evaluator
         raise SystemExit(f"error: {len(pool)} prompts, fewer than --prompts_per_iter={cfg.prompts_per_iter}")
 
     optimizer = configure_optimizer(policy, cfg, device.type)
-    logger = MetricsLogger(os.path.join(run_dir, "metrics.jsonl"), enabled=is_main)
-    start = 0
-    state = load_training_state(run_dir, policy, optimizer) if cfg.resume else None
-    if state is not None:
-        start = state["step"]
-        logger.truncate(start)
-        log(f"resumed {run_dir}/ckpt.pt at iteration {start}")
-    else:
-        if is_main:
-            os.makedirs(run_dir, exist_ok=True)
-        logger.reset()
-    if is_main:
-        ckpt_io.write_config(run_dir, cfg)
-    train_model = DDP(policy, device_ids=[info.local_rank] if device.type == "cuda" else None) if info.enabled else policy
+    train_model = data_parallel(policy, info, device)
     ctx = autocast_context(device, cfg.dtype)
+    run = IterationRun(cfg, info, policy, optimizer, desc="grpo")
+    run.start()
+    per_rank = cfg.prompts_per_iter // info.world_size
 
-    def do_eval() -> dict:
+    def one_iteration(it: int) -> dict:
+        # ---- 1-3: this rank's prompts, G samples each, scored and normalised within each group
+        order = torch.randperm(len(pool), generator=make_generator(cfg.seed, "prompts", it))[:cfg.prompts_per_iter]
+        mine = order[info.rank * per_rank:(info.rank + 1) * per_rank].tolist()
+        ro = collect_groups(policy, ref_model, reward_fn, [conversations[i] for i in mine], [pool[i] for i in mine],
+                            cfg, stop_id, pad_id, sampling_generator(policy, cfg.seed, "rollout", it, info.rank), ctx)
+        stats = rollout_stats(ro, cfg.group_size)
+        # ---- 4: the update
+        lr = cfg.learning_rate * (1.0 - it / cfg.max_iters)                 # linear decay to 0
+        set_lr(optimizer, lr)
+        stats.update(grpo_update(train_model, optimizer, ro, cfg, make_generator(cfg.seed, "update", it, info.rank),
+                                 ctx))
+        return {**mean_over_processes(stats, info), "lr": lr}
+
+    def evaluate() -> dict:
         """Gold score of sampled and greedy answers on the evaluator's val prompts (rank 0 only)."""
-        if not is_main or evaluator is None:
+        if not info.is_main or evaluator is None:
             return {}
         return eval_record(evaluator, policy, reward_model, tokenizer, cfg.temperature, cfg.eval_seed,
-                           cfg.no_stop_reward, cfg.n_print_samples, log)
+                           cfg.no_stop_reward, cfg.n_print_samples, run.log)
 
-    def save(it: int) -> None:
-        if is_main:
-            save_training_state(run_dir, policy, optimizer, it, cfg)
+    def postfix(stats: dict, last_eval: dict) -> dict:
+        return dict(rm=f"{stats['rm_score']:+.2f}", kl=f"{stats['kl']:.2f}", tied=f"{stats['tied_groups']:.2f}",
+                    gold=f"{last_eval.get('gold', float('nan')):.3f}")
 
-    bar = tqdm(total=cfg.max_iters, initial=start, desc="grpo", dynamic_ncols=True,
-               disable=not (cfg.progress and is_main and start < cfg.max_iters))
-    per_rank = cfg.prompts_per_iter // info.world_size
-    last_eval, it = {}, start
-    with StopOnInterrupt(verbose=is_main) as stop:
-        for it in range(start, cfg.max_iters):
-            t0 = time.time()
-            record = {"iter": it}
-            if cfg.eval_interval > 0 and it % cfg.eval_interval == 0:
-                last_eval = do_eval()
-                record.update(last_eval)
-                save(it)
-            # ---- 1-3: this rank's prompts, G samples each, scored and normalised within each group
-            order = torch.randperm(len(pool), generator=make_generator(cfg.seed, "prompts", it))[:cfg.prompts_per_iter]
-            mine = order[info.rank * per_rank:(info.rank + 1) * per_rank].tolist()
-            ro = collect_groups(policy, ref_model, reward_fn, [conversations[i] for i in mine], [pool[i] for i in mine],
-                                cfg, stop_id, pad_id, sampling_generator(policy, cfg.seed, "rollout", it, info.rank), ctx)
-            stats = rollout_stats(ro, cfg.group_size)
-            # ---- 4: the update
-            lr = cfg.learning_rate * (1.0 - it / cfg.max_iters)                 # linear decay to 0
-            set_lr(optimizer, lr)
-            stats.update(grpo_update(train_model, optimizer, ro, cfg, make_generator(cfg.seed, "update", it, info.rank),
-                                     ctx))
-            keys = sorted(stats)
-            vals = all_reduce_mean(torch.tensor([stats[k] for k in keys], dtype=torch.float64), info)
-            stats = dict(zip(keys, vals.tolist()))
-            record.update(stats, lr=lr, seconds=time.time() - t0)
-            logger.log(record)
-            bar.update(1)
-            bar.set_postfix(rm=f"{stats['rm_score']:+.2f}", kl=f"{stats['kl']:.2f}",
-                            tied=f"{stats['tied_groups']:.2f}", gold=f"{last_eval.get('gold', float('nan')):.3f}")
-            if stop.requested:
-                it += 1
-                break
-        else:
-            it = cfg.max_iters
-    bar.close()
-    interrupted = it < cfg.max_iters
-    if not interrupted and is_main:
-        logger.log({"iter": it, **do_eval()})
-    save(it)
+    it, interrupted, _ = run.loop(one_iteration, evaluate, postfix)
     result: dict = {}
-    if is_main:
-        records = read_metrics(logger.path)
-        plot_path = plot_panels(records, os.path.join(run_dir, "grpo.png"), GRPO_PANELS, x="iter",
-                                title=f"GRPO (G = {cfg.group_size}, β = {cfg.beta}) — {run_dir}")
+    if info.is_main:
+        records = run.records()
+        plot_path = plot_panels(records, os.path.join(cfg.out_dir, "grpo.png"), GRPO_PANELS, x="iter",
+                                title=f"GRPO (G = {cfg.group_size}, β = {cfg.beta}) — {cfg.out_dir}")
         train_records = [r for r in records if "rm_score" in r]
         tail = train_records[-max(1, len(train_records) // 10):] if train_records else []
         result = {"stage": "grpo", "iters": it, "interrupted": interrupted, "group_size": cfg.group_size,
@@ -387,12 +345,12 @@ def _train_grpo(cfg: GRPOConfig, device: torch.device, info: DistInfo, evaluator
                                "sft_gold_score_sampled": gold["sampled"]["sft_gold"],
                                "win_rate_vs_sft": gold["greedy"]["win_rate"], "kl": gold.get("kl"),
                                "gold": gold, "seconds_eval": time.time() - t0})
-                log("\n" + final_evaluator.format_versus(gold, "GRPO"))
+                run.log("\n" + final_evaluator.format_versus(gold, "GRPO"))
             result["seconds"] = time.time() - t_start
-            ckpt_io.save_model(run_dir, policy, tokenizer, extra={"stage": "grpo", "kind": "grpo_policy"})
-            ckpt_io.write_summary(run_dir, result)
-        log(f"grpo: {it} iterations in {time.time() - t_start:.0f}s; RM score (train samples) "
-            f"{result['rm_score_train_first']} -> {result['rm_score_train_last']}; {run_dir}/grpo.png")
+            ckpt_io.save_model(cfg.out_dir, policy, tokenizer, extra={"stage": "grpo", "kind": "grpo_policy"})
+            ckpt_io.write_summary(cfg.out_dir, result)
+        run.log(f"grpo: {it} iterations in {time.time() - t_start:.0f}s; RM score (train samples) "
+            f"{result['rm_score_train_first']} -> {result['rm_score_train_last']}; {cfg.out_dir}/grpo.png")
     barrier(info)
     return result
 

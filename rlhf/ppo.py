@@ -79,19 +79,16 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm.auto import tqdm
-
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config
-from minigpt.distributed import DistInfo, all_reduce_mean, barrier, teardown_distributed
-from minigpt.trainer import (MetricsLogger, StopOnInterrupt, autocast_context, configure_optimizer,
-                             load_training_state, make_generator, plot_panels, read_metrics, save_training_state,
-                             seed_everything, set_lr, start_stage)
+from minigpt.distributed import DistInfo, barrier, teardown_distributed
+from minigpt.trainer import (autocast_context, configure_optimizer, make_generator, plot_panels, seed_everything,
+                             set_lr, start_stage)
 from rlhf import data as D
 from rlhf.losses import (AdaptiveKLController, entropy_from_logits, gae, kl_shaped_rewards, masked_mean,
                          masked_whiten, ppo_policy_loss, ppo_value_loss, token_logprobs)
 from rlhf.reward import RewardModel
+from rlhf.rl_loop import IterationRun, data_parallel, mean_over_processes
 from rlhf.rl_update import disable_dropout, eval_record, frozen, load_prompt_pool, minibatch_updates
 from rlhf.rollout import (render_prompts, response_logits, rm_reward, sample, sampling_generator,
                           shift_to_response, trim_padding, used_columns)
@@ -396,7 +393,7 @@ def ptx_tokens(tokenizer, cfg: PPOConfig, device) -> Tensor:
 
 
 # -----------------------------------------------------------------------------
-# the stage: models, the iteration loop, the dashboard
+# the stage: models, one iteration after another (the plumbing: rlhf/rl_loop.py), the dashboard
 
 DASHBOARD = [("rm_score", "RM score (train samples)"), (("gold", "gold_greedy"), "gold score (val prompts)"),
              ("kl", "KL to SFT (nats)"), ("kl_coef", "β"), ("pg_loss", "policy loss"), ("vf_loss", "value loss"),
@@ -450,9 +447,6 @@ def _train_ppo(cfg: PPOConfig, device: torch.device, info: DistInfo, evaluator) 
     seed_everything(cfg.seed + info.rank)
     if cfg.batch_size % info.world_size:
         raise SystemExit(f"error: --batch_size={cfg.batch_size} does not split over {info.world_size} processes")
-    is_main, run_dir = info.is_main, cfg.out_dir
-    log = (lambda *a: print(*a, flush=True)) if is_main else (lambda *a: None)
-
     policy, ref_model, reward_model, value_model, tokenizer = build_models(cfg, device)
     reward_fn = rm_reward(reward_model, tokenizer, cfg.micro_batch_size)     # the RM judges each reply's text
     stop_id, pad_id = D.stop_token_id(tokenizer), D.pad_token_id(tokenizer)
@@ -468,91 +462,53 @@ def _train_ppo(cfg: PPOConfig, device: torch.device, info: DistInfo, evaluator) 
     ptx = ptx_tokens(tokenizer, cfg, device) if cfg.ptx_coef > 0 else None
 
     model = ActorCritic(policy, value_model, cfg.temperature)          # the trainable part
+    train_model = data_parallel(model, info, device)
     optimizer = configure_optimizer(model, cfg, device.type)
     kl_ctl = AdaptiveKLController(cfg.init_kl_coef, cfg.kl_target, cfg.kl_horizon)
-    logger = MetricsLogger(os.path.join(run_dir, "metrics.jsonl"), enabled=is_main)
-    start = 0
-    state = load_training_state(run_dir, policy, optimizer) if cfg.resume else None
+    ctx = autocast_context(device, cfg.dtype)
+    run = IterationRun(cfg, info, policy, optimizer, desc="ppo", extra_state=lambda: {
+        "value_model": ckpt_io.clean_state_dict(value_model), "kl_coef": kl_ctl.value})
+    state = run.start()
     if state is not None:
         value_model.load_state_dict(state["value_model"])
-        start, kl_ctl.value = state["step"], state["kl_coef"]
-        logger.truncate(start)
-        log(f"resumed {run_dir}/ckpt.pt at iteration {start} (β = {kl_ctl.value:.4f})")
-    else:
-        if is_main:
-            os.makedirs(run_dir, exist_ok=True)
-        logger.reset()
-    if is_main:
-        ckpt_io.write_config(run_dir, cfg)
-    train_model = DDP(model, device_ids=[info.local_rank] if device.type == "cuda" else None) if info.enabled else model
-    ctx = autocast_context(device, cfg.dtype)
+        kl_ctl.value = state["kl_coef"]
+    per_rank = cfg.batch_size // info.world_size
 
-    def do_eval() -> dict:
+    def one_iteration(it: int) -> dict:
+        # ---- 1-3: this rank's shard of this iteration's prompts, sampled and scored
+        order = torch.randperm(len(pool), generator=make_generator(cfg.seed, "prompts", it))[:cfg.batch_size]
+        mine = order[info.rank * per_rank:(info.rank + 1) * per_rank].tolist()
+        kl_coef = kl_ctl.value
+        ro = collect_rollout(policy, ref_model, value_model, reward_fn, [conversations[i] for i in mine],
+                             [pool[i] for i in mine], cfg, kl_coef, stop_id, pad_id,
+                             sampling_generator(policy, cfg.seed, "rollout", it, info.rank), ctx)
+        stats = rollout_stats(ro)
+        # ---- 4: the PPO update
+        lr = cfg.learning_rate * (1.0 - it / cfg.max_iters)                 # linear decay to 0
+        set_lr(optimizer, lr)
+        stats.update(ppo_update(train_model, optimizer, ro, cfg, make_generator(cfg.seed, "update", it, info.rank),
+                                ptx, ctx, step=it))
+        # ---- 5: average the logs over processes, then move β towards the KL target
+        stats = mean_over_processes(stats, info)
+        kl_ctl.update(stats["kl"], cfg.batch_size)
+        return {**stats, "kl_coef": kl_coef, "lr": lr}
+
+    def evaluate() -> dict:
         """Gold score of sampled and greedy responses on the evaluator's val prompts (rank 0 only)."""
-        if not is_main or evaluator is None:
+        if not info.is_main or evaluator is None:
             return {}
         return eval_record(evaluator, policy, reward_model, tokenizer, cfg.temperature, cfg.eval_seed,
-                           cfg.no_stop_reward, cfg.n_print_samples, log)
+                           cfg.no_stop_reward, cfg.n_print_samples, run.log)
 
-    def save(it: int) -> None:
-        """ckpt.pt: the policy as "model" (so load_model can read an unfinished run), plus the value model,
-        the optimizer (of both), β and the iteration; rollouts are seeded by iteration, so resume is exact."""
-        if is_main:
-            save_training_state(run_dir, policy, optimizer, it, cfg,
-                                {"value_model": ckpt_io.clean_state_dict(value_model), "kl_coef": kl_ctl.value})
+    def postfix(stats: dict, last_eval: dict) -> dict:
+        return dict(rm=f"{stats['rm_score']:+.2f}", kl=f"{stats['kl']:.2f}", beta=f"{stats['kl_coef']:.3f}",
+                    gold=f"{last_eval.get('gold', float('nan')):.3f}", stop=f"{stats['stop_rate']:.2f}")
 
-    bar = tqdm(total=cfg.max_iters, initial=start, desc="ppo", dynamic_ncols=True,
-               disable=not (cfg.progress and is_main and start < cfg.max_iters))
-    per_rank = cfg.batch_size // info.world_size
-    last_eval, it = {}, start
-    with StopOnInterrupt(verbose=is_main) as stop:
-        for it in range(start, cfg.max_iters):
-            t0 = time.time()
-            record = {"iter": it, "step": it}   # "step": what MetricsLogger.truncate keys on at resume
-            if cfg.eval_interval > 0 and it % cfg.eval_interval == 0:
-                last_eval = do_eval()
-                record.update(last_eval)
-                save(it)
-            # ---- 1-3: this rank's shard of this iteration's prompts, sampled and scored
-            order = torch.randperm(len(pool), generator=make_generator(cfg.seed, "prompts", it))[:cfg.batch_size]
-            mine = order[info.rank * per_rank:(info.rank + 1) * per_rank].tolist()
-            kl_coef = kl_ctl.value
-            ro = collect_rollout(policy, ref_model, value_model, reward_fn, [conversations[i] for i in mine],
-                                 [pool[i] for i in mine], cfg, kl_coef, stop_id, pad_id,
-                                 sampling_generator(policy, cfg.seed, "rollout", it, info.rank), ctx)
-            stats = rollout_stats(ro)
-            # ---- 4: the PPO update
-            lr = cfg.learning_rate * (1.0 - it / cfg.max_iters)                 # linear decay to 0
-            set_lr(optimizer, lr)
-            stats.update(ppo_update(train_model, optimizer, ro, cfg, make_generator(cfg.seed, "update", it, info.rank),
-                                    ptx, ctx, step=it))
-            # ---- 5: average the logs over processes, then move β towards the KL target
-            keys = sorted(stats)
-            vals = all_reduce_mean(torch.tensor([stats[k] for k in keys], dtype=torch.float64), info)
-            stats = dict(zip(keys, vals.tolist()))
-            kl_ctl.update(stats["kl"], cfg.batch_size)
-            record.update(stats, kl_coef=kl_coef, lr=lr, seconds=time.time() - t0)
-            logger.log(record)
-            bar.update(1)
-            bar.set_postfix(rm=f"{stats['rm_score']:+.2f}", kl=f"{stats['kl']:.2f}", beta=f"{kl_coef:.3f}",
-                            gold=f"{last_eval.get('gold', float('nan')):.3f}", stop=f"{stats['stop_rate']:.2f}")
-            if stop.requested:
-                it += 1
-                break
-        else:
-            it = cfg.max_iters
-    bar.close()
-    interrupted = it < cfg.max_iters
-    final = {}
-    if not interrupted:
-        final = do_eval()
-        if is_main:
-            logger.log({"iter": it, "step": it, **final, "kl_coef": kl_ctl.value})
-    save(it)
+    it, interrupted, final = run.loop(one_iteration, evaluate, postfix)
     result = {}
-    if is_main:
-        plot_dashboard(logger.path, os.path.join(run_dir, "dashboard.png"), title=f"PPO ({run_dir})")
-        records = read_metrics(logger.path)
+    if info.is_main:
+        plot_dashboard(run.logger.path, os.path.join(cfg.out_dir, "dashboard.png"), title=f"PPO ({cfg.out_dir})")
+        records = run.records()
         train_records = [r for r in records if "rm_score" in r]
         tail = train_records[-max(1, len(train_records) // 10):] if train_records else []
         result = {
@@ -564,13 +520,14 @@ def _train_ppo(cfg: PPOConfig, device: torch.device, info: DistInfo, evaluator) 
             "kl_coef": kl_ctl.value,
             "kl_coef_trajectory": [r["kl_coef"] for r in train_records],
             "initial": {k: records[0].get(k) for k in ("gold", "gold_greedy", "eval_rm")} if records else {},
-            "dashboard": os.path.join(run_dir, "dashboard.png"),
+            "dashboard": os.path.join(cfg.out_dir, "dashboard.png"),
         }
         if not interrupted:
-            ckpt_io.save_model(run_dir, policy, tokenizer, extra={"kind": "ppo_policy"})
-            ckpt_io.write_summary(run_dir, result)
-        log(f"ppo: {it} iterations in {result['seconds']:.0f}s; gold {result['initial'].get('gold')} -> "
-            f"{result['gold_score']} (sampled), KL {result['kl']}, β {kl_ctl.value:.4f}; {run_dir}/dashboard.png")
+            ckpt_io.save_model(cfg.out_dir, policy, tokenizer, extra={"kind": "ppo_policy"})
+            ckpt_io.write_summary(cfg.out_dir, result)
+        run.log(f"ppo: {it} iterations in {result['seconds']:.0f}s; gold {result['initial'].get('gold')} -> "
+                f"{result['gold_score']} (sampled), KL {result['kl']}, β {kl_ctl.value:.4f}; "
+                f"{cfg.out_dir}/dashboard.png")
     barrier(info)
     return result
 
