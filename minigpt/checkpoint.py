@@ -170,6 +170,11 @@ def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
     if not os.path.exists(path):
         raise FileNotFoundError(f"{run_dir}: no {MODEL_FILE} (or {RESUME_FILE}); train this stage first")
     obj = safe_load(path)
+    keys = list(obj["model"])
+    if not any(k.startswith("transformer.") for k in keys) or any(k.startswith("backbone.") for k in keys):
+        kind = (obj.get("kind") or "non-GPT").replace("_", " ")      # e.g. a reward model: GPT backbone + head
+        raise ValueError(f"{path} holds a {kind} checkpoint, not a GPT language model "
+                         f"(point at the run directory of a language model)")
     config = obj.get("model_config", obj.get("config"))
     model = GPT(GPTConfig(**config))
     model.load_state_dict(obj["model"])

@@ -41,7 +41,7 @@ from matplotlib.figure import Figure
 
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config
-from minigpt.trainer import pick_device
+from minigpt.trainer import pick_device, run_entry_point
 from rlhf.evaluate import DECODINGS, EvalConfig, example_row
 from rlhf.gold import gold_scores, kl_to_reference
 from rlhf.reward import RewardModel
@@ -260,7 +260,7 @@ def plot_best_of_n(result: dict, path: str) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(BestOfNConfig, argv, PRESETS, prog="python -m rlhf.best_of_n")
-    return run_best_of_n(cfg)
+    return run_entry_point(run_best_of_n, cfg, errors=(FileNotFoundError, ValueError))
 
 
 if __name__ == "__main__":

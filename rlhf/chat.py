@@ -188,7 +188,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     ckpt = resolve_checkpoint(args.path)
-    model, tokenizer = load_model(ckpt, device=args.device)
+    try:
+        model, tokenizer = load_model(ckpt, device=args.device)
+    except (FileNotFoundError, ValueError) as e:   # e.g. a reward model's directory: not something to chat with
+        raise SystemExit(f"error: {e}") from None
     session = ChatSession(model, tokenizer, temperature=args.temperature, top_k=args.top_k or None,
                           max_new_tokens=args.max_new_tokens, seed=args.seed, system=args.system)
     if args.prompt is not None:

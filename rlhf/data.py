@@ -1,5 +1,4 @@
-"""Chat template, SFT datasets and JSONL loaders: how conversations become token ids and how data files
-become Python records.
+"""Chat template, SFT datasets and collators: how conversations become token ids and training batches.
 
 The chat template (InstructGPT trains on prompts + labeler demonstrations; a chat model needs to know who
 is speaking and when a turn ends, so every message is wrapped in special tokens):
@@ -19,14 +18,9 @@ SFT loss mask (InstructGPT §3.5 trains the policy on the demonstration only, no
 i.e. loss = -(1/|M|) * sum_{t in M} log p(x_t | x_<t), M = assistant content tokens and their <|end|>.
 Learning the <|end|> is how the model learns to stop.
 
-File formats read here (one JSON object per line; the format is detected per file from the first record):
-    demonstrations  {"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}]}
-                    {"instruction": ..., "input": ..., "output": ...}                       (Alpaca)
-    prompts         {"messages": [... ending with a user turn]} or {"prompt": str or messages}
-    pairs           {"prompt": str or messages, "chosen": str, "rejected": str}
-                    {"chosen": "\\n\\nHuman: ...\\n\\nAssistant: ...", "rejected": ...}       (Anthropic HH-RLHF)
-    rankings        {"prompt": str or messages, "responses": [str, ...], "ranks": [int, ...]}  (0 = best)
-Every bad row raises DataError("path:line: what is wrong").
+Reading and writing data files (demonstrations, prompts, pairs, HH-RLHF, rankings) and their records
+(`Preference`, `Ranking`, `DataError`) live in rlhf.formats; the names callers use are re-exported here, so
+rlhf.data stays the package's one door to data.
 
 Quick look at a file (its format, record count and first record in the template):
     python -m rlhf.data FILE.jsonl
@@ -34,68 +28,32 @@ Quick look at a file (its format, record count and first record in the template)
 
 import argparse
 import json
-import os
-import re
 import sys
-import tempfile
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-ROLES = ("system", "user", "assistant")
+from rlhf.formats import (  # re-exported: rlhf.data is the package's data door
+    DataError, Preference, Ranking, append_jsonl, check_conversation, load_any, load_demonstrations,
+    load_preferences, load_prompts, load_rankings, ranking_pairs, to_row, write_jsonl)
+
+__all__ = [
+    # chat template
+    "ROLE_TOKENS", "END_TOKEN", "PAD_TOKEN", "IGNORE_INDEX", "special_id", "stop_token_id", "pad_token_id",
+    "format_chat", "render", "render_prompt", "decode_response", "encode_response", "encode_response_with_mask",
+    # collators and SFT datasets
+    "pad_left", "pad_right", "sft_targets", "SFTExample", "make_sft_example", "collate_sft", "SFTDataset", "pack",
+    # re-exported from rlhf.formats
+    "DataError", "Preference", "Ranking", "ranking_pairs", "check_conversation", "to_row", "write_jsonl",
+    "append_jsonl", "load_demonstrations", "load_preferences", "load_rankings", "load_prompts", "load_any",
+    # the CLI
+    "main",
+]
+
 ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
 END_TOKEN = "<|end|>"   # end of every turn; the stop token for generation
 PAD_TOKEN = "<|pad|>"   # padding only; never the stop token
 IGNORE_INDEX = -1       # targets with this value carry no loss (GPT.forward ignores -1)
-
-
-class DataError(ValueError):
-    """A bad data file or record. The message reads "path:line: what is wrong"."""
-
-    def __init__(self, message, path=None, line=None):
-        if path is not None:
-            message = f"{path}:{line}: {message}" if line is not None else f"{path}: {message}"
-        super().__init__(message)
-        self.path = path  # the file, when known
-        self.line = line  # 1-based line number, when known
-
-
-# ----------------------------------------------------------------------------------------------------
-# records
-
-@dataclass
-class Preference:
-    """One comparison: after `prompt` (a conversation ending with a user turn), `chosen` beat `rejected`."""
-    prompt: list      # [{"role": ..., "content": ...}, ...], last turn is the user's
-    chosen: str       # the preferred final assistant reply
-    rejected: str     # the other one
-    meta: dict = field(default_factory=dict, compare=False)  # extra keys of the JSON row (family, h, ...)
-
-
-@dataclass
-class Ranking:
-    """K responses to one prompt ranked by a labeler: ranks[i] = 0 is best; equal ranks are ties."""
-    prompt: list      # conversation ending with a user turn
-    responses: list   # K >= 2 strings
-    ranks: list       # K ints >= 0
-    meta: dict = field(default_factory=dict, compare=False)  # extra keys of the JSON row
-
-
-def ranking_pairs(ranking):
-    """All (chosen, rejected) Preferences a ranking implies; ties and identical texts give none.
-    Ranking(p, ["a", "b", "c"], [1, 0, 1]) -> [Preference(p, "b", "a"), Preference(p, "b", "c")]."""
-    pairs = []
-    K = len(ranking.responses)
-    for i in range(K):
-        for j in range(i + 1, K):
-            ri, rj = ranking.ranks[i], ranking.ranks[j]
-            a, b = ranking.responses[i], ranking.responses[j]
-            if ri == rj or a == b:
-                continue
-            chosen, rejected = (a, b) if ri < rj else (b, a)
-            pairs.append(Preference(ranking.prompt, chosen, rejected, dict(ranking.meta)))
-    return pairs
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -118,19 +76,6 @@ def stop_token_id(tokenizer):
 def pad_token_id(tokenizer):
     """<|pad|>: fills batches; never attended to, never the stop token."""
     return special_id(tokenizer, PAD_TOKEN)
-
-
-def check_conversation(conversation, what="conversation"):
-    """Raise DataError unless `conversation` is a list of {"role", "content"} dicts with known roles."""
-    if not isinstance(conversation, list) or not conversation:
-        raise DataError(f"{what} must be a non-empty list of messages")
-    for i, m in enumerate(conversation):
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise DataError(f"{what}[{i}] must be a dict with 'role' and 'content'")
-        if m["role"] not in ROLES:
-            raise DataError(f"{what}[{i}] has unknown role {m['role']!r} (expected one of {', '.join(ROLES)})")
-        if not isinstance(m["content"], str):
-            raise DataError(f"{what}[{i}] content must be a string, got {type(m['content']).__name__}")
 
 
 def format_chat(conversation, add_generation_prompt=False):
@@ -241,7 +186,8 @@ def decode_response(ids, tokenizer):
     return tokenizer.decode(ids), False
 
 
-def encode_response(conversation: list[dict], response: str, tokenizer, max_len: int, stopped: bool = True) -> list[int]:
+def encode_response(conversation: list[dict], response: str, tokenizer, max_len: int,
+                    stopped: bool = True) -> list[int]:
     """Token ids the RM reads: the prompt in the chat template, then the response (+ <|end|> if it stopped).
 
     This is what generation produces (render_prompt ends with <|assistant|>), so the RM scores training
@@ -379,318 +325,7 @@ def pack(rendered, block_size):
 
 
 # ----------------------------------------------------------------------------------------------------
-# JSONL writing
-
-def to_row(obj):
-    """A record as the JSON object the loaders read: Preference / Ranking -> their row, a conversation
-    (list of messages) -> {"messages": ...}, a dict -> itself."""
-    if isinstance(obj, Preference):
-        return {**obj.meta, "prompt": obj.prompt, "chosen": obj.chosen, "rejected": obj.rejected}
-    if isinstance(obj, Ranking):
-        return {**obj.meta, "prompt": obj.prompt, "responses": list(obj.responses), "ranks": list(obj.ranks)}
-    if isinstance(obj, list):
-        return {"messages": obj}
-    if isinstance(obj, dict):
-        return obj
-    raise TypeError(f"cannot write a {type(obj).__name__} as a JSONL row")
-
-
-def _line(obj):
-    return (json.dumps(to_row(obj), ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def write_jsonl(path, rows):
-    """Write rows (dicts, conversations, Preference/Ranking records) atomically: a temp file in the same
-    directory, fsync, then os.replace — a crash leaves the old file or the new one, never half of one."""
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for row in rows:
-                f.write(_line(row))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def append_jsonl(path, row):
-    """Append one row as a single os.write of the whole line (O_APPEND), then fsync. The line is built in
-    memory first, so a crash can lose the row but never leave half a line; a file whose last line lacks
-    its newline (edited by hand) gets one first, so the new row is never glued onto it."""
-    path = os.fspath(path)
-    data = _line(row)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        size = os.fstat(fd).st_size
-        if size > 0:
-            with open(path, "rb") as f:
-                f.seek(size - 1)
-                if f.read(1) != b"\n":
-                    data = b"\n" + data
-        while data:  # os.write may (rarely) write less than asked
-            data = data[os.write(fd, data):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-# ----------------------------------------------------------------------------------------------------
-# JSONL reading
-
-def read_jsonl(path):
-    """[(line_number, dict), ...] for the non-blank lines of a JSONL file; DataError naming the line of
-    the first that is not a JSON object; DataError for a missing or empty file."""
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise DataError(f"cannot read: {e.strerror}", path) from None
-    rows = []
-    for n, line in enumerate(raw.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise DataError("not valid UTF-8", path, n) from None
-        except json.JSONDecodeError as e:
-            raise DataError(f"malformed JSON ({e.msg} at column {e.colno})", path, n) from None
-        if not isinstance(obj, dict):
-            raise DataError(f"expected a JSON object, got {type(obj).__name__}", path, n)
-        rows.append((n, obj))
-    if not rows:
-        raise DataError("empty file (no JSON records)", path)
-    return rows
-
-
-def detect_format(row):
-    """Which format a record is, from its keys: "messages", "alpaca", "rankings", "pairs", "hh", "prompt"."""
-    if "messages" in row:
-        return "messages"
-    if "instruction" in row or "output" in row:
-        return "alpaca"
-    if "responses" in row or "ranks" in row:
-        return "rankings"
-    if "chosen" in row or "rejected" in row:
-        return "pairs" if "prompt" in row else "hh"
-    if "prompt" in row:
-        return "prompt"
-    raise DataError(f"unknown record format with keys {sorted(row)}; expected one of: messages; "
-                    "instruction/input/output; prompt/chosen/rejected; chosen/rejected (HH-RLHF); "
-                    "prompt/responses/ranks; prompt")
-
-
-def _field(row, key, types, what=None):
-    if key not in row:
-        raise DataError(f"missing field {key!r}")
-    v = row[key]
-    if not isinstance(v, types) or isinstance(v, bool):
-        names = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
-        raise DataError(f"field {what or key!r} must be {names}, got {type(v).__name__}")
-    return v
-
-
-def _messages(value, what):
-    """Validate a messages list; return a clean copy with only role/content."""
-    check_conversation(value, what)
-    for i, m in enumerate(value):
-        if m["role"] == "system" and i > 0:
-            raise DataError(f"{what}[{i}]: a system message may only come first")
-    return [{"role": m["role"], "content": m["content"]} for m in value]
-
-
-def _prompt(row):
-    """The "prompt" field: a string (one user turn) or a messages list ending with a user turn."""
-    p = _field(row, "prompt", (str, list))
-    conv = [{"role": "user", "content": p}] if isinstance(p, str) else _messages(p, "prompt")
-    if conv[-1]["role"] != "user":
-        raise DataError(f"prompt must end with a user turn, ends with {conv[-1]['role']!r}")
-    return conv
-
-
-def _reply(row, key):
-    """A final reply: a string, or a list of exactly one assistant message (the conversational form)."""
-    v = _field(row, key, (str, list))
-    if isinstance(v, list):
-        msgs = _messages(v, key)
-        if len(msgs) != 1 or msgs[0]["role"] != "assistant":
-            raise DataError(f"field {key!r} as a list must hold exactly one assistant message")
-        v = msgs[0]["content"]
-    return v
-
-
-_HH_TURN = re.compile(r"\n\n(Human|Assistant):")
-
-
-def parse_hh(text):
-    """An HH-RLHF transcript -> conversation. "\\n\\nHuman: hi\\n\\nAssistant: yo" ->
-    [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}] (contents stripped)."""
-    parts = _HH_TURN.split(text)  # [before, role, content, role, content, ...]
-    if parts[0].strip():
-        raise DataError(f"HH transcript must start with '\\n\\nHuman:', starts with {parts[0][:30]!r}")
-    if len(parts) < 3:
-        raise DataError("HH transcript has no '\\n\\nHuman:' / '\\n\\nAssistant:' turns")
-    role = {"Human": "user", "Assistant": "assistant"}
-    return [{"role": role[parts[i]], "content": parts[i + 1].strip()} for i in range(1, len(parts), 2)]
-
-
-def hh_transcript(conversation):
-    """Conversation (user/assistant only) -> HH-RLHF transcript string; the inverse of parse_hh."""
-    names = {"user": "Human", "assistant": "Assistant"}
-    if any(m["role"] not in names for m in conversation):
-        raise ValueError("HH transcripts have only Human and Assistant turns")
-    return "".join(f"\n\n{names[m['role']]}: {m['content']}" for m in conversation)
-
-
-def _meta(row, keys):
-    return {k: v for k, v in row.items() if k not in keys}
-
-
-def _parse_pairs(row):
-    pref = Preference(_prompt(row), _reply(row, "chosen"), _reply(row, "rejected"),
-                      _meta(row, ("prompt", "chosen", "rejected")))
-    if pref.chosen == pref.rejected:
-        raise DataError("chosen and rejected are identical")
-    return pref
-
-
-def _parse_hh(row):
-    chosen = parse_hh(_field(row, "chosen", str))
-    rejected = parse_hh(_field(row, "rejected", str))
-    for name, conv in (("chosen", chosen), ("rejected", rejected)):
-        if conv[-1]["role"] != "assistant" or len(conv) < 2:
-            raise DataError(f"HH {name} transcript must end with an Assistant reply after a Human turn")
-    if chosen[:-1] != rejected[:-1]:
-        raise DataError("HH chosen and rejected transcripts differ before their final Assistant reply")
-    if chosen[-1]["content"] == rejected[-1]["content"]:
-        raise DataError("chosen and rejected are identical")
-    return Preference(chosen[:-1], chosen[-1]["content"], rejected[-1]["content"],
-                      _meta(row, ("chosen", "rejected")))
-
-
-def _parse_rankings(row):
-    prompt = _prompt(row)
-    responses = _field(row, "responses", list)
-    ranks = _field(row, "ranks", list)
-    if len(responses) != len(ranks):
-        raise DataError(f"{len(responses)} responses but {len(ranks)} ranks")
-    if len(responses) < 2:
-        raise DataError(f"a ranking needs at least 2 responses, got {len(responses)}")
-    for i, (r, k) in enumerate(zip(responses, ranks)):
-        if not isinstance(r, str):
-            raise DataError(f"responses[{i}] must be a string, got {type(r).__name__}")
-        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-            raise DataError(f"ranks[{i}] must be an integer >= 0 (0 = best), got {k!r}")
-    return Ranking(prompt, list(responses), list(ranks), _meta(row, ("prompt", "responses", "ranks")))
-
-
-def _parse_demo_messages(row):
-    conv = _messages(_field(row, "messages", list), "messages")
-    if conv[-1]["role"] != "assistant":
-        raise DataError(f"a demonstration must end with an assistant turn, ends with {conv[-1]['role']!r}")
-    return conv
-
-
-def _parse_alpaca(row):
-    instruction = _field(row, "instruction", str)
-    extra = _field(row, "input", str) if "input" in row else ""
-    output = _field(row, "output", str)
-    user = instruction + ("\n\n" + extra if extra else "")
-    return [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
-
-
-def _parse_prompt_messages(row):
-    conv = _messages(_field(row, "messages", list), "messages")
-    if conv[-1]["role"] != "user":
-        raise DataError(f"a prompt must end with a user turn, ends with {conv[-1]['role']!r}")
-    return conv
-
-
-_PARSERS = {  # loader -> {format: row -> record}
-    "load_demonstrations": {"messages": _parse_demo_messages, "alpaca": _parse_alpaca},
-    "load_preferences": {"pairs": _parse_pairs, "hh": _parse_hh},
-    "load_rankings": {"rankings": _parse_rankings},
-    "load_prompts": {"messages": _parse_prompt_messages, "prompt": _prompt,
-                     "pairs": lambda r: _parse_pairs(r).prompt, "hh": lambda r: _parse_hh(r).prompt,
-                     "rankings": lambda r: _parse_rankings(r).prompt},
-}
-
-
-def _load(path, loader, strict):
-    rows = read_jsonl(path)
-    parsers = _PARSERS[loader]
-    n0, first = rows[0]
-    try:
-        fmt = detect_format(first)
-    except DataError as e:
-        raise DataError(str(e), path, n0) from None
-    if fmt not in parsers:
-        raise DataError(f"this is a {fmt!r} file; {loader} reads {' or '.join(repr(f) for f in parsers)}",
-                        path, n0)
-    records, bad = [], []
-    for n, row in rows:
-        try:
-            records.append(parsers[fmt](row))
-        except DataError as e:
-            err = DataError(str(e), path, n)
-            if strict:
-                raise err from None
-            bad.append(err)
-    if bad:
-        warnings.warn(f"skipped {len(bad)} bad records of {len(rows)}; first: {bad[0]}")
-    if not records:
-        raise DataError(f"no valid records ({len(bad)} bad)", path)
-    return records
-
-
-def load_demonstrations(path, strict=True):
-    """SFT conversations (each ending with an assistant turn) from a `messages` or Alpaca JSONL file.
-    Alpaca {"instruction": I, "input": X, "output": O} -> [user: I + "\\n\\n" + X (or just I), assistant: O].
-    strict=False skips bad records with one warning instead of raising (for large third-party files)."""
-    return _load(path, "load_demonstrations", strict)
-
-
-def load_preferences(path, strict=True):
-    """Preference records from a pairs file (prompt/chosen/rejected) or an Anthropic HH-RLHF file
-    (chosen/rejected transcripts: their shared turns are the prompt, their last Assistant replies the two
-    answers). Identical chosen/rejected is an error (it carries no signal). Extra keys go to `.meta`."""
-    return _load(path, "load_preferences", strict)
-
-
-def load_rankings(path, strict=True):
-    """Ranking records (prompt / K responses / ranks, 0 = best, equal = tie). `ranking_pairs` expands one."""
-    return _load(path, "load_rankings", strict)
-
-
-def load_prompts(path, strict=True):
-    """Prompt conversations (each ending with a user turn) from a prompts file ({"messages"} or {"prompt"}),
-    or the prompts of a pairs, HH-RLHF or rankings file."""
-    return _load(path, "load_prompts", strict)
-
-
-def load_any(path, strict=True):
-    """(format, records) of whatever supported JSONL file `path` is; a `messages` file whose first
-    conversation ends with a user turn is read as prompts, otherwise as demonstrations."""
-    n0, first = read_jsonl(path)[0]
-    try:
-        fmt = detect_format(first)
-    except DataError as e:
-        raise DataError(str(e), path, n0) from None
-    loader = {"messages": "load_demonstrations", "alpaca": "load_demonstrations", "pairs": "load_preferences",
-              "hh": "load_preferences", "rankings": "load_rankings", "prompt": "load_prompts"}[fmt]
-    msgs = first.get("messages")
-    if fmt == "messages" and isinstance(msgs, list) and msgs and isinstance(msgs[-1], dict) \
-            and msgs[-1].get("role") == "user":
-        loader = "load_prompts"
-    return fmt, _load(path, loader, strict)
-
+# the CLI: a quick look at a data file
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m rlhf.data",

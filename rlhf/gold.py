@@ -123,8 +123,13 @@ class GoldEvaluator:
             r = g[d]
             lines.append(f"  {d:<8} gold {name} {r['gold']:.3f} vs SFT {r['sft_gold']:.3f}: "
                          f"diff {r['gold_diff']:+.3f} [{r['gold_diff_ci'][0]:+.3f}, {r['gold_diff_ci'][1]:+.3f}], "
-                         f"W/T/L {r['wins']}/{r['ties']}/{r['losses']} (win rate {r['win_rate']:.2f}), "
+                         f"W/T/L {r['wins']}/{r['ties']}/{r['losses']} (non-tied win rate {_rate(r['win_rate'])}), "
                          f"stop {r['stop_rate']:.2f} vs {r['sft_stop_rate']:.2f}")
         if g.get("kl") is not None:
             lines.append(f"  KL({name} || SFT) = {g['kl']:.2f} nats per response (sampled)")
         return "\n".join(lines)
+
+
+def _rate(x) -> str:
+    """A win rate for printing: n/a when every pair tied (the rate is undefined then)."""
+    return "n/a" if x is None else f"{x:.2f}"

@@ -58,8 +58,8 @@ from torch import Tensor
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config
 from minigpt.distributed import DistInfo, barrier, teardown_distributed
-from minigpt.trainer import (autocast_context, configure_optimizer, make_generator, plot_panels, seed_everything,
-                             set_lr, start_stage)
+from minigpt.trainer import (autocast_context, configure_optimizer, make_generator, plot_panels, run_entry_point,
+                             seed_everything, set_lr, start_stage)
 from rlhf import data as D
 from rlhf.losses import (entropy_from_logits, group_advantages, kl_k3,  # noqa: F401  (G.group_advantages)
                          masked_mean, ppo_policy_loss, token_logprobs)
@@ -368,7 +368,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(GRPOConfig, argv, PRESETS, prog="python -m rlhf.grpo")
     # local import: the command line is the caller that hands the gold judge to the training code
     from rlhf.gold import GoldEvaluator
-    return train_grpo(cfg, *gold_evaluators(cfg, GoldEvaluator))
+    evaluators = gold_evaluators(cfg, GoldEvaluator)
+    return run_entry_point(lambda c: train_grpo(c, *evaluators), cfg, errors=(D.DataError, FileNotFoundError))
 
 
 if __name__ == "__main__":

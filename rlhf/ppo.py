@@ -82,8 +82,8 @@ from torch import Tensor
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config
 from minigpt.distributed import DistInfo, barrier, teardown_distributed
-from minigpt.trainer import (autocast_context, configure_optimizer, make_generator, plot_panels, seed_everything,
-                             set_lr, start_stage)
+from minigpt.trainer import (autocast_context, configure_optimizer, make_generator, plot_panels, run_entry_point,
+                             seed_everything, set_lr, start_stage)
 from rlhf import data as D
 from rlhf.losses import (AdaptiveKLController, entropy_from_logits, gae, kl_shaped_rewards, masked_mean,
                          masked_whiten, ppo_policy_loss, ppo_value_loss, token_logprobs)
@@ -525,11 +525,15 @@ def _train_ppo(cfg: PPOConfig, device: torch.device, info: DistInfo, evaluator) 
         if not interrupted:
             ckpt_io.save_model(cfg.out_dir, policy, tokenizer, extra={"kind": "ppo_policy"})
             ckpt_io.write_summary(cfg.out_dir, result)
-        run.log(f"ppo: {it} iterations in {result['seconds']:.0f}s; gold {result['initial'].get('gold')} -> "
-                f"{result['gold_score']} (sampled), KL {result['kl']}, β {kl_ctl.value:.4f}; "
-                f"{cfg.out_dir}/dashboard.png")
+        run.log(f"ppo: {it} iterations in {result['seconds']:.0f}s; gold (sampled, val) "
+                f"{_num(result['initial'].get('gold'))} -> {_num(result['gold_score'])}, KL to SFT "
+                f"{_num(result['kl'], 2)} nats per response, β {kl_ctl.value:.4f}; {cfg.out_dir}/dashboard.png")
     barrier(info)
     return result
+
+
+def _num(x, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
 
 
 def gold_evaluator(cfg: PPOConfig, evaluator_class):
@@ -544,7 +548,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(PPOConfig, argv, PRESETS, prog="python -m rlhf.ppo")
     # local import: the command line is the caller that hands the gold judge to the training code
     from rlhf.gold import GoldEvaluator
-    return train_ppo(cfg, gold_evaluator(cfg, GoldEvaluator))
+    evaluator = gold_evaluator(cfg, GoldEvaluator)
+    return run_entry_point(lambda c: train_ppo(c, evaluator), cfg, errors=(D.DataError, FileNotFoundError))
 
 
 if __name__ == "__main__":

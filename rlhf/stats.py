@@ -65,7 +65,7 @@ def win_rates(a: Sequence[float], b: Sequence[float], tol: float = 1e-9, n_boot:
     """Pairwise comparison of A against B on the same prompts: wins, ties, losses and two win rates.
 
     A wins prompt i when a[i] > b[i] + tol, loses when a[i] < b[i] - tol, ties otherwise.
-      win_rate       = wins / (wins + losses)        over the non-tied prompts (0.5 if all tie)
+      win_rate       = wins / (wins + losses)        over the non-tied prompts (None: all tie, n/a)
       win_rate_half  = (wins + ties / 2) / n         ties count half (InstructGPT's convention)
     plus a bootstrap CI of win_rate_half (each prompt's outcome is 1, 0.5 or 0).
 
@@ -86,7 +86,7 @@ def win_rates(a: Sequence[float], b: Sequence[float], tol: float = 1e-9, n_boot:
     half, lo, hi = bootstrap_ci(outcome, n_boot=n_boot, seed=seed)
     return {
         "n": n, "wins": wins, "ties": ties, "losses": losses,
-        "win_rate": wins / (wins + losses) if wins + losses else 0.5,
+        "win_rate": wins / (wins + losses) if wins + losses else None,   # no non-tied pair: undefined
         "win_rate_half": half if n else math.nan,
         "win_rate_half_ci": [lo, hi],
         "tie_rate": ties / n if n else math.nan,

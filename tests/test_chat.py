@@ -16,6 +16,7 @@ from minigpt.config import GPTConfig
 from minigpt.model import GPT
 from minigpt.tokenizer import train_bpe
 from rlhf import chat
+from rlhf.reward import RewardModel
 from rlhf.rollout import generate_responses
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,3 +97,16 @@ def test_resolve_checkpoint(ckpt, tmp_path):
     assert chat.resolve_checkpoint(str(ckpt / "sft")) == str(ckpt / "sft")
     with pytest.raises(SystemExit, match="no model.pt"):
         chat.resolve_checkpoint(str(tmp_path))
+
+
+def test_chat_with_a_reward_model_directory_is_a_one_line_error(tmp_path):
+    """A reward model is no policy: `python -m rlhf.chat RUN/reward_model` says so, no traceback."""
+    tok = train_bpe(TEXT, 300)
+    RewardModel(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=32)).save(
+        str(tmp_path / "rm"), tok)
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    p = subprocess.run([sys.executable, "-m", "rlhf.chat", str(tmp_path / "rm"), "--prompt", "hi"],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.strip().splitlines() == [p.stderr.strip()]                    # one line
+    assert "reward model checkpoint, not a GPT language model" in p.stderr

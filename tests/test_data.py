@@ -1,4 +1,5 @@
-"""Tests for rlhf.data: chat template + loss mask, truncation, collators, SFT examples, JSONL loaders.
+"""Tests for rlhf.data (chat template + loss mask, truncation, collators, SFT examples, the CLI) and
+rlhf.formats (JSONL loaders and writers, records, errors naming file and line).
 
     python -m pytest tests/test_data.py -q
 """
@@ -10,8 +11,8 @@ import random
 import pytest
 import torch
 
-from rlhf import data
-from rlhf.data import DataError, Preference, Ranking
+from rlhf import data, formats
+from rlhf.formats import DataError, Preference, Ranking
 
 TEXT = ("The capital of Norland is Vesk. Reversed, planet is tenalp. The cat says meow. "
         "Sort 3, 1, 2 to get 1, 2, 3. Hello there, how are you? I am fine, thank you.\n") * 20
@@ -264,70 +265,70 @@ CONVS = [[U("cat?"), A("meow")],
 
 def test_roundtrip_demonstrations_messages(tmp_path):
     p = tmp_path / "demos.jsonl"
-    data.write_jsonl(p, CONVS)
-    assert data.load_demonstrations(p) == CONVS
-    assert data.load_any(p) == ("messages", CONVS)
+    formats.write_jsonl(p, CONVS)
+    assert formats.load_demonstrations(p) == CONVS
+    assert formats.load_any(p) == ("messages", CONVS)
 
 
 def test_roundtrip_alpaca(tmp_path):
     p = tmp_path / "alpaca.jsonl"
-    data.write_jsonl(p, [{"instruction": "Reverse the word.", "input": "planet", "output": "tenalp"},
-                         {"instruction": "Say hi.", "input": "", "output": "hi"},
-                         {"instruction": "Say yo.", "output": "yo"}])
-    assert data.load_demonstrations(p) == [[U("Reverse the word.\n\nplanet"), A("tenalp")],
-                                           [U("Say hi."), A("hi")], [U("Say yo."), A("yo")]]
+    formats.write_jsonl(p, [{"instruction": "Reverse the word.", "input": "planet", "output": "tenalp"},
+                            {"instruction": "Say hi.", "input": "", "output": "hi"},
+                            {"instruction": "Say yo.", "output": "yo"}])
+    assert formats.load_demonstrations(p) == [[U("Reverse the word.\n\nplanet"), A("tenalp")],
+                                              [U("Say hi."), A("hi")], [U("Say yo."), A("yo")]]
 
 
 def test_roundtrip_pairs(tmp_path):
     prefs = [Preference([U("cat?")], "meow", "woof", {"family": "sounds", "h": "helpful"}),
              Preference([U("dog?"), A("woof"), U("reverse it")], "foow", "I don't know")]
     p = tmp_path / "pairs.jsonl"
-    data.write_jsonl(p, prefs)
-    got = data.load_preferences(p)
+    formats.write_jsonl(p, prefs)
+    got = formats.load_preferences(p)
     assert got == prefs
     assert got[0].meta == {"family": "sounds", "h": "helpful"}
     # prompt as a plain string, replies in the conversational (list) form
     q = tmp_path / "pairs2.jsonl"
-    data.write_jsonl(q, [{"prompt": "cat?", "chosen": [A("meow")], "rejected": "woof"}])
-    assert data.load_preferences(q) == [Preference([U("cat?")], "meow", "woof")]
+    formats.write_jsonl(q, [{"prompt": "cat?", "chosen": [A("meow")], "rejected": "woof"}])
+    assert formats.load_preferences(q) == [Preference([U("cat?")], "meow", "woof")]
 
 
 def test_roundtrip_hh(tmp_path):
     prefs = [Preference([U("What sound does a cat make?")], "Meow.", "Woof."),
              Preference([U("hi"), A("Hello! How can I help?"), U("Capital of Norland?")], "Vesk.", "I don't know.")]
     p = tmp_path / "hh.jsonl"
-    data.write_jsonl(p, [{"chosen": data.hh_transcript(x.prompt + [A(x.chosen)]),
-                          "rejected": data.hh_transcript(x.prompt + [A(x.rejected)])} for x in prefs])
+    formats.write_jsonl(p, [{"chosen": formats.hh_transcript(x.prompt + [A(x.chosen)]),
+                             "rejected": formats.hh_transcript(x.prompt + [A(x.rejected)])} for x in prefs])
     assert json.loads(p.read_text().splitlines()[0])["chosen"] == \
         "\n\nHuman: What sound does a cat make?\n\nAssistant: Meow."
-    assert data.load_preferences(p) == prefs
-    assert data.load_prompts(p) == [x.prompt for x in prefs]
+    assert formats.load_preferences(p) == prefs
+    assert formats.load_prompts(p) == [x.prompt for x in prefs]
 
 
 def test_roundtrip_rankings(tmp_path):
     ranks = [Ranking([U("sort 3 1 2")], ["1 2 3", "3 2 1", "1 2 3."], [0, 2, 0], {"id": "x1"}),
              Ranking([U("cat?")], ["meow", "woof"], [1, 0])]
     p = tmp_path / "rankings.jsonl"
-    data.write_jsonl(p, ranks)
-    assert data.load_rankings(p) == ranks
-    assert data.load_prompts(p) == [r.prompt for r in ranks]
-    assert data.ranking_pairs(ranks[0]) == [Preference([U("sort 3 1 2")], "1 2 3", "3 2 1"),
-                                           Preference([U("sort 3 1 2")], "1 2 3.", "3 2 1")]
-    assert data.ranking_pairs(ranks[1]) == [Preference([U("cat?")], "woof", "meow")]
+    formats.write_jsonl(p, ranks)
+    assert formats.load_rankings(p) == ranks
+    assert formats.load_prompts(p) == [r.prompt for r in ranks]
+    assert formats.ranking_pairs(ranks[0]) == [Preference([U("sort 3 1 2")], "1 2 3", "3 2 1"),
+                                               Preference([U("sort 3 1 2")], "1 2 3.", "3 2 1")]
+    assert formats.ranking_pairs(ranks[1]) == [Preference([U("cat?")], "woof", "meow")]
 
 
 def test_roundtrip_prompts(tmp_path):
     prompts = [[U("cat?")], [U("dog?"), A("woof"), U("reverse it")]]
     p = tmp_path / "prompts.jsonl"
-    data.write_jsonl(p, [{"messages": c, "family": "f", "h": "helpful"} for c in prompts])
-    assert data.load_prompts(p) == prompts
-    assert data.load_any(p) == ("messages", prompts)
+    formats.write_jsonl(p, [{"messages": c, "family": "f", "h": "helpful"} for c in prompts])
+    assert formats.load_prompts(p) == prompts
+    assert formats.load_any(p) == ("messages", prompts)
     q = tmp_path / "prompts2.jsonl"
-    data.write_jsonl(q, [{"prompt": "cat?"}, {"prompt": prompts[1]}])
-    assert data.load_prompts(q) == prompts
+    formats.write_jsonl(q, [{"prompt": "cat?"}, {"prompt": prompts[1]}])
+    assert formats.load_prompts(q) == prompts
     r = tmp_path / "pairs.jsonl"
-    data.write_jsonl(r, [Preference(c, "a", "b") for c in prompts])
-    assert data.load_prompts(r) == prompts
+    formats.write_jsonl(r, [Preference(c, "a", "b") for c in prompts])
+    assert formats.load_prompts(r) == prompts
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -349,7 +350,8 @@ BAD = [  # (loader, lines after one good line, line of the error, words in the m
     ("load_demonstrations", ['{"messages": [{"role": "user", "content": "x"}, {"role": "bot", "content": "y"}]}'],
      2, "unknown role 'bot'"),
     ("load_demonstrations", ['{"messages": [{"role": "user", "content": "x"}]}'], 2, "must end with an assistant"),
-    ("load_demonstrations", ['{"messages": [{"role": "user", "content": ["x"]}, {"role": "assistant", "content": "y"}]}'],
+    ("load_demonstrations", ['{"messages": [{"role": "user", "content": ["x"]}, '
+                             '{"role": "assistant", "content": "y"}]}'],
      2, "content must be a string"),
     ("load_demonstrations", ['{"messages": "hello"}'], 2, "'messages' must be list"),
     ("load_rankings", ['{"prompt": "x", "responses": ["a", "b", "c"], "ranks": [0, 1]}'], 2, "3 responses but 2 ranks"),
@@ -388,25 +390,25 @@ def test_hh_errors(tmp_path):
     for i, words in ((1, "identical"), (2, "differ before"), (3, "must start with")):
         p.write_text(json.dumps(rows[0]) + "\n" + json.dumps(rows[i]) + "\n")
         with pytest.raises(DataError, match=rf"^{p}:2: .*{words}"):
-            data.load_preferences(p)
+            formats.load_preferences(p)
 
 
 def test_empty_and_wrong_kind_files(tmp_path):
     p = tmp_path / "empty.jsonl"
     p.write_text("")
     with pytest.raises(DataError, match=rf"^{p}: empty file"):
-        data.load_demonstrations(p)
+        formats.load_demonstrations(p)
     p.write_text("\n  \n")
     with pytest.raises(DataError, match="empty file"):
-        data.load_preferences(p)
+        formats.load_preferences(p)
     with pytest.raises(DataError, match="cannot read"):
-        data.load_prompts(tmp_path / "missing.jsonl")
+        formats.load_prompts(tmp_path / "missing.jsonl")
     p.write_text(json.dumps(GOOD_PAIR) + "\n")
     with pytest.raises(DataError, match=rf"^{p}:1: this is a 'pairs' file; load_demonstrations reads"):
-        data.load_demonstrations(p)
+        formats.load_demonstrations(p)
     p.write_text("\n" + json.dumps({"text": "hello"}) + "\n")
     with pytest.raises(DataError, match=rf"^{p}:2: unknown record format"):
-        data.load_prompts(p)
+        formats.load_prompts(p)
 
 
 def test_non_strict_skips_bad_rows(tmp_path):
@@ -415,11 +417,11 @@ def test_non_strict_skips_bad_rows(tmp_path):
                             json.dumps({**GOOD_PAIR, "chosen": "purr"})]) + "\n")
     # malformed JSON is a broken file, not a bad record: still fatal
     with pytest.raises(DataError, match=":2: malformed JSON"):
-        data.load_preferences(p, strict=False)
+        formats.load_preferences(p, strict=False)
     p.write_text("\n".join([json.dumps(GOOD_PAIR), json.dumps({**GOOD_PAIR, "rejected": "meow"}),
                             json.dumps({**GOOD_PAIR, "chosen": "purr"})]) + "\n")
     with pytest.warns(UserWarning, match=r"skipped 1 bad records of 3; first: .*:2: chosen and rejected"):
-        got = data.load_preferences(p, strict=False)
+        got = formats.load_preferences(p, strict=False)
     assert [g.chosen for g in got] == ["meow", "purr"]
 
 
@@ -428,13 +430,13 @@ def test_non_strict_skips_bad_rows(tmp_path):
 
 def test_write_jsonl_is_atomic(tmp_path):
     p = tmp_path / "out.jsonl"
-    data.write_jsonl(p, CONVS)
+    formats.write_jsonl(p, CONVS)
     before = p.read_bytes()
     with pytest.raises(TypeError):
-        data.write_jsonl(p, [CONVS[0], object()])  # fails half-way through
+        formats.write_jsonl(p, [CONVS[0], object()])  # fails half-way through
     assert p.read_bytes() == before
     assert os.listdir(tmp_path) == ["out.jsonl"]  # no temp file left behind
-    data.write_jsonl(tmp_path / "sub" / "new.jsonl", [{"a": 1}])  # creates the directory
+    formats.write_jsonl(tmp_path / "sub" / "new.jsonl", [{"a": 1}])  # creates the directory
     assert (tmp_path / "sub" / "new.jsonl").read_text() == '{"a": 1}\n'
 
 
@@ -442,13 +444,26 @@ def test_append_jsonl(tmp_path):
     p = tmp_path / "labels.jsonl"
     prefs = [Preference([U("cat?")], "meow", "woof"), Preference([U("dog?")], "woof", "moo")]
     for x in prefs:
-        data.append_jsonl(p, x)
+        formats.append_jsonl(p, x)
     assert p.read_bytes().endswith(b"\n") and p.read_bytes().count(b"\n") == 2
-    assert data.load_preferences(p) == prefs
+    assert formats.load_preferences(p) == prefs
     # a hand-edited file whose last line lost its newline: the new row goes on a line of its own
     p.write_text(json.dumps(to_pair := GOOD_PAIR))
-    data.append_jsonl(p, prefs[1])
-    assert data.load_preferences(p) == [Preference([U("cat?")], to_pair["chosen"], to_pair["rejected"]), prefs[1]]
+    formats.append_jsonl(p, prefs[1])
+    assert formats.load_preferences(p) == [Preference([U("cat?")], to_pair["chosen"], to_pair["rejected"]), prefs[1]]
+
+
+# ----------------------------------------------------------------------------------------------------
+# rlhf.data as the data door: re-exports and the CLI
+
+def test_data_reexports_the_formats_names():
+    """Callers reach the loaders through rlhf.data (D.load_rankings, from rlhf.data import DataError, ...)."""
+    for name in data.__all__:
+        assert hasattr(data, name), name
+        if hasattr(formats, name):
+            assert getattr(data, name) is getattr(formats, name), name
+    assert {"DataError", "Preference", "Ranking", "ranking_pairs", "write_jsonl", "append_jsonl", "load_any",
+            "load_demonstrations", "load_preferences", "load_rankings", "load_prompts"} <= set(data.__all__)
 
 
 def test_cli_prints_format(tmp_path, capsys):

@@ -88,7 +88,7 @@ def test_win_rates_hand_worked_example():
 def test_win_rates_all_ties_and_symmetry():
     r = ev.win_rates([0.3] * 5, [0.3] * 5)
     assert (r["wins"], r["ties"], r["losses"]) == (0, 5, 0)
-    assert r["win_rate"] == 0.5 and r["win_rate_half"] == 0.5
+    assert r["win_rate"] is None and r["win_rate_half"] == 0.5     # no non-tied pair: the non-tied rate is n/a
     a = np.random.default_rng(5).random(30).round(1)
     b = np.random.default_rng(6).random(30).round(1)
     ab, ba = ev.win_rates(a, b), ev.win_rates(b, a)

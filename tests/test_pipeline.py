@@ -129,3 +129,15 @@ def test_default_out_follows_the_preset_and_bad_options_fail_clearly():
         with pytest.raises(SystemExit, match=msg):
             cfg, preset, raw = pipeline.parse_args(argv)
             pipeline.build_stage_configs(cfg, preset, raw)
+
+
+@pytest.mark.parametrize("preset", sorted(pipeline.PIPELINE_PRESETS))
+def test_every_preset_builds_valid_stage_configs(tmp_path, preset):
+    """Each pipeline preset's overrides name real fields of its stages, and a headline preset's SFT-only
+    model is at least twice the PPO model's width x depth (InstructGPT's comparison needs a larger model)."""
+    cfg, name, raw = pipeline.parse_args(["--preset", preset, "--out", str(tmp_path)])
+    scfg = pipeline.build_stage_configs(cfg, name, raw)
+    assert set(scfg) == {"pretrain", "sft", "reward_model", "ppo", "pretrain_large", "sft_large"}
+    if cfg.headline:
+        small, large = scfg["pretrain"], scfg["pretrain_large"]
+        assert large.n_layer * large.n_embd ** 2 >= 2 * small.n_layer * small.n_embd ** 2, preset
