@@ -84,7 +84,11 @@ def filter_logits(logits, top_k=None, top_p=None):
 
 def check_generator(generator, device) -> None:
     """torch.multinomial needs its generator on the device of the probabilities: say so plainly (PyTorch's
-    own message names neither the generator's origin nor the fix)."""
+    own message names neither the generator's origin nor the fix). `generator`: None, one, or a list."""
+    if isinstance(generator, (list, tuple)):
+        for g in generator:
+            check_generator(g, device)
+        return
     if generator is not None and torch.device(generator.device).type != torch.device(device).type:
         raise ValueError(f"the sampling generator is on {generator.device} but the model is on {device}: "
                          f"create it with torch.Generator(device=<the model's device>)")
@@ -96,12 +100,19 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
     temperature 0 is greedy (argmax; log-probs at temperature 1). Otherwise the token is drawn from
     softmax(filter_logits(logits / tau)), while the returned log-probs are of the *unfiltered*
     distribution: what a training forward pass recomputes (PPO's ratio needs them equal).
+    `generator` is one torch.Generator for the whole batch, or a list of B of them: one random stream
+    per row, so that a row's sample depends on its own stream only (not on the other rows, nor on the
+    batch size): "common random numbers" when two models answer the same prompts.
     """
     if temperature == 0:
         return torch.argmax(logits, dim=-1), F.log_softmax(logits, dim=-1)
     logits = logits / temperature
     probs = F.softmax(filter_logits(logits, top_k, top_p), dim=-1)
-    next_tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)        # (B,)
+    if isinstance(generator, (list, tuple)):                                       # one stream per row
+        next_tok = torch.cat([torch.multinomial(probs[b:b + 1], 1, generator=g)[:, 0]
+                              for b, g in enumerate(generator)])                    # (B,)
+    else:
+        next_tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)    # (B,)
     return next_tok, F.log_softmax(logits, dim=-1)
 
 
@@ -113,8 +124,9 @@ def generate(model, prompts, max_new_tokens: int, temperature=1.0, top_k=None, t
 
     prompts: list of token-id lists (left-padded here), or a (B, P) / (P,) LongTensor, optionally with
     its (B, P) `attention_mask` if it is already left-padded. temperature=0 is greedy (log-probs then
-    use temperature 1). eos_token_id: an id or a list of ids that end a row. `generator` seeds sampling;
-    it must live on the model's device (torch.Generator(device=...)), as torch.multinomial requires.
+    use temperature 1). eos_token_id: an id or a list of ids that end a row. `generator` seeds sampling
+    (one for the batch, or a list with one per row: see sample_next); it must live on the model's device
+    (torch.Generator(device=...)), as torch.multinomial requires.
     The model is put in eval mode (no dropout) for the call and restored afterwards. When the prompt
     plus new tokens exceed block_size the cache cannot hold them, and the recompute path (which keeps
     the last block_size tokens) is used instead.
@@ -135,6 +147,8 @@ def generate(model, prompts, max_new_tokens: int, temperature=1.0, top_k=None, t
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     B, P = ids.shape
+    if isinstance(generator, (list, tuple)) and len(generator) != B:
+        raise ValueError(f"generate: {len(generator)} generators for {B} rows (one per row, or a single one)")
     N = max_new_tokens
     stop_ids = [] if eos_token_id is None else (
         [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))

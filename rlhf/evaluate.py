@@ -18,9 +18,11 @@ model through rlhf.rollout.score_responses) and caches responses as `eval/STAGE.
 report and later comparisons reuse them instead of generating again.
 
 Every model answers the same prompts twice: greedily (deterministic) and sampled at temperature 1 with
-the same seed for every model. The shared seed is deliberate ("common random numbers"): two policies
-that barely differ then draw the same samples, so their paired comparison measures the policies, not
-the luck of the draw. Comparisons are paired by prompt and CIs resample prompts.
+one random stream per prompt, seeded by (seed, prompt index), the same for every model ("common random
+numbers"): a prompt's sample does not depend on the batch it falls in nor on the other prompts' answers,
+identical models give identical samples (they tie on every prompt), and two policies that barely differ
+draw mostly the same samples, so their paired comparison measures the policies, not the luck of the
+draw. Comparisons are paired by prompt and CIs resample prompts.
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ def evaluate_model(model, tokenizer, examples: list, cfg: EvalConfig, rm=None, r
     for decoding in DECODINGS:
         temp = 0.0 if decoding == "greedy" else cfg.temperature
         gens = generate_responses(model, tokenizer, convs, cfg.max_new_tokens, temperature=temp,
-                                  batch_size=cfg.batch_size, seed=cfg.seed,
+                                  batch_size=cfg.batch_size, seed=cfg.seed, per_prompt=True,
                                   progress=f"{progress} {decoding}" if progress else None)
         for ex, g in zip(examples, gens):
             rows.append({**example_row(ex), "decoding": decoding, "response": g["response"],
@@ -189,13 +191,29 @@ def compare_by_decoding(rows_a: list[dict], rows_b: list[dict], cfg: EvalConfig)
             for d in DECODINGS if by_decoding(rows_a, d) and by_decoding(rows_b, d)}
 
 
+def eval_dir_for(run_dir: str, cfg: EvalConfig) -> str:
+    """Where evaluating run_dir with `cfg` caches its answers: RUN/eval when the settings are those the
+    pipeline evaluated with (so its report, metrics.json and eval/ stay consistent and the cache is
+    reused), else a directory of its own named by the settings, e.g. RUN/eval-val-n300-seed0-t1.0-new48."""
+    own = {"eval_split": cfg.split, "eval_prompts": cfg.n_prompts, "seed": cfg.seed,
+           "eval_temperature": cfg.temperature, "eval_max_new_tokens": cfg.max_new_tokens}
+    path = os.path.join(run_dir, "pipeline_config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            pipe = json.load(f).get("pipeline", {})
+        if all(pipe.get(k) == v for k, v in own.items()):
+            return os.path.join(run_dir, "eval")
+    return os.path.join(run_dir, f"eval-{cfg.split}-n{cfg.n_prompts}-seed{cfg.seed}-t{cfg.temperature:g}-"
+                                 f"new{cfg.max_new_tokens}")
+
+
 def evaluate_run(run_dir: str, cfg: EvalConfig | None = None, kl_pairs: Sequence[tuple[str, str]] = (("ppo", "sft"),),
-                 rm_dir: str | None = None, progress: bool = True) -> dict:
+                 rm_dir: str | None = None, progress: bool = True, eval_dir: str | None = None) -> dict:
     """Evaluate every checkpoint of a pipeline run directory (or one checkpoint) on the same held-out prompts.
 
     Returns {"prompts": {...}, "stages": {stage: {"greedy": summary, "sampled": summary[, "kl"]}},
              "comparisons": {"A_vs_B": {"greedy": compare, "sampled": compare}}[, "reward_model": {...}]}.
-    Rows are cached in run_dir/eval/STAGE.jsonl; the reward model (run_dir/reward_model unless rm_dir is
+    Rows are cached in eval_dir/STAGE.jsonl (default run_dir/eval, the pipeline's); the reward model (run_dir/reward_model unless rm_dir is
     given) judges every response next to the gold oracle; a run_dir/eval/best_of_n.jsonl written by the
     pipeline joins as the stage "best_of_n"; KL(stage || ref) is estimated for each (stage, ref) pair.
     """
@@ -204,7 +222,7 @@ def evaluate_run(run_dir: str, cfg: EvalConfig | None = None, kl_pairs: Sequence
     device = pick_device(cfg.device)
     rm_dir = rm_dir or os.path.join(run_dir, "reward_model")
     rm, rm_tok = load_reward_model(rm_dir, device)
-    eval_dir = os.path.join(run_dir, "eval")
+    eval_dir = eval_dir or os.path.join(run_dir, "eval")
     dirs = stage_dirs(run_dir)
     rows: dict[str, list[dict]] = {}
     fresh = []   # what had to be generated this time (the rest came from the cache)
@@ -228,7 +246,7 @@ def evaluate_run(run_dir: str, cfg: EvalConfig | None = None, kl_pairs: Sequence
         if stage not in dirs or ref not in dirs:
             continue
         meta = read_meta(eval_dir, stage)
-        key = f"kl_to_{ref}"
+        key = f"kl_exact_to_{ref}"   # the exact per-token estimator (rlhf.gold.kl_to_reference); >= 0
         if key not in meta:
             model, tok = load_model(dirs[stage], device=device)
             ref_model, _ = load_model(dirs[ref], device=device)
@@ -263,7 +281,7 @@ def format_results(results: dict) -> str:
                      f"{f(g.get('mean_tokens'), 1):>6} {f(g.get('rm_score'), 2):>6}")
         if "kl" in s:
             lines.append(f"{'':<11} KL to the reference: {f(s['kl']['mean'], 2)} nats per response "
-                         f"[{f(s['kl']['ci'][0], 2)}, {f(s['kl']['ci'][1], 2)}]")
+                         f"[{f(s['kl']['ci'][0], 2)}, {f(s['kl']['ci'][1], 2)}] (exact per-token KL on samples)")
     if results["comparisons"]:
         lines.append(f"\n{'A vs B':<22} {'decoding':<8} {'W/T/L (gold)':>13} {'win (ties ½)':>12} "
                      f"{'non-tied':>8} {'gold diff [95% CI]':>26} {'RM judge':>8}")
@@ -283,12 +301,13 @@ def format_results(results: dict) -> str:
 def compare_runs(run_a: str, run_b: str, cfg: EvalConfig, progress: bool = True) -> dict:
     """Each stage of run A against the same stage of run B, on the same prompts. The RM judge is run A's
     reward model for both sides (B's responses are re-scored by it, as text)."""
-    res_a = evaluate_run(run_a, cfg, progress=progress)
-    res_b = evaluate_run(run_b, cfg, progress=progress)
+    dir_a, dir_b = eval_dir_for(run_a, cfg), eval_dir_for(run_b, cfg)
+    res_a = evaluate_run(run_a, cfg, progress=progress, eval_dir=dir_a)
+    res_b = evaluate_run(run_b, cfg, progress=progress, eval_dir=dir_b)
     rm, rm_tok = load_reward_model(os.path.join(run_a, "reward_model"), pick_device(cfg.device))
     out = {"prompts": res_a["prompts"], "a": run_a, "b": run_b, "stages": {}, "comparisons": {}}
     for stage in res_a["stages"]:
-        pa, pb = os.path.join(run_a, "eval", f"{stage}.jsonl"), os.path.join(run_b, "eval", f"{stage}.jsonl")
+        pa, pb = os.path.join(dir_a, f"{stage}.jsonl"), os.path.join(dir_b, f"{stage}.jsonl")
         if stage not in res_b["stages"] or not (os.path.exists(pa) and os.path.exists(pb)):
             continue
         rows_a, rows_b = read_rows(pa), read_rows(pb)
@@ -323,14 +342,17 @@ def main(argv: list[str] | None = None) -> dict:
     run_dir = positional[0]
     if not os.path.isdir(run_dir):
         raise SystemExit(f"error: {run_dir}: no such run directory")
+    eval_dir = eval_dir_for(run_dir, cfg)     # never overwrites the pipeline's eval/ with other settings
     if compare:
         results = compare_runs(run_dir, compare, cfg)
         name = os.path.basename(os.path.normpath(compare))
-        atomic_write_json(os.path.join(run_dir, "eval", f"compare_{name}.json"), results)
+        path = os.path.join(eval_dir, f"compare_{name}.json")
     else:
-        results = evaluate_run(run_dir, cfg)
-        atomic_write_json(os.path.join(run_dir, "eval", "results.json"), results)
+        results = evaluate_run(run_dir, cfg, eval_dir=eval_dir)
+        path = os.path.join(eval_dir, "results.json")
+    atomic_write_json(path, results)
     print(format_results(results))
+    print(f"-> {path}")
     return results
 
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
+import torch
 
-from rlhf.rollout import generate_responses, response_logprobs, sample_batches, sampling_generator
+from rlhf.rollout import generate_responses, response_logits, sample_batches
 from rlhf.stats import bootstrap_ci, paired_bootstrap_ci, win_rates
 from rlhf.world import make_prompts, score
 
@@ -33,22 +34,33 @@ def gold_scores(rows: list[dict]) -> list[float]:
 
 def kl_to_reference(model, ref_model, tokenizer, conversations: list, max_new_tokens: int,
                     batch_size: int = 64, seed: int = 0, temperature: float = 1.0) -> dict:
-    """KL(pi || pi_ref) per response, estimated on samples y ~ pi (the penalty of InstructGPT eq. 2):
+    """KL(pi || pi_ref) per response on samples y ~ pi (the penalty of InstructGPT eq. 2), in nats:
 
-        KL = E_{x, y ~ pi} [ sum_t log pi(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t) ]
+        KL = E_{x, y ~ pi} [ sum_t KL( pi(. | x, y_<t) || pi_ref(. | x, y_<t) ) ]
+           = E_{x, y ~ pi} [ sum_t sum_v pi(v | ...) (log pi(v | ...) - log pi_ref(v | ...)) ]
 
-    Each sample's sum is an unbiased estimate; their mean is >= 0 up to noise (a clearly negative value
-    means generation and scoring disagree). Both models share the tokenizer (the policy descends from
-    the reference). Returns {"mean", "ci", "per_token"} in nats.
+    Both models give the whole next-token distribution at every position of a sample, so each position
+    contributes its exact KL over the vocabulary (>= 0), and each response the sum of those: an unbiased
+    estimate of the sequence KL that is never negative and has less variance than the sampled log-ratio
+    sum_t log pi(y_t) - log pi_ref(y_t) (which can come out below 0 by chance; it is kept as
+    "sampled_estimate"). Both models share the tokenizer (the policy descends from the reference).
+    Returns {"mean", "ci", "per_token", "sampled_estimate", "estimator"}.
     """
-    kls, n_tok = [], 0
+    kls, sampled, n_tok = [], [], 0
     for _, s in sample_batches(model, tokenizer, conversations, max_new_tokens, temperature, batch_size, seed,
-                               return_logprobs=True):
-        ref_lp = response_logprobs(ref_model, s.sequences, s.attention_mask, s.prompt_length, temperature)
-        kls += ((s.gen_logprobs - ref_lp) * s.response_mask).sum(-1).tolist()   # (B,) one KL sample per row
+                               return_logprobs=True, per_prompt=True):
+        with torch.no_grad():
+            logp = response_logits(model, s.sequences, s.attention_mask, s.prompt_length, temperature).log_softmax(-1)
+            ref = response_logits(ref_model, s.sequences, s.attention_mask, s.prompt_length, temperature).log_softmax(-1)
+        exact = (logp.exp() * (logp - ref)).sum(-1).clamp(min=0.0) * s.response_mask   # (B, N), >= 0 up to rounding
+        ref_lp = ref.gather(-1, s.response[..., None]).squeeze(-1)                     # (B, N)
+        kls += exact.sum(-1).tolist()                                                   # (B,) one sample per response
+        sampled += ((s.gen_logprobs - ref_lp) * s.response_mask).sum(-1).tolist()
         n_tok += int(s.response_mask.sum().item())
     mean, lo, hi = bootstrap_ci(kls, seed=seed)
-    return {"mean": mean, "ci": [lo, hi], "per_token": float(np.sum(kls) / max(n_tok, 1))}
+    return {"mean": mean, "ci": [lo, hi], "per_token": float(np.sum(kls) / max(n_tok, 1)),
+            "sampled_estimate": float(np.mean(sampled)) if sampled else float("nan"),
+            "estimator": "exact per-token KL over the vocabulary, summed over each sampled response"}
 
 
 class GoldEvaluator:
@@ -64,17 +76,17 @@ class GoldEvaluator:
     def conversations(self) -> list:
         return [ex.conversation for ex in self.examples]
 
-    def __call__(self, model, tokenizer, temperature: float = 0.0, generator=None) -> dict:
-        """The oracle's verdict on `model`'s answers (greedy at temperature 0, else sampled with `generator`,
-        default: one seeded with self.seed on the model's device).
+    def __call__(self, model, tokenizer, temperature: float = 0.0, seed: int | None = None) -> dict:
+        """The oracle's verdict on `model`'s answers: greedy at temperature 0, else sampled with one random
+        stream per prompt seeded by (seed, default self.seed; the prompt's index), so that two models are
+        compared on common random numbers (identical models give identical answers).
 
         Returns {"gold": mean score in [0, 1], "per_family": {family: mean}, "per_h": {h: mean},
         "stop_rate": share of responses that ended with <|end|>, "n": number of prompts,
         "rows": [{"family", "h", "prompt", "gold_answer", "response", "stopped", "score"}]}.
         """
-        g = generator if generator is not None else sampling_generator(model, self.seed)
         replies = generate_responses(model, tokenizer, self.conversations, self.max_new_tokens, temperature,
-                                     self.batch_size, generator=g)
+                                     self.batch_size, self.seed if seed is None else seed, per_prompt=True)
         rows, by_family, by_h = [], defaultdict(list), defaultdict(list)
         for ex, r in zip(self.examples, replies):
             s = score(ex.conversation, r["response"], stopped=r["stopped"])
@@ -126,7 +138,7 @@ class GoldEvaluator:
                          f"W/T/L {r['wins']}/{r['ties']}/{r['losses']} (non-tied win rate {_rate(r['win_rate'])}), "
                          f"stop {r['stop_rate']:.2f} vs {r['sft_stop_rate']:.2f}")
         if g.get("kl") is not None:
-            lines.append(f"  KL({name} || SFT) = {g['kl']:.2f} nats per response (sampled)")
+            lines.append(f"  KL({name} || SFT) = {g['kl']:.2f} nats per response (exact per-token KL on sampled answers)")
         return "\n".join(lines)
 
 

@@ -125,7 +125,8 @@ def write_report(run_dir: str, metrics: dict, results: dict, plots: dict[str, st
                 line += f"; the reward model judges PPO better in {_pct(rm['win_rate_half'])} (ties ½)"
             notes.append(line + ".")
     if ppo.get("kl") is not None:
-        notes.append(f"- KL(PPO ‖ SFT) on sampled responses: {_f(ppo['kl'], 2)} nats per response "
+        notes.append(f"- KL(PPO ‖ SFT) on sampled responses (exact per-token KL over the vocabulary, summed over "
+                     f"each response, so never negative): {_f(ppo['kl'], 2)} nats per response "
                      f"[{_f((ppo.get('kl_ci') or [None])[0], 2)}, {_f((ppo.get('kl_ci') or [None, None])[1], 2)}].")
     rm = metrics.get("reward_model", {})
     if rm:

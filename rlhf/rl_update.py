@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from minigpt.trainer import check_finite, forward_backward, optimizer_step
 from rlhf import data as D
-from rlhf.rollout import sampling_generator, score_responses
+from rlhf.rollout import score_responses
 from rlhf.world import make_prompts
 
 
@@ -77,11 +77,11 @@ def minibatch_updates(model: nn.Module, optimizer: torch.optim.Optimizer, n_rows
 @torch.no_grad()
 def evaluate_policy(evaluator, policy: nn.Module, reward_model: nn.Module, tokenizer, temperature: float,
                     seed: int, no_stop_reward: float | None = None) -> dict:
-    """The caller's gold evaluator on the policy's answers (greedy at temperature 0, else sampled with a
-    generator seeded by (seed, "eval")), with the reward model's score of each answer next to the gold one
-    (no_stop_reward for an answer without <|end|>, as in training). Returns the means (gold, rm,
+    """The caller's gold evaluator on the policy's answers (greedy at temperature 0, else sampled with one
+    random stream per prompt, seeded by `seed`), with the reward model's score of each answer next to the
+    gold one (no_stop_reward for an answer without <|end|>, as in training). Returns the means (gold, rm,
     stop_rate, length in characters, share of distinct answers) and the rows."""
-    res = evaluator(policy, tokenizer, temperature, generator=sampling_generator(policy, seed, "eval"))
+    res = evaluator(policy, tokenizer, temperature, seed=seed)
     rows = res["rows"]
     rm = score_responses(reward_model, tokenizer, evaluator.conversations, [r["response"] for r in rows],
                          [r["stopped"] for r in rows])

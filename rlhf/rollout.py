@@ -162,9 +162,13 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, temperature: fl
 
 def sample_batches(model, tokenizer, conversations: list, max_new_tokens: int, temperature: float = 0.0,
                    batch_size: int = 64, seed: int = 0, generator: torch.Generator | None = None,
-                   top_k: int | None = None, return_logprobs: bool = False, progress: str | None = None):
+                   top_k: int | None = None, return_logprobs: bool = False, progress: str | None = None,
+                   per_prompt: bool = False):
     """Yield (conversations, Samples) batch by batch: render_prompts, then `sample` with one generator for
-    the whole call (`generator`, else sampling_generator(model, seed))."""
+    the whole call (`generator`, else sampling_generator(model, seed)), or with per_prompt=True one
+    random stream per prompt, seeded by (seed, the prompt's index): common random numbers, so a prompt's
+    sample depends neither on the batch it lands in nor on the other prompts' answers, and two models
+    that agree on a prompt draw the same reply (evaluation's paired comparisons need that)."""
     prompts = render_prompts(conversations, tokenizer, model.config.block_size, max_new_tokens)
     end, pad = D.stop_token_id(tokenizer), D.pad_token_id(tokenizer)
     g = generator if generator is not None else sampling_generator(model, seed)
@@ -172,18 +176,22 @@ def sample_batches(model, tokenizer, conversations: list, max_new_tokens: int, t
     if progress:
         starts = tqdm(starts, desc=progress, leave=False, unit="batch")
     for i in starts:
+        rows = range(i, min(i + batch_size, len(conversations)))
+        if per_prompt:
+            g = [sampling_generator(model, seed, "prompt", j) for j in rows]
         yield conversations[i:i + batch_size], sample(model, prompts[i:i + batch_size], max_new_tokens, temperature,
                                                       end, pad, g, top_k=top_k, return_logprobs=return_logprobs)
 
 
 def generate_responses(model, tokenizer, conversations: list, max_new_tokens: int, temperature: float = 0.0,
                        batch_size: int = 64, seed: int = 0, generator: torch.Generator | None = None,
-                       top_k: int | None = None, progress: str | None = None) -> list[dict]:
+                       top_k: int | None = None, progress: str | None = None, per_prompt: bool = False) -> list[dict]:
     """Answer each conversation: [{"response": text before <|end|>, "stopped": bool, "n_tokens": int}], in
-    order; greedy at temperature 0, else sampled with one seeded generator (sample_batches)."""
+    order; greedy at temperature 0, else sampled with one seeded generator, or one stream per prompt
+    (per_prompt=True: see sample_batches)."""
     out = []
     for _, s in sample_batches(model, tokenizer, conversations, max_new_tokens, temperature, batch_size, seed,
-                               generator, top_k, progress=progress):
+                               generator, top_k, progress=progress, per_prompt=per_prompt):
         out += [{"response": t, "stopped": st, "n_tokens": n} for t, st, n in s.texts(tokenizer)]
     return out
 

@@ -3,7 +3,9 @@
     python -m pytest tests/test_evaluate.py -q
 """
 
+import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -175,13 +177,27 @@ def test_kl_to_reference(run_dir):
     model, tok = load_model(run_dir / "sft")
     convs = [ex.conversation for ex in ev.eval_examples(16)]
     same = kl_to_reference(model, model, tok, convs, 10, batch_size=8)
-    assert abs(same["mean"]) < 1e-5 and abs(same["per_token"]) < 1e-6
+    assert same["mean"] == 0.0 and same["ci"] == [0.0, 0.0] and same["per_token"] == 0.0   # exact, not noisy
+    assert abs(same["sampled_estimate"]) < 1e-5
     sharp = GPT(model.config)
     sharp.load_state_dict(model.state_dict())
     with torch.no_grad():
         sharp.transformer.wte.weight.mul_(8.0)          # a much peakier distribution than the policy's
     other = kl_to_reference(model, sharp, tok, convs, 10, batch_size=8)
     assert other["mean"] > 1.0 and other["ci"][0] > 0
+
+
+def test_kl_estimate_is_never_negative_for_nearby_models(run_dir):
+    """Two barely different models: the sampled log-ratio sum can come out negative by chance; the exact
+    per-token estimator cannot (a report once printed KL = -0.01 nats [-0.03, 0.01])."""
+    model, tok = load_model(run_dir / "sft")
+    near = GPT(model.config)
+    near.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        near.transformer.wte.weight.mul_(1.01)
+    convs = [ex.conversation for ex in ev.eval_examples(16)]
+    k = kl_to_reference(model, near, tok, convs, 10, batch_size=8)
+    assert k["mean"] >= 0 and k["ci"][0] >= 0 and k["per_token"] >= 0
 
 
 def test_rm_scores_do_not_depend_on_padding(run_dir):
@@ -251,3 +267,36 @@ def test_cli_prints_the_table(run_dir, capsys):
     assert "12 held-out test prompts" in out and "ppo_vs_sft" in out and "KL to the reference" in out
     with pytest.raises(SystemExit, match="usage"):
         ev.main(["--n_prompts=3"])
+
+
+def test_sampled_answers_use_common_random_numbers(run_dir, tmp_path):
+    """Evaluating a bit-identical copy of a run gives identical samples: every prompt ties, gold and RM
+    judge alike; and a prompt's sample does not depend on the batch size (one stream per prompt)."""
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("eval*"))
+    cfg = ev.EvalConfig(n_prompts=12, max_new_tokens=10, batch_size=5, n_boot=200)
+    res = ev.compare_runs(str(run_dir), str(copy), cfg, progress=False)
+    for name, by_decoding in res["comparisons"].items():
+        for decoding, c in by_decoding.items():
+            assert c["gold"]["ties"] == c["n"], (name, decoding, c["gold"])
+            assert c["gold"]["win_rate"] is None                 # no non-tied pair: n/a, not 0.50
+    model, tok = load_model(run_dir / "sft")
+    convs = [ex.conversation for ex in ev.eval_examples(7)]
+    a = generate_responses(model, tok, convs, 10, temperature=1.0, batch_size=7, seed=3, per_prompt=True)
+    b = generate_responses(model, tok, convs, 10, temperature=1.0, batch_size=2, seed=3, per_prompt=True)
+    assert [r["response"] for r in a] == [r["response"] for r in b]
+
+
+def test_standalone_evaluation_never_overwrites_the_pipelines_eval(run_dir):
+    """`python -m rlhf.evaluate RUN` with other settings than the pipeline's writes to a directory of its
+    own; with the pipeline's settings it reuses (and keeps) RUN/eval."""
+    pipe = {"pipeline": {"eval_split": "test", "eval_prompts": 12, "seed": 0, "eval_temperature": 1.0,
+                         "eval_max_new_tokens": 10}}
+    (run_dir / "pipeline_config.json").write_text(json.dumps(pipe))
+    same = ev.EvalConfig(n_prompts=12, max_new_tokens=10, batch_size=5)
+    other = ev.EvalConfig(n_prompts=6, max_new_tokens=10, batch_size=5)
+    assert ev.eval_dir_for(str(run_dir), same) == os.path.join(str(run_dir), "eval")
+    assert ev.eval_dir_for(str(run_dir), other) == os.path.join(str(run_dir), "eval-test-n6-seed0-t1-new10")
+    (run_dir / "pipeline_config.json").unlink()
+    assert ev.eval_dir_for(str(run_dir), same) != os.path.join(str(run_dir), "eval")   # not a pipeline run
