@@ -102,8 +102,14 @@ def load_text(cfg: TrainConfig) -> str:
                          "python -m rlhf.pretrain trains on the instruction world's corpus")
     if not os.path.exists(cfg.data):
         raise SystemExit(f"error: --data={cfg.data}: no such file")
-    with open(cfg.data, encoding="utf-8", errors="replace") as f:
-        text = f.read()
+    with open(cfg.data, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise SystemExit(f"error: {cfg.data}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                         f"convert it first, e.g. iconv -f latin1 -t utf-8") from None
     if not text.strip():
         raise SystemExit(f"error: --data={cfg.data}: the file is empty")
     return text
@@ -145,10 +151,18 @@ def train_pretrain(cfg: TrainConfig, text: str | None = None) -> dict:
     """Stage 1: tokenizer (if needed) -> token stream -> GPT -> fit -> model.pt + summary.json.
     `text` is the corpus (None: read cfg.data)."""
     t_start = time.time()
+    done = ckpt_io.read_summary(cfg.out_dir) if cfg.resume and ckpt_io.is_finished(cfg.out_dir) else None
+    if done is not None and done.get("steps") == cfg.max_iters:      # nothing left to train: keep the summary
+        print(f"{cfg.out_dir} finished all {cfg.max_iters} steps already (summary.json); nothing to resume")
+        return done
+    text = load_text(cfg) if text is None else text              # bad input fails before anything is written
+    if len(text) < 2 * (cfg.block_size + 2):                      # a token is at least one character
+        raise SystemExit(f"error: {cfg.data or 'the training text'}: {len(text)} characters, too few for a train "
+                         f"and a val window of block_size={cfg.block_size} tokens; use more text or a smaller "
+                         f"--block_size")
     device, info, run_dir = start_stage(cfg)
     try:
         seed_everything(cfg.seed)
-        text = load_text(cfg) if text is None else text
         tok = get_tokenizer(cfg, text, run_dir, info)
         t0 = time.perf_counter()
         ids = torch.tensor(tok.encode(text), dtype=torch.int32)
@@ -157,7 +171,10 @@ def train_pretrain(cfg: TrainConfig, text: str | None = None) -> dict:
         if info.is_main:
             print(f"data: {len(text):,} characters -> {len(ids):,} tokens ({len(text) / len(ids):.2f} chars/token, "
                   f"encoded in {time.perf_counter() - t0:.1f}s); train {len(train_ids):,}, val {len(val_ids):,}")
-        batches = LMBatches(train_ids, val_ids, cfg.block_size, cfg.batch_size, seed=cfg.seed)
+        try:
+            batches = LMBatches(train_ids, val_ids, cfg.block_size, cfg.batch_size, seed=cfg.seed)
+        except ValueError as e:                    # too little text for one window of block_size tokens
+            raise SystemExit(f"error: {cfg.data or 'the training text'}: {e}") from None
 
         seed_everything(cfg.seed)  # the same init in every process and run
         model = GPT(model_config_from(cfg, tok.vocab_size))

@@ -1,0 +1,105 @@
+"""A newcomer's mistakes get a one-line error: exit status != 0, one line on stderr, no traceback, and
+nothing already in the output directory is changed.
+
+    python -m pytest tests/test_cli_errors.py -q
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(*args, timeout=120):
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def assert_one_line_error(r, *fragments):
+    err = r.stderr.strip()
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith("error: "), err
+    for f in fragments:
+        assert f in err, (f, err)
+
+
+def snapshot(path):
+    """{file: (size, mtime)} of everything under path."""
+    out = {}
+    for root, _, files in os.walk(path):
+        for name in files:
+            p = os.path.join(root, name)
+            st = os.stat(p)
+            out[p] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def test_pretraining_text_that_is_not_utf8(tmp_path):
+    data = tmp_path / "latin1.txt"
+    data.write_bytes("café au lait\nsecond line\n".encode("latin-1"))
+    r = run_cli("minigpt.train", "--preset=tiny", f"--data={data}", f"--out_dir={tmp_path / 'out'}")
+    assert_one_line_error(r, f"{data}:1", "not UTF-8", "0xe9")
+    assert not (tmp_path / "out").exists()
+
+
+def test_pretraining_text_too_short_for_one_window(tmp_path):
+    data = tmp_path / "one_line.txt"
+    data.write_text("just one short line\n")
+    r = run_cli("minigpt.train", "--preset=tiny", f"--data={data}", f"--out_dir={tmp_path / 'out'}",
+                "--progress=false")
+    assert_one_line_error(r, str(data), "too few for a train and a val window")
+    assert not (tmp_path / "out").exists()
+
+
+def test_resuming_a_finished_pretraining_run_keeps_its_summary(tmp_path):
+    """--resume on a finished run: nothing to do, and summary.json is not rewritten with empty numbers."""
+    data = tmp_path / "text.txt"
+    data.write_text("\n".join(f"the {i} cat sat on the {i % 7} mat." for i in range(600)))
+    out = tmp_path / "pre"
+    common = ["minigpt.train", "--preset=tiny", f"--data={data}", f"--out_dir={out}", "--progress=false",
+              "--max_iters=6", "--eval_interval=3"]
+    assert run_cli(*common).returncode == 0
+    before = snapshot(out)
+    r = run_cli(*common, "--resume=True")
+    assert r.returncode == 0, r.stderr
+    assert "nothing to resume" in r.stdout and "Traceback" not in r.stderr
+    assert snapshot(out) == before
+
+
+def test_chat_with_a_missing_directory(tmp_path):
+    r = run_cli("rlhf.chat", str(tmp_path / "nope"), "--prompt", "hi")
+    assert_one_line_error(r, "no model.pt")
+
+
+@pytest.mark.parametrize("module", ["rlhf.ppo", "rlhf.grpo"])
+def test_rl_stage_without_its_sft_run(tmp_path, module):
+    out = tmp_path / "out"
+    r = run_cli(module, "--preset=tiny", f"--sft_dir={tmp_path / 'no_sft'}", f"--rm_dir={tmp_path / 'no_rm'}",
+                f"--out_dir={out}", "--progress=false")
+    assert_one_line_error(r, "no model.pt", "rlhf.sft")
+    assert not out.exists()                                       # a failed stage leaves no directory behind
+
+
+def test_best_of_n_without_its_runs(tmp_path):
+    r = run_cli("rlhf.best_of_n", "--preset=tiny", f"--sft_dir={tmp_path / 'no_sft'}",
+                f"--rm_dir={tmp_path / 'no_rm'}", f"--out_dir={tmp_path / 'out'}")
+    assert_one_line_error(r, "no model.pt")
+
+
+def test_ppo_with_a_malformed_prompts_file(tmp_path, tok):
+    """Bad data names its file and line (rlhf.formats.DataError), as one line."""
+    from minigpt import checkpoint as ckpt_io
+    from tests.tiny_rl import tiny_gpt, tiny_rm
+    sft, rm = tmp_path / "sft", tmp_path / "rm"
+    ckpt_io.save_model(str(sft), tiny_gpt(tok.vocab_size), tok)
+    tiny_rm(tok.vocab_size).save(str(rm), tok)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "What is 2 + 3?"}\n{"prompt": \n')
+    r = run_cli("rlhf.ppo", "--preset=tiny", f"--sft_dir={sft}", f"--rm_dir={rm}", f"--prompts={prompts}",
+                f"--out_dir={tmp_path / 'out'}", "--progress=false")
+    assert_one_line_error(r, f"{prompts}:2")
