@@ -73,6 +73,7 @@ class DPOConfig(LoopConfig):
     data: str = ""                      # comparison JSONL (pairs, HH-RLHF or rankings) instead of rm_dir's
     val_data: str = ""                  # held-out comparisons for --data ("" = the last val_fraction of --data)
     val_fraction: float = 0.1           # share of --data held out when no --val_data is given
+    skip_bad: int = 0                   # --data from elsewhere: skip up to this many malformed records (0 = none)
     n_train_prompts: int = 1500         # simulated (no RM data): train prompts, each with K ranked candidates
     n_val_prompts: int = 300            # simulated: held-out val prompts
     data_seed: int = 0                  # simulated: seed of prompts, demonstrations, sampling and labels
@@ -243,12 +244,12 @@ def load_comparisons(cfg: DPOConfig, tokenizer, sft_model, is_main: bool, info) 
     """(train records, val records, where they came from): --data; else the RM run's rankings; else
     simulated here exactly as the RM stage does (rlhf.comparisons.simulate_rankings), written to out_dir/data."""
     if cfg.data:
-        fmt, records = D.load_any(cfg.data)
+        fmt, records = D.load_any(cfg.data, skip_bad=cfg.skip_bad)
         if fmt not in ("pairs", "hh", "rankings"):
             raise SystemExit(f"error: {cfg.data} is a {fmt!r} file; DPO needs comparisons "
                              "(prompt/chosen/rejected, HH-RLHF or rankings)")
         if cfg.val_data:
-            return records, D.load_any(cfg.val_data)[1], cfg.data
+            return records, D.load_any(cfg.val_data, skip_bad=cfg.skip_bad)[1], cfg.data
         n_val = max(1, int(len(records) * cfg.val_fraction)) if len(records) > 1 else 0
         return records[:len(records) - n_val], records[len(records) - n_val:], cfg.data
     rm_train = os.path.join(cfg.rm_dir, "data", "rm_train.jsonl")

@@ -21,7 +21,7 @@ import json
 import os
 import re
 import tempfile
-import warnings
+import sys
 from dataclasses import dataclass, field
 
 ROLES = ("system", "user", "assistant")  # the roles a message may have (rlhf.data gives each its token)
@@ -333,7 +333,9 @@ _PARSERS = {  # loader -> {format: row -> record}
 }
 
 
-def _load(path, loader, strict):
+def _load(path, loader, strict, skip_bad=None):
+    """Parse every row of `path` with the parser of its format. A bad row raises DataError (file:line), unless
+    strict=False (skip them all) or skip_bad=N (skip up to N): skipped rows get one summary line."""
     rows = read_jsonl(path)
     parsers = _PARSERS[loader]
     n0, first = rows[0]
@@ -344,48 +346,50 @@ def _load(path, loader, strict):
     if fmt not in parsers:
         raise DataError(f"this is a {fmt!r} file; {loader} reads {' or '.join(repr(f) for f in parsers)}",
                         path, n0)
+    allowed = (0 if strict else len(rows)) if skip_bad is None else skip_bad
     records, bad = [], []
     for n, row in rows:
         try:
             records.append(parsers[fmt](row))
         except DataError as e:
-            err = DataError(str(e), path, n)
-            if strict:
-                raise err from None
-            bad.append(err)
+            bad.append(DataError(str(e), path, n))
+            if len(bad) > allowed:
+                hint = f" ({len(bad)} bad records so far; --skip_bad=N skips up to N)" if skip_bad else ""
+                raise DataError(f"{e}{hint}", path, n) from None
     if bad:
-        warnings.warn(f"skipped {len(bad)} bad records of {len(rows)}; first: {bad[0]}")
+        print(f"{path}: skipped {len(bad)} bad records of {len(rows):,}; first: {bad[0]}", file=sys.stderr)
     if not records:
         raise DataError(f"no valid records ({len(bad)} bad)", path)
     return records
 
 
-def load_demonstrations(path, strict=True):
+def load_demonstrations(path, strict=True, skip_bad=None):
     """SFT conversations (each ending with an assistant turn) from a `messages` or Alpaca JSONL file.
     Alpaca {"instruction": I, "input": X, "output": O} -> [user: I + "\\n\\n" + X (or just I), assistant: O].
-    strict=False skips bad records with one warning instead of raising (for large third-party files)."""
-    return _load(path, "load_demonstrations", strict)
+    strict=False skips bad records, skip_bad=N up to N of them, with one summary line on stderr instead of
+    raising (for large third-party files; the project's own formats stay strict by default)."""
+    return _load(path, "load_demonstrations", strict, skip_bad)
 
 
-def load_preferences(path, strict=True):
+def load_preferences(path, strict=True, skip_bad=None):
     """Preference records from a pairs file (prompt/chosen/rejected) or an Anthropic HH-RLHF file
     (chosen/rejected transcripts: their shared turns are the prompt, their last Assistant replies the two
     answers). Identical chosen/rejected is an error (it carries no signal). Extra keys go to `.meta`."""
-    return _load(path, "load_preferences", strict)
+    return _load(path, "load_preferences", strict, skip_bad)
 
 
-def load_rankings(path, strict=True):
+def load_rankings(path, strict=True, skip_bad=None):
     """Ranking records (prompt / K responses / ranks, 0 = best, equal = tie). `ranking_pairs` expands one."""
-    return _load(path, "load_rankings", strict)
+    return _load(path, "load_rankings", strict, skip_bad)
 
 
-def load_prompts(path, strict=True):
+def load_prompts(path, strict=True, skip_bad=None):
     """Prompt conversations (each ending with a user turn) from a prompts file ({"messages"} or {"prompt"}),
     or the prompts of a pairs, HH-RLHF or rankings file."""
-    return _load(path, "load_prompts", strict)
+    return _load(path, "load_prompts", strict, skip_bad)
 
 
-def load_any(path, strict=True):
+def load_any(path, strict=True, skip_bad=None):
     """(format, records) of whatever supported JSONL file `path` is; a `messages` file whose first
     conversation ends with a user turn is read as prompts, otherwise as demonstrations."""
     n0, first = read_jsonl(path)[0]
@@ -399,4 +403,4 @@ def load_any(path, strict=True):
     if fmt == "messages" and isinstance(msgs, list) and msgs and isinstance(msgs[-1], dict) \
             and msgs[-1].get("role") == "user":
         loader = "load_prompts"
-    return fmt, _load(path, loader, strict)
+    return fmt, _load(path, loader, strict, skip_bad)

@@ -188,7 +188,8 @@ def parse_args(argv: list[str] | None) -> tuple[PipelineConfig, str, dict[str, d
     if preset not in presets:
         raise SystemExit(f"error: unknown preset {preset!r}; choose one of: {', '.join(presets)}")
     if any(a in ("-h", "--help") for a in own):
-        print(format_help(PipelineConfig, presets, prog="python -m rlhf.pipeline"))
+        print(format_help(PipelineConfig, presets, replace(PipelineConfig(), **presets[preset]),
+                          prog="python -m rlhf.pipeline"))
         print("\nper-stage overrides: --STAGE.KEY=VALUE with STAGE in " + ", ".join(stage_classes()) +
               " (e.g. --ppo.init_kl_coef=0.05); python -m rlhf.ppo --help lists a stage's keys")
         raise SystemExit(0)

@@ -83,6 +83,9 @@ class RMConfig(LoopConfig):
     data: str = ""                   # comparison JSONL (rankings, prompt/chosen/rejected or HH-RLHF); "" = simulate labelers
     val_data: str = ""               # held-out comparisons for --data ("" = the last val_fraction of --data)
     val_fraction: float = 0.1        # share of --data held out when no --val_data is given
+    skip_bad: int = 0                # --data from elsewhere: skip up to this many malformed records (one summary
+                                     # line; e.g. the 5 of 2,312 HH-RLHF harmless-base test records whose
+                                     # transcripts differ before the last reply); 0 = stop at the first
     norm_data: str = ""              # demonstrations JSONL whose mean reward becomes 0 ("" = the labelers' demos)
     n_train_prompts: int = 2000      # simulated: train prompts, each with K ranked candidates
     n_val_prompts: int = 300         # simulated: held-out val prompts (ranked by two independent labelers)
@@ -283,12 +286,12 @@ def load_comparisons(cfg: RMConfig, run_dir: str, tokenizer, policies, is_main: 
                      gold: Callable | None = None) -> tuple[list, list, bool]:
     """(train records, val records, pairwise) from --data, or from simulated labelers written to run_dir/data."""
     if cfg.data:
-        fmt, records = D.load_any(cfg.data)
+        fmt, records = D.load_any(cfg.data, skip_bad=cfg.skip_bad)
         if fmt not in ("pairs", "hh", "rankings"):
             raise SystemExit(f"error: {cfg.data} is a {fmt!r} file; the reward model needs comparisons "
                              "(prompt/chosen/rejected, HH-RLHF or rankings)")
         if cfg.val_data:
-            val = D.load_any(cfg.val_data)[1]
+            val = D.load_any(cfg.val_data, skip_bad=cfg.skip_bad)[1]
         else:
             n_val = max(1, int(len(records) * cfg.val_fraction))
             records, val = records[:-n_val], records[-n_val:]
@@ -382,7 +385,9 @@ def train_reward_model(cfg: RMConfig, gold: Callable | None = None) -> dict:
             val_rewards = score_items(model, val_items, pad_id, device=device)
             metrics = evaluate_rankings(val_items, val_rewards, cfg.calibration_bins, seed=cfg.seed)
             cal_path = plot_calibration(metrics["calibration"], os.path.join(run_dir, "calibration.png"))
-            probes = probe_reward_model(model, tokenizer, cfg.n_val_prompts, "val", cfg.data_seed)
+            # one-factor probes on the world's prompts: only for a reward model of the world's comparisons
+            probes = None if cfg.data else probe_reward_model(model, tokenizer, cfg.n_val_prompts, "val",
+                                                              cfg.data_seed)
             train_share = n_pairs / max(n_all, 1)
             ceiling = metrics["label_agreement"]
             summary = {
@@ -423,13 +428,16 @@ def print_summary(s: dict) -> None:
     verdict = "no ceiling" if s["go"] is None else ("GO" if s["go"] else "NO-GO")
     print(f"\nreward model: held-out accuracy {_pct(s['val_accuracy'])}% vs labeler agreement (ceiling) "
           f"{_pct(s['label_agreement'])}% on {s['pairs']} pairs: {verdict} (goal: within 3 points)")
-    print(f"  vs gold: RM {_pct(s['gold_accuracy'])}%, labelers {_pct(s['labeler_gold_accuracy'])}% on "
-          f"{s['gold_pairs']} pairs with different gold scores; RM-gold Pearson {_num(s['rm_gold_pearson'])}, "
-          f"Spearman {_num(s['rm_gold_spearman'])}, within prompt {_num(s['rm_gold_pearson_within_prompt'])}")
+    if s.get("gold_pairs"):                 # world comparisons only: the oracle's scores annotate them
+        print(f"  vs gold: RM {_pct(s['gold_accuracy'])}%, labelers {_pct(s['labeler_gold_accuracy'])}% on "
+              f"{s['gold_pairs']} pairs with different gold scores; RM-gold Pearson {_num(s['rm_gold_pearson'])}, "
+              f"Spearman {_num(s['rm_gold_spearman'])}, within prompt {_num(s['rm_gold_pearson_within_prompt'])}")
     print(f"  informative pairs: train {_pct(s['informative_share_train'])}%, val {_pct(s['informative_share'])}%; "
           f"calibration ECE {_num(s['calibration']['ece'])}; demo reward after normalising "
           f"{_num(s['demo_reward_mean'], 4)} (std {_num(s['demo_reward_std'])})")
     for title, key in (("family", "by_family"), ("H", "by_h"), ("pair", "by_pair_sources")):
+        if not s.get(key):                  # no such labels (e.g. a third-party comparison file): no table
+            continue
         print(f"  {title:<11} {'acc':>6} {'ceiling':>8} {'pairs':>6}")
         for name, g in s[key].items():
             print(f"  {name:<11} {_pct(g['accuracy']):>6} {_pct(g['ceiling']):>8} {g['pairs']:>6}")

@@ -94,7 +94,7 @@ def evaluate_rankings(items: list[RankedItem], rewards: list[list[float]], n_bin
                 c = agree(-ranks_2[i], -ranks_2[j]) if ranks_2 is not None else None
                 if c is not None:
                     ceil.append(c)
-                keys = [f"family/{it.meta.get('family', '?')}", f"h/{it.meta.get('h', '?')}"]
+                keys = [f"{k}/{it.meta[k]}" for k in ("family", "h") if k in it.meta]   # world data only
                 if sources is not None:  # which kinds of candidate were compared: demo-sft, sft-sft, ...
                     keys.append("pair/" + "-".join(sorted(str(sources[k]).split("@")[0] for k in (i, j))))
                 for key in keys:

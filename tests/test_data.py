@@ -5,6 +5,7 @@ rlhf.formats (JSONL loaders and writers, records, errors naming file and line).
 """
 
 import json
+import re
 import os
 import random
 
@@ -411,7 +412,7 @@ def test_empty_and_wrong_kind_files(tmp_path):
         formats.load_prompts(p)
 
 
-def test_non_strict_skips_bad_rows(tmp_path):
+def test_non_strict_skips_bad_rows(tmp_path, capsys):
     p = tmp_path / "mixed.jsonl"
     p.write_text("\n".join([json.dumps(GOOD_PAIR), "{oops", json.dumps({**GOOD_PAIR, "rejected": "meow"}),
                             json.dumps({**GOOD_PAIR, "chosen": "purr"})]) + "\n")
@@ -420,9 +421,27 @@ def test_non_strict_skips_bad_rows(tmp_path):
         formats.load_preferences(p, strict=False)
     p.write_text("\n".join([json.dumps(GOOD_PAIR), json.dumps({**GOOD_PAIR, "rejected": "meow"}),
                             json.dumps({**GOOD_PAIR, "chosen": "purr"})]) + "\n")
-    with pytest.warns(UserWarning, match=r"skipped 1 bad records of 3; first: .*:2: chosen and rejected"):
-        got = formats.load_preferences(p, strict=False)
+    got = formats.load_preferences(p, strict=False)
+    assert re.search(r"skipped 1 bad records of 3; first: .*:2: chosen and rejected", capsys.readouterr().err)
     assert [g.chosen for g in got] == ["meow", "purr"]
+
+
+def test_skip_bad_skips_up_to_n_records_of_a_third_party_file(tmp_path, capsys):
+    """HH-RLHF files hold a few records whose transcripts differ before the last reply: --skip_bad=N reads
+    the rest with one summary line; more bad records than N stop at the first one past N, naming file:line."""
+    p = tmp_path / "hh.jsonl"
+    good = {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}
+    bad = {"chosen": "\n\nHuman: hi\n\nAssistant: a\n\nHuman: more\n\nAssistant: b",
+           "rejected": "\n\nHuman: yo\n\nAssistant: a\n\nHuman: more\n\nAssistant: c"}
+    p.write_text("\n".join(json.dumps(r) for r in [good, bad, good, bad, good]) + "\n")
+    with pytest.raises(DataError, match=rf"^{p}:2: HH chosen and rejected transcripts differ"):
+        formats.load_preferences(p)                                       # the project's default: strict
+    got = formats.load_preferences(p, skip_bad=2)
+    assert len(got) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"skipped 2 bad records of 5; first: {p}:2:" in err
+    with pytest.raises(DataError, match=rf"^{p}:4: .*2 bad records so far; --skip_bad=N skips up to N"):
+        formats.load_preferences(p, skip_bad=1)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -141,3 +141,11 @@ def test_every_preset_builds_valid_stage_configs(tmp_path, preset):
     if cfg.headline:
         small, large = scfg["pretrain"], scfg["pretrain_large"]
         assert large.n_layer * large.n_embd ** 2 >= 2 * small.n_layer * small.n_embd ** 2, preset
+
+
+def test_help_shows_the_chosen_presets_values(capsys):
+    with pytest.raises(SystemExit) as e:
+        pipeline.parse_args(["--preset", "tiny", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--eval_prompts=24 " in out and "--headline=True " in out     # tiny's values, not the defaults

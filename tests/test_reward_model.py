@@ -300,3 +300,32 @@ def test_rm_probes_cli_rejects_a_missing_run(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main([str(tmp_path / "nothing")])
     assert e.value.code == 2 and "no model.pt" in capsys.readouterr().err
+
+
+def test_third_party_hh_file_trains_with_skip_bad_and_no_world_diagnostics(sft_dir, tmp_path):
+    """An HH-RLHF-format file (here written from world rankings) with a few records whose transcripts differ
+    before the final reply: --skip_bad=N trains on the rest with one summary line, and the world-only
+    diagnostics (one-factor probes, "vs gold", per-family tables) are left out, not printed as n/a."""
+    from rlhf.formats import hh_transcript
+    from rlhf.world import make_rankings
+    rows = []
+    for r in make_rankings(60, k=2, seed=4):
+        best, worst = (r["responses"][i] for i in sorted(range(2), key=lambda i: r["ranks"][i]))
+        if best == worst:
+            continue
+        rows.append({"chosen": hh_transcript(r["prompt"] + [{"role": "assistant", "content": best}]),
+                     "rejected": hh_transcript(r["prompt"] + [{"role": "assistant", "content": worst}])})
+    for i in (5, 17):                                   # the prompt differs before the final reply
+        rows[i]["rejected"] = rows[i]["rejected"].replace("\n\nHuman: ", "\n\nHuman: Please: ", 1)
+    path = tmp_path / "hh.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "rm"
+    args = [sys.executable, "-m", "rlhf.reward_model", "--preset=tiny", f"--sft_dir={sft_dir}", f"--data={path}",
+            f"--out_dir={out}", "--progress=false", "--max_iters=4"]
+    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and f"{path}:6: HH chosen and rejected transcripts differ" in r.stderr  # strict
+    r = subprocess.run(args + ["--skip_bad=2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"skipped 2 bad records of {len(rows)}; first: {path}:6:" in r.stderr
+    assert "probes" not in r.stdout and "vs gold" not in r.stdout and "family" not in r.stdout
+    assert "held-out accuracy" in r.stdout

@@ -1,4 +1,5 @@
-"""minigpt.trainer and minigpt.train: schedule, optimizer groups, accumulation, resume, NaN guard, DDP, entry-point smoke runs."""
+"""minigpt.trainer, minigpt.metrics and minigpt.train: schedule, optimizer groups, accumulation, resume, NaN guard, DDP,
+metrics.jsonl and plots, entry-point smoke runs."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 from minigpt import checkpoint as ck
+from minigpt import metrics as M
 from minigpt import train as PT
 from minigpt import trainer as T
 from minigpt.config import GPTConfig
@@ -235,6 +237,29 @@ def test_plot_metrics_writes_png(tmp_path):
     recs += [{"step": 10, "split": "val", "loss": 2.1}]
     path = T.plot_metrics(recs, str(tmp_path / "x" / "loss.png"), title="t")
     with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_metrics_module_is_re_exported_by_the_trainer():
+    for name in ("MetricsLogger", "read_metrics", "plot_metrics", "plot_panels"):
+        assert getattr(T, name) is getattr(M, name) and name in T.__all__, name
+    code = "import sys, minigpt.metrics; assert 'minigpt.trainer' not in sys.modules"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr                       # metrics.py does not import the loop
+
+
+def test_metrics_logger_truncates_on_resume_and_writes_nan_as_null(tmp_path):
+    log = T.MetricsLogger(str(tmp_path / "metrics.jsonl"))
+    log.reset()
+    for step in range(5):
+        log.log({"step": step, "split": "train", "loss": torch.tensor(float(step)), "bad": float("nan")})
+    log.truncate(3)
+    recs = T.read_metrics(log.path)
+    assert [r["step"] for r in recs] == [0, 1, 2] and recs[2]["loss"] == 2.0 and recs[0]["bad"] is None
+    T.MetricsLogger(log.path, enabled=False).log({"step": 9})   # a non-zero rank writes nothing
+    assert len(T.read_metrics(log.path)) == 3 and T.read_metrics(str(tmp_path / "none.jsonl")) == []
+    panels = T.plot_panels(log.path, str(tmp_path / "p.png"), [("loss", "loss"), (("loss", "bad"), "both")])
+    with open(panels, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
