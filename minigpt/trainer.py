@@ -54,6 +54,7 @@ __all__ = [
     "make_generator", "setup_distributed", "teardown_distributed", "shard", "DistInfo", "configure_optimizer",
     "lr_at", "set_lr", "forward_backward", "optimizer_step", "evaluate", "NonFiniteLossError", "check_finite",
     "MetricsLogger", "read_metrics", "plot_metrics", "plot_panels", "save_training_state", "load_training_state",
+    "ResumeError",
     "StopOnInterrupt", "fit", "start_stage", "run_entry_point",
 ]
 
@@ -321,12 +322,24 @@ def save_training_state(run_dir: str, model, optimizer, step: int, cfg=None, ext
     return ckpt_io.save_checkpoint(run_dir, state)
 
 
+class ResumeError(ValueError):
+    """--resume cannot continue this run directory (no checkpoint, or one of another model shape)."""
+
+
 def load_training_state(run_dir: str, model, optimizer=None, restore_rng: bool = True) -> dict | None:
-    """Load run_dir/ckpt.pt into model (and optimizer, and the RNGs). Returns the state dict or None."""
+    """Load run_dir/ckpt.pt into model (and optimizer, and the RNGs). Returns the state dict or None.
+    A checkpoint of another model shape is a ResumeError naming the settings that differ."""
     state = ckpt_io.load_checkpoint(run_dir)
     if state is None:
         return None
-    ckpt_io.unwrap_model(model).load_state_dict(state["model"])
+    raw = ckpt_io.unwrap_model(model)
+    saved, now = state.get("model_config") or {}, asdict(raw.config) if hasattr(raw, "config") else {}
+    diff = [f"{k}={saved[k]} (now {now[k]})" for k in saved if k in now and saved[k] != now[k] and k != "dropout"]
+    try:
+        raw.load_state_dict(state["model"])
+    except RuntimeError:                       # size mismatch / missing keys: another model
+        raise ResumeError(f"{run_dir}/ckpt.pt was trained with {', '.join(diff) or 'another model shape'}; "
+                          f"drop --resume (or use another --out_dir) or use the same settings") from None
     if optimizer is not None and "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
     if restore_rng and "rng" in state:
@@ -403,8 +416,9 @@ def fit(model: torch.nn.Module, loss_fn: Callable, get_batch: Callable, cfg: Loo
         if is_main:
             print(f"resumed {run_dir}/ckpt.pt at step {step}")
     else:
-        if cfg.resume and is_main:
-            print(f"--resume: no checkpoint in {run_dir}; starting from step 0")
+        if cfg.resume:
+            raise ResumeError(f"--resume: {run_dir} has no {ckpt_io.RESUME_FILE} to continue from; "
+                              f"drop --resume to start a fresh run")
         logger.reset()
     if is_main and step == 0:
         ckpt_io.write_config(run_dir, cfg)
@@ -520,7 +534,7 @@ def run_entry_point(train_fn, cfg, errors: tuple = ()):
     becomes a one-line `error: ...` and exit status 1; Ctrl-C (ckpt.pt already saved) exits with 130."""
     try:
         return train_fn(cfg)
-    except (NonFiniteLossError, *errors) as e:
+    except (NonFiniteLossError, ResumeError, *errors) as e:
         raise SystemExit(f"error: {e}") from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

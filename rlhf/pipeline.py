@@ -235,8 +235,8 @@ def build_stage_configs(cfg: PipelineConfig, preset: str, stage_raw: dict | None
         except ValueError as e:
             raise SystemExit(f"error: {e}") from None
         wire = dict(wiring[stage], device=cfg.device)
-        if hasattr(c, "resume"):
-            wire["resume"] = True
+        if hasattr(c, "resume"):   # an interrupted stage continues from its ckpt.pt; a fresh one starts fresh
+            wire["resume"] = os.path.exists(os.path.join(wiring[stage]["out_dir"], ckpt_io.RESUME_FILE))
         if hasattr(c, "progress"):
             wire["progress"] = cfg.progress and c.progress
         cfgs[stage] = replace(c, **wire)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from minigpt import checkpoint as ckpt_io
 from minigpt.distributed import DistInfo, all_reduce_mean
-from minigpt.trainer import (MetricsLogger, StopOnInterrupt, load_training_state, read_metrics,
+from minigpt.trainer import (MetricsLogger, ResumeError, StopOnInterrupt, load_training_state, read_metrics,
                              save_training_state)
 
 
@@ -63,6 +63,9 @@ class IterationRun:
         fresh metrics.jsonl; write config.json. Returns the state or None."""
         cfg = self.cfg
         state = load_training_state(cfg.out_dir, self.policy, self.optimizer) if cfg.resume else None
+        if cfg.resume and state is None:
+            raise ResumeError(f"--resume: {cfg.out_dir} has no ckpt.pt to continue from; drop --resume to start "
+                              f"a fresh run")
         if state is not None:
             self.first = state["step"]
             self.logger.truncate(self.first)

@@ -103,3 +103,27 @@ def test_ppo_with_a_malformed_prompts_file(tmp_path, tok):
     r = run_cli("rlhf.ppo", "--preset=tiny", f"--sft_dir={sft}", f"--rm_dir={rm}", f"--prompts={prompts}",
                 f"--out_dir={tmp_path / 'out'}", "--progress=false")
     assert_one_line_error(r, f"{prompts}:2")
+
+
+def test_resume_without_a_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
+    """A mistyped --out_dir with --resume used to start from step 0 silently (and create the directory)."""
+    data = tmp_path / "text.txt"
+    data.write_text("\n".join(f"the {i} cat sat on the {i % 7} mat." for i in range(600)))
+    out = tmp_path / "typo"
+    r = run_cli("minigpt.train", "--preset=tiny", f"--data={data}", f"--out_dir={out}", "--resume=True",
+                "--progress=false")
+    assert_one_line_error(r, "has no ckpt.pt to continue from", "drop --resume")
+
+
+def test_resume_with_another_model_shape_names_the_setting(tmp_path):
+    data = tmp_path / "text.txt"
+    data.write_text("\n".join(f"the {i} cat sat on the {i % 7} mat." for i in range(600)))
+    out = tmp_path / "pre"
+    common = ["minigpt.train", "--preset=tiny", f"--data={data}", f"--out_dir={out}", "--progress=false",
+              "--max_iters=4", "--eval_interval=2"]
+    assert run_cli(*common).returncode == 0
+    (out / "summary.json").unlink()                                   # as if interrupted after its checkpoint
+    before = snapshot(out)
+    r = run_cli(*common, "--max_iters=8", "--n_embd=48", "--resume=True")
+    assert_one_line_error(r, "ckpt.pt was trained with", "n_embd=32 (now 48)", "drop --resume")
+    assert snapshot(out) == before

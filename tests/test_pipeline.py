@@ -115,7 +115,11 @@ def test_stage_configs_are_wired_into_the_run_directory(tmp_path):
     assert scfg["ppo"].rm_dir == os.path.join(str(tmp_path), "reward_model")
     assert scfg["sft_large"].init_from == os.path.join(str(tmp_path), "pretrain_large")
     assert scfg["pretrain_large"].n_embd > scfg["pretrain"].n_embd       # the larger SFT-only model
-    assert all(c.resume for c in scfg.values())                          # interrupted stages continue
+    assert not any(c.resume for c in scfg.values())                      # a fresh run starts fresh...
+    os.makedirs(tmp_path / "sft")
+    (tmp_path / "sft" / "ckpt.pt").write_bytes(b"")
+    scfg = pipeline.build_stage_configs(cfg, preset, raw)
+    assert scfg["sft"].resume and not scfg["ppo"].resume                 # ...an interrupted stage continues
 
 
 def test_default_out_follows_the_preset_and_bad_options_fail_clearly():
