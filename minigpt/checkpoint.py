@@ -12,7 +12,7 @@ a crash or Ctrl-C never leaves a half-written file behind):
 Everything is loaded with torch.load(weights_only=True): a checkpoint can then only contain tensors and
 plain Python containers, never pickled code.
 
-    model, tokenizer = load_model("out/pretrain")
+    model, tokenizer = load_model("runs/default/pretrain")
 """
 
 from __future__ import annotations

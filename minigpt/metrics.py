@@ -1,7 +1,7 @@
 """The run's records: metrics.jsonl (one JSON object per line) and the PNG plots drawn from it.
 
     from minigpt.metrics import plot_panels, read_metrics
-    plot_panels(read_metrics("out/pretrain/metrics.jsonl"), "out/pretrain/panels.png", [("loss", "loss"), ("lr", "lr")])
+    plot_panels(read_metrics("runs/default/pretrain/metrics.jsonl"), "runs/default/pretrain/panels.png", [("loss", "loss"), ("lr", "lr")])
 
     MetricsLogger                   append-only metrics.jsonl; truncate(step) on resume, rank 0 only
     read_metrics                    every record of a metrics.jsonl ([] when there is none)

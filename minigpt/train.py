@@ -7,9 +7,9 @@ Pretraining minimises the next-token cross-entropy over a text corpus (Radford e
 Run it on any UTF-8 text file (the instruction world's corpus: python -m rlhf.pretrain, which calls
 `train_pretrain` with that text; minigpt itself knows nothing of the world):
 
-    python -m minigpt.train --data=my.txt --max_iters=2000 --out_dir=out/mine
+    python -m minigpt.train --data=my.txt --max_iters=2000 --out_dir=runs/default/mine
     python -m minigpt.train --preset tiny --data=my.txt --out_dir=/tmp/tiny   # a smoke run of seconds
-    python -m minigpt.train --data=my.txt --out_dir=out/mine --resume         # continue an interrupted run
+    python -m minigpt.train --data=my.txt --out_dir=runs/default/mine --resume         # continue an interrupted run
     torchrun --standalone --nproc_per_node=2 -m minigpt.train --preset tiny --data=my.txt   # data parallel (DDP)
 """
 
@@ -52,7 +52,7 @@ class TrainConfig(LoopConfig):
 
 PRESETS: dict[str, dict] = {
     # CI smoke run: a few seconds.
-    "tiny": dict(out_dir="out/tiny/pretrain", max_iters=30, batch_size=8, warmup_iters=5, eval_interval=15,
+    "tiny": dict(out_dir="runs/tiny/pretrain", max_iters=30, batch_size=8, warmup_iters=5, eval_interval=15,
                  eval_iters=2, tokenizer_chars=20_000, vocab_size=300, block_size=64,
                  n_layer=2, n_head=2, n_embd=32, num_samples=1, sample_tokens=16),
     # The CPU default: pretraining + SFT within ~5 minutes on 2 cores.

@@ -63,7 +63,7 @@ __all__ = [
 @dataclass
 class LoopConfig:
     """Fields of the shared training loop; every stage's config inherits them."""
-    out_dir: str = "out/pretrain"    # run directory: ckpt.pt, model.pt, tokenizer.bpe, metrics.jsonl, loss.png
+    out_dir: str = "runs/default/pretrain"  # run directory: ckpt.pt, model.pt, tokenizer.bpe, metrics.jsonl, loss.png
     seed: int = 1337                 # seeds init, batch sampling and dropout: same seed, same CPU -> same numbers
     device: str = "auto"             # auto = cuda, else mps, else cpu; or name one ("cpu", "cuda:1")
     dtype: str = "auto"              # auto = bfloat16 autocast on CUDA, float32 elsewhere; or float32 / bfloat16

@@ -1,7 +1,7 @@
 """Best-of-N: sample N responses from the SFT policy and keep the one the reward model likes best.
 
-    python -m rlhf.best_of_n --sft_dir=out/sft --rm_dir=out/reward_model --ns=1,2,4,8,16
-    python -m rlhf.best_of_n --preset tiny --sft_dir=out/tiny/sft --rm_dir=out/tiny/reward_model
+    python -m rlhf.best_of_n --sft_dir=runs/default/sft --rm_dir=runs/default/reward_model --ns=1,2,4,8,16
+    python -m rlhf.best_of_n --preset tiny --sft_dir=runs/tiny/sft --rm_dir=runs/tiny/reward_model
 
 The cheapest way to optimise a reward model: no training at all, only N times the sampling (Stiennon et
 al. 2020; Nakano et al. 2021, "WebGPT"). It is the baseline PPO has to beat *per unit of KL*: both move
@@ -152,9 +152,9 @@ def best_of_n_rows(policy, tokenizer, rm, rm_tokenizer, examples: list, n: int, 
 @dataclass
 class BestOfNConfig:
     """Best-of-N on the SFT policy: gold score against the KL bound log N - (N-1)/N, for several N."""
-    out_dir: str = "out/best_of_n"    # where best_of_n.json and best_of_n.png go
-    sft_dir: str = "out/sft"          # the policy that is sampled
-    rm_dir: str = "out/reward_model"  # the reward model that picks
+    out_dir: str = "runs/default/best_of_n"  # where best_of_n.json and best_of_n.png go
+    sft_dir: str = "runs/default/sft"  # the policy that is sampled
+    rm_dir: str = "runs/default/reward_model"  # the reward model that picks
     ppo_dir: str = ""                 # optional PPO run: its gold and KL to SFT on the same prompts, for the comparison
     ns: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])  # the N values (the largest is sampled)
     split: str = "val"                # world prompts to use ("val": tune on these; "test" is the final evaluation's)
@@ -169,7 +169,7 @@ class BestOfNConfig:
 
 
 PRESETS: dict[str, dict] = {
-    "tiny": dict(out_dir="out/tiny/best_of_n", sft_dir="out/tiny/sft", rm_dir="out/tiny/reward_model",
+    "tiny": dict(out_dir="runs/tiny/best_of_n", sft_dir="runs/tiny/sft", rm_dir="runs/tiny/reward_model",
                  ns=[1, 2, 4], n_prompts=8, max_new_tokens=12, n_boot=100),
     "default": dict(),
 }

@@ -1,9 +1,9 @@
 """Direct preference optimisation (DPO): RLHF without a reward model or a sampler, for contrast with PPO.
 
     python -m rlhf.dpo --preset default        # after rlhf.reward_model (reuses its comparisons)
-    python -m rlhf.dpo --preset tiny --sft_dir=out/tiny/sft --rm_dir=out/tiny/reward_model --out_dir=out/tiny/dpo
+    python -m rlhf.dpo --preset tiny --sft_dir=runs/tiny/sft --rm_dir=runs/tiny/reward_model --out_dir=runs/tiny/dpo
     python -m rlhf.dpo --data=pairs.jsonl      # any comparison JSONL (prompt/chosen/rejected, HH-RLHF, rankings)
-    python -m rlhf.dpo --out_dir=out/dpo --resume
+    python -m rlhf.dpo --out_dir=runs/default/dpo --resume
     torchrun --standalone --nproc_per_node=2 -m rlhf.dpo --preset default
 
 The KL-regularised RLHF objective max_π E[r(x, y)] - β KL(π || π_ref) has the closed-form optimum
@@ -67,9 +67,9 @@ from rlhf.rollout import sequence_logprobs
 @dataclass
 class DPOConfig(LoopConfig):
     """DPO: fit the SFT policy to the labelers' comparisons directly, with π_ref = the SFT model."""
-    out_dir: str = "out/dpo"            # run directory: model.pt, ckpt.pt, metrics.jsonl, loss.png, dpo.png, summary.json
-    sft_dir: str = "out/sft"            # SFT run: the initial policy and the frozen reference π_ref
-    rm_dir: str = "out/reward_model"    # RM run whose data/rm_train.jsonl + rm_val.jsonl are the comparisons (its weights are unused)
+    out_dir: str = "runs/default/dpo"  # run directory: model.pt, ckpt.pt, metrics.jsonl, loss.png, dpo.png, summary.json
+    sft_dir: str = "runs/default/sft"  # SFT run: the initial policy and the frozen reference π_ref
+    rm_dir: str = "runs/default/reward_model"  # RM run whose data/rm_{train,val}.jsonl are the comparisons
     data: str = ""                      # comparison JSONL (pairs, HH-RLHF or rankings) instead of rm_dir's
     val_data: str = ""                  # held-out comparisons for --data ("" = the last val_fraction of --data)
     val_fraction: float = 0.1           # share of --data held out when no --val_data is given
@@ -98,7 +98,7 @@ class DPOConfig(LoopConfig):
 
 PRESETS: dict[str, dict] = {
     # CI smoke run: seconds (simulates its own comparisons when the tiny RM run has none).
-    "tiny": dict(out_dir="out/tiny/dpo", sft_dir="out/tiny/sft", rm_dir="out/tiny/reward_model",
+    "tiny": dict(out_dir="runs/tiny/dpo", sft_dir="runs/tiny/sft", rm_dir="runs/tiny/reward_model",
                  n_train_prompts=32, n_val_prompts=16, temperatures=[1.0, 1.6], sample_tokens=16, batch_size=8,
                  max_iters=6, warmup_iters=2, eval_interval=3, eval_iters=2, learning_rate=1e-4, min_lr=1e-5,
                  n_eval=16, max_new_tokens=12, eval_batch_size=16),

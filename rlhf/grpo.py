@@ -1,8 +1,8 @@
 """Group relative policy optimisation (GRPO): PPO without a value model, for contrast with rlhf/ppo.py.
 
     python -m rlhf.grpo --preset default       # after rlhf.reward_model
-    python -m rlhf.grpo --preset tiny --sft_dir=out/tiny/sft --rm_dir=out/tiny/reward_model --out_dir=out/tiny/grpo
-    python -m rlhf.grpo --out_dir=out/grpo --resume
+    python -m rlhf.grpo --preset tiny --sft_dir=runs/tiny/sft --rm_dir=runs/tiny/reward_model --out_dir=runs/tiny/grpo
+    python -m rlhf.grpo --out_dir=runs/default/grpo --resume
     torchrun --standalone --nproc_per_node=2 -m rlhf.grpo --preset default   # each rank samples its own groups
 
 PPO needs a value model V(s_t) as large as the policy to turn one score per response into per-token
@@ -77,9 +77,9 @@ from rlhf.rollout import (render_prompts, response_logits, response_logprobs, rm
 class GRPOConfig:
     """GRPO: PPO's clipped objective with group-normalised rewards as advantages and no value model."""
     # ---- where things are
-    out_dir: str = "out/grpo"         # run directory: model.pt, ckpt.pt, metrics.jsonl, grpo.png, summary.json
-    sft_dir: str = "out/sft"          # SFT run: the initial policy and the frozen reference π_ref
-    rm_dir: str = "out/reward_model"  # reward-model run: the frozen reward r(q, o)
+    out_dir: str = "runs/default/grpo"  # run directory: model.pt, ckpt.pt, metrics.jsonl, grpo.png, summary.json
+    sft_dir: str = "runs/default/sft"  # SFT run: the initial policy and the frozen reference π_ref
+    rm_dir: str = "runs/default/reward_model"  # reward-model run: the frozen reward r(q, o)
     prompts: str = ""                 # prompts JSONL (rlhf.data.load_prompts); "" = the world's train prompts
     n_prompts: int = 4000             # world prompts in the training pool (when --prompts is empty)
     prompt_seed: int = 2              # seed of the world prompt pool (the same pool as PPO's)
@@ -118,7 +118,7 @@ class GRPOConfig:
 
 PRESETS: dict[str, dict] = {
     # CI smoke run: seconds on a tiny model.
-    "tiny": dict(out_dir="out/tiny/grpo", sft_dir="out/tiny/sft", rm_dir="out/tiny/reward_model", n_prompts=64,
+    "tiny": dict(out_dir="runs/tiny/grpo", sft_dir="runs/tiny/sft", rm_dir="runs/tiny/reward_model", n_prompts=64,
                  max_iters=3, prompts_per_iter=4, group_size=2, max_new_tokens=12, micro_batch_size=4,
                  learning_rate=1e-4, eval_interval=2, n_eval_prompts=8, n_final_eval=8, n_print_samples=1),
     # The CPU default, after the default RM: 60 iterations of 16 prompts x 4 samples (PPO's 64 episodes).

@@ -1,8 +1,8 @@
 """Stage 4 of InstructGPT: PPO against the reward model, with a KL penalty to the SFT model.
 
     python -m rlhf.ppo --preset default                      # after rlhf.reward_model; ~2 min on 2 cores
-    python -m rlhf.ppo --preset tiny --sft_dir=out/tiny/sft --rm_dir=out/tiny/reward_model --out_dir=out/tiny/ppo
-    python -m rlhf.ppo --out_dir=out/ppo --resume            # continue an interrupted run
+    python -m rlhf.ppo --preset tiny --sft_dir=runs/tiny/sft --rm_dir=runs/tiny/reward_model --out_dir=runs/tiny/ppo
+    python -m rlhf.ppo --out_dir=runs/default/ppo --resume            # continue an interrupted run
     torchrun --standalone --nproc_per_node=2 -m rlhf.ppo --preset default   # each rank rolls out its own prompts
 
 The policy π starts as the SFT model and maximises (InstructGPT eq. 2)
@@ -102,9 +102,9 @@ from rlhf.world import corpus
 class PPOConfig:
     """PPO: optimise the SFT policy against the reward model with a KL penalty to the SFT model."""
     # ---- where things are
-    out_dir: str = "out/ppo"          # run directory: model.pt, ckpt.pt, metrics.jsonl, dashboard.png, summary.json
-    sft_dir: str = "out/sft"          # SFT run: the initial policy and the frozen reference π_ref
-    rm_dir: str = "out/reward_model"  # reward-model run: the frozen reward r(x, y) and the value model's init
+    out_dir: str = "runs/default/ppo"  # run directory: model.pt, ckpt.pt, metrics.jsonl, dashboard.png, summary.json
+    sft_dir: str = "runs/default/sft"  # SFT run: the initial policy and the frozen reference π_ref
+    rm_dir: str = "runs/default/reward_model"  # reward-model run: the frozen reward r(x, y) and the value model's init
     prompts: str = ""                 # prompts JSONL (rlhf.data.load_prompts); "" = the world's train prompts
     n_prompts: int = 4000             # world prompts in the training pool (when --prompts is empty)
     prompt_seed: int = 2              # seed of the world prompt pool (other stages use other seeds)
@@ -162,7 +162,7 @@ class PPOConfig:
 
 PRESETS: dict[str, dict] = {
     # CI smoke run: seconds on a tiny model.
-    "tiny": dict(out_dir="out/tiny/ppo", sft_dir="out/tiny/sft", rm_dir="out/tiny/reward_model", n_prompts=64,
+    "tiny": dict(out_dir="runs/tiny/ppo", sft_dir="runs/tiny/sft", rm_dir="runs/tiny/reward_model", n_prompts=64,
                  max_iters=3, batch_size=8, max_new_tokens=12, ppo_epochs=2, n_minibatches=2, micro_batch_size=4,
                  learning_rate=1e-4, eval_interval=2, n_eval_prompts=8, n_print_samples=1, ptx_coef=0.1,
                  ptx_batch_size=2, ptx_block_size=16, ptx_corpus_chars=5_000),

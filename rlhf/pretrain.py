@@ -2,7 +2,7 @@
 
     python -m rlhf.pretrain --preset default                       # ~2.5 min on 2 CPU cores
     python -m rlhf.pretrain --preset tiny --out_dir=/tmp/tiny       # a smoke run of seconds
-    python -m rlhf.pretrain --out_dir=out/pretrain --resume         # continue an interrupted run
+    python -m rlhf.pretrain --out_dir=runs/default/pretrain --resume         # continue an interrupted run
     torchrun --standalone --nproc_per_node=2 -m rlhf.pretrain --preset tiny   # data parallel (DDP)
 
 The training itself is minigpt.train.train_pretrain (next-token prediction, Radford et al. 2019 eq. 1);

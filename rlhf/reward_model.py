@@ -13,10 +13,10 @@ After training a bias is subtracted so that labeler demonstrations score 0 on av
 
 Run (after SFT):
 
-    python -m rlhf.reward_model --preset default --sft_dir=out/sft --out_dir=out/reward_model
-    python -m rlhf.reward_model --preset tiny --sft_dir=out/tiny/sft --out_dir=out/tiny/reward_model
+    python -m rlhf.reward_model --preset default --sft_dir=runs/default/sft --out_dir=runs/default/reward_model
+    python -m rlhf.reward_model --preset tiny --sft_dir=runs/tiny/sft --out_dir=runs/tiny/reward_model
     python -m rlhf.reward_model --data=pairs.jsonl          # any comparison JSONL instead of simulated labelers
-    python -m rlhf.reward_model --out_dir=out/reward_model --resume
+    python -m rlhf.reward_model --out_dir=runs/default/reward_model --resume
     torchrun --standalone --nproc_per_node=2 -m rlhf.reward_model --preset default
 
 What it writes to out_dir: data/rm_train.jsonl, data/rm_val.jsonl (the rankings, in the rankings
@@ -68,7 +68,7 @@ from rlhf.comparisons import simulate_rankings
 @dataclass
 class RMConfig(LoopConfig):
     """Reward model: rank K responses per prompt, learn r(x, y) with the K-choose-2 pairwise loss."""
-    out_dir: str = "out/reward_model"  # run directory (model.pt, summary.json, data/, plots)
+    out_dir: str = "runs/default/reward_model"  # run directory (model.pt, summary.json, data/, plots)
     max_iters: int = 0               # optimizer steps; 0 = epochs * train prompts / batch_size
     batch_size: int = 16             # prompts per micro-batch, each with all its K responses (one forward each)
     learning_rate: float = 3e-4      # peak learning rate (on the default data 1e-3 did worse and 1e-4 underfit)
@@ -77,7 +77,7 @@ class RMConfig(LoopConfig):
     weight_decay: float = 0.0        # no decay: the backbone starts from the SFT weights
     eval_interval: int = 50          # validation loss / accuracy every this many steps
     eval_iters: int = 4              # validation batches (of batch_size prompts) per evaluation
-    sft_dir: str = "out/sft"         # SFT run: its policy samples the candidates (and its weights start the RM)
+    sft_dir: str = "runs/default/sft"  # SFT run: its policy samples the candidates (and its weights start the RM)
     init_dir: str = ""               # run whose GPT weights start the RM instead ("" = sft_dir), e.g. a larger
                                      # SFT model with the same tokenizer (InstructGPT: one 6B RM for every policy)
     data: str = ""                   # comparison JSONL (rankings, prompt/chosen/rejected or HH-RLHF); "" = simulate labelers
@@ -110,7 +110,7 @@ class RMConfig(LoopConfig):
 
 PRESETS: dict[str, dict] = {
     # CI smoke run: seconds.
-    "tiny": dict(out_dir="out/tiny/reward_model", sft_dir="out/tiny/sft", n_train_prompts=48, n_val_prompts=24,
+    "tiny": dict(out_dir="runs/tiny/reward_model", sft_dir="runs/tiny/sft", n_train_prompts=48, n_val_prompts=24,
                  temperatures=[1.0, 1.6], max_new_tokens=16, batch_size=8, epochs=1.0,
                  warmup_iters=2, eval_interval=5, eval_iters=1, learning_rate=1e-4, min_lr=1e-5,
                  gen_batch_size=64, calibration_bins=5),

@@ -8,10 +8,10 @@ next-token loss restricted to the response (Ouyang et al. 2022, §3.5 "Supervise
 where m = 1 exactly on assistant content tokens and their <|end|> (rlhf.data.render), so the prompt
 is context, never a target, and the model learns to stop. Padding has m = 0 and is never attended to.
 
-Run it (after `python -m rlhf.pretrain --preset default`, which writes out/pretrain):
+Run it (after `python -m rlhf.pretrain --preset default`, which writes runs/default/pretrain):
 
     python -m rlhf.sft --preset default                     # ~1-2 min on 2 CPU cores
-    python -m rlhf.sft --preset tiny --init_from=out/tiny/pretrain --out_dir=out/tiny/sft
+    python -m rlhf.sft --preset tiny --init_from=runs/tiny/pretrain --out_dir=runs/tiny/sft
     python -m rlhf.sft --data=demos.jsonl                   # your own demonstrations (messages or Alpaca JSONL)
     torchrun --standalone --nproc_per_node=2 -m rlhf.sft    # data parallel
 
@@ -53,8 +53,8 @@ from rlhf.world import make_demonstrations
 @dataclass
 class SFTConfig(LoopConfig):
     """Supervised fine-tuning on demonstrations (stage 2)."""
-    out_dir: str = "out/sft"            # run directory of this stage
-    init_from: str = "out/pretrain"     # run directory of the pretrained model (its model.pt + tokenizer.bpe)
+    out_dir: str = "runs/default/sft"  # run directory of this stage
+    init_from: str = "runs/default/pretrain"  # run directory of the pretrained model (its model.pt + tokenizer.bpe)
     data: str = ""                      # demonstrations JSONL (messages or Alpaca); empty = the world's labelers
     n_demos: int = 6000                 # world demonstrations to train on (InstructGPT: ~13k; 1500 left the
                                         # base model's knowledge unused: val gold 0.295 vs 0.447, see max_iters)
@@ -79,7 +79,7 @@ class SFTConfig(LoopConfig):
 
 
 PRESETS: dict[str, dict] = {
-    "tiny": dict(out_dir="out/tiny/sft", init_from="out/tiny/pretrain", n_demos=64, n_val_demos=16,
+    "tiny": dict(out_dir="runs/tiny/sft", init_from="runs/tiny/pretrain", n_demos=64, n_val_demos=16,
                  n_eval=16, max_new_tokens=12, max_iters=10, batch_size=8, warmup_iters=2, eval_interval=5,
                  eval_iters=2, eval_batch_size=16),
     "default": dict(),

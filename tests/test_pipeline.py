@@ -64,6 +64,7 @@ def test_tiny_pipeline_writes_metrics_report_and_plots(tiny_run):
         assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
         assert f"(plots/{name}.png)" in report
     assert "| stage | gold, greedy" in report and "answered by each stage" in report
+    assert "A smoke run." in report                   # the tiny preset says its numbers mean nothing
     # The cached evaluation rows: the same test prompts for every stage, each answered twice.
     ids = {}
     for stage in ("base", "sft", "ppo", "best_of_n"):
