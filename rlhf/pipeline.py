@@ -564,7 +564,12 @@ def print_summary(m: dict, out: str) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     cfg, preset, stage_raw = parse_args(argv)
-    return run_pipeline(cfg, preset, stage_raw)
+    try:
+        return run_pipeline(cfg, preset, stage_raw)
+    except KeyboardInterrupt:     # Ctrl-C anywhere (a stage saves its ckpt.pt first; evaluation caches per stage)
+        print(f"\ninterrupted: finished stages and cached evaluations in {cfg.out} are kept; run the same "
+              f"command again to continue", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -154,3 +154,15 @@ def test_help_shows_the_chosen_presets_values(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "--eval_prompts=24 " in out and "--headline=True " in out     # tiny's values, not the defaults
+
+
+def test_ctrl_c_anywhere_is_one_line_and_exit_130(monkeypatch, capsys, tmp_path):
+    """Ctrl-C during evaluation or plotting (outside a stage's own handler): no traceback, status 130."""
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pipeline, "run_pipeline", interrupted)
+    with pytest.raises(SystemExit) as e:
+        pipeline.main(["--preset", "tiny", "--out", str(tmp_path)])
+    assert e.value.code == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interrupted:") and "run the same command again" in err and len(err.splitlines()) == 1
