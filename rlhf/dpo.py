@@ -283,10 +283,12 @@ def train_dpo(cfg: DPOConfig, evaluator=None) -> dict:
     SFT (evaluator.versus, when the caller hands in a gold evaluator: rlhf.gold.GoldEvaluator) ->
     out_dir/model.pt, summary.json, dpo.png. Returns the summary."""
     t_start = time.time()
+    if not os.path.exists(os.path.join(cfg.sft_dir, ckpt_io.MODEL_FILE)):     # before anything is written
+        raise SystemExit(f"error: --sft_dir={cfg.sft_dir}: no {ckpt_io.MODEL_FILE}; run `python -m rlhf.sft` first")
+    if cfg.data and not os.path.exists(cfg.data):
+        raise SystemExit(f"error: --data={cfg.data}: no such file")
     device, info, run_dir = start_stage(cfg)
     try:
-        if not os.path.exists(os.path.join(cfg.sft_dir, ckpt_io.MODEL_FILE)):
-            raise SystemExit(f"error: --sft_dir={cfg.sft_dir}: no {ckpt_io.MODEL_FILE}; run `python -m rlhf.sft` first")
         seed_everything(cfg.seed)
         policy, tokenizer = ckpt_io.load_model(cfg.sft_dir, device)
         reference, _ = ckpt_io.load_model(cfg.sft_dir, device)

@@ -127,3 +127,11 @@ def test_resume_with_another_model_shape_names_the_setting(tmp_path):
     r = run_cli(*common, "--max_iters=8", "--n_embd=48", "--resume=True")
     assert_one_line_error(r, "ckpt.pt was trained with", "n_embd=32 (now 48)", "drop --resume")
     assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("module", ["rlhf.reward_model", "rlhf.dpo"])
+def test_comparison_stages_without_their_sft_run_leave_nothing_behind(tmp_path, module):
+    out = tmp_path / "out"
+    r = run_cli(module, "--preset=tiny", f"--sft_dir={tmp_path / 'no_sft'}", f"--out_dir={out}", "--progress=false")
+    assert_one_line_error(r, "no model.pt")
+    assert not out.exists()
