@@ -97,11 +97,7 @@ def plot_metrics(records: list[dict] | str, path: str, title: str = "", key: str
     ax_lr.set_xlabel("optimizer step")
     ax_lr.grid(alpha=0.3)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_panels(records: list[dict] | str, path: str, panels: list[tuple], x: str = "step",
@@ -134,8 +130,14 @@ def plot_panels(records: list[dict] | str, path: str, panels: list[tuple], x: st
         ax.set_visible(False)
     fig.suptitle(title)
     fig.tight_layout()
+    return save_figure(fig, path, dpi=90)
+
+
+def save_figure(fig, path: str, dpi: int = 100) -> str:
+    """Write a matplotlib Figure to `path` as PNG atomically (a temporary file, then a rename), creating
+    the directory; returns the path."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=90)
+    fig.savefig(tmp, dpi=dpi)
     os.replace(tmp, path)
     return path

@@ -41,6 +41,7 @@ from matplotlib.figure import Figure
 
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config
+from minigpt.metrics import save_figure
 from minigpt.trainer import pick_device, run_entry_point
 from rlhf.evaluate import DECODINGS, EvalConfig, example_row
 from rlhf.gold import gold_scores, kl_to_reference
@@ -251,11 +252,7 @@ def plot_best_of_n(result: dict, path: str) -> str:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.subplots_adjust(left=0.12, right=0.97, bottom=0.13, top=0.95)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from minigpt.metrics import save_figure
 from rlhf.best_of_n import plot_best_of_n
 from rlhf.ppo import plot_dashboard
 
@@ -34,12 +35,8 @@ def _figure(w: float, h: float):
 
 
 def _save(fig, path: str, dpi: int = 100) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=dpi)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi)
 
 
 def _records(path: str) -> list[dict]:

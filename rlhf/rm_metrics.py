@@ -17,13 +17,14 @@ one-factor questions (right vs near miss, concise vs chatty) instead.
 from __future__ import annotations
 
 import math
-import os
 import random
 from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from minigpt.metrics import save_figure
 
 if TYPE_CHECKING:
     from rlhf.reward_model import RankedItem
@@ -174,7 +175,4 @@ def plot_calibration(calibration: dict, path: str, title: str = "reward model ca
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=110)
