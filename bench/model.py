@@ -9,7 +9,7 @@ MFU (model FLOPs utilisation, PaLM appendix B) = achieved training FLOP/s / peak
 achieved FLOP/s are GPT.flops_per_token() x tokens/s (6N + 12·L·C·T per token) and the peak is *measured*
 here: the best FLOP/s of a large fp32 matmul (2·n^3 FLOPs), so the figure says how close the model gets
 to what this machine's matmul kernel can do, not to a datasheet number.
-Targets (issue 2): training >= 60% of the measured fp32 matmul peak for a 4-layer, 256-wide, 256-context
+Targets: training >= 60% of the measured fp32 matmul peak for a 4-layer, 256-wide, 256-context
 model at batch 8; the KV cache >= 5x faster than recomputing at 200 new tokens.
 """
 
@@ -114,8 +114,8 @@ def bench_tokenizer():
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(prog="python -m bench.model", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     p.add_argument("--steps", type=int, default=5, help="timed training steps (after 2 warm-up steps)")
     p.add_argument("--batch_size", type=int, default=8, help="training batch size")

@@ -522,6 +522,9 @@ def start_stage(cfg: LoopConfig, make_run_dir: bool = True):
     info = setup_distributed(device.type)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
+    if info.enabled and info.is_main:    # under torchrun: say how many processes share the work
+        print(f"distributed: {info.world_size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), "
+              f"rank 0 writes {cfg.out_dir}", flush=True)
     if make_run_dir:
         if info.is_main:
             os.makedirs(cfg.out_dir, exist_ok=True)

@@ -247,7 +247,7 @@ def plot_best_of_n(result: dict, path: str) -> str:
         klo, khi = ppo.get("kl_ci") or [k, k]
         ax.errorbar([k], [g], xerr=[[k - klo], [khi - k]], yerr=[[g - lo], [hi - g]], fmt="*", ms=12, capsize=3,
                     color="tab:green", label="PPO (one sample per prompt)")
-    ax.set_xlabel("KL to the SFT policy (nats per response; best-of-N: upper bound log N - (N-1)/N)")
+    ax.set_xlabel("KL to SFT, nats per response (best-of-N: the bound log N - (N-1)/N)", fontsize=9)
     ax.set_ylabel("gold score")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

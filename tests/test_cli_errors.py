@@ -135,3 +135,12 @@ def test_comparison_stages_without_their_sft_run_leave_nothing_behind(tmp_path, 
     r = run_cli(module, "--preset=tiny", f"--sft_dir={tmp_path / 'no_sft'}", f"--out_dir={out}", "--progress=false")
     assert_one_line_error(r, "no model.pt")
     assert not out.exists()
+
+
+def test_help_texts_read_cleanly():
+    """--help says each thing once, under the name you type, without development notes."""
+    r = run_cli("rlhf.world", "--help")
+    first = r.stdout.splitlines()[2] if len(r.stdout.splitlines()) > 2 else ""
+    assert r.returncode == 0 and first and r.stdout.count(first) == 1, r.stdout[:500]
+    r = run_cli("bench.model", "--help")
+    assert r.returncode == 0 and "usage: python -m bench.model" in r.stdout and "issue" not in r.stdout

@@ -115,8 +115,8 @@ def export(out: str, n_demos: int = 2000, n_train: int = 4000, n_val: int = 500,
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m rlhf.world", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(prog="python -m rlhf.world", description=__doc__,      # the docstring once
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("sample", help="print prompts, gold answers, perturbed answers and scores")
     s.add_argument("--n", type=int, default=5, help="number of prompts (default 5)")
