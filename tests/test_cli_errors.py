@@ -39,6 +39,13 @@ def snapshot(path):
     return out
 
 
+def text_file(tmp_path):
+    """A small UTF-8 text file, enough for the tiny preset's windows."""
+    data = tmp_path / "text.txt"
+    data.write_text("\n".join(f"the {i} cat sat on the {i % 7} mat." for i in range(600)))
+    return data
+
+
 def test_pretraining_text_that_is_not_utf8(tmp_path):
     data = tmp_path / "latin1.txt"
     data.write_bytes("café au lait\nsecond line\n".encode("latin-1"))
@@ -58,8 +65,7 @@ def test_pretraining_text_too_short_for_one_window(tmp_path):
 
 def test_resuming_a_finished_pretraining_run_keeps_its_summary(tmp_path):
     """--resume on a finished run: nothing to do, and summary.json is not rewritten with empty numbers."""
-    data = tmp_path / "text.txt"
-    data.write_text("\n".join(f"the {i} cat sat on the {i % 7} mat." for i in range(600)))
+    data = text_file(tmp_path)
     out = tmp_path / "pre"
     common = ["minigpt.train", "--preset=tiny", f"--data={data}", f"--out_dir={out}", "--progress=false",
               "--max_iters=6", "--eval_interval=3"]
@@ -107,8 +113,7 @@ def test_ppo_with_a_malformed_prompts_file(tmp_path, tok):
 
 def test_resume_without_a_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
     """A mistyped --out_dir with --resume used to start from step 0 silently (and create the directory)."""
-    data = tmp_path / "text.txt"
-    data.write_text("\n".join(f"the {i} cat sat on the {i % 7} mat." for i in range(600)))
+    data = text_file(tmp_path)
     out = tmp_path / "typo"
     r = run_cli("minigpt.train", "--preset=tiny", f"--data={data}", f"--out_dir={out}", "--resume=True",
                 "--progress=false")
@@ -116,8 +121,7 @@ def test_resume_without_a_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
 
 
 def test_resume_with_another_model_shape_names_the_setting(tmp_path):
-    data = tmp_path / "text.txt"
-    data.write_text("\n".join(f"the {i} cat sat on the {i % 7} mat." for i in range(600)))
+    data = text_file(tmp_path)
     out = tmp_path / "pre"
     common = ["minigpt.train", "--preset=tiny", f"--data={data}", f"--out_dir={out}", "--progress=false",
               "--max_iters=4", "--eval_interval=2"]
