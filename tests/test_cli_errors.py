@@ -148,3 +148,13 @@ def test_help_texts_read_cleanly():
     assert r.returncode == 0 and first and r.stdout.count(first) == 1, r.stdout[:500]
     r = run_cli("bench.model", "--help")
     assert r.returncode == 0 and "usage: python -m bench.model" in r.stdout and "issue" not in r.stdout
+
+
+def test_world_export_accepts_both_option_spellings(tmp_path):
+    """Every CLI takes --key=value with underscores (the configurator also takes dashes and `--key value`);
+    rlhf.world's argparse options accept both spellings too."""
+    for flag in ("--n_demos=3", "--n-demos=3"):
+        out = tmp_path / flag.strip("-").split("=")[0]
+        r = run_cli("rlhf.world", "export", f"--out={out}", flag, "--n_train=4", "--n-val=4", "--n_test=4",
+                    "--n_rankings=2", "--corpus_chars=2000")
+        assert r.returncode == 0, r.stderr
