@@ -217,11 +217,13 @@ class Tokenizer:
         """ids -> the raw bytes they stand for (may be cut mid-character). ValueError on unknown ids."""
         return b"".join(self.token_bytes(int(i)) for i in _as_list(ids))
 
-    def decode(self, ids: Iterable[int]) -> str:
+    def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
         """ids -> text; total: unknown ids and invalid UTF-8 become U+FFFD, it never raises.
 
         E.g. decode(encode("héllo")) == "héllo", and with our byte ids
             decode([104, 10**9, 0xC3]) == "h\ufffd\ufffd"   ('h', an unknown id, half of a 2-byte character)
+        skip_special=True drops special-token ids: what a model's reply *says*, e.g. for a sampled
+        [H, i, <|user|>, !] -> "Hi!" rather than "Hi<|user|>!".
         """
         out = []
         for i in _as_list(ids):
@@ -232,6 +234,8 @@ class Tokenizer:
                 continue
             tok = self.vocab.get(i)
             if tok is None:
+                if skip_special and i in self._special_by_id:
+                    continue
                 tok = self._special_by_id.get(i, REPLACEMENT)
             out.append(tok)
         return b"".join(out).decode("utf-8", errors="replace")

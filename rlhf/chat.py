@@ -53,8 +53,9 @@ def stream_reply(model, tokenizer, prompt_ids: list[int], max_new_tokens: int, t
                  top_k: int | None = None, generator: torch.Generator | None = None):
     """Yield the reply's text piece by piece as tokens are sampled; stops at <|end|>.
 
-    The pieces joined equal tokenizer.decode(reply ids without <|end|>). A piece is yielded only when
-    its bytes form complete characters (a multi-byte character split over two tokens waits for both).
+    The pieces joined equal tokenizer.decode(reply ids without <|end|>, skip_special=True): like every
+    saved or scored reply, special tokens the model samples mid-reply are not part of its text. A piece
+    is yielded only when its bytes form complete characters (a character split over two tokens waits).
     """
     end = stop_token_id(tokenizer)
     N = min(max_new_tokens, model.config.block_size - len(prompt_ids))
@@ -72,12 +73,12 @@ def stream_reply(model, tokenizer, prompt_ids: list[int], max_new_tokens: int, t
         if tok == end:
             break
         reply.append(tok)
-        text = tokenizer.decode(reply)
+        text = tokenizer.decode(reply, skip_special=True)
         if not text.endswith("\ufffd"):                         # wait for the rest of a split character
             yield text[len(shown):]
             shown = text
         step = torch.tensor([[tok]], dtype=torch.long, device=model.device)  # (1, 1) then one token a step
-    text = tokenizer.decode(reply)
+    text = tokenizer.decode(reply, skip_special=True)
     if text != shown:
         yield text[len(shown):]
 

@@ -178,12 +178,13 @@ def render_prompt(conversation, tokenizer, max_len=None):
 
 
 def decode_response(ids, tokenizer):
-    """Generated ids -> (text up to the first <|end|>, stopped). [y, o, <|end|>, <|pad|>] -> ("yo", True)."""
+    """Generated ids -> (text up to the first <|end|>, stopped). [y, o, <|end|>, <|pad|>] -> ("yo", True).
+    Other special tokens sampled before <|end|> are dropped: [y, <|user|>, o] -> ("yo", False)."""
     ids = [int(t) for t in ids]
     end = stop_token_id(tokenizer)
     if end in ids:
-        return tokenizer.decode(ids[:ids.index(end)]), True
-    return tokenizer.decode(ids), False
+        return tokenizer.decode(ids[:ids.index(end)], skip_special=True), True
+    return tokenizer.decode(ids, skip_special=True), False
 
 
 def encode_response(conversation: list[dict], response: str, tokenizer, max_len: int,

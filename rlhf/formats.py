@@ -7,7 +7,9 @@ One JSON object per line; the format is detected per file from the first record:
     pairs           {"prompt": str or messages, "chosen": str, "rejected": str}
                     {"chosen": "\\n\\nHuman: ...\\n\\nAssistant: ...", "rejected": ...}       (Anthropic HH-RLHF)
     rankings        {"prompt": str or messages, "responses": [str, ...], "ranks": [int, ...]}  (0 = best)
-Every bad row raises DataError("path:line: what is wrong").
+Every bad row raises DataError("path:line: what is wrong"). Text may not contain the chat template's
+special-token strings ("<|user|>", "<|end|>", ...): the template adds them, and a literal one inside a
+reply would read as a turn boundary to a human and as plain characters to the tokenizer.
 
 Loaders return plain records: conversations (lists of {"role", "content"} messages), `Preference` and
 `Ranking`; `write_jsonl` / `append_jsonl` write them back in the same formats. How a conversation becomes
@@ -23,6 +25,8 @@ import re
 import tempfile
 import sys
 from dataclasses import dataclass, field
+
+from minigpt.tokenizer import SPECIAL_TOKENS
 
 ROLES = ("system", "user", "assistant")  # the roles a message may have (rlhf.data gives each its token)
 
@@ -333,6 +337,25 @@ _PARSERS = {  # loader -> {format: row -> record}
 }
 
 
+def _texts(record):
+    """(where, text) for every string a parsed record holds: message contents, replies, responses."""
+    if isinstance(record, list):  # a conversation
+        return [(f"message {i} ({m['role']})", m["content"]) for i, m in enumerate(record)]
+    if isinstance(record, Preference):
+        return _texts(record.prompt) + [("chosen", record.chosen), ("rejected", record.rejected)]
+    return _texts(record.prompt) + [(f"responses[{i}]", r) for i, r in enumerate(record.responses)]
+
+
+def check_no_special_tokens(record):
+    """Raise DataError if any text of a parsed record contains a special-token string such as "<|end|>"."""
+    for where, text in _texts(record):
+        if "<|" in text:
+            for tok in SPECIAL_TOKENS:
+                if tok in text:
+                    raise DataError(f"{where} contains the special token {tok!r}; the chat template adds "
+                                    "these itself, so remove it from the text")
+
+
 def _load(path, loader, strict, skip_bad=None):
     """Parse every row of `path` with the parser of its format. A bad row raises DataError (file:line), unless
     strict=False (skip them all) or skip_bad=N (skip up to N): skipped rows get one summary line."""
@@ -350,7 +373,9 @@ def _load(path, loader, strict, skip_bad=None):
     records, bad = [], []
     for n, row in rows:
         try:
-            records.append(parsers[fmt](row))
+            record = parsers[fmt](row)
+            check_no_special_tokens(record)
+            records.append(record)
         except DataError as e:
             bad.append(DataError(str(e), path, n))
             if len(bad) > allowed:

@@ -131,12 +131,12 @@ class Samples:
     gen_logprobs: Tensor | None  # (B, N) the generator's log-probs (0 where masked), when asked for
 
     def texts(self, tokenizer) -> list[tuple[str, bool, int]]:
-        """(reply text without <|end|>, stopped, response tokens including <|end|>) of each row."""
+        """(reply text without <|end|> or other special tokens, stopped, response tokens including <|end|>)."""
         out = []
         for ids, n, stopped in zip(self.response.tolist(), self.response_mask.sum(1).long().tolist(),
                                    self.stopped.tolist()):
             ids = ids[:n - 1] if stopped else ids[:n]
-            out.append((tokenizer.decode(ids), bool(stopped), int(n)))
+            out.append((tokenizer.decode(ids, skip_special=True), bool(stopped), int(n)))
         return out
 
 

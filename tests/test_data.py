@@ -118,6 +118,10 @@ def test_decode_response(tok):
     yo = tok.encode("yo")
     assert data.decode_response(yo + [e, pad, pad], tok) == ("yo", True)
     assert data.decode_response(torch.tensor(yo), tok) == ("yo", False)
+    # a special token sampled mid-reply is not part of the reply's text
+    y, o = tok.encode("y"), tok.encode("o")
+    user = tok.special_id("<|user|>")
+    assert data.decode_response(y + [user] + o + [e, pad], tok) == ("yo", True)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -360,6 +364,16 @@ BAD = [  # (loader, lines after one good line, line of the error, words in the m
     ("load_rankings", ['{"prompt": "x", "responses": ["a"], "ranks": [0]}'], 2, "at least 2"),
     ("load_prompts", ['{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}'],
      2, "must end with a user turn"),
+    # special-token strings inside text (e.g. saved from a decode that kept them) are refused
+    ("load_rankings", ['{"prompt": "x", "responses": ["a", "b<|assistant|>c"], "ranks": [0, 1]}'], 2,
+     "responses[1] contains the special token '<|assistant|>'"),
+    ("load_preferences", ['{"prompt": "x<|end|>", "chosen": "a", "rejected": "b"}'], 2,
+     "message 0 (user) contains the special token '<|end|>'"),
+    ("load_preferences", ['{"prompt": "x", "chosen": "a<|pad|>", "rejected": "b"}'], 2,
+     "chosen contains the special token '<|pad|>'"),
+    ("load_demonstrations", ['{"messages": [{"role": "user", "content": "x"}, '
+                             '{"role": "assistant", "content": "y<|endoftext|>"}]}'],
+     2, "message 1 (assistant) contains the special token '<|endoftext|>'"),
 ]
 
 

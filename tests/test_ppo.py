@@ -250,6 +250,22 @@ def test_a_non_canonical_tokenisation_gets_the_reward_of_its_text(tok, models):
     assert ids_score != pytest.approx(text_score, abs=1e-6)     # what scoring the sampled ids would have said
 
 
+def test_a_special_token_sampled_mid_reply_is_not_part_of_its_text(tok, models):
+    """A policy can sample <|user|> before <|end|>. The reply's text (saved, shown, judged by the RM) is
+    what it says without it: no literal "<|user|>" in rm_train.jsonl, and the RM scores that text."""
+    _, _, rm, _, _ = models
+    conv = [{"role": "user", "content": "Reverse the word cat."}]
+    prompt, end, user = D.render_prompt(conv, tok), D.stop_token_id(tok), tok.special_id("<|user|>")
+    resp = torch.tensor([tok.encode("ta") + [user] + tok.encode("c.") + [end]])
+    s = rollout_lib.Samples(sequences=torch.cat([torch.tensor([prompt]), resp], 1),
+                            attention_mask=torch.ones(1, len(prompt) + resp.shape[1], dtype=torch.long),
+                            prompt_length=len(prompt), response=resp, response_mask=torch.ones(resp.shape),
+                            stopped=torch.tensor([True]), gen_logprobs=None)
+    assert s.texts(tok) == [("tac.", True, resp.shape[1])]
+    text_score = rollout_lib.score_responses(rm, tok, [conv], ["tac."], [True])[0]
+    assert rollout_lib.score_samples(rm, tok, [conv], s).item() == pytest.approx(text_score, abs=1e-6)
+
+
 # ---------------------------------------------------------------- 4 + 6. shaped rewards, GAE, whitening
 
 def test_rewards_advantages_and_returns(tok, models, run_dirs):

@@ -257,6 +257,14 @@ def test_decode_never_raises(tok):
         tok.decode([rng.randrange(-5, tok.vocab_size + 5) for _ in range(rng.randrange(0, 20))])
 
 
+def test_decode_can_skip_special_tokens(tok):
+    """skip_special=True gives what a sampled reply says: special ids vanish, unknown ids stay U+FFFD."""
+    hi, user, end = tok.encode("hi"), tok.special_id("<|user|>"), tok.special_id("<|end|>")
+    assert tok.decode(hi + [user] + hi + [end]) == "hi<|user|>hi<|end|>"
+    assert tok.decode(hi + [user] + hi + [end], skip_special=True) == "hihi"
+    assert tok.decode([10**9, tok.eos_id], skip_special=True) == "\ufffd"
+
+
 def test_decode_accepts_arrays_and_tensors(tok):
     import numpy as np
     ids = tok.encode("hello world")
