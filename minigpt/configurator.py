@@ -47,7 +47,7 @@ def field_comments(cls) -> dict[str, str]:
     """The inline `# comment` of each field of a dataclass, read from its source (empty if unavailable).
 
     A field line `lr: float = 3e-4  # peak learning rate` gives {"lr": "peak learning rate"};
-    comment-only lines right below a field continue its comment.
+    comment-only lines right below a field continue its comment; a section marker "# ---- ..." does not.
     """
     comments: dict[str, str] = {}
     for klass in reversed(cls.__mro__):  # base classes first, subclasses override
@@ -65,6 +65,9 @@ def field_comments(cls) -> dict[str, str]:
                 comments[last] = (m.group(2) or "").strip()
                 continue
             m = re.match(r"^\s+#\s?(.*)$", line)
+            if m and m.group(1).startswith("----"):  # a section marker ("# ---- 4. update") ends a comment
+                last = None
+                continue
             if m and last is not None and comments.get(last):
                 comments[last] += " " + m.group(1).strip()
                 continue

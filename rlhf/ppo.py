@@ -130,8 +130,8 @@ class PPOConfig:
     lam: float = 0.95                 # GAE λ: 1 = Monte-Carlo returns, 0 = one-step TD
     init_kl_coef: float = 0.3         # β at the start (InstructGPT: a fixed 0.02, on its reward scale)
     kl_target: float | None = 0.5     # KL (nats per response) the adaptive controller aims for; None = fixed β.
-                                      # (val, default chain: 2.0 gave greedy -0.038, sampled +0.060 vs SFT;
-                                      # 0.5 gave -0.004 and +0.070)
+                                      # Default preset's tuning (val): 2.0 gave greedy -0.038, sampled +0.060
+                                      # vs SFT; 0.5 gave -0.004 and +0.070
     kl_horizon: int = 1000            # episodes to close a large gap (Ziegler et al.: 10000, for far longer runs)
 
     # ---- 4. update

@@ -26,7 +26,8 @@ from rlhf.world import corpus
 @dataclass
 class WorldPretrainConfig(TrainConfig):
     """Pretraining on the instruction world's corpus (or on --data)."""
-    corpus_chars: int = 3_000_000    # size of the world corpus to generate (ignored with --data); 0.4M overfit (24 epochs)
+    corpus_chars: int = 3_000_000    # size of the world corpus to generate (ignored with --data); default
+                                     # preset's tuning: 0.4M overfit (24 epochs)
     corpus_seed: int = 0             # seed of the world corpus
 
 

@@ -71,7 +71,7 @@ class RMConfig(LoopConfig):
     out_dir: str = "runs/default/reward_model"  # run directory (model.pt, summary.json, data/, plots)
     max_iters: int = 0               # optimizer steps; 0 = epochs * train prompts / batch_size
     batch_size: int = 16             # prompts per micro-batch, each with all its K responses (one forward each)
-    learning_rate: float = 3e-4      # peak learning rate (on the default data 1e-3 did worse and 1e-4 underfit)
+    learning_rate: float = 3e-4      # peak learning rate (default preset's tuning: 1e-3 did worse, 1e-4 underfit)
     min_lr: float = 3e-5             # floor of the cosine decay
     warmup_iters: int = 10           # linear warmup steps
     weight_decay: float = 0.0        # no decay: the backbone starts from the SFT weights
@@ -103,7 +103,7 @@ class RMConfig(LoopConfig):
     margin: float = 0.0              # pairwise files only: margin in -log σ(r_w - r_l - margin)
     loss_reduction: str = "prompt"   # ranked loss: "prompt" = InstructGPT eq. 1 (mean over each prompt's pairs,
                                      # then over prompts); "pair" = one mean over all pairs of a batch
-    epochs: float = 2.0              # passes over the train prompts (InstructGPT: 1; here 2 > 1, 6 overfits)
+    epochs: float = 2.0              # passes over the train prompts (InstructGPT: 1; default preset: 2 > 1, 6 overfits)
     normalize: bool = True           # shift rewards so the demonstrations average 0 (InstructGPT)
     calibration_bins: int = 10       # bins of the calibration plot
 
