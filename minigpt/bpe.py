@@ -76,8 +76,10 @@ def count_pairs(ids: list[int], counts: Counter | None = None, weight: int = 1) 
     Counter({(1, 2): 2, (2, 3): 1, (3, 1): 1})
     """
     counts = Counter() if counts is None else counts
+    # BEGIN SOLUTION a1.count_pairs
     for pair in zip(ids, ids[1:]):
         counts[pair] += weight
+    # END SOLUTION
     return counts
 
 
@@ -87,6 +89,7 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     >>> merge_pair([97, 97, 97, 98], (97, 97), 256)   # "aaab": the left "aa" wins
     [256, 97, 98]
     """
+    # BEGIN SOLUTION a1.merge_pair
     out, i = [], 0
     while i < len(ids):
         if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] == pair[1]:
@@ -96,6 +99,7 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
             out.append(ids[i])
             i += 1
     return out
+    # END SOLUTION
 
 
 def bpe_by_bytes(piece: bytes, ranks: dict[bytes, int], max_rank: int | None = None) -> list[bytes]:
@@ -176,6 +180,7 @@ def learn_merges(text: str, n_merges: int, special_tokens: Iterable[str] = (),
     words: list[list[int]] = [list(w.encode("utf-8")) for w in word_counts]  # byte ids (identity order)
     freqs: list[int] = list(word_counts.values())
 
+    # BEGIN SOLUTION a1.learn_merges
     # 2. initial pair counts, which words hold each pair, and a max-heap of (-count, p, q)
     pair_counts: Counter = Counter()
     where: dict[tuple[int, int], set[int]] = defaultdict(set)
@@ -240,3 +245,4 @@ def learn_merges(text: str, n_merges: int, special_tokens: Iterable[str] = (),
             else:
                 del pair_counts[pair]
     return merges
+    # END SOLUTION

@@ -64,6 +64,7 @@ def filter_logits(logits, top_k=None, top_p=None):
     filter_logits(tensor([[2., 1., 0., -1.]]), top_k=2) -> [[2., 1., -inf, -inf]]
     probabilities [.5, .3, .2] with top_p=0.6 keep the first two: .5 < .6, then .5 + .3 >= .6.
     """
+    # BEGIN SOLUTION a1.filter_logits
     if top_k is not None and top_k < logits.size(-1):
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
@@ -80,6 +81,7 @@ def filter_logits(logits, top_k=None, top_p=None):
         drop = torch.zeros_like(drop_sorted).scatter_(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
+    # END SOLUTION
 
 
 def check_generator(generator, device) -> None:

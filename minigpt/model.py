@@ -54,6 +54,7 @@ class KVCache:
 
     def update(self, layer, k, v):
         """Store this step's (B, nh, T, hs) keys/values for `layer`; return all keys/values so far (B, nh, S, hs)."""
+        # BEGIN SOLUTION a1.kv_cache
         T = k.size(2)
         start, end = self.length, self.length + T
         if end > self.max_len:
@@ -61,6 +62,7 @@ class KVCache:
         self.k[layer][:, :, start:end] = k
         self.v[layer][:, :, start:end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+        # END SOLUTION
 
 
 class CausalSelfAttention(nn.Module):
@@ -99,6 +101,7 @@ class CausalSelfAttention(nn.Module):
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
         else:
             # The same computation written out: scores, mask, softmax, weighted sum of values.
+            # BEGIN SOLUTION a1.attention
             S = k.size(2)
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))   # (B, nh, T, S)
             if attn_mask is None:  # no cache here, so S == T: query i sees keys 0..i
@@ -109,6 +112,7 @@ class CausalSelfAttention(nn.Module):
             att = F.softmax(att, dim=-1)                               # each row sums to 1 over visible keys
             att = self.attn_dropout(att)
             y = att @ v                                                # (B, nh, T, hs)
+            # END SOLUTION
         y = y.transpose(1, 2).contiguous().view(B, T, C)              # re-assemble heads: (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -124,7 +128,9 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
+        # BEGIN SOLUTION a1.mlp
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+        # END SOLUTION
 
 
 class Block(nn.Module):
@@ -138,9 +144,11 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x, attn_mask=None, kv_cache=None):
+        # BEGIN SOLUTION a1.block
         x = x + self.attn(self.ln_1(x), attn_mask, kv_cache)
         x = x + self.mlp(self.ln_2(x))
         return x
+        # END SOLUTION
 
 
 class GPT(nn.Module):
@@ -219,11 +227,13 @@ class GPT(nn.Module):
             attn_mask = torch.zeros(allowed.shape, dtype=self.transformer.wte.weight.dtype, device=idx.device)
             attn_mask = attn_mask.masked_fill(~allowed, float("-inf")).unsqueeze(1)  # (B or 1, 1, T, S)
 
+        # BEGIN SOLUTION a1.gpt_forward
         tok_emb = self.transformer.wte(idx)                            # (B, T, C)
         pos_emb = self.transformer.wpe(position_ids)                   # (B or 1, T, C)
         x = self.transformer.drop(tok_emb + pos_emb)
         for block in self.transformer.h:
             x = block(x, attn_mask, kv_cache)
+        # END SOLUTION
         if kv_cache is not None:
             kv_cache.length = S
         return self.transformer.ln_f(x)                                # (B, T, C)
@@ -232,11 +242,13 @@ class GPT(nn.Module):
         """Logits (B, T, V) for every position, and the mean cross-entropy against `targets` (B, T)
         (-1 = ignore) when given, else None."""
         x = self.hidden_states(idx, attention_mask, position_ids, kv_cache)
+        # BEGIN SOLUTION a1.gpt_forward
         logits = self.lm_head(x)                                       # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1),
                                    ignore_index=-1)
+        # END SOLUTION
         return logits, loss
 
     def make_kv_cache(self, batch_size, max_len=None):
@@ -295,10 +307,12 @@ class GPT(nn.Module):
         """AdamW with two groups: weight decay on every >= 2-D tensor (matmul weights and the embeddings),
         none on 1-D tensors (biases, LayerNorm gains), which only shift or scale and need no shrinking."""
         params = [p for p in self.parameters() if p.requires_grad]  # tied weight listed once
+        # BEGIN SOLUTION a2.optimizer_groups
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
+        # END SOLUTION
         extra = {"fused": True} if device_type == "cuda" else {}
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
 

@@ -192,6 +192,7 @@ class Tokenizer:
           b"aaab": [97, 97, 97, 98] -> [256, 97, 98] -> [256, 257] -> [258]
         """
         ids = [self._byte_to_id[b] for b in piece]
+        # BEGIN SOLUTION a1.bpe_encode
         while len(ids) >= 2:
             # the adjacent pair with the lowest rank (= id of the token it makes), leftmost on ties
             best_id, best_i = None, None
@@ -202,6 +203,7 @@ class Tokenizer:
             if best_id is None:
                 break  # no adjacent pair is a merge: done
             ids[best_i:best_i + 2] = [best_id]
+        # END SOLUTION
         return ids
 
     # --- decoding --------------------------------------------------------------------------------

@@ -190,8 +190,10 @@ def configure_optimizer(model: torch.nn.Module, cfg, device_type: str = "cpu") -
         if p.requires_grad and id(p) not in seen:  # a tied weight once
             seen.add(id(p))
             params.append(p)
+    # BEGIN SOLUTION a2.optimizer_groups
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    # END SOLUTION
     extra = {"fused": True} if device_type == "cuda" else {}
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=betas, **extra)
 
@@ -207,12 +209,14 @@ def lr_at(step: int, cfg) -> float:
     """
     lr_max, min_lr, warmup = cfg.learning_rate, cfg.min_lr, cfg.warmup_iters
     decay = cfg.lr_decay_iters if cfg.lr_decay_iters is not None else cfg.max_iters
+    # BEGIN SOLUTION a2.lr_schedule
     if step < warmup:
         return lr_max * (step + 1) / warmup
     if step > decay or decay <= warmup:
         return min_lr
     ratio = (step - warmup) / (decay - warmup)                 # 0 -> 1
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr_max - min_lr)
+    # END SOLUTION
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -254,11 +258,13 @@ def forward_backward(model, loss_fn: Callable, micro_batches: list, ctx=None,
     for i, batch in enumerate(micro_batches):
         last = i == k - 1
         sync = nullcontext() if (last and require_sync) or not hasattr(model, "no_sync") else model.no_sync()
+        # BEGIN SOLUTION a2.train_step
         with sync:
             with ctx:
                 loss, stats = loss_fn(model, batch)
             (loss / k).backward()
         total += loss.item() / k
+        # END SOLUTION
         for key, v in (stats or {}).items():
             v = v.item() if isinstance(v, torch.Tensor) else v
             stats_sum[key] = stats_sum.get(key, 0.0) + float(v) / k
@@ -268,11 +274,13 @@ def forward_backward(model, loss_fn: Callable, micro_batches: list, ctx=None,
 def optimizer_step(model, optimizer, grad_clip: float = 0.0) -> float:
     """Clip the gradient norm (when grad_clip > 0), step, zero the gradients. Returns the norm before clipping."""
     params = [p for g in optimizer.param_groups for p in g["params"]]
+    # BEGIN SOLUTION a2.train_step
     if grad_clip > 0:
         norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     else:
         grads = [p.grad.detach().norm() for p in params if p.grad is not None]
         norm = torch.linalg.vector_norm(torch.stack(grads)) if grads else torch.tensor(0.0)
+    # END SOLUTION
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return float(norm)

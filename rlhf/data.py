@@ -94,10 +94,12 @@ def _blocks(conversation, tokenizer, train_on):
     last = len(conversation) - 1
     blocks = []
     for i, m in enumerate(conversation):
+        # BEGIN SOLUTION a2.render
         content = tokenizer.encode(m["content"])  # ordinary text: "<|end|>" typed by a user stays text
         ids = [special_id(tokenizer, ROLE_TOKENS[m["role"]])] + content + [end]
         supervised = m["role"] == "assistant" and (train_on == "all" or i == last)
         mask = [0] + [int(supervised)] * (len(content) + 1)
+        # END SOLUTION
         blocks.append((ids, mask))
     return blocks
 
@@ -247,8 +249,10 @@ def sft_targets(ids, loss_mask):
     """Next-token inputs/targets for one rendered example: x = ids[:-1], y[t] = ids[t+1] where
     loss_mask[t+1] else IGNORE_INDEX (-1). ids [u, h, e, a, y, e], mask [0, 0, 0, 0, 1, 1]
     -> x [u, h, e, a, y], y [-1, -1, -1, y, e]."""
+    # BEGIN SOLUTION a2.sft_targets
     x = list(ids[:-1])
     y = [t if m else IGNORE_INDEX for t, m in zip(ids[1:], loss_mask[1:])]
+    # END SOLUTION
     return x, y
 
 

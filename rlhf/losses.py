@@ -14,9 +14,9 @@ Papers behind the equations:
   DPO          Rafailov et al. 2023, "Direct Preference Optimization"
   GRPO         Shao et al. 2024, "DeepSeekMath" (section 4.1)
 
-Exercises: the code between the BEGIN/END SOLUTION markers is what a student writes.
-`python tools/make_exercises.py --out exercises/student` makes the student copy, and
-exercises/README.md lists the `pytest -k` command that grades each function.
+Exercises: the code between the BEGIN/END SOLUTION markers is what a student writes (the marker names
+the exercise; tests/course.py registers them). `python tools/make_exercises.py --out DIR` makes the
+student copy, `python tools/grade.py` grades it, and exercises/README.md is the course's map.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     A row with no valid position gives 0 (not NaN).
     Example: x = [[1, 2, 9]], mask = [[1, 1, 0]] → (1 + 2) / 2 = 1.5 (the 9 is padding).
     """
-    # BEGIN SOLUTION
+    # BEGIN SOLUTION a2.masked_mean
     total = (x * mask).sum() if dim is None else (x * mask).sum(dim)
     count = mask.sum() if dim is None else mask.sum(dim)
     return total / count.clamp(min=1e-8)
@@ -55,7 +55,7 @@ def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True) -> Tensor:
     x, mask: same shape. Returns the same shape; masked positions are set to 0.
     Example: x = [[1, 3, 100]], mask = [[1, 1, 0]] → mean 2, var 1 → [[-1, 1, 0]].
     """
-    # BEGIN SOLUTION
+    # BEGIN SOLUTION a4.whiten
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean) ** 2, mask)
     whitened = (x - mean) * torch.rsqrt(var + 1e-8)
@@ -78,7 +78,7 @@ def sft_loss(logits: Tensor, targets: Tensor, loss_mask: Tensor) -> Tensor:
     predicts targets[b, t]. Targets under mask 0 may hold anything (e.g. -1 or the pad id).
     Example: V = 2, logits all zero → every token has probability 1/2 → L = ln 2 ≈ 0.693.
     """
-    # BEGIN SOLUTION
+    # BEGIN SOLUTION a2.sft_loss
     logprobs = F.log_softmax(logits, dim=-1)                                            # (B, T, V)
     safe_targets = targets.clamp(min=0)                                                 # -1 → 0 (masked anyway)
     nll = -logprobs.gather(-1, safe_targets.unsqueeze(-1)).squeeze(-1)                  # (B, T)
@@ -99,7 +99,7 @@ def pairwise_reward_loss(chosen: Tensor, rejected: Tensor, margin: Tensor | floa
     how strongly the labeler preferred chosen). Returns a scalar.
     Example: r_chosen = r_rejected → L = -log σ(0) = ln 2 ≈ 0.693;  r_chosen - r_rejected = 2 → 0.127.
     """
-    # BEGIN SOLUTION
+    # BEGIN SOLUTION a3.pairwise_loss
     diff = chosen - rejected
     if margin is not None:
         diff = diff - margin
@@ -128,7 +128,7 @@ def ranked_reward_loss(rewards: Tensor, pair_mask: Tensor | None = None, reducti
     """
     if reduction not in ("prompt", "pair"):
         raise ValueError(f"reduction must be 'prompt' or 'pair', got {reduction!r}")
-    # BEGIN SOLUTION
+    # BEGIN SOLUTION a3.ranked_loss
     P, K = rewards.shape
     diff = rewards[:, :, None] - rewards[:, None, :]                                    # (P, K, K): r_i - r_j
     upper = torch.ones(K, K, dtype=rewards.dtype, device=rewards.device).triu(diagonal=1)  # pairs i < j
@@ -157,7 +157,7 @@ def token_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
     logits by the sampling temperature first.
     Example: logits [[ [0, ln 3] ]] (probabilities 1/4, 3/4), token 1 → log 0.75 ≈ -0.288.
     """
-    # BEGIN SOLUTION
+    # BEGIN SOLUTION a4.token_logprobs
     logprobs = F.log_softmax(logits, dim=-1)                                            # (B, T, V)
     return logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)                       # (B, T)
     # END SOLUTION
@@ -170,7 +170,7 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
 
     logits (..., V) → (...). Example: V equal logits → H = ln V (ln 2 ≈ 0.693 for V = 2).
     """
-    # BEGIN SOLUTION
+    # BEGIN SOLUTION a4.entropy
     p = F.softmax(logits, dim=-1)
     return torch.logsumexp(logits, dim=-1) - (p * logits).sum(-1)
     # END SOLUTION
@@ -190,7 +190,7 @@ def kl_shaped_rewards(scores: Tensor, logprobs: Tensor, ref_logprobs: Tensor, ma
     0 where mask == 0. A row with no valid token gets no reward.
     Example: β = 0.1, logprobs [-1, -1], ref [-2, -1], mask [1, 1], score 3 → [-0.1, 3.0].
     """
-    # BEGIN SOLUTION
+    # BEGIN SOLUTION a4.kl_shaped_rewards
     rewards = -kl_coef * (logprobs - ref_logprobs) * mask                               # (B, T)
     T = mask.shape[1]
     positions = torch.arange(T, device=mask.device).expand_as(mask)
@@ -215,7 +215,7 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
     Example (γ = λ = 1): r = [0, 0, 1], V = [0.5, 0.5, 0.5] → δ = [0, 0, 0.5], A = [0.5, 0.5, 0.5],
     returns = [1, 1, 1].
     """
-    # BEGIN SOLUTION
+    # BEGIN SOLUTION a4.gae
     rewards, values = rewards * mask, values * mask
     T = rewards.shape[1]
     advantages = torch.zeros_like(rewards)
@@ -242,7 +242,7 @@ def ppo_policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, 
     ratio_mean; detached 0-d tensors.
     Example: on the first minibatch ratio ≡ 1 → loss = -mean(A), approx_kl = 0, clipfrac = 0.
     """
-    # BEGIN SOLUTION
+    # BEGIN SOLUTION a4.policy_loss
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
     loss_unclipped = -advantages * ratio
@@ -269,7 +269,7 @@ def ppo_value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Te
     clipped term is the larger) and explained_variance = 1 - Var(R - V) / Var(R) over valid tokens.
     Example: V = V_old = R → loss 0; V = V_old = 0, R = 2 → loss 2.
     """
-    # BEGIN SOLUTION
+    # BEGIN SOLUTION a4.value_loss
     values_clipped = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
     loss_unclipped = (values - returns) ** 2
     loss_clipped = (values_clipped - returns) ** 2
@@ -301,7 +301,7 @@ def dpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref_cho
     of pairs with chosen_reward > rejected_reward); detached 0-d tensors.
     Example: policy == reference → every implicit reward is 0 → loss = ln 2.
     """
-    # BEGIN SOLUTION
+    # BEGIN SOLUTION a5.dpo_loss
     chosen_rewards = beta * (policy_chosen_logps - ref_chosen_logps)                    # (N,)
     rejected_rewards = beta * (policy_rejected_logps - ref_rejected_logps)              # (N,)
     loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
@@ -340,7 +340,7 @@ class AdaptiveKLController:
         """Adjust β after a batch of n_steps samples whose mean KL was current_kl; returns the new β."""
         if self.target is None:
             return self.value
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION a4.adaptive_kl
         error = min(max(float(current_kl) / self.target - 1.0, -0.2), 0.2)
         self.value *= 1.0 + error * n_steps / self.horizon
         return self.value
@@ -358,12 +358,14 @@ def group_advantages(rewards: Tensor, group_size: int, eps: float = 1e-4) -> Ten
     Example: G = 2, rewards [1, 3, 5, 5] → group 1: mean 2, std 1 → [-1, 1]; group 2 ties → [0, 0]
     (up to eps: [-0.9999, 0.9999, 0, 0]).
     """
+    # BEGIN SOLUTION a5.group_advantages
     r = rewards.float().view(-1, group_size)                                       # (B, G)
     mean = r.mean(dim=1, keepdim=True)                                             # (B, 1)
     std = r.std(dim=1, keepdim=True, correction=0)                                 # (B, 1)
     adv = (r - mean) / (std + eps)                                                 # (B, G)
     tied = (r == r[:, :1]).all(dim=1, keepdim=True)                                # (B, 1) no rounding noise
     return torch.where(tied, torch.zeros_like(adv), adv).view(-1)                  # (B·G,)
+    # END SOLUTION
 
 
 def kl_k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
@@ -374,5 +376,7 @@ def kl_k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
     Unbiased for KL(π || π_ref) when the tokens come from π, and >= 0 for every token (e^d >= 1 + d),
     unlike the plain log-ratio. Same shape in and out. Example: d = 0 → 0; d = ln 2 → 2 - 0.693 - 1 = 0.307.
     """
+    # BEGIN SOLUTION a5.kl_k3
     d = ref_logprobs - logprobs
     return torch.exp(d) - d - 1.0
+    # END SOLUTION

@@ -34,10 +34,12 @@ def last_token_values(values: Tensor, attention_mask: Tensor) -> Tensor:
     padded prompt followed by a response and right padding, as generation returns it).
     Example: values [[1, 2, 3, 4]], mask [[0, 1, 1, 0]] → [3].  A row with no real token reads t = 0.
     """
+    # BEGIN SOLUTION a3.last_token_values
     T = values.shape[1]
     positions = torch.arange(T, device=values.device).expand_as(values)          # (B, T)
     last = (positions * attention_mask.long()).max(dim=1).values                 # (B,)
     return values.gather(1, last[:, None]).squeeze(1)                            # (B,)
+    # END SOLUTION
 
 
 class RewardModel(nn.Module):

@@ -157,10 +157,12 @@ def to_items(records, tokenizer, max_len: int) -> list[RankedItem]:
 def pair_mask_of(item: RankedItem, K: int) -> Tensor:
     """(K, K) 0/1: [i, j] = 1 where i < j, response i is ranked strictly better and the texts differ."""
     mask = torch.zeros(K, K)
+    # BEGIN SOLUTION a3.pair_mask
     for i in range(len(item.ranks)):
         for j in range(i + 1, len(item.ranks)):
             if item.ranks[i] < item.ranks[j] and item.texts[i] != item.texts[j]:
                 mask[i, j] = 1.0
+    # END SOLUTION
     return mask
 
 
@@ -221,17 +223,21 @@ def rm_loss(model, batch: dict[str, Tensor], pairwise: bool = False, margin: flo
     """
     idx, attention_mask, pair_mask = batch["idx"], batch["attention_mask"], batch["pair_mask"]
     P, K, T = idx.shape
+    # BEGIN SOLUTION a3.rm_loss
     flat_mask = attention_mask.view(P * K, T)
     values = model(idx.view(P * K, T), flat_mask)                                # (P*K, T)
     rewards = last_token_values(values, flat_mask).view(P, K).float()            # (P, K)
+    # END SOLUTION
     if pairwise:
         loss = pairwise_reward_loss(rewards[:, 0], rewards[:, 1], margin if margin else None)
     else:
         loss = ranked_reward_loss(rewards, pair_mask, reduction=reduction)
     with torch.no_grad():
+        # BEGIN SOLUTION a3.rm_loss
         diff = rewards[:, :, None] - rewards[:, None, :]                         # (P, K, K): r_i - r_j
         correct = (diff > 0).float() + 0.5 * (diff == 0).float()
         n_pairs = pair_mask.sum().clamp(min=1)
+        # END SOLUTION
         real = attention_mask.any(-1).float()                                    # (P, K) real responses
         stats = {"accuracy": (correct * pair_mask).sum() / n_pairs, "pairs": pair_mask.sum(),
                  "reward_mean": (rewards * real).sum() / real.sum().clamp(min=1)}

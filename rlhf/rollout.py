@@ -203,7 +203,9 @@ def generate_responses(model, tokenizer, conversations: list, max_new_tokens: in
 def shift_to_response(logits: Tensor, prompt_length: int, temperature: float = 1.0) -> Tensor:
     """The logits that predict the response tokens, in float32 and divided by the sampling temperature:
     logits[:, P-1:-1] / τ, (B, P+N, V) -> (B, N, V). Row t predicts response token t (checklist 1)."""
+    # BEGIN SOLUTION a4.response_logprobs
     return logits[:, prompt_length - 1:-1].float() / max(temperature, 1e-8)
+    # END SOLUTION
 
 
 def response_logits(model, sequences: Tensor, attention_mask: Tensor, prompt_length: int,
@@ -232,8 +234,10 @@ def sequence_logprobs(model, idx: Tensor, attention_mask: Tensor, response_mask:
     each row's response. Example: prompt [u, a], response [y, e], one pad p: idx [u, a, y, e, p],
     response_mask [0, 0, 1, 1, 0] -> log p(y | u a) + log p(e | u a y).
     """
+    # BEGIN SOLUTION a5.sequence_logprobs
     logp = response_logprobs(model, idx, attention_mask, 1, temperature)        # (B, T-1): logp of idx[:, t+1]
     mask = response_mask[:, 1:].to(logp.dtype)                                  # (B, T-1)
+    # END SOLUTION
     # torch.where, not a product: a padded position's value never leaks, not even as NaN * 0.
     return torch.where(mask > 0, logp, torch.zeros_like(logp)).sum(-1)          # (B,)
 

@@ -1,21 +1,26 @@
-"""Write the student copy of the repository: every solution block becomes `raise NotImplementedError`.
+"""Write the student copy of the repository: every marked solution becomes a NotImplementedError.
 
-In the source, the code a student should write sits between two marker comments:
+In the source, the code a student writes sits between two markers that name its exercise
+(tests/course.py registers every exercise, its points and its handout section):
 
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION a4.gae
         ... reference code ...
         # END SOLUTION
 
-The generator copies the repository (minigpt/, rlhf/, tests/, tools/, pyproject.toml, ...) to --out
-and replaces each marked block with one line at the same indentation,
-`raise NotImplementedError("exercise: <function name>")`. Docstrings, signatures and the tests stay, and
-tests reach the code only through tests/adapters.py, so the same tests grade both copies.
+The generator copies the repository (code, tests, README, handouts, notebooks, docs) to --out and
+replaces each marked block by one line at the same indentation,
 
-    python tools/make_exercises.py --out exercises/student      # write the copy
-    python tools/make_exercises.py --check                      # only verify the markers are well formed
-    cd exercises/student && python -m pytest tests/test_losses.py -k gae    # grade one exercise
+        raise NotImplementedError("exercise a4.gae — see exercises/a4_ppo.md §3")
 
-exercises/README.md lists every exercise with its grading command.
+Docstrings, signatures and tests stay; the tests reach exercise code only through tests/adapters.py
+and compare it with stored expected values (tests/_snapshots), so the same tests grade both copies.
+
+    python tools/make_exercises.py --out ~/rlhf-course               # every assignment blanked
+    python tools/make_exercises.py --out ~/rlhf-a3 --assignment a3   # a3 and later blanked, a1-a2 solved
+    python tools/make_exercises.py --check                           # markers <-> register, nothing written
+    cd ~/rlhf-course && python tools/grade.py                        # 0 of N points until you write code
+
+exercises/INSTRUCTORS.md says how to grade a submission and package the autograder.
 """
 
 from __future__ import annotations
@@ -26,47 +31,62 @@ import re
 import shutil
 import sys
 
-BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from tests.course import ASSIGNMENTS, BY_ID, not_implemented_message  # noqa: E402  (needs ROOT on sys.path)
+
+BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
+BEGIN_RE = re.compile(r"^# BEGIN SOLUTION(?:\s+(\S+))?$")
 # what the student copy contains (relative to the repository root)
-COPY = ["minigpt", "rlhf", "tests", "tools", "bench", "pyproject.toml", "requirements.txt"]
-SKIP_DIRS = {"__pycache__", ".pytest_cache", ".git"}
-DEF_RE = re.compile(r"^\s*(?:async\s+)?def\s+(\w+)|^\s*class\s+(\w+)")
+COPY = ["minigpt", "rlhf", "tests", "tools", "bench", "exercises", "notebooks", "docs", "README.md",
+        "pyproject.toml", "requirements.txt", ".gitignore"]
+SKIP_DIRS = {"__pycache__", ".pytest_cache", ".git", ".ipynb_checkpoints", "student"}
+SOURCE_DIRS = ("minigpt", "rlhf")  # where solution markers may live
 
 
-def blank_solutions(text: str, name: str = "<string>") -> tuple[str, int]:
-    """Replace each BEGIN/END SOLUTION block of `text` by a raise; returns (new text, number of blocks).
+def blank_solutions(text: str, name: str = "<string>", blank=lambda exercise_id: True) -> tuple[str, list[str]]:
+    """Replace each BEGIN/END SOLUTION block of `text` (whose id `blank(id)` accepts) by a raise.
 
-    Example: "def f():\\n    # BEGIN SOLUTION\\n    return 1\\n    # END SOLUTION\\n"
-          → "def f():\\n    raise NotImplementedError(\\"exercise: f\\")\\n", 1
-    A marker without its partner raises ValueError naming the file and line.
+    Returns (new text, ids of the blocks found, blanked or not). Example:
+        "def f():\\n    # BEGIN SOLUTION a2.masked_mean\\n    return 1\\n    # END SOLUTION\\n"
+        -> 'def f():\\n    raise NotImplementedError("exercise a2.masked_mean — see exercises/a2_sft.md §6")\\n'
+    A marker without its partner, without a registered id, or nested raises ValueError naming file:line.
     """
-    out, n_blocks, inside, begin_line, where = [], 0, False, 0, "?"
+    out, found, inside, begin_line, drop = [], [], False, 0, False
     for lineno, line in enumerate(text.splitlines(keepends=True), start=1):
         stripped = line.strip()
-        if not inside:
-            m = DEF_RE.match(line)
-            if m:
-                where = m.group(1) or m.group(2)
-        if stripped == BEGIN:
+        if stripped.startswith(BEGIN):
+            m = BEGIN_RE.match(stripped)
             if inside:
                 raise ValueError(f"{name}:{lineno}: nested '{BEGIN}' (the one at line {begin_line} is not closed)")
-            inside, begin_line = True, lineno
-            indent = line[: len(line) - len(line.lstrip())]
-            out.append(f'{indent}raise NotImplementedError("exercise: {where}")\n')
-            n_blocks += 1
+            if not m or not m.group(1):
+                raise ValueError(f"{name}:{lineno}: '{BEGIN}' must name its exercise, e.g. '{BEGIN} a4.gae'")
+            exercise_id = m.group(1)
+            if exercise_id not in BY_ID:
+                raise ValueError(f"{name}:{lineno}: exercise {exercise_id!r} is not registered in tests/course.py")
+            inside, begin_line, drop = True, lineno, blank(exercise_id)
+            found.append(exercise_id)
+            if drop:
+                indent = line[: len(line) - len(line.lstrip())]
+                out.append(f'{indent}raise NotImplementedError("{not_implemented_message(exercise_id)}")\n')
+            else:
+                out.append(line)
         elif stripped == END:
             if not inside:
                 raise ValueError(f"{name}:{lineno}: '{END}' without a '{BEGIN}'")
             inside = False
-        elif not inside:
+            if not drop:
+                out.append(line)
+        elif not inside or not drop:
             out.append(line)
     if inside:
         raise ValueError(f"{name}:{begin_line}: '{BEGIN}' is never closed")
-    return "".join(out), n_blocks
+    return "".join(out), found
 
 
-def _python_files(root: str):
+def _files(root: str):
     for entry in COPY:
         path = os.path.join(root, entry)
         if os.path.isfile(path):
@@ -77,46 +97,69 @@ def _python_files(root: str):
                 yield os.path.relpath(os.path.join(dirpath, f), root)
 
 
-def make_student_copy(out_dir: str, root: str = ROOT, check_only: bool = False) -> dict[str, int]:
-    """Copy the repository to out_dir with solutions blanked; returns {file: number of exercises}."""
-    counts = {}
-    out_dir = os.path.abspath(out_dir)
-    for rel in _python_files(root):
+def blanked_ids(assignment: str | None) -> set[str]:
+    """The exercises to blank: all, or `assignment` and every later one (earlier ones stay solved)."""
+    order = list(ASSIGNMENTS)
+    keep = order[order.index(assignment):] if assignment else order
+    return {e for e in BY_ID if e.split(".")[0] in keep}
+
+
+def make_student_copy(out_dir: str | None, root: str = ROOT, assignment: str | None = None) -> dict[str, list[str]]:
+    """Copy the repository to out_dir (None: only check) with solutions blanked; {file: exercise ids}.
+
+    Checks that every registered exercise has at least one marked block and every block is registered."""
+    to_blank = blanked_ids(assignment)
+    found: dict[str, list[str]] = {}
+    out_abs = os.path.abspath(out_dir) if out_dir else None
+    for rel in _files(root):
         src = os.path.join(root, rel)
-        if src.startswith(out_dir + os.sep):
+        if out_abs and (os.path.abspath(src) + os.sep).startswith(out_abs + os.sep):
             continue
-        dst = os.path.join(out_dir, rel)
-        if rel.endswith(".py") and os.path.abspath(src) != os.path.abspath(__file__):
+        dst = os.path.join(out_abs, rel) if out_abs else None
+        if rel.endswith(".py") and rel.split(os.sep)[0] in SOURCE_DIRS:
             with open(src, encoding="utf-8") as f:
-                text, n = blank_solutions(f.read(), rel)
-            if n:
-                counts[rel] = n
-            if check_only:
-                continue
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            with open(dst, "w", encoding="utf-8") as f:
-                f.write(text)
-        elif not check_only:
+                text, ids = blank_solutions(f.read(), rel, blank=lambda i: i in to_blank)
+            if ids:
+                found[rel] = ids
+            if dst:
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                with open(dst, "w", encoding="utf-8") as f:
+                    f.write(text)
+                shutil.copymode(src, dst)
+        elif dst:
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             shutil.copy2(src, dst)
-    return counts
+    marked = {i for ids in found.values() for i in ids}
+    missing = sorted(set(BY_ID) - marked)
+    if missing:
+        raise ValueError(f"registered in tests/course.py but marked nowhere: {', '.join(missing)}")
+    return found
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=os.path.join(ROOT, "exercises", "student"),
-                        help="where to write the student copy (default: exercises/student)")
-    parser.add_argument("--check", action="store_true", help="only check the markers; write nothing")
+    parser = argparse.ArgumentParser(prog="python tools/make_exercises.py",
+                                     description="Write the student copy: marked solutions become NotImplementedError.")
+    parser.add_argument("--out", help="where to write the student copy (a new or empty directory)")
+    parser.add_argument("--assignment", choices=list(ASSIGNMENTS),
+                        help="blank this assignment and the later ones; the earlier ones keep their solutions")
+    parser.add_argument("--check", action="store_true", help="only check markers against tests/course.py")
     args = parser.parse_args(argv)
+    if not args.check and not args.out:
+        parser.error("give --out DIR (or --check)")
+    if args.out and os.path.isdir(args.out) and os.listdir(args.out):
+        raise SystemExit(f"error: {args.out} is not empty; choose a new directory (nothing was written)")
     try:
-        counts = make_student_copy(args.out, check_only=args.check)
+        found = make_student_copy(None if args.check else args.out, assignment=args.assignment)
     except ValueError as e:
-        raise SystemExit(f"make_exercises: {e}")
-    for rel, n in counts.items():
-        print(f"{rel}: {n} exercise block(s)")
+        raise SystemExit(f"error: {e}")
+    to_blank = blanked_ids(args.assignment)
+    n_blocks = sum(len(v) for v in found.values())
+    n_blank = sum(1 for v in found.values() for i in v if i in to_blank)
+    print(f"{len(BY_ID)} exercises in {n_blocks} marked blocks over {len(found)} files"
+          + ("" if args.check else f"; {n_blank} blocks blanked"))
     if not args.check:
-        print(f"student copy written to {args.out}")
-    return counts
+        print(f"student copy written to {args.out}; start with README.md and {ASSIGNMENTS[args.assignment or 'a1'][0]}")
+    return found
 
 
 if __name__ == "__main__":

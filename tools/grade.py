@@ -1,0 +1,187 @@
+"""Grade the course's exercises: run every graded test, exercise by exercise, and print the points.
+
+    python tools/grade.py                          # every assignment: a table and the total
+    python tools/grade.py --assignment a4          # one assignment
+    python tools/grade.py --exercise a4.gae -v     # one exercise, with the failing tests' messages
+    python tools/grade.py --json results.json      # also write Gradescope's results.json format
+    python tools/grade.py --e2e                    # also the student-scale end-to-end check (small preset)
+
+An exercise earns its points when all its graded tests (marked @pytest.mark.exercise("a4.gae")) pass.
+A test that needs another, unwritten exercise is "blocked" (tests/conftest.py) and earns nothing; the
+table names the exercise to write first. The register of exercises and points is tests/course.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tempfile
+from contextlib import redirect_stdout
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import pytest  # noqa: E402
+
+from tests.course import ASSIGNMENTS, EXERCISES  # noqa: E402
+
+
+class _Collector:
+    """A pytest plugin: which exercise each graded test belongs to, and how each test ended."""
+
+    def __init__(self, wanted: set[str]):
+        self.wanted = wanted
+        self.exercise_of: dict[str, str] = {}          # nodeid -> exercise id
+        self.outcome: dict[str, tuple[str, str]] = {}  # nodeid -> (passed | failed | blocked, message)
+
+    def pytest_collection_modifyitems(self, session, config, items):
+        keep, drop = [], []
+        for item in items:
+            ids = [m.args[0] for m in item.iter_markers("exercise")]
+            if ids and ids[0] in self.wanted:
+                self.exercise_of[item.nodeid] = ids[0]
+                keep.append(item)
+            else:
+                drop.append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+    def pytest_runtest_logreport(self, report):
+        if report.nodeid not in self.exercise_of:
+            return
+        previous = self.outcome.get(report.nodeid, ("passed", ""))
+        if previous[0] != "passed":
+            return  # the first problem of a test (setup, call or teardown) is the one to show
+        if report.failed:
+            self.outcome[report.nodeid] = ("failed", _message(report))
+        elif report.skipped:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            self.outcome[report.nodeid] = ("blocked" if "blocked by" in reason else "skipped", reason)
+        elif report.when == "call":
+            self.outcome[report.nodeid] = ("passed", "")
+
+
+def _message(report) -> str:
+    """The assertion message of a failure, without the traceback: what a student should read."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(report.longrepr)
+    return text.strip()
+
+
+def run_tests(wanted: set[str], verbose: bool = False) -> dict[str, list[tuple[str, str, str]]]:
+    """{exercise id: [(test name, outcome, message)]} from one pytest run over the graded tests."""
+    collector = _Collector(wanted)
+    args = [os.path.join(ROOT, "tests"), "-m", "exercise", "-q", "-p", "no:cacheprovider", "--no-header",
+            "-o", "addopts=", "--tb=no"]
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = pytest.main(args, plugins=[collector])
+    if code not in (0, 1, 5):  # 0 all passed, 1 some failed, 5 nothing collected
+        print(out.getvalue(), file=sys.stderr)
+        raise SystemExit(f"error: pytest stopped with exit code {code} (see above)")
+    results: dict[str, list[tuple[str, str, str]]] = {e: [] for e in wanted}
+    for nodeid, exercise_id in collector.exercise_of.items():
+        outcome, msg = collector.outcome.get(nodeid, ("failed", "did not run"))
+        results[exercise_id].append((nodeid.split("::", 1)[-1], outcome, msg))
+    if verbose:
+        print(out.getvalue())
+    return results
+
+
+def summarise(results) -> list[dict]:
+    """One row per exercise: points earned (all or nothing), tests passed, and what stopped the rest."""
+    rows = []
+    for e in EXERCISES:
+        if e.id not in results:
+            continue
+        tests = results[e.id]
+        n_pass = sum(1 for _, o, _ in tests if o == "passed")
+        ok = bool(tests) and n_pass == len(tests)
+        blocked = sorted({m.split("blocked by exercise ")[1].split(":")[0] for _, o, m in tests if o == "blocked"})
+        failed = [(name, m) for name, o, m in tests if o == "failed"]
+        if ok:
+            status = "ok"
+        elif not tests:
+            status = "no graded tests found"
+        elif failed and all("NotImplementedError" in m and f"exercise {e.id} " in m for _, m in failed):
+            status = f"not written yet ({e.pointer})"
+        elif blocked and not failed:
+            status = "blocked by " + ", ".join(blocked)
+        else:
+            status = f"{len(failed)} failing: {failed[0][0]}" if failed else "blocked by " + ", ".join(blocked)
+        rows.append({"exercise": e.id, "title": e.title, "points": e.points, "earned": e.points if ok else 0,
+                     "passed": n_pass, "tests": len(tests), "status": status,
+                     "output": "\n".join(f"{name}: {o}{': ' + m if m else ''}" for name, o, m in tests)})
+    return rows
+
+
+def print_table(rows) -> None:
+    width = max(len(r["exercise"]) for r in rows) if rows else 8
+    print(f"{'exercise':<{width}}  {'points':>6}  {'tests':>5}  status")
+    current = None
+    for r in rows:
+        a = r["exercise"].split(".")[0]
+        if a != current:
+            current = a
+            sub = [x for x in rows if x["exercise"].startswith(a + ".")]
+            print(f"-- {a}: {ASSIGNMENTS[a][1]} ({sum(x['earned'] for x in sub)}/{sum(x['points'] for x in sub)})")
+        print(f"{r['exercise']:<{width}}  {r['earned']:>2}/{r['points']:<3}  {r['passed']:>2}/{r['tests']:<2}  {r['status']}")
+    earned, total = sum(r["earned"] for r in rows), sum(r["points"] for r in rows)
+    print(f"total: {earned} / {total} points ({sum(r['earned'] == r['points'] for r in rows)} of {len(rows)} exercises)")
+
+
+def gradescope(rows, e2e: dict | None = None) -> dict:
+    """Gradescope's autograder results.json: {"score", "tests": [{"name", "score", "max_score", "output"}]}."""
+    tests = [{"name": f"{r['exercise']}: {r['title']}", "score": r["earned"], "max_score": r["points"],
+              "output": f"{r['status']}\n{r['output']}", "visibility": "visible"} for r in rows]
+    if e2e is not None:
+        tests += [{"name": f"e2e: {c['check']}", "score": 0, "max_score": 0, "output": c["detail"],
+                   "status": "passed" if c["ok"] else "failed", "visibility": "visible"} for c in e2e["checks"]]
+    return {"score": sum(r["earned"] for r in rows), "tests": tests}
+
+
+def write_json(path: str, obj: dict) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".grade-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python tools/grade.py",
+                                     description="Run the graded tests exercise by exercise and print the points.")
+    parser.add_argument("--assignment", choices=list(ASSIGNMENTS), help="grade only this assignment")
+    parser.add_argument("--exercise", help="grade only this exercise (e.g. a4.gae)")
+    parser.add_argument("--json", help="also write Gradescope's results.json format here")
+    parser.add_argument("--e2e", action="store_true",
+                        help="also run the small preset end to end and check each stage did its job (~2 min)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show pytest's output and each test's message")
+    args = parser.parse_args(argv)
+    wanted = {e.id for e in EXERCISES if (args.assignment is None or e.assignment == args.assignment)
+              and (args.exercise is None or e.id == args.exercise)}
+    if not wanted:
+        raise SystemExit(f"error: no exercise {args.exercise!r}; tests/course.py lists them")
+    rows = summarise(run_tests(wanted, verbose=args.verbose))
+    print_table(rows)
+    if args.verbose:
+        for r in rows:
+            if r["earned"] < r["points"]:
+                print(f"\n== {r['exercise']} ({r['status']})\n{r['output']}")
+    e2e = None
+    if args.e2e:
+        from tools.e2e import run_e2e
+        e2e = run_e2e()
+    if args.json:
+        write_json(args.json, gradescope(rows, e2e))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
