@@ -102,6 +102,9 @@ PRESETS: dict[str, dict] = {
                  n_train_prompts=32, n_val_prompts=16, temperatures=[1.0, 1.6], sample_tokens=16, batch_size=8,
                  max_iters=6, warmup_iters=2, eval_interval=3, eval_iters=2, learning_rate=1e-4, min_lr=1e-5,
                  n_eval=16, max_new_tokens=12, eval_batch_size=16),
+    # The course's student-scale run, on the small RM stage's comparisons.
+    "small": dict(out_dir="runs/small/dpo", sft_dir="runs/small/sft", rm_dir="runs/small/reward_model",
+                  n_eval=100, eval_interval=25),
     # After the default RM stage: its ~1500 ranked prompts, two epochs.
     "default": dict(),
 }

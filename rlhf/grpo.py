@@ -121,6 +121,10 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(out_dir="runs/tiny/grpo", sft_dir="runs/tiny/sft", rm_dir="runs/tiny/reward_model", n_prompts=64,
                  max_iters=3, prompts_per_iter=4, group_size=2, max_new_tokens=12, micro_batch_size=4,
                  learning_rate=1e-4, eval_interval=2, n_eval_prompts=8, n_final_eval=8, n_print_samples=1),
+    # The course's student-scale run, after the small RM: 30 iterations of 8 prompts x 4 samples.
+    "small": dict(out_dir="runs/small/grpo", sft_dir="runs/small/sft", rm_dir="runs/small/reward_model",
+                  n_prompts=1000, max_iters=30, prompts_per_iter=8, eval_interval=10, n_eval_prompts=64,
+                  n_final_eval=100),
     # The CPU default, after the default RM: 60 iterations of 16 prompts x 4 samples (PPO's 64 episodes).
     "default": dict(),
 }

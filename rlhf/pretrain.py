@@ -33,6 +33,7 @@ class WorldPretrainConfig(TrainConfig):
 
 PRESETS: dict[str, dict] = {
     "tiny": dict(LM_PRESETS["tiny"], corpus_chars=20_000),   # CI smoke run: a few seconds
+    "small": dict(LM_PRESETS["small"], corpus_chars=800_000),   # the course's student-scale run
     "default": dict(LM_PRESETS["default"]),                  # the CPU default: ~2.5 minutes on 2 cores
 }
 

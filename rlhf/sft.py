@@ -82,6 +82,9 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(out_dir="runs/tiny/sft", init_from="runs/tiny/pretrain", n_demos=64, n_val_demos=16,
                  n_eval=16, max_new_tokens=12, max_iters=10, batch_size=8, warmup_iters=2, eval_interval=5,
                  eval_iters=2, eval_batch_size=16),
+    # The course's student-scale run (python -m rlhf.pipeline --preset small): seconds on 2 cores.
+    "small": dict(out_dir="runs/small/sft", init_from="runs/small/pretrain", n_demos=3000, n_val_demos=100,
+                  n_eval=100, max_iters=300, warmup_iters=20, eval_interval=100, eval_iters=4),
     "default": dict(),
 }
 
