@@ -50,10 +50,28 @@ def tok():
 _BLANK = re.compile(r"exercise (a\d\.\w+) \u2014 see (\S+ \u00a7\d+)")
 
 
-def _blocker(excinfo):
+def _texts(excinfo, report):
+    """Where a blank's message can hide: the exception and its chain (pytest.warns re-raises "DID NOT WARN"
+    over it), a subprocess's captured stderr/stdout, and the test's captured output (doctest prints it)."""
+    texts, e, seen = [excinfo.exconly()], excinfo.value, set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        texts.append(str(e))
+        for attr in ("stderr", "stdout", "output"):
+            v = getattr(e, attr, None)
+            if isinstance(v, bytes):
+                v = v.decode("utf-8", "replace")
+            if isinstance(v, str):
+                texts.append(v)
+        e = e.__cause__ or e.__context__
+    texts += [content for _, content in report.sections]
+    return texts
+
+
+def _blocker(excinfo, report):
     """(exercise id, handout pointer) of the blank that raised, if the failure comes from one."""
     from tests.course import BY_ID
-    for text in (str(excinfo.value), excinfo.exconly()):
+    for text in _texts(excinfo, report):
         m = _BLANK.search(text)
         if m and m.group(1) in BY_ID:
             return m.group(1), m.group(2)
@@ -68,7 +86,7 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if not report.failed or call.excinfo is None:
         return
-    blocker = _blocker(call.excinfo)
+    blocker = _blocker(call.excinfo, report)
     graded = {m.args[0] for m in item.iter_markers("exercise")}
     if blocker and blocker[0] not in graded:
         report.outcome = "skipped"

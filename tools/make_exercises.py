@@ -8,7 +8,8 @@ In the source, the code a student writes sits between two markers that name its 
         # END SOLUTION
 
 The generator copies the repository (code, tests, README, handouts, notebooks, docs) to --out and
-replaces each marked block by one line at the same indentation,
+replaces each marked block (in minigpt/, rlhf/ and the notebooks' cell sources, after which the
+notebooks are rebuilt) by one line at the same indentation,
 
         raise NotImplementedError("exercise a4.gae — see exercises/a4_ppo.md §3")
 
@@ -29,6 +30,7 @@ import argparse
 import os
 import re
 import shutil
+import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +45,7 @@ BEGIN_RE = re.compile(r"^# BEGIN SOLUTION(?:\s+(\S+))?$")
 COPY = ["minigpt", "rlhf", "tests", "tools", "bench", "exercises", "notebooks", "docs", "README.md",
         "pyproject.toml", "requirements.txt", ".gitignore"]
 SKIP_DIRS = {"__pycache__", ".pytest_cache", ".git", ".ipynb_checkpoints", "student"}
-SOURCE_DIRS = ("minigpt", "rlhf")  # where solution markers may live
+SOURCE_DIRS = ("minigpt", "rlhf", os.path.join("notebooks", "_cells"))  # where solution markers may live
 
 
 def blank_solutions(text: str, name: str = "<string>", blank=lambda exercise_id: True) -> tuple[str, list[str]]:
@@ -116,7 +118,7 @@ def make_student_copy(out_dir: str | None, root: str = ROOT, assignment: str | N
         if out_abs and (os.path.abspath(src) + os.sep).startswith(out_abs + os.sep):
             continue
         dst = os.path.join(out_abs, rel) if out_abs else None
-        if rel.endswith(".py") and rel.split(os.sep)[0] in SOURCE_DIRS:
+        if rel.endswith(".py") and any(rel.startswith(d + os.sep) for d in SOURCE_DIRS):
             with open(src, encoding="utf-8") as f:
                 text, ids = blank_solutions(f.read(), rel, blank=lambda i: i in to_blank)
             if ids:
@@ -129,6 +131,9 @@ def make_student_copy(out_dir: str | None, root: str = ROOT, assignment: str | N
         elif dst:
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             shutil.copy2(src, dst)
+    if out_abs:  # the notebooks' worked examples of graded functions are blanked too: rebuild them
+        subprocess.run([sys.executable, os.path.join("notebooks", "_build.py")], cwd=out_abs, check=True,
+                       capture_output=True)
     marked = {i for ids in found.values() for i in ids}
     missing = sorted(set(BY_ID) - marked)
     if missing:

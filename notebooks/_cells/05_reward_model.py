@@ -56,7 +56,9 @@ CELLS = [
     chosen = torch.tensor([0.0, 2.0, -1.0], requires_grad=True)
     rejected = torch.tensor([0.0, 0.0, 1.0])
     loss = pairwise_reward_loss(chosen, rejected)
+    # BEGIN SOLUTION a3.pairwise_loss
     by_hand = -torch.log(torch.sigmoid(chosen - rejected)).mean()
+    # END SOLUTION
     print(f"pairwise_reward_loss {loss.item():.4f}   by hand {by_hand.item():.4f}")
     print(f"a tie costs ln 2 = {math.log(2):.4f}: {pairwise_reward_loss(torch.zeros(1), torch.zeros(1)).item():.4f}")
     loss.backward()

@@ -60,8 +60,10 @@ CELLS = [
     mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])               # three tokens, then padding
     rm_score = torch.tensor([3.0])
 
+    # BEGIN SOLUTION a4.kl_shaped_rewards
     by_hand = -beta * (logprobs - ref_logprobs) * mask
     by_hand[0, 2] += rm_score[0]                               # the last real token
+    # END SOLUTION
     ours = kl_shaped_rewards(rm_score, logprobs, ref_logprobs, mask, beta)
     print("by hand:           ", by_hand)
     print("kl_shaped_rewards: ", ours)
@@ -83,12 +85,14 @@ CELLS = [
     r = [0.0, 0.0, 1.0]
     V = [0.2, 0.4, 0.6]
 
+    # BEGIN SOLUTION a4.gae
     d2 = r[2] + gamma * 0.0 - V[2]          # 1 - 0.6          = 0.4
     d1 = r[1] + gamma * V[2] - V[1]         # 0 + 0.6 - 0.4    = 0.2
     d0 = r[0] + gamma * V[1] - V[0]         # 0 + 0.4 - 0.2    = 0.2
     A2 = d2                                 #                    0.4
     A1 = d1 + gamma * lam * A2              # 0.2 + 0.95 * 0.4 = 0.58
     A0 = d0 + gamma * lam * A1              # 0.2 + 0.95 * 0.58 = 0.751
+    # END SOLUTION
     print(f"deltas {d0:.3f} {d1:.3f} {d2:.3f};  advantages {A0:.3f} {A1:.3f} {A2:.3f}")
 
     advantages, returns = gae(torch.tensor([r]), torch.tensor([V]), torch.ones(1, 3), gamma, lam)
