@@ -56,7 +56,9 @@ def best_of_n_kl(n: int) -> float:
     best_of_n_kl(1) = 0; best_of_n_kl(4) ≈ 0.636."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    # BEGIN SOLUTION a5.best_of_n_kl
     return math.log(n) - (n - 1) / n
+    # END SOLUTION
 
 
 def n_for_kl(kl: float) -> float:

@@ -225,12 +225,14 @@ def _pad(seqs, pad_id, left):
     T = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)  # (B, T)
     mask = torch.zeros((len(seqs), T), dtype=torch.long)        # (B, T) 1 = real token
+    # BEGIN SOLUTION a2.padding
     for b, s in enumerate(seqs):
         if not s:
             continue
         sl = slice(T - len(s), T) if left else slice(0, len(s))
         ids[b, sl] = torch.tensor(s, dtype=torch.long)
         mask[b, sl] = 1
+    # END SOLUTION
     return ids, mask
 
 

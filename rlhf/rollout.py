@@ -80,10 +80,12 @@ def truncate_after_stop(response: Tensor, stop_id: int, pad_id: int) -> tuple[Te
     Example: [[a, END, b]] -> [[a, END, PAD]], mask [[1, 1, 0]], stopped [True];
              [[a, b, c]]   -> unchanged, mask [[1, 1, 1]], stopped [False].
     """
+    # BEGIN SOLUTION a4.truncate_after_stop
     is_stop = response == stop_id                                                # (B, N)
     stops_before = is_stop.long().cumsum(dim=1) - is_stop.long()                 # stop tokens strictly before t
     mask = (stops_before == 0)                                                   # up to and including the first stop
     response = torch.where(mask, response, torch.full_like(response, pad_id))
+    # END SOLUTION
     return response, mask.float(), is_stop.any(dim=1)
 
 

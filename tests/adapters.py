@@ -15,7 +15,7 @@ from torch import Tensor
 
 from minigpt import bpe, trainer
 from minigpt.config import GPTConfig
-from minigpt.generate import filter_logits
+from minigpt.generate import filter_logits, sample_next
 from minigpt.model import GPT, MLP, Block, CausalSelfAttention, KVCache
 from minigpt.tokenizer import Tokenizer
 from rlhf import best_of_n, data, losses, reward, reward_model, rl_update, rollout
@@ -75,6 +75,12 @@ def run_filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | N
     return filter_logits(logits, top_k=top_k, top_p=top_p)
 
 
+def run_sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
+                    generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """(next token (B,), log_softmax(logits / τ) (B, V)) of one decoding step; τ = 0 is greedy."""
+    return sample_next(logits, temperature, top_k=top_k, generator=generator)
+
+
 def run_kv_cache(n_layer: int, shape: tuple, steps: list[tuple[int, Tensor, Tensor]],
                  advance: list[int]) -> list[tuple[Tensor, Tensor]]:
     """A KVCache of (B, nh, max_len, hs) = shape; for each step (layer, k, v) the (keys, values) update returns.
@@ -121,6 +127,11 @@ def run_optimizer_step(model, optimizer, grad_clip: float) -> float:
 def run_render(conversation: list[dict], tokenizer, train_on: str = "all") -> tuple[list[int], list[int]]:
     """(ids, loss_mask) of a conversation in the chat template."""
     return data.render(conversation, tokenizer, train_on=train_on)
+
+
+def run_pad(seqs: list[list[int]], pad_id: int, left: bool) -> tuple[Tensor, Tensor]:
+    """(ids (B, T), attention_mask (B, T)) of sequences padded on the left or on the right."""
+    return data.pad_left(seqs, pad_id) if left else data.pad_right(seqs, pad_id)
 
 
 def run_sft_targets(ids: list[int], loss_mask: list[int]) -> tuple[list[int], list[int]]:
@@ -177,6 +188,11 @@ def run_ranked_reward_loss(rewards: Tensor, pair_mask: Tensor | None = None, red
 def run_shift_to_response(logits: Tensor, prompt_length: int, temperature: float = 1.0) -> Tensor:
     """(B, P+N, V) logits -> the (B, N, V) that predict the N response tokens, divided by the temperature."""
     return rollout.shift_to_response(logits, prompt_length, temperature)
+
+
+def run_truncate_after_stop(response: Tensor, stop_id: int, pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(response with pad after its first stop, mask up to and including it, stopped) of (B, N) samples."""
+    return rollout.truncate_after_stop(response, stop_id, pad_id)
 
 
 def run_minibatch_updates(model, optimizer, n_rows: int, loss_fn, make_batch, epochs: int, n_minibatches: int,
@@ -253,6 +269,11 @@ def run_sequence_logprobs(model, idx: Tensor, attention_mask: Tensor, response_m
                           temperature: float = 1.0) -> Tensor:
     """Σ over response tokens of log π(y_t | x, y_<t), (B,)."""
     return rollout.sequence_logprobs(model, idx, attention_mask, response_mask, temperature)
+
+
+def run_best_of_n_kl(n: int) -> float:
+    """The upper bound on KL(best-of-n || π) in nats."""
+    return best_of_n.best_of_n_kl(n)
 
 
 def run_pick_best(scores: Tensor, n: int) -> Tensor:

@@ -64,6 +64,8 @@ EXERCISES = [
     E("a1.gpt_forward", "embeddings, blocks, final LayerNorm, LM head and the LM loss", 4, 6,
       "minigpt/model.py::GPT.hidden_states, GPT.forward"),
     E("a1.filter_logits", "top-k and top-p (nucleus) filtering", 4, 7, "minigpt/generate.py::filter_logits"),
+    E("a1.sample_next", "one decoding step: greedy, or a sample at a temperature", 2, 7,
+      "minigpt/generate.py::sample_next"),
     E("a1.kv_cache", "store and return a layer's keys and values", 3, 8, "minigpt/model.py::KVCache.update"),
     # ---- A2: pretraining and SFT
     E("a2.optimizer_groups", "AdamW with no weight decay on biases and norms", 2, 1,
@@ -72,6 +74,7 @@ EXERCISES = [
     E("a2.train_step", "gradient accumulation and clipping", 4, 3, "minigpt/trainer.py::forward_backward, optimizer_step"),
     E("a2.render", "chat template to (ids, loss_mask): assistant tokens and their <|end|>", 4, 4,
       "rlhf/data.py::_blocks"),
+    E("a2.padding", "left and right padding with an attention mask", 2, 5, "rlhf/data.py::_pad"),
     E("a2.sft_targets", "shift ids and mask into next-token targets", 2, 5, "rlhf/data.py::sft_targets"),
     E("a2.masked_mean", "a mean over the valid positions", 1, 6, "rlhf/losses.py::masked_mean"),
     E("a2.sft_loss", "next-token cross-entropy on assistant tokens only", 3, 6, "rlhf/losses.py::sft_loss"),
@@ -91,6 +94,8 @@ EXERCISES = [
     E("a4.response_logprobs", "per-token log-probs of the response at a temperature", 3, 1,
       "rlhf/rollout.py::shift_to_response"),
     E("a4.entropy", "entropy of the next-token distribution", 1, 1, "rlhf/losses.py::entropy_from_logits"),
+    E("a4.truncate_after_stop", "cut each sampled response after its first <|end|>", 2, 1,
+      "rlhf/rollout.py::truncate_after_stop"),
     E("a4.kl_shaped_rewards", "KL penalty per token, RM score on the last token", 3, 2,
       "rlhf/losses.py::kl_shaped_rewards"),
     E("a4.gae", "generalised advantage estimation", 4, 3, "rlhf/losses.py::gae"),
@@ -107,6 +112,7 @@ EXERCISES = [
     E("a5.group_advantages", "GRPO's group-normalised advantages", 3, 3, "rlhf/losses.py::group_advantages"),
     E("a5.kl_k3", "the k3 estimator of KL", 1, 3, "rlhf/losses.py::kl_k3"),
     E("a5.best_of_n", "pick the RM's best of N samples per prompt", 2, 4, "rlhf/best_of_n.py::pick_best"),
+    E("a5.best_of_n_kl", "the KL bound of best-of-N", 1, 4, "rlhf/best_of_n.py::best_of_n_kl"),
 ]
 del E
 

@@ -226,6 +226,8 @@ CASES = {
         "filter_logits/both": (lambda g: dict(logits=randn(g, 3, 9, scale=2.0).float(), top_k=4, top_p=0.5),
                                lambda i: adapters.run_filter_logits(**i)),
         "kv_cache": (_kv_inputs, lambda i: adapters.run_kv_cache(**i)),
+        "sample_next/logprobs": (lambda g: dict(logits=randn(g, 3, 6, scale=2.0).float(), temperature=0.7, top_k=3),
+                                 lambda i: adapters.run_sample_next(**i)[1]),
     },
     "a2": {
         "masked_mean/all": (lambda g: dict(x=randn(g, 4, 7), mask=bern(g, 4, 7)),

@@ -238,3 +238,32 @@ def test_kv_cache_refuses_to_overflow():
     cache = KVCache(1, 1, 1, 2, 1)
     with pytest.raises(ValueError):
         cache.update(0, torch.zeros(1, 1, 3, 1), torch.zeros(1, 1, 3, 1))
+
+
+@pytest.mark.exercise("a1.sample_next")
+def test_sample_next_greedy_and_log_probs():
+    logits = torch.tensor([[0.5, 2.0, -1.0], [3.0, 0.0, 1.0]])
+    tokens, logp = adapters.run_sample_next(logits, temperature=0)
+    expect(tokens.tolist() == [1, 0], f"temperature 0 is greedy: expected tokens [1, 0], got {tokens.tolist()}",
+           "a1.sample_next")
+    inputs, expected = case("a1", "sample_next/logprobs")
+    _, logp = adapters.run_sample_next(**inputs, generator=torch.Generator().manual_seed(0))
+    expect_close(logp, expected, "returned log-probs (τ = 0.7, top_k = 3)", "a1.sample_next", atol=1e-5,
+                 dims="b, v", hint="return log_softmax(logits / τ) of the UNFILTERED distribution: it is what a "
+                                   "training forward pass recomputes, and PPO's ratio needs the two to agree")
+
+
+@pytest.mark.exercise("a1.sample_next")
+def test_sample_next_draws_from_softmax_at_the_temperature():
+    logits = torch.tensor([[1.0, 0.0, -1.0, 0.5]]).repeat(4000, 1)
+    tau = 0.5
+    g = torch.Generator().manual_seed(0)
+    tokens, logp = adapters.run_sample_next(logits, temperature=tau, generator=g)
+    freq = torch.bincount(tokens, minlength=4).float() / len(tokens)
+    want = logp[0].exp()
+    expect(bool((freq - want).abs().max() < 0.03), f"4000 draws at τ = 0.5 gave frequencies {freq.tolist()}, but the "
+           f"distribution is {[round(x, 3) for x in want.tolist()]}: sample with torch.multinomial from "
+           "softmax(logits / τ) (after filtering)", "a1.sample_next")
+    tokens, _ = adapters.run_sample_next(logits[:50], temperature=2.0, top_k=1, generator=g)
+    expect(bool((tokens == 0).all()), "with top_k = 1 only the most likely token can be drawn (filter before "
+           "sampling)", "a1.sample_next")

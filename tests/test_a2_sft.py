@@ -221,3 +221,17 @@ def test_sft_targets_shift_by_one():
            "a2.sft_targets")
     expect(list(y) == [-1, -1, -1, 14, 15], f"targets {list(y)}; expected [-1, -1, -1, 14, 15]: position t predicts "
            "ids[t+1], kept where loss_mask[t+1] = 1, else -1", "a2.sft_targets")
+
+
+@pytest.mark.exercise("a2.padding")
+def test_left_and_right_padding_with_their_masks():
+    ids, mask = adapters.run_pad([[5, 6], [7]], 0, left=True)
+    expect(ids.tolist() == [[5, 6], [0, 7]] and mask.tolist() == [[1, 1], [0, 1]],
+           f"left padding of [[5, 6], [7]] gave ids {ids.tolist()}, mask {mask.tolist()}; expected [[5, 6], [0, 7]] "
+           "and [[1, 1], [0, 1]]: prompts are padded on the LEFT so every row's next token is in the last column",
+           "a2.padding")
+    ids, mask = adapters.run_pad([[5, 6], [7], []], 9, left=False)
+    expect(ids.tolist() == [[5, 6], [7, 9], [9, 9]] and mask.tolist() == [[1, 1], [1, 0], [0, 0]],
+           f"right padding of [[5, 6], [7], []] with pad 9 gave ids {ids.tolist()}, mask {mask.tolist()}",
+           "a2.padding")
+    expect(ids.dtype == torch.long and mask.dtype == torch.long, "ids and mask must be LongTensors", "a2.padding")

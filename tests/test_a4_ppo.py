@@ -283,3 +283,17 @@ def test_minibatch_updates_visit_every_row_once_per_epoch():
     first_epoch = [r for batch in seen[:len(seen) // 2] for r in batch]
     expect(first_epoch != list(range(10)), "rows must be shuffled (torch.randperm with the generator) each epoch",
            "a4.minibatches")
+
+
+@pytest.mark.exercise("a4.truncate_after_stop")
+def test_truncate_after_stop_keeps_the_first_stop_and_pads_the_rest():
+    END, PAD = 9, 0
+    response = torch.tensor([[4, END, 5, END], [4, 5, 6, 7], [END, 4, 4, 4]])
+    got, mask, stopped = adapters.run_truncate_after_stop(response, END, PAD)
+    expect(got.tolist() == [[4, END, PAD, PAD], [4, 5, 6, 7], [END, PAD, PAD, PAD]],
+           f"responses {got.tolist()}; expected [[4, 9, 0, 0], [4, 5, 6, 7], [9, 0, 0, 0]]: keep up to AND including "
+           "the first <|end|> (9), pad (0) everything after it, even a second <|end|>", "a4.truncate_after_stop")
+    expect(mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], f"mask {mask.tolist()}: 1 on the kept tokens, "
+           "the stop token included (its log-prob is part of the action)", "a4.truncate_after_stop")
+    expect(stopped.tolist() == [True, False, True], f"stopped {stopped.tolist()}; expected [True, False, True]",
+           "a4.truncate_after_stop")

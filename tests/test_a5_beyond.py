@@ -103,3 +103,11 @@ def test_pick_best_among_the_first_n():
            "is not a candidate when N = 2", "a5.best_of_n")
     expect(adapters.run_pick_best(scores, 3).tolist() == [2, 2], "with n = 3 every column is a candidate",
            "a5.best_of_n")
+
+
+@pytest.mark.exercise("a5.best_of_n_kl")
+def test_best_of_n_kl_bound():
+    for n, want in ((1, 0.0), (2, math.log(2) - 0.5), (4, math.log(4) - 0.75), (16, math.log(16) - 15 / 16)):
+        got = adapters.run_best_of_n_kl(n)
+        expect(abs(got - want) < 1e-12, f"KL bound of best-of-{n}: got {got:.6g}, expected {want:.6g} "
+               "(log N - (N - 1) / N)", "a5.best_of_n_kl")
