@@ -104,7 +104,7 @@ PRESETS: dict[str, dict] = {
                  n_eval=16, max_new_tokens=12, eval_batch_size=16),
     # The course's student-scale run, on the small RM stage's comparisons.
     "small": dict(out_dir="runs/small/dpo", sft_dir="runs/small/sft", rm_dir="runs/small/reward_model",
-                  n_eval=100, eval_interval=25),
+                  max_iters=150, eval_interval=50, eval_iters=8, n_eval=100),
     # After the default RM stage: its ~1500 ranked prompts, two epochs.
     "default": dict(),
 }

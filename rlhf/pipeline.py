@@ -96,7 +96,7 @@ PIPELINE_PRESETS: dict[str, dict] = {
     # The course's student-scale run (~2 minutes on 2 CPU cores): a 2-layer, 64-wide model; each stage still
     # does its job on the gold oracle (python tools/grade.py --e2e checks that it does).
     "small": {
-        "pipeline": dict(eval_prompts=100, n_boot=1000, best_of_n=4, n_samples_report=4),
+        "pipeline": dict(eval_prompts=200, n_boot=1000, best_of_n=4, n_samples_report=4),
         "stage_preset": "small",
         "stages": {},
     },

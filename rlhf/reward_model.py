@@ -117,9 +117,9 @@ PRESETS: dict[str, dict] = {
     # After the default SFT (the dataclass defaults): K = 8 candidates per prompt = the labeler's
     # demonstration, 1 flawed world answer, SFT samples at T = 1.0 and 1.6, and the chatter-toggled
     # twin of each of those four; 2000 prompts, 2 epochs.
-    # The course's student-scale run: 500 ranked prompts after the small SFT.
-    "small": dict(out_dir="runs/small/reward_model", sft_dir="runs/small/sft", n_train_prompts=500,
-                  n_val_prompts=200, eval_interval=25, eval_iters=4, warmup_iters=5),
+    # The course's student-scale run: 400 ranked prompts after the small SFT.
+    "small": dict(out_dir="runs/small/reward_model", sft_dir="runs/small/sft", n_train_prompts=400,
+                  n_val_prompts=150, eval_interval=25, eval_iters=4, warmup_iters=5),
     "default": dict(),
 }
 
