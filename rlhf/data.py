@@ -339,9 +339,11 @@ def main(argv=None):
                                  description="Load a JSONL data file, report its format and show a record.")
     ap.add_argument("path", help="a demonstrations / prompts / pairs / HH-RLHF / rankings JSONL file")
     ap.add_argument("--n", type=int, default=1, help="how many records to print")
+    ap.add_argument("--skip_bad", type=int, default=None,
+                    help="a file from elsewhere: skip up to this many malformed records (one summary line)")
     args = ap.parse_args(argv)
     try:
-        fmt, records = load_any(args.path)
+        fmt, records = load_any(args.path, skip_bad=args.skip_bad)
     except DataError as e:
         raise SystemExit(f"error: {e}")
     print(f"{args.path}: {len(records)} records, format {fmt!r}")

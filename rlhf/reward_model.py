@@ -439,9 +439,12 @@ def _num(x, digits: int = 3) -> str:
 
 def print_summary(s: dict) -> None:
     """The closing note: accuracy vs the labelers' ceiling, per family / per H, RM–gold correlation."""
-    verdict = "no ceiling" if s["go"] is None else ("GO" if s["go"] else "NO-GO")
-    print(f"\nreward model: held-out accuracy {_pct(s['val_accuracy'])}% vs labeler agreement (ceiling) "
-          f"{_pct(s['label_agreement'])}% on {s['pairs']} pairs: {verdict} (goal: within 3 points)")
+    if s["go"] is None:                     # no second labeler (e.g. a third-party file): no ceiling to compare
+        print(f"\nreward model: held-out accuracy {_pct(s['val_accuracy'])}% on {s['pairs']} pairs")
+    else:
+        print(f"\nreward model: held-out accuracy {_pct(s['val_accuracy'])}% vs labeler agreement (ceiling) "
+              f"{_pct(s['label_agreement'])}% on {s['pairs']} pairs: {'GO' if s['go'] else 'NO-GO'} "
+              "(goal: within 3 points)")
     if s.get("gold_pairs"):                 # world comparisons only: the oracle's scores annotate them
         print(f"  vs gold: RM {_pct(s['gold_accuracy'])}%, labelers {_pct(s['labeler_gold_accuracy'])}% on "
               f"{s['gold_pairs']} pairs with different gold scores; RM-gold Pearson {_num(s['rm_gold_pearson'])}, "

@@ -508,3 +508,27 @@ def test_cli_prints_format(tmp_path, capsys):
     p.write_text("{bad\n")
     with pytest.raises(SystemExit, match=":1: malformed JSON"):
         data.main([str(p)])
+
+
+def test_cli_skips_bad_records_of_a_third_party_file(tmp_path, capsys):
+    p = tmp_path / "hh.jsonl"
+    good = {"chosen": HH + "meow", "rejected": HH + "woof"}
+    bad = {"chosen": HH + "meow", "rejected": "\n\nHuman: dog?\n\nAssistant: woof"}
+    p.write_text("\n".join(json.dumps(r) for r in (good, bad, good)) + "\n")
+    with pytest.raises(SystemExit, match=":2: HH chosen and rejected transcripts differ"):
+        data.main([str(p)])
+    data.main([str(p), "--skip_bad=1"])
+    captured = capsys.readouterr()
+    assert "2 records, format 'hh'" in captured.out
+    assert "skipped 1 bad records of 3; first:" in captured.err
+
+
+def test_rm_summary_of_a_file_without_labelers_ceiling_prints_no_ceiling(capsys):
+    from rlhf.reward_model import print_summary
+    print_summary({"go": None, "val_accuracy": 0.727, "label_agreement": None, "pairs": 110,
+                   "informative_share_train": 1.0, "informative_share": 1.0, "calibration": {"ece": 0.08},
+                   "demo_reward_mean": 0.0, "demo_reward_std": 1.2, "seconds": 25.5, "seconds_data": 0.2,
+                   "seconds_train": 18.1})
+    out = capsys.readouterr().out
+    assert "held-out accuracy 72.7% on 110 pairs" in out
+    assert "ceiling" not in out and "n/a" not in out and "GO" not in out, out
