@@ -440,7 +440,7 @@ def _num(x, digits: int = 3) -> str:
 def print_summary(s: dict) -> None:
     """The closing note: accuracy vs the labelers' ceiling, per family / per H, RM–gold correlation."""
     if s["go"] is None:                     # no second labeler (e.g. a third-party file): no ceiling to compare
-        print(f"\nreward model: held-out accuracy {_pct(s['val_accuracy'])}% on {s['pairs']} pairs")
+        print(f"\nreward model: held-out accuracy {_pct(s['val_accuracy']).strip()}% on {s['pairs']} pairs")
     else:
         print(f"\nreward model: held-out accuracy {_pct(s['val_accuracy'])}% vs labeler agreement (ceiling) "
               f"{_pct(s['label_agreement'])}% on {s['pairs']} pairs: {'GO' if s['go'] else 'NO-GO'} "
