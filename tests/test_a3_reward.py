@@ -92,6 +92,12 @@ def test_ranked_reward_loss_gradcheck_and_no_pairs():
     mask[1, 1, 2] = 0.0
     expect(torch.autograd.gradcheck(lambda r: adapters.run_ranked_reward_loss(r, mask), (rewards,)),
            "the gradient of ranked_reward_loss is wrong", "a3.ranked_loss")
+    only_first = mask.clone()
+    only_first[1] = 0.0                                            # prompt 1 keeps no pair: it must not count
+    expect_close(adapters.run_ranked_reward_loss(rewards.detach(), only_first),
+                 adapters.run_ranked_reward_loss(rewards.detach()[:1], mask[:1]),
+                 "the loss when the second prompt keeps no pair", "a3.ranked_loss",
+                 hint="average over the prompts that keep at least one pair")
     none = adapters.run_ranked_reward_loss(rewards.detach(), torch.zeros(2, 4, 4, dtype=f64))
     expect(torch.isfinite(none).item() and none.item() == 0.0, f"with no kept pair the loss must be 0, got {none.item()}"
            " (divide by the count clamped to at least 1)", "a3.ranked_loss")

@@ -206,6 +206,11 @@ def test_ppo_value_loss_hand_examples():
     expect_close(loss, torch.tensor(0.32, dtype=f64), "value loss for V = 1, V_old = 0, R = 1, ε = 0.2",
                  "a4.value_loss", hint="clip V around the ROLLOUT's V_old: V_clip = 0.2, and max(0, (0.2 - 1)^2) / 2 = 0.32")
     expect_close(stats["vf_clipfrac"], torch.tensor(1.0, dtype=f64), "vf_clipfrac", "a4.value_loss")
+    loss, stats = adapters.run_ppo_value_loss(0.25 * one, 0 * one, one, one, 0.3)
+    expect_close(loss, torch.tensor(0.28125, dtype=f64), "value loss for V = 0.25 (inside the clip range), R = 1",
+                 "a4.value_loss")
+    expect_close(stats["vf_clipfrac"], torch.tensor(0.0, dtype=f64), "vf_clipfrac when V moved less than ε",
+                 "a4.value_loss", hint="a token counts as clipped only where the clipped term is strictly larger")
 
 
 @pytest.mark.exercise("a4.value_loss")

@@ -26,6 +26,8 @@ def test_dpo_loss_policy_equals_reference_is_ln2():
                  "a5.dpo_loss", hint="every implicit reward β log π/π_ref is 0 then, so the loss is -log σ(0)")
     expect(float(stats["chosen_reward"]) == 0.0 and float(stats["rejected_reward"]) == 0.0,
            "implicit rewards must be 0 when the policy is the reference", "a5.dpo_loss")
+    expect(float(stats["accuracy"]) == 0.0, f"accuracy must be 0 when every pair ties (chosen reward must be "
+           f"strictly higher), got {float(stats['accuracy'])}", "a5.dpo_loss")
 
 
 @pytest.mark.exercise("a5.dpo_loss")
@@ -56,6 +58,9 @@ def test_group_advantages_hand_example():
     expect_close(got, torch.tensor([-1.0, 1.0, 0.0, 0.0]), "advantages of groups [1, 3] and [5, 5]",
                  "a5.group_advantages", atol=1e-3,
                  hint="normalise within each group of G consecutive rows; a tied group gets exactly 0")
+    tied = adapters.run_group_advantages(torch.tensor([0.1, 0.1, 0.1, 0.2, 0.5, 0.9], dtype=torch.float64), 3)
+    expect(bool(torch.all(tied[:3] == 0)), f"a tied group [0.1, 0.1, 0.1] must get exactly 0, got {tied[:3].tolist()}: "
+           "its mean is not exactly 0.1 in floating point, so detect ties explicitly", "a5.group_advantages")
 
 
 @pytest.mark.exercise("a5.group_advantages")
