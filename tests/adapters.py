@@ -75,10 +75,10 @@ def run_filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | N
     return filter_logits(logits, top_k=top_k, top_p=top_p)
 
 
-def run_sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
+def run_sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                     generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """(next token (B,), log_softmax(logits / τ) (B, V)) of one decoding step; τ = 0 is greedy."""
-    return sample_next(logits, temperature, top_k=top_k, generator=generator)
+    return sample_next(logits, temperature, top_k=top_k, top_p=top_p, generator=generator)
 
 
 def run_kv_cache(n_layer: int, shape: tuple, steps: list[tuple[int, Tensor, Tensor]],

@@ -83,17 +83,31 @@ def state_of(module_cls, seed, **config):
     return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
 
+CALLS: list = []  # (sublayer, attn_mask, kv_cache) of every stand-in call, for the wiring tests
+
+
 @contextlib.contextmanager
 def standins(*names):
     """Replace the sublayers an exercise builds on by simple fixed functions, so that it is graded on its
-    own code (a bug in your attention does not fail your block). names: "attention", "mlp", "block"."""
+    own code (a bug in your attention does not fail your block). names: "attention", "mlp", "block".
+    Each call is recorded in CALLS, so a test can check what the exercise passed down."""
     saved = {cls: cls.forward for cls in (CausalSelfAttention, MLP, Block)}
+    CALLS.clear()
+
+    def attention(self, x, attn_mask=None, kv_cache=None):
+        CALLS.append(("attention", attn_mask, kv_cache))
+        return 0.5 * x.flip(-1)
+
+    def block(self, x, attn_mask=None, kv_cache=None):
+        CALLS.append(("block", attn_mask, kv_cache))
+        return x * 1.5 + 0.1 * (self.attn.layer_idx + 1)
+
     if "attention" in names:
-        CausalSelfAttention.forward = lambda self, x, attn_mask=None, kv_cache=None: 0.5 * x.flip(-1)
+        CausalSelfAttention.forward = attention
     if "mlp" in names:
         MLP.forward = lambda self, x: torch.tanh(x) - 0.25 * x
     if "block" in names:
-        Block.forward = lambda self, x, attn_mask=None, kv_cache=None: x * 1.5 + 0.1 * (self.attn.layer_idx + 1)
+        Block.forward = block
     try:
         yield
     finally:
@@ -166,6 +180,8 @@ class TableModel(torch.nn.Module):
     def forward(self, idx, attention_mask=None):
         pos = torch.arange(idx.shape[1])
         h = self.tok[idx] + self.pos[pos] + 0.5 * self.tok[idx.roll(1, dims=1)]      # (B, T, out)
+        if attention_mask is not None:                                                # padding reads differently
+            h = h + 0.7 * (1 - attention_mask.to(h.dtype))[..., None]
         if self.out_dim == 1:
             return h.squeeze(-1)                                                      # (B, T) RM values
         return h, None                                                                # (B, T, V) LM logits

@@ -15,7 +15,7 @@ import torch
 from minigpt.model import KVCache
 from tests import adapters
 from tests.grading import case, expect, expect_close
-from tests.snapshot_cases import standins
+from tests.snapshot_cases import CALLS, standins
 
 
 # ---------------------------------------------------------------------------------------------------- §1
@@ -66,6 +66,14 @@ def test_learn_merges_textbook_example():
     expect(got == [(97, 97), (97, 98), (256, 257)],
            f'learn_merges("aaabdaaabac", 3) gave {got}; expected [(97, 97), (97, 98), (256, 257)]: aa is most '
            "frequent; then ab ties with (256, a) and the tie goes to the pair with the smaller ids", "a1.learn_merges")
+
+
+@pytest.mark.exercise("a1.learn_merges")
+def test_learn_merges_stops_with_a_warning_when_pairs_run_out():
+    with pytest.warns(UserWarning, match="ran out of pairs"):
+        got = adapters.run_learn_merges("ab ab", 10)
+    expect(got == [(97, 98), (32, 256)], f'learn_merges("ab ab", 10) gave {got}; expected [(97, 98), (32, 256)] '
+           "(ab, then \" ab\"; then no pair is left: warn and return the merges so far)", "a1.learn_merges")
 
 
 @pytest.mark.exercise("a1.learn_merges")
@@ -150,6 +158,14 @@ def test_block_is_pre_layernorm_residual():
     expect_close(got, expected, "block output (with stand-in attention and MLP)", "a1.block", atol=1e-5,
                  dims="b, t, c", hint="x = x + attn(ln_1(x)); then x = x + mlp(ln_2(x)): normalise the INPUT of "
                                       "each sublayer and add its output to the residual stream")
+    from minigpt.config import GPTConfig
+    from minigpt.model import Block
+    layer, mask, cache = Block(GPTConfig(**inputs["config"])), torch.zeros(1, 1, 4, 4), object()
+    layer.load_state_dict(inputs["state"])
+    with standins("attention", "mlp"):
+        layer(inputs["x"], mask, cache)
+    expect(len(CALLS) == 1 and CALLS[0][1] is mask and CALLS[0][2] is cache, "Block.forward must pass its attn_mask "
+           "and kv_cache on to the attention", "a1.block")
 
 
 # ---------------------------------------------------------------------------------------------------- §6
@@ -168,6 +184,16 @@ def test_gpt_forward_logits_and_loss(name):
                  hint="mean cross-entropy over positions whose target is not -1 (targets are already shifted)")
     _, no_loss = adapters.run_gpt_forward(inputs["config"], inputs["state"], inputs["idx"])
     expect(no_loss is None, "without targets the loss must be None", "a1.gpt_forward")
+    if "attention_mask" in inputs:  # the blocks get the padding mask (built in hidden_states) and the cache
+        from minigpt.config import GPTConfig
+        from minigpt.model import GPT
+        model = GPT(GPTConfig(**inputs["config"]))
+        model.load_state_dict(inputs["state"])
+        cache = model.make_kv_cache(2, 7)
+        with standins("block"):
+            model.hidden_states(inputs["idx"], attention_mask=inputs["attention_mask"], kv_cache=cache)
+        expect(len(CALLS) == inputs["config"]["n_layer"] and all(m is not None and c is cache for _, m, c in CALLS),
+               "every block must get the attention mask and the kv_cache", "a1.gpt_forward")
 
 
 @pytest.mark.exercise("a1.gpt_forward")
@@ -216,6 +242,9 @@ def test_filter_logits_handout_examples_and_no_op():
     x = torch.randn(2, 5)
     expect(torch.equal(adapters.run_filter_logits(x), x), "with neither top_k nor top_p the logits are unchanged",
            "a1.filter_logits")
+    for bad in (dict(top_k=0), dict(top_p=0.0)):
+        with pytest.raises(ValueError):
+            adapters.run_filter_logits(x, **bad)
 
 
 # ---------------------------------------------------------------------------------------------------- §8
@@ -246,6 +275,9 @@ def test_sample_next_greedy_and_log_probs():
     tokens, logp = adapters.run_sample_next(logits, temperature=0)
     expect(tokens.tolist() == [1, 0], f"temperature 0 is greedy: expected tokens [1, 0], got {tokens.tolist()}",
            "a1.sample_next")
+    expect(bool(torch.allclose(logp.exp().sum(-1), torch.ones(2))) and tuple(logp.shape) == (2, 3),
+           "greedy decoding still returns log_softmax over the vocabulary (each row's probabilities sum to 1)",
+           "a1.sample_next")
     inputs, expected = case("a1", "sample_next/logprobs")
     _, logp = adapters.run_sample_next(**inputs, generator=torch.Generator().manual_seed(0))
     expect_close(logp, expected, "returned log-probs (τ = 0.7, top_k = 3)", "a1.sample_next", atol=1e-5,
@@ -267,3 +299,6 @@ def test_sample_next_draws_from_softmax_at_the_temperature():
     tokens, _ = adapters.run_sample_next(logits[:50], temperature=2.0, top_k=1, generator=g)
     expect(bool((tokens == 0).all()), "with top_k = 1 only the most likely token can be drawn (filter before "
            "sampling)", "a1.sample_next")
+    tokens, _ = adapters.run_sample_next(logits[:50], temperature=2.0, top_p=0.01, generator=g)
+    expect(bool((tokens == 0).all()), "with top_p = 0.01 only the most likely token can be drawn (pass top_p to the "
+           "filter too)", "a1.sample_next")

@@ -113,6 +113,9 @@ def test_lr_schedule_handout_points():
         got = adapters.run_lr_at(step, **cfg)
         expect(abs(got - want) < 1e-12, f"lr at step {step}: got {got:.6g}, expected {want:.6g} (warmup 10 steps "
                "to 1e-3, reached AT step 9; cosine to 1e-4 at step 110; min_lr after)", "a2.lr_schedule")
+    got = adapters.run_lr_at(10, learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=10)
+    expect(got == 1e-4, f"with no room for a cosine (decay end == warmup) the lr after warmup is min_lr, got {got}",
+           "a2.lr_schedule")
 
 
 @pytest.mark.exercise("a2.lr_schedule")
@@ -172,6 +175,14 @@ def test_optimizer_step_clips_and_reports_the_norm_before_clipping():
            f"(the clipped norm), moved {moved:.6g}", "a2.train_step")
     expect(all(p.grad is None or not p.grad.any() for p in model.parameters()),
            "the gradients must be zeroed after the step", "a2.train_step")
+    (100 * loss_fn(model, (xs, ys))[0]).backward()
+    norm_before = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters())).item()
+    before = [p.detach().clone() for p in model.parameters()]
+    got = adapters.run_optimizer_step(model, opt, grad_clip=0.0)
+    moved = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(model.parameters(), before))).item()
+    expect(abs(got - norm_before) < 1e-4 * norm_before and abs(moved - norm_before) < 1e-4 * norm_before,
+           f"grad_clip = 0 means no clipping: the step must move the parameters by the full norm {norm_before:.4g} "
+           f"(moved {moved:.4g}) and return it (returned {got:.4g})", "a2.train_step")
 
 
 # ---------------------------------------------------------------------------------------------------- §4
@@ -200,11 +211,12 @@ def test_render_ids_and_mask_of_a_two_turn_chat():
 def test_render_train_on_last_and_special_strings_stay_text():
     tok = _byte_tokenizer()
     conv = [{"role": "system", "content": "s"}, {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-            {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]
+            {"role": "user", "content": "c"}, {"role": "assistant", "content": "dd"}]
     _, mask_all = adapters.run_render(conv, tok, train_on="all")
     _, mask_last = adapters.run_render(conv, tok, train_on="last")
-    expect(sum(mask_all) == 4 and sum(mask_last) == 2, f"train_on='all' supervises both replies (4 tokens, got "
-           f"{sum(mask_all)}); 'last' only the final one (2 tokens, got {sum(mask_last)})", "a2.render")
+    expect(sum(mask_all) == 5 and sum(mask_last) == 3 and mask_last[-1] == 1, f"train_on='all' supervises both "
+           f"replies (5 tokens, got {sum(mask_all)}); 'last' only the final one (3 tokens, got {sum(mask_last)})",
+           "a2.render")
     ids, _ = adapters.run_render([{"role": "user", "content": "<|end|>"}, {"role": "assistant", "content": "x"}], tok)
     specials = [t for t in ids if t >= 256]
     expect(len(specials) == 4, f"a user typing '<|end|>' must not forge a special token: {len(specials)} special "
@@ -230,8 +242,8 @@ def test_left_and_right_padding_with_their_masks():
            f"left padding of [[5, 6], [7]] gave ids {ids.tolist()}, mask {mask.tolist()}; expected [[5, 6], [0, 7]] "
            "and [[1, 1], [0, 1]]: prompts are padded on the LEFT so every row's next token is in the last column",
            "a2.padding")
-    ids, mask = adapters.run_pad([[5, 6], [7], []], 9, left=False)
-    expect(ids.tolist() == [[5, 6], [7, 9], [9, 9]] and mask.tolist() == [[1, 1], [1, 0], [0, 0]],
-           f"right padding of [[5, 6], [7], []] with pad 9 gave ids {ids.tolist()}, mask {mask.tolist()}",
-           "a2.padding")
+    ids, mask = adapters.run_pad([[5, 6], [], [7]], 9, left=False)
+    expect(ids.tolist() == [[5, 6], [9, 9], [7, 9]] and mask.tolist() == [[1, 1], [0, 0], [1, 0]],
+           f"right padding of [[5, 6], [], [7]] with pad 9 gave ids {ids.tolist()}, mask {mask.tolist()} (an empty "
+           "sequence is a row of padding; the rows after it are padded too)", "a2.padding")
     expect(ids.dtype == torch.long and mask.dtype == torch.long, "ids and mask must be LongTensors", "a2.padding")

@@ -143,3 +143,12 @@ def test_rm_loss_stored_loss_and_accuracy():
                       "reshape the rewards to (P, K) and hand them to ranked_reward_loss with the pair mask")
     expect_close(stats["accuracy"], stats_expected["accuracy"], "stats['accuracy']", "a3.rm_loss",
                  hint="the share of kept pairs with r_i > r_j (a tie counts 1/2)")
+
+    class Constant(torch.nn.Module):
+        def forward(self, idx, attention_mask=None):
+            return torch.zeros(idx.shape, dtype=f64)
+    one_pair = {"idx": torch.zeros(1, 2, 3, dtype=torch.long), "attention_mask": torch.ones(1, 2, 3, dtype=torch.long),
+                "pair_mask": torch.tensor([[[0.0, 1.0], [0.0, 0.0]]])}
+    _, stats = adapters.run_rm_loss(Constant(), one_pair)
+    expect(abs(float(stats["accuracy"]) - 0.5) < 1e-9, f"one tied pair must give accuracy 0.5, got "
+           f"{float(stats['accuracy'])} (a tie counts 1/2; divide by the number of kept pairs)", "a3.rm_loss")

@@ -115,6 +115,14 @@ def test_gae_stored_values_with_padding(name):
 
 
 @pytest.mark.exercise("a4.gae")
+def test_gae_of_one_token_responses():
+    adv, ret = adapters.run_gae(torch.tensor([[2.0], [0.5]], dtype=f64), torch.tensor([[0.5], [1.0]], dtype=f64),
+                                torch.ones(2, 1, dtype=f64), 0.9, 0.95)
+    expect_close(adv, torch.tensor([[1.5], [-0.5]], dtype=f64), "advantages of one-token responses", "a4.gae",
+                 dims="b, t", hint="with one token A = r - V (nothing comes after it)")
+
+
+@pytest.mark.exercise("a4.gae")
 def test_gae_lambda_one_is_the_discounted_return_minus_the_value():
     T, gamma = 5, 0.9
     rewards, values = torch.randn(1, T, dtype=f64), torch.randn(1, T, dtype=f64)
@@ -124,6 +132,13 @@ def test_gae_lambda_one_is_the_discounted_return_minus_the_value():
         expect(abs(adv[0, t].item() - (G - values[0, t].item())) < 1e-9,
                f"with λ = 1, A_t must equal the discounted return minus V_t; at t = {t} got {adv[0, t].item():.6g}, "
                f"expected {G - values[0, t].item():.6g}", "a4.gae")
+
+
+@pytest.mark.exercise("a4.whiten")
+def test_masked_whiten_of_a_constant_is_zero_not_nan():
+    got = adapters.run_masked_whiten(torch.full((2, 3), 4.0, dtype=f64), torch.ones(2, 3, dtype=f64))
+    expect(bool(torch.isfinite(got).all()) and bool((got.abs() < 1e-6).all()), f"whitening a constant gave "
+           f"{got.tolist()}; the variance is 0, so add the 1e-8 inside the square root", "a4.whiten")
 
 
 @pytest.mark.exercise("a4.whiten")
@@ -285,6 +300,19 @@ def test_minibatch_updates_visit_every_row_once_per_epoch():
     expect(max(len(b) for b in seen) <= 2, "micro-batches must hold at most micro_batch_size rows", "a4.minibatches")
     expect(first is not None and "n" in mean_stats, "return (mean stats of all minibatches, stats of the first)",
            "a4.minibatches")
+    expect(abs(mean_stats["n"] - 2.0) < 1e-9 and abs(mean_stats["loss"] - model.weight.sum().item()) < 1e-6
+           and "grad_norm" in mean_stats and "grad_norm" in first,
+           f"mean stats {mean_stats}: every minibatch's stats plus its 'loss' and 'grad_norm' (from optimizer_step), "
+           "averaged over the minibatches", "a4.minibatches")
+    orders = []
+    for _ in range(2):
+        seen.clear()
+        torch.manual_seed(len(orders))  # a different global seed each time: only the generator may matter
+        adapters.run_minibatch_updates(model, opt, 10, loss_fn, make_batch, epochs=1, n_minibatches=3,
+                                       micro_batch_size=2, generator=torch.Generator().manual_seed(7))
+        orders.append([list(b) for b in seen])
+    expect(orders[0] == orders[1], "the same generator seed must give the same minibatches: shuffle with "
+           "torch.randperm(n_rows, generator=generator)", "a4.minibatches")
     first_epoch = [r for batch in seen[:len(seen) // 2] for r in batch]
     expect(first_epoch != list(range(10)), "rows must be shuffled (torch.randperm with the generator) each epoch",
            "a4.minibatches")
