@@ -178,7 +178,10 @@ class TableModel(torch.nn.Module):
         self.out_dim = out_dim
 
     def forward(self, idx, attention_mask=None):
-        pos = torch.arange(idx.shape[1])
+        if attention_mask is None:                                                    # (B, T) or (1, T) positions
+            pos = torch.arange(idx.shape[1])[None, :]
+        else:                                                                         # as the GPT: from the mask
+            pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         h = self.tok[idx] + self.pos[pos] + 0.5 * self.tok[idx.roll(1, dims=1)]      # (B, T, out)
         if attention_mask is not None:                                                # padding reads differently
             h = h + 0.7 * (1 - attention_mask.to(h.dtype))[..., None]
@@ -192,6 +195,7 @@ def _rm_batch(g):
     idx = torch.randint(0, 11, (P, K, T), generator=g)
     lengths = torch.tensor([[6, 4, 5, 2], [3, 6, 2, 4], [5, 5, 1, 0]])
     attention_mask = (torch.arange(T)[None, None, :] < lengths[:, :, None]).long()
+    attention_mask[0, 1] = torch.tensor([0, 0, 1, 1, 1, 1])                      # a left-padded response too
     pair_mask = torch.ones(P, K, K).triu(1)
     pair_mask[2, :, 3] = 0.0                      # prompt 2 has 3 responses
     pair_mask[0, 1, 2] = 0.0                      # a tie
@@ -206,8 +210,8 @@ def _rm_loss(i):
 
 def _seq_inputs(g):
     idx = torch.randint(0, 13, (3, 8), generator=g)
-    attention_mask = torch.tensor([[1] * 8, [1] * 6 + [0] * 2, [1] * 4 + [0] * 4])
-    response_mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1, 0, 0], [0, 0, 0, 1, 0, 0, 0, 0]],
+    attention_mask = torch.tensor([[1] * 8, [0, 0] + [1] * 6, [1] * 4 + [0] * 4])   # right, left, right padding
+    response_mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 0, 0, 0, 0]],
                                  dtype=f64)
     return dict(idx=idx, attention_mask=attention_mask, response_mask=response_mask, temperature=0.7)
 
