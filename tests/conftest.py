@@ -1,5 +1,4 @@
 import os
-import re
 import sys
 
 import pytest
@@ -8,6 +7,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+from tests.course import blocked_reason, find_blank  # noqa: E402  (needs ROOT on sys.path)
 
 # The tests use tiny models: one thread is faster than two fighting over small matmuls,
 # and it keeps the suite's timing stable on a shared 2-core machine.
@@ -47,9 +48,6 @@ def tok():
 # ----------------------------------------------------------------------------------------------------
 # the course: a test that merely uses an unwritten exercise is "blocked", not failed (tests/course.py)
 
-_BLANK = re.compile(r"exercise (a\d\.\w+) \u2014 see (\S+ \u00a7\d+)")
-
-
 def _texts(excinfo, report):
     """Where a blank's message can hide: the exception and its chain (pytest.warns re-raises "DID NOT WARN"
     over it), a subprocess's captured stderr/stdout, and the test's captured output (doctest prints it)."""
@@ -69,13 +67,8 @@ def _texts(excinfo, report):
 
 
 def _blocker(excinfo, report):
-    """(exercise id, handout pointer) of the blank that raised, if the failure comes from one."""
-    from tests.course import BY_ID
-    for text in _texts(excinfo, report):
-        m = _BLANK.search(text)
-        if m and m.group(1) in BY_ID:
-            return m.group(1), m.group(2)
-    return None
+    """The exercise whose blank raised, if the failure comes from one."""
+    return next(filter(None, map(find_blank, _texts(excinfo, report))), None)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -88,7 +81,6 @@ def pytest_runtest_makereport(item, call):
         return
     blocker = _blocker(call.excinfo, report)
     graded = {m.args[0] for m in item.iter_markers("exercise")}
-    if blocker and blocker[0] not in graded:
+    if blocker and blocker not in graded:
         report.outcome = "skipped"
-        report.longrepr = (str(item.path), item.location[1] or 0,
-                           f"blocked by exercise {blocker[0]}: write it first ({blocker[1]})")
+        report.longrepr = (str(item.path), item.location[1] or 0, blocked_reason(blocker))

@@ -14,12 +14,9 @@ import torch
 
 from tests import adapters
 from tests.grading import case, expect, expect_close
+from tests.snapshot_cases import right_padded
 
 f64 = torch.float64
-
-
-def _mask(lengths, T):
-    return torch.tensor([[1.0 if t < n else 0.0 for t in range(T)] for n in lengths], dtype=f64)
 
 
 # ---------------------------------------------------------------------------------------------------- §1
@@ -169,7 +166,7 @@ def test_masked_whiten_stored_values(name):
 
 @pytest.mark.exercise("a4.policy_loss")
 def test_ppo_policy_loss_first_minibatch():
-    lp, adv, mask = torch.randn(3, 5, dtype=f64), torch.randn(3, 5, dtype=f64), _mask([5, 2, 4], 5)
+    lp, adv, mask = torch.randn(3, 5, dtype=f64), torch.randn(3, 5, dtype=f64), right_padded([5, 2, 4], 5)
     loss, stats = adapters.run_ppo_policy_loss(lp, lp.clone(), adv, mask, 0.2)
     expect_close(loss, -adv[mask.bool()].mean(), "the loss when π = π_old (ratio 1)", "a4.policy_loss",
                  hint="at ratio 1 both terms equal -A: the loss is minus the mean advantage over valid tokens")

@@ -22,6 +22,10 @@ except ImportError:  # Python 3.10: pip install tomli
     import tomli as tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from tools.make_exercises import BEGIN_RE, END  # noqa: E402  (the marker syntax, defined once)
 
 
 def exercise_blocks(path: str) -> list[tuple[str, set[str]]]:
@@ -30,9 +34,10 @@ def exercise_blocks(path: str) -> list[tuple[str, set[str]]]:
     out, start, eid = [], None, ""
     for i, line in enumerate(lines):
         s = line.strip()
-        if s.startswith("# BEGIN SOLUTION"):
-            start, eid = i, s.split()[-1]
-        elif s == "# END SOLUTION" and start is not None:
+        m = BEGIN_RE.match(s)
+        if m:
+            start, eid = i, m.group(1)
+        elif s == END and start is not None:
             out.append((eid, {lines[k].strip() for k in range(start + 1, i)}))
             start = None
     return out
