@@ -68,6 +68,7 @@ from rlhf.rl_loop import IterationRun, data_parallel, mean_over_processes
 from rlhf.rl_update import disable_dropout, eval_record, frozen, load_prompt_pool, minibatch_updates
 from rlhf.rollout import (render_prompts, response_logits, response_logprobs, rm_reward, sample,
                           sampling_generator, trim_padding)
+from rlhf.stats import format_number
 
 # -----------------------------------------------------------------------------
 # config
@@ -354,7 +355,8 @@ def _train_grpo(cfg: GRPOConfig, device: torch.device, info: DistInfo, evaluator
             ckpt_io.save_model(cfg.out_dir, policy, tokenizer, extra={"stage": "grpo", "kind": "grpo_policy"})
             ckpt_io.write_summary(cfg.out_dir, result)
         run.log(f"grpo: {it} iterations in {time.time() - t_start:.0f}s; RM score (train samples) "
-            f"{result['rm_score_train_first']} -> {result['rm_score_train_last']}; {cfg.out_dir}/grpo.png")
+            f"{format_number(result['rm_score_train_first'])} -> {format_number(result['rm_score_train_last'])}; "
+            f"{cfg.out_dir}/grpo.png")
     barrier(info)
     return result
 

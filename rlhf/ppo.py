@@ -92,6 +92,7 @@ from rlhf.rl_loop import IterationRun, data_parallel, mean_over_processes
 from rlhf.rl_update import disable_dropout, eval_record, frozen, load_prompt_pool, minibatch_updates
 from rlhf.rollout import (render_prompts, response_logits, rm_reward, sample, sampling_generator,
                           shift_to_response, trim_padding, used_columns)
+from rlhf.stats import format_number
 from rlhf.world import corpus
 
 # -----------------------------------------------------------------------------
@@ -530,14 +531,11 @@ def _train_ppo(cfg: PPOConfig, device: torch.device, info: DistInfo, evaluator) 
             ckpt_io.save_model(cfg.out_dir, policy, tokenizer, extra={"kind": "ppo_policy"})
             ckpt_io.write_summary(cfg.out_dir, result)
         run.log(f"ppo: {it} iterations in {result['seconds']:.0f}s; gold (sampled, val) "
-                f"{_num(result['initial'].get('gold'))} -> {_num(result['gold_score'])}, KL to SFT "
-                f"{_num(result['kl'], 2)} nats per response, β {kl_ctl.value:.4f}; {cfg.out_dir}/dashboard.png")
+                f"{format_number(result['initial'].get('gold'))} -> {format_number(result['gold_score'])}, "
+                f"KL to SFT {format_number(result['kl'], 2)} nats per response, β {kl_ctl.value:.4f}; "
+                f"{cfg.out_dir}/dashboard.png")
     barrier(info)
     return result
-
-
-def _num(x, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
 
 
 def gold_evaluator(cfg: PPOConfig, evaluator_class):

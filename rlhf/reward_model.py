@@ -60,6 +60,7 @@ from rlhf.reward import RewardModel, last_token_values  # noqa: F401  (R.RewardM
 from rlhf.rm_metrics import by_source, evaluate_rankings, plot_calibration  # noqa: F401  (R.evaluate_rankings)
 from rlhf.rm_probes import format_probes, probe_reward_model
 from rlhf.comparisons import simulate_rankings
+from rlhf.stats import format_number
 
 # -----------------------------------------------------------------------------
 # config
@@ -433,10 +434,6 @@ def _pct(x) -> str:
     return "  n/a" if x is None else f"{100 * x:5.1f}"
 
 
-def _num(x, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{round(x, digits) + 0.0:.{digits}f}"  # + 0.0 turns -0.0 into 0.0
-
-
 def print_summary(s: dict) -> None:
     """The closing note: accuracy vs the labelers' ceiling, per family / per H, RM–gold correlation."""
     if s["go"] is None:                     # no second labeler (e.g. a third-party file): no ceiling to compare
@@ -447,11 +444,12 @@ def print_summary(s: dict) -> None:
               "(goal: within 3 points)")
     if s.get("gold_pairs"):                 # world comparisons only: the oracle's scores annotate them
         print(f"  vs gold: RM {_pct(s['gold_accuracy'])}%, labelers {_pct(s['labeler_gold_accuracy'])}% on "
-              f"{s['gold_pairs']} pairs with different gold scores; RM-gold Pearson {_num(s['rm_gold_pearson'])}, "
-              f"Spearman {_num(s['rm_gold_spearman'])}, within prompt {_num(s['rm_gold_pearson_within_prompt'])}")
+              f"{s['gold_pairs']} pairs with different gold scores; RM-gold Pearson "
+              f"{format_number(s['rm_gold_pearson'])}, Spearman {format_number(s['rm_gold_spearman'])}, "
+              f"within prompt {format_number(s['rm_gold_pearson_within_prompt'])}")
     print(f"  informative pairs: train {_pct(s['informative_share_train'])}%, val {_pct(s['informative_share'])}%; "
-          f"calibration ECE {_num(s['calibration']['ece'])}; demo reward after normalising "
-          f"{_num(s['demo_reward_mean'], 4)} (std {_num(s['demo_reward_std'])})")
+          f"calibration ECE {format_number(s['calibration']['ece'])}; demo reward after normalising "
+          f"{format_number(s['demo_reward_mean'], 4)} (std {format_number(s['demo_reward_std'])})")
     for title, key in (("family", "by_family"), ("H", "by_h"), ("pair", "by_pair_sources")):
         if not s.get(key):                  # no such labels (e.g. a third-party comparison file): no table
             continue
@@ -461,7 +459,7 @@ def print_summary(s: dict) -> None:
     if s.get("by_source"):
         print(f"  {'source':<11} {'reward':>7} {'gold':>6} {'n':>6}")
         for name, g in s["by_source"].items():
-            print(f"  {name:<11} {_num(g['reward']):>7} {_num(g['gold']):>6} {g['n']:>6}")
+            print(f"  {name:<11} {format_number(g['reward']):>7} {format_number(g['gold']):>6} {g['n']:>6}")
     if s.get("probes"):
         print(format_probes(s["probes"]))
     print(f"  {s['seconds']:.1f}s ({s['seconds_data']:.1f}s making comparisons, {s['seconds_train']:.1f}s training)")

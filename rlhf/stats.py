@@ -19,6 +19,11 @@ from typing import Iterable, Sequence
 import numpy as np
 
 
+def format_number(x, digits: int = 3) -> str:
+    """A number for a closing line: "n/a" for None, else `digits` decimals (-0.000 shows as 0.000)."""
+    return "n/a" if x is None else f"{round(x, digits) + 0.0:.{digits}f}"
+
+
 def bootstrap_ci(values: Sequence[float], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
                  ) -> tuple[float, float, float]:
     """(mean, lo, hi): the mean of `values` and its percentile-bootstrap (1 - alpha) interval.

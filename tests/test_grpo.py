@@ -6,6 +6,7 @@ first minibatch, a toy reward GRPO must learn ("stop quickly"), and a tiny-prese
 
 import json
 import os
+import re
 from dataclasses import replace
 
 import pytest
@@ -164,12 +165,14 @@ def run_dirs(tmp_path_factory, tok):
     return sft, rm, root
 
 
-def test_tiny_preset_smoke_run_and_resume(run_dirs):
+def test_tiny_preset_smoke_run_and_resume(run_dirs, capsys):
     sft, rm, root = run_dirs
     cfg = replace(grpo.GRPOConfig(), **{**grpo.PRESETS["tiny"], "sft_dir": sft, "rm_dir": rm,
                                         "out_dir": str(root / "grpo"), "progress": False, "max_iters": 2,
                                         "n_eval_prompts": 4, "n_final_eval": 4})
     s = grpo.train_grpo(cfg, *grpo.gold_evaluators(cfg, GoldEvaluator))   # as `python -m rlhf.grpo` does
+    closing = [line for line in capsys.readouterr().out.splitlines() if line.startswith("grpo: 2 iterations")]
+    assert closing and re.search(r"RM score \(train samples\) -?\d+\.\d{3} -> -?\d+\.\d{3}; ", closing[0]), closing
     for f in ("model.pt", "summary.json", "metrics.jsonl", "grpo.png", "ckpt.pt", "config.json"):
         assert os.path.exists(os.path.join(cfg.out_dir, f)), f
     with open(os.path.join(cfg.out_dir, "summary.json")) as f:
