@@ -93,7 +93,7 @@ PIPELINE_PRESETS: dict[str, dict] = {
             "pretrain_large": dict(n_layer=2, n_head=2, n_embd=48),
         },
     },
-    # The course's student-scale run (~2 minutes on 2 CPU cores): a 2-layer, 64-wide model; each stage still
+    # The course's student-scale run (~1.5 minutes on 2 CPU cores): a 2-layer, 64-wide model; each stage still
     # does its job on the gold oracle (python tools/grade.py --e2e checks that it does).
     "small": {
         "pipeline": dict(eval_prompts=200, n_boot=1000, best_of_n=4, n_samples_report=4),
