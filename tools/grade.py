@@ -113,10 +113,12 @@ def summarise(results) -> list[dict]:
             status = "no graded tests found"
         elif failed and all(find_blank(m) == e.id for _, m in failed):
             status = f"not written yet ({e.pointer})"
-        elif blocked and not failed:
+        elif failed:
+            status = f"{len(failed)} failing: {failed[0][0]}"
+        elif blocked:
             status = "blocked by " + ", ".join(blocked)
-        else:
-            status = f"{len(failed)} failing: {failed[0][0]}" if failed else "blocked by " + ", ".join(blocked)
+        else:                                      # skipped for another reason (e.g. an optional package)
+            status = "skipped"
         rows.append({"exercise": e.id, "title": e.title, "points": e.points, "earned": e.points if ok else 0,
                      "passed": n_pass, "tests": len(tests), "status": status,
                      "output": "\n".join(f"{name}: {o}{': ' + m if m else ''}" for name, o, m in tests)})
