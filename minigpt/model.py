@@ -28,6 +28,7 @@ import os
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch import Tensor
 
 from minigpt.config import GPTConfig
 from minigpt.generate import generate as _generate
@@ -63,6 +64,28 @@ class KVCache:
         self.v[layer][:, :, start:end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
         # END SOLUTION
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, dropout=None) -> Tensor:
+    """Scaled dot-product attention written out: softmax(q k^T / sqrt(hs) + mask) v (Vaswani et al. 2017, eq. 1).
+
+    q: (B, nh, T, hs); k, v: (B, nh, S, hs). attn_mask None means causal with S == T (query i sees keys
+    0..i); otherwise a float mask (B or 1, 1, T, S), 0 where a query may attend and -inf where it may
+    not. dropout (an nn.Dropout, or None) is applied to the attention weights. Returns (B, nh, T, hs).
+    """
+    # BEGIN SOLUTION a1.attention
+    T, S, hs = q.size(2), k.size(2), q.size(-1)
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))   # (B, nh, T, S)
+    if attn_mask is None:
+        causal = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
+        att = att.masked_fill(~causal, float("-inf"))
+    else:
+        att = att + attn_mask                                  # -inf on keys it may not see
+    att = F.softmax(att, dim=-1)                               # each row sums to 1 over visible keys
+    if dropout is not None:
+        att = dropout(att)
+    return att @ v                                             # (B, nh, T, hs)
+    # END SOLUTION
 
 
 class CausalSelfAttention(nn.Module):
@@ -101,18 +124,7 @@ class CausalSelfAttention(nn.Module):
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
         else:
             # The same computation written out: scores, mask, softmax, weighted sum of values.
-            # BEGIN SOLUTION a1.attention
-            S = k.size(2)
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))   # (B, nh, T, S)
-            if attn_mask is None:  # no cache here, so S == T: query i sees keys 0..i
-                causal = torch.ones(T, S, dtype=torch.bool, device=x.device).tril()
-                att = att.masked_fill(~causal, float("-inf"))
-            else:
-                att = att + attn_mask                                  # -inf on keys it may not see
-            att = F.softmax(att, dim=-1)                               # each row sums to 1 over visible keys
-            att = self.attn_dropout(att)
-            y = att @ v                                                # (B, nh, T, hs)
-            # END SOLUTION
+            y = attention(q, k, v, attn_mask, self.attn_dropout)        # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)              # re-assemble heads: (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 

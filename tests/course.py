@@ -59,7 +59,7 @@ EXERCISES = [
     E("a1.learn_merges", "the BPE training loop", 4, 2, "minigpt/bpe.py::learn_merges"),
     E("a1.bpe_encode", "encode one pre-token with learned merges", 3, 3, "minigpt/tokenizer.py::Tokenizer._bpe"),
     E("a1.attention", "causal self-attention written out (scores, scale, mask, softmax)", 5, 4,
-      "minigpt/model.py::CausalSelfAttention.forward"),
+      "minigpt/model.py::attention"),
     E("a1.mlp", "the feed-forward network", 1, 5, "minigpt/model.py::MLP.forward"),
     E("a1.block", "the pre-LayerNorm residual block", 2, 5, "minigpt/model.py::Block.forward"),
     E("a1.gpt_forward", "embeddings, blocks, final LayerNorm, LM head and the LM loss", 4, 6,

@@ -6,6 +6,9 @@
     python tools/grade.py --json results.json      # also write Gradescope's results.json format
     python tools/grade.py --e2e                    # also the student-scale end-to-end check (small preset)
 
+    from tools.grade import check                  # in a notebook: grade a function you wrote there
+    check("a4.gae", my_gae)
+
 An exercise earns its points when all its graded tests (marked @pytest.mark.exercise("a4.gae")) pass.
 A test that needs another, unwritten exercise is "blocked" (tests/conftest.py) and earns nothing; the
 table names the exercise to write first. The register of exercises and points is tests/course.py.
@@ -14,12 +17,14 @@ table names the exercise to write first. The register of exercises and points is
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import json
 import os
 import sys
 import tempfile
 from contextlib import redirect_stdout
+from unittest import mock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -27,7 +32,7 @@ if ROOT not in sys.path:
 
 import pytest  # noqa: E402
 
-from tests.course import ASSIGNMENTS, EXERCISES, find_blank  # noqa: E402
+from tests.course import ASSIGNMENTS, BY_ID, EXERCISES, find_blank  # noqa: E402
 from tools.e2e import run_e2e  # noqa: E402
 
 
@@ -123,6 +128,53 @@ def summarise(results) -> list[dict]:
                      "passed": n_pass, "tests": len(tests), "status": status,
                      "output": "\n".join(f"{name}: {o}{': ' + m if m else ''}" for name, o, m in tests)})
     return rows
+
+
+def _target(exercise_id: str) -> tuple[object, str]:
+    """(owner, attribute name) of the code an exercise replaces: tests/course.py's `where`, e.g.
+    "rlhf/losses.py::gae" -> (module rlhf.losses, "gae"); "minigpt/model.py::Block.forward" -> (Block, "forward")."""
+    where = BY_ID[exercise_id].where
+    path, _, qualname = where.partition("::")
+    if "," in qualname or not qualname:
+        raise ValueError(f"{exercise_id} spans several functions ({where}); grade it with tools/grade.py")
+    owner = importlib.import_module(path[:-3].replace("/", "."))
+    *outer, name = qualname.split(".")
+    for part in outer:
+        owner = getattr(owner, part)
+    return owner, name
+
+
+def check(exercise_id: str, fn, install: bool = True) -> bool:
+    """Grade `fn`, written in a notebook, on exercise `exercise_id`'s graded tests; print pass or fail.
+
+    The graded tests run with `fn` in place of the project's function (tests/course.py says which one; fn
+    takes the same arguments). With install=True a passing `fn` then stays in place for the rest of the
+    session, so what the notebook runs next (a training stage) runs on your code. Returns True on a pass.
+    """
+    if exercise_id not in BY_ID:
+        raise ValueError(f"no exercise {exercise_id!r}; tests/course.py lists them")
+    e = BY_ID[exercise_id]
+    owner, name = _target(exercise_id)
+    with mock.patch.object(owner, name, fn):
+        tests = run_tests({exercise_id})[exercise_id]
+    passed = [t for t in tests if t[1] == "passed"]
+    failed = [t for t in tests if t[1] == "failed"]
+    ok = bool(tests) and len(passed) == len(tests)
+    if ok:
+        print(f"\u2713 {exercise_id}: all {len(tests)} graded tests pass")
+        if install:
+            setattr(owner, name, fn)
+    elif failed and all(find_blank(m) == exercise_id for _, _, m in failed):
+        print(f"\u2717 {exercise_id}: not written yet (the cell above still raises NotImplementedError; {e.pointer})")
+    elif failed:
+        print(f"\u2717 {exercise_id}: {len(failed)} of {len(tests)} graded tests fail ({e.pointer}); the first:")
+        test, _, msg = failed[0]
+        print(f"  {test}:\n    " + msg.replace("\n", "\n    "))
+    else:
+        reasons = sorted({m for _, o, m in tests if o != "passed"})
+        print(f"\u2717 {exercise_id}: {len(tests) - len(passed)} of {len(tests)} graded tests did not run: "
+              + "; ".join(reasons))
+    return ok
 
 
 def print_table(rows) -> None:

@@ -1,0 +1,82 @@
+"""What the walkthrough notebooks share: the SMALL switch, one run of the pipeline that the stage
+notebooks continue, grading of the "your turn" cells, and the documented default run's figures.
+
+    from nbutil import SMALL, check, run_stages, show_result
+
+SMALL=1 (the default, and what the tests run) uses the pipeline's `small` preset: a 2-layer, 64-wide model,
+~1.5 minutes on 2 CPU cores for every stage. SMALL=0 uses the `default` preset (~15 minutes).
+The stage notebooks share one run directory, RUN_DIR: notebook 04 trains pretraining and SFT into it,
+05 adds the reward model, 06 PPO and the evaluation, 07 DPO and GRPO, each reusing what is already
+finished there (the pipeline skips a stage whose directory holds a summary.json). Run any notebook on its
+own and it trains what it needs first. Delete RUN_DIR (or set MINIGPT_NB_RUN) to start afresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from rlhf.pipeline import PipelineConfig, run_pipeline  # noqa: E402
+from tools.grade import check  # noqa: E402,F401  (re-exported: check("a4.gae", my_gae))
+
+SMALL = os.environ.get("SMALL", "1") == "1"
+PRESET = "small" if SMALL else "default"
+RUN_DIR = os.environ.get("MINIGPT_NB_RUN") or os.path.join(tempfile.gettempdir(), f"minigpt-notebooks-{PRESET}")
+RESULTS = os.path.join(ROOT, "docs", "results")   # the documented default run (README's figures)
+
+
+def run_stages(upto: str | None = None, **pipeline) -> str:
+    """Run (or reuse) the pipeline's stages into RUN_DIR up to and including `upto` ("sft", "reward_model",
+    "ppo"; None = all, evaluation and report included), quietly; returns RUN_DIR.
+
+    The stages' own output goes to RUN_DIR/notebook.log; what was trained or reused is printed."""
+    os.makedirs(RUN_DIR, exist_ok=True)
+    cfg = PipelineConfig(out=RUN_DIR, stop_after=upto or "", progress=False, **pipeline)
+    before = {s for s in os.listdir(RUN_DIR) if os.path.exists(os.path.join(RUN_DIR, s, "summary.json"))}
+    log = io.StringIO()
+    t0 = time.time()
+    try:
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            run_pipeline(cfg, preset=PRESET)
+    finally:
+        with open(os.path.join(RUN_DIR, "notebook.log"), "a", encoding="utf-8") as f:
+            f.write(log.getvalue())
+    after = {s for s in os.listdir(RUN_DIR) if os.path.exists(os.path.join(RUN_DIR, s, "summary.json"))}
+    trained = sorted(after - before, key=lambda s: os.path.getmtime(os.path.join(RUN_DIR, s, "summary.json")))
+    reused = sorted(before)
+    print(f"pipeline preset {PRESET!r}: trained {', '.join(trained) or 'nothing'} in {time.time() - t0:.0f}s"
+          + (f"; reused {', '.join(reused)} from an earlier notebook" if reused else ""))
+    return RUN_DIR
+
+
+def summary(stage: str) -> dict:
+    """RUN_DIR/STAGE/summary.json: what a finished stage reported."""
+    with open(os.path.join(RUN_DIR, stage, "summary.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def metrics_jsonl(stage: str) -> list[dict]:
+    """RUN_DIR/STAGE/metrics.jsonl: one dict per logged step of a stage."""
+    with open(os.path.join(RUN_DIR, stage, "metrics.jsonl"), encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def default_run() -> dict:
+    """docs/results/metrics_default_run.json: the documented default run's metrics (README's tables)."""
+    with open(os.path.join(RESULTS, "metrics_default_run.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def show_result(name: str, width: int = 640):
+    """Display a figure of the documented default run (docs/results/NAME)."""
+    from IPython.display import Image, display
+    display(Image(filename=os.path.join(RESULTS, name), width=width))

@@ -1,0 +1,89 @@
+"""Execute the walkthrough notebooks in SMALL mode and store their outputs, so that GitHub shows them.
+
+    python tools/run_notebooks.py                 # every notebook, in order, outputs written in place (~4 min)
+    python tools/run_notebooks.py 06_ppo          # some of them (the earlier stages are trained first if needed)
+    python tools/run_notebooks.py --check         # execute without writing (what tests/test_notebooks.py does)
+
+The notebooks' sources are the paired percent-format files notebooks/NN_name.py (jupytext); after editing
+one, `jupytext --sync notebooks/NN_name.py` updates the .ipynb, keeping the outputs of unchanged cells,
+and this tool re-executes it. Each run uses a fresh shared run directory (MINIGPT_NB_RUN), so the stage
+notebooks continue one another as they do for a student: 04 trains SFT, 05 the reward model on it, ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NB_DIR = os.path.join(ROOT, "notebooks")
+CELL_TIMEOUT = 300  # seconds per cell; the longest SMALL cell (pretraining + SFT) takes about a minute
+
+
+def notebooks() -> list[str]:
+    """The notebooks' names (stems), in order."""
+    return sorted(f[:-6] for f in os.listdir(NB_DIR) if f.endswith(".ipynb") and f[:2].isdigit())
+
+
+def execute(name: str, run_dir: str, tmp_dir: str | None = None):
+    """Execute notebooks/NAME.ipynb in a fresh python3 kernel with SMALL=1 and the shared run directory
+    run_dir; returns the executed notebook (nbformat). nbclient raises CellExecutionError on a failing cell."""
+    import nbclient
+    import nbformat
+
+    nb = nbformat.read(os.path.join(NB_DIR, name + ".ipynb"), as_version=4)
+    env = {"SMALL": "1", "MINIGPT_NB_RUN": run_dir, "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    if tmp_dir:
+        env["TMPDIR"] = tmp_dir
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)   # the kernel inherits this process's environment
+    try:
+        client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
+                                         resources={"metadata": {"path": NB_DIR}})
+        client.execute()
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return nb
+
+
+def write(name: str, nb) -> None:
+    import nbformat
+
+    path = os.path.join(NB_DIR, name + ".ipynb")
+    tmp = path + ".tmp"
+    nbformat.write(nb, tmp)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python tools/run_notebooks.py", description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="*", help="notebooks to run (default: all), e.g. 06_ppo")
+    ap.add_argument("--check", action="store_true", help="execute without writing the outputs back")
+    args = ap.parse_args(argv)
+    names = args.names or notebooks()
+    unknown = [n for n in names if n not in notebooks()]
+    if unknown:
+        raise SystemExit(f"error: no notebook {unknown[0]!r}; there are: {', '.join(notebooks())}")
+    run_dir = tempfile.mkdtemp(prefix="minigpt-nb-run-")
+    try:
+        for name in names:
+            t0 = time.time()
+            nb = execute(name, run_dir)
+            if not args.check:
+                write(name, nb)
+            print(f"{name}: {time.time() - t0:.0f}s" + ("" if args.check else " (outputs written)"), flush=True)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
