@@ -21,7 +21,7 @@
 # 6. Splits that never overlap
 # 7. The pretraining corpus
 # 8. Demonstrations: varied and imperfect, on purpose
-# 9. Rankings under Bradley–Terry noise, and labeler agreement
+# 9. Rankings under Bradley–Terry noise (**your turn**: a labeler's choice), and labeler agreement
 # 10. Summary
 
 # %% [markdown]
@@ -196,16 +196,60 @@ for h, s in by_h.items():
     print(f"{h:8}: {len(s):4d} demonstrations, mean gold score {sum(s) / len(s):.2f}, perfect {sum(x == 1.0 for x in s) / len(s):.0%}")
 
 # %% [markdown]
-# ## 9. Rankings under Bradley–Terry noise
+# ## 9. Rankings under Bradley–Terry noise — your turn
 #
 # For the reward model, a labeler ranks K responses to one prompt. Ours rank by gold score with
-# noise: each response gets utility g/T plus Gumbel noise, so for any pair
+# noise: each response gets a *utility*, its gold score g over a temperature T plus random noise, and the
+# ranking sorts by utility. The reward-model loss (InstructGPT eq. 1) assumes the Bradley–Terry model,
 #
 # $$P(i \text{ ranked above } j) = \sigma\!\left(\frac{g_i - g_j}{T}\right),$$
 #
-# exactly the Bradley–Terry model the reward-model loss assumes (InstructGPT eq. 1). Responses whose
-# gold scores are (nearly) equal are declared ties, and the RM loss will skip those pairs.
-# `perturb` makes flawed candidates: verbose, off-format, wrong, over-refusing, invented, ...
+# so the noise has to make that true. **Your turn:** write `my_noisy_utilities(scores, temperature, rng)`:
+# one utility per score, `score / T` plus independent noise drawn from `rng.random()`, such that every
+# pair follows the formula above (and the best of K is response i with probability softmax(g / T)ᵢ).
+# Which noise? The difference of two standard *Gumbel* variables is logistic; one Gumbel draw is
+# `-log(-log(u))` for u uniform in (0, 1). T ≤ 0 is a noiseless labeler: return the scores.
+# Exercise `a3.labeler`, exercises/a3_reward.md §6. Once it passes, `rank` uses it.
+
+# %%
+def my_noisy_utilities(scores, temperature, rng):
+    """Utilities score / T + noise, one independent draw from rng per response; the scores if T <= 0."""
+    # BEGIN SOLUTION a3.labeler
+    if temperature <= 0:
+        return list(scores)
+    out = []
+    for s in scores:
+        u = min(max(rng.random(), 1e-12), 1 - 1e-12)     # keep log(-log(u)) finite
+        out.append(s / temperature - math.log(-math.log(u)))
+    return out
+    # END SOLUTION
+
+
+# %%
+check("a3.labeler", my_noisy_utilities)
+
+# %%
+# The formula, measured: how often the better of two responses wins, against sigma(Δg / T).
+import matplotlib.pyplot as plt
+
+rng = random.Random(0)
+gaps = [0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0]
+fig, ax = plt.subplots(figsize=(5, 3))
+for T in (0.2, 0.5):
+    measured = [sum(u[0] > u[1] for u in (my_noisy_utilities([g, 0.0], T, rng) for _ in range(2000))) / 2000
+                for g in gaps]
+    ax.plot(gaps, measured, "o", label=f"measured, T = {T}")
+    fine = [i / 50 for i in range(51)]
+    ax.plot(fine, [1 / (1 + math.exp(-g / T)) for g in fine], "-", c=ax.lines[-1].get_color(), alpha=0.6,
+            label=f"σ(Δg / {T})")
+ax.set_xlabel("gold score gap Δg"); ax.set_ylabel("P(better one ranked first)")
+ax.set_title("the labelers are Bradley–Terry"); ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# `perturb` makes flawed candidates (verbose, off-format, wrong, over-refusing, invented, ...), and `rank`
+# orders them with your utilities. Responses whose gold scores are (nearly) equal are declared ties, and
+# the RM loss will skip those pairs.
 
 # %%
 rng = random.Random(1)
@@ -218,12 +262,20 @@ for T in (0.0, 0.2, 1.0):
 
 # %%
 # How often the labels agree with the noiseless gold order, on pairs that are not ties.
-# InstructGPT's human labelers agreed with each other about 73% of the time.
+# InstructGPT's human labelers agreed with each other about 73% of the time; ours use T = 0.2.
 n_prompts = 100 if SMALL else 1000
-for T in (0.0, 0.1, 0.2, 0.5, 1.0):
+temps = [0.0, 0.1, 0.2, 0.5, 1.0]
+agreement = []
+for T in temps:
     a = label_agreement(temperature=T, n_prompts=n_prompts, k=4)
+    agreement.append(a["agreement"])
     print(f"T={T:3}: agreement {a['agreement']:.2f} on {a['informative_pairs']} informative pairs "
           f"({a['informative_share']:.0%} of all pairs)")
+fig, ax = plt.subplots(figsize=(5, 2.8))
+ax.plot(temps, agreement, "o-")
+ax.axhline(0.73, ls=":", c="gray", label="InstructGPT's labelers (inter-annotator)")
+ax.set_xlabel("labeler temperature T"); ax.set_ylabel("agreement with gold order"); ax.legend(fontsize=8)
+plt.show()
 
 # %% [markdown]
 # ## 10. Summary
@@ -235,7 +287,7 @@ for T in (0.0, 0.1, 0.2, 0.5, 1.0):
 #   says so.
 # - `corpus` is the plain-text world a base model learns facts from.
 # - `demonstrate` writes the imperfect SFT data; `rank` orders K responses with Bradley–Terry noise
-#   whose temperature sets the labelers' agreement with the truth.
+#   (your Gumbel utilities, exercise a3.labeler) whose temperature sets the labelers' agreement with the truth.
 #
 # Next: **04_pretrain_and_sft** — a base model on the corpus, then supervised fine-tuning on the
 # demonstrations, judged by this oracle.

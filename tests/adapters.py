@@ -19,6 +19,7 @@ from minigpt.generate import filter_logits, sample_next
 from minigpt.model import GPT, MLP, Block, CausalSelfAttention, KVCache
 from minigpt.tokenizer import Tokenizer
 from rlhf import best_of_n, data, losses, reward, reward_model, rl_update, rollout
+from rlhf.world import labelers
 
 
 # ---------------------------------------------------------------------------------------------------- A1
@@ -140,6 +141,11 @@ def run_sft_targets(ids: list[int], loss_mask: list[int]) -> tuple[list[int], li
 
 
 # ---------------------------------------------------------------------------------------------------- A3
+
+def run_labeler(scores: list[float], temperature: float, rng) -> list[float]:
+    """A simulated labeler's utilities (score / T + noise) for responses of gold scores `scores`."""
+    return labelers.noisy_utilities(scores, temperature, rng)
+
 
 def run_last_token_values(values: Tensor, attention_mask: Tensor) -> Tensor:
     """values[b, last t with attention_mask[b, t] = 1], (B,)."""

@@ -80,6 +80,8 @@ EXERCISES = [
     E("a2.masked_mean", "a mean over the valid positions", 1, 6, "rlhf/losses.py::masked_mean"),
     E("a2.sft_loss", "next-token cross-entropy on assistant tokens only", 3, 6, "rlhf/losses.py::sft_loss"),
     # ---- A3: the reward model
+    E("a3.labeler", "a labeler's Bradley-Terry choice: noisy utilities", 2, 6,
+      "rlhf/world/labelers.py::noisy_utilities"),
     E("a3.last_token_values", "read the reward at each row's last real token", 3, 1,
       "rlhf/reward.py::last_token_values"),
     E("a3.pairwise_loss", "the Bradley-Terry pairwise loss (with a margin)", 2, 2,

@@ -5,6 +5,7 @@
 """
 
 import math
+import random
 
 import pytest
 import torch
@@ -152,3 +153,57 @@ def test_rm_loss_stored_loss_and_accuracy():
     _, stats = adapters.run_rm_loss(Constant(), one_pair)
     expect(abs(float(stats["accuracy"]) - 0.5) < 1e-9, f"one tied pair must give accuracy 0.5, got "
            f"{float(stats['accuracy'])} (a tie counts 1/2; divide by the number of kept pairs)", "a3.rm_loss")
+
+
+# ---------------------------------------------------------------------------------------------------- §6
+def _win_rates(scores, temperature, n=20_000, seed=0):
+    """How often each response has the highest utility, over n independent labelers' draws."""
+    rng = random.Random(seed)
+    wins = [0] * len(scores)
+    for _ in range(n):
+        u = adapters.run_labeler(list(scores), temperature, rng)
+        wins[max(range(len(u)), key=u.__getitem__)] += 1
+    return [w / n for w in wins]
+
+
+@pytest.mark.exercise("a3.labeler")
+def test_labeler_without_noise_returns_the_scores():
+    for t in (0.0, -1.0):
+        got = adapters.run_labeler([0.3, 1.0, 0.0], t, random.Random(0))
+        expect(list(got) == [0.3, 1.0, 0.0],
+               f"temperature {t}: a noiseless labeler's utilities are the scores [0.3, 1.0, 0.0]; got {got}",
+               "a3.labeler")
+
+
+@pytest.mark.exercise("a3.labeler")
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_labeler_pair_choice_is_bradley_terry(temperature):
+    scores = [1.0, 0.5]
+    want = 1 / (1 + math.exp(-(scores[0] - scores[1]) / temperature))
+    got = _win_rates(scores, temperature)[0]
+    expect(abs(got - want) < 0.015,
+           f"scores {scores} at temperature {temperature}: the first response should win "
+           f"sigma((s_i - s_j) / T) = {want:.3f} of the time; it won {got:.3f} over 20,000 draws "
+           f"(Gaussian noise gives a probit, a temperature on the wrong side changes the slope)", "a3.labeler")
+
+
+@pytest.mark.exercise("a3.labeler")
+def test_labeler_best_of_three_follows_softmax():
+    scores, temperature = [0.0, 0.4, 1.0], 0.25
+    z = [math.exp(s / temperature) for s in scores]
+    want = [v / sum(z) for v in z]
+    got = _win_rates(scores, temperature)
+    bad = [i for i in range(3) if abs(got[i] - want[i]) >= 0.015]
+    expect(not bad, f"scores {scores} at temperature {temperature}: each response should be the labeler's "
+                    f"first choice with probability softmax(s / T) = {[round(w, 3) for w in want]}; measured "
+                    f"{[round(g, 3) for g in got]} (each response needs its own noise draw)", "a3.labeler")
+
+
+@pytest.mark.exercise("a3.labeler")
+def test_labeler_noise_comes_from_the_rng_it_is_given():
+    a = adapters.run_labeler([0.5, 0.5, 0.5], 1.0, random.Random(7))
+    b = adapters.run_labeler([0.5, 0.5, 0.5], 1.0, random.Random(7))
+    expect(list(a) == list(b), "the same rng seed must give the same utilities: draw the noise from `rng` "
+                               "(rng.random()), not from the global random module or torch", "a3.labeler")
+    expect(len(set(a)) == 3, f"equal scores at temperature 1 got utilities {a}: each response needs its own "
+                             "noise draw", "a3.labeler")

@@ -8,7 +8,7 @@ In the source, the code a student writes sits between two markers that name its 
         # END SOLUTION
 
 The generator copies the repository (code, tests, README, handouts, notebooks, docs) to --out and
-replaces each marked block (in minigpt/, rlhf/ and the notebooks' cell sources, after which the
+replaces each marked block (in minigpt/, rlhf/ and the notebooks' .py sources, from which the
 notebooks are rebuilt) by one line at the same indentation,
 
         raise NotImplementedError("exercise a4.gae — see exercises/a4_ppo.md §3")
@@ -30,7 +30,6 @@ import argparse
 import os
 import re
 import shutil
-import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +44,7 @@ BEGIN_RE = re.compile(r"^# BEGIN SOLUTION(?:\s+(\S+))?$")
 COPY = ["minigpt", "rlhf", "tests", "tools", "bench", "exercises", "notebooks", "docs", "README.md",
         "pyproject.toml", "requirements.txt", ".gitignore"]
 SKIP_DIRS = {"__pycache__", ".pytest_cache", ".git", ".ipynb_checkpoints", "student"}
-SOURCE_DIRS = ("minigpt", "rlhf", os.path.join("notebooks", "_cells"))  # where solution markers may live
+SOURCE_DIRS = ("minigpt", "rlhf", "notebooks")  # where solution markers may live (notebooks: their .py sources)
 
 
 def blank_solutions(text: str, name: str = "<string>", blank=lambda exercise_id: True) -> tuple[str, list[str]]:
@@ -99,6 +98,22 @@ def _files(root: str):
                 yield os.path.relpath(os.path.join(dirpath, f), root)
 
 
+def write_notebooks(nb_dir: str) -> None:
+    """Write each notebooks/NN_name.ipynb from its paired percent-format source NN_name.py (jupytext), without
+    outputs: the student copy's notebooks show neither the solutions' code nor their outputs."""
+    import jupytext
+    import nbformat
+
+    for f in sorted(os.listdir(nb_dir)):
+        if f[:2].isdigit() and f.endswith(".py"):
+            nb = jupytext.read(os.path.join(nb_dir, f))
+            nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                           "language_info": {"name": "python"}}
+            for i, cell in enumerate(nb.cells):
+                cell.id = f"{f[:-3].replace('_', '-')}-{i:02d}"
+            nbformat.write(nb, os.path.join(nb_dir, f[:-3] + ".ipynb"))
+
+
 def blanked_ids(assignment: str | None) -> set[str]:
     """The exercises to blank: all, or `assignment` and every later one (earlier ones stay solved)."""
     order = list(ASSIGNMENTS)
@@ -131,9 +146,8 @@ def make_student_copy(out_dir: str | None, root: str = ROOT, assignment: str | N
         elif dst:
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             shutil.copy2(src, dst)
-    if out_abs:  # the notebooks' worked examples of graded functions are blanked too: rebuild them
-        subprocess.run([sys.executable, os.path.join("notebooks", "_build.py")], cwd=out_abs, check=True,
-                       capture_output=True)
+    if out_abs:  # the notebooks' "your turn" cells are blanked in their .py sources: rebuild every .ipynb
+        write_notebooks(os.path.join(out_abs, "notebooks"))
     marked = {i for ids in found.values() for i in ids}
     missing = sorted(set(BY_ID) - marked)
     if missing:

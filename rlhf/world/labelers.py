@@ -269,6 +269,21 @@ def _gumbel(rng) -> float:
     return -math.log(-math.log(u))
 
 
+def noisy_utilities(scores: list[float], temperature: float, rng) -> list[float]:
+    """A labeler's utilities for responses of gold scores `scores`: ranking by them is a Bradley-Terry choice.
+
+    Each utility is score / temperature plus independent standard Gumbel noise drawn from `rng` (anything
+    with .random()), so that P(u_i > u_j) = sigmoid((s_i - s_j) / temperature) for every pair, and the
+    highest of K is response i with probability softmax(s / temperature)_i (a Plackett-Luce draw). With
+    temperature <= 0 the labeler is noiseless: the utilities are the scores.
+    """
+    # BEGIN SOLUTION a3.labeler
+    if temperature <= 0:
+        return list(scores)
+    return [s / temperature + _gumbel(rng) for s in scores]
+    # END SOLUTION
+
+
 def rank(conversation: list[dict], responses: list[str], rng, temperature: float = DEFAULT_TEMPERATURE,
          tie_tol: float = DEFAULT_TIE_TOL, stopped: list[bool] | None = None) -> list[int]:
     """Ranks of `responses` (0 = best; equal ranks = a declared tie), a noisy labeler's judgement.
@@ -291,10 +306,7 @@ def rank(conversation: list[dict], responses: list[str], rng, temperature: float
             cur = [b]
     groups.append(cur)
     means = [sum(g[i] for i in grp) / len(grp) for grp in groups]
-    if temperature <= 0:
-        util = means
-    else:
-        util = [m / temperature + _gumbel(rng) for m in means]
+    util = noisy_utilities(means, temperature, rng)
     ranks = [0] * len(responses)
     for r, k in enumerate(sorted(range(len(groups)), key=lambda k: -util[k])):
         for i in groups[k]:
