@@ -20,6 +20,10 @@ import os
 import sys
 import tempfile
 import time
+import warnings
+
+# tqdm.auto wants ipywidgets for notebook bars; the stages run quietly here, so its warning is noise.
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -34,9 +38,9 @@ RUN_DIR = os.environ.get("MINIGPT_NB_RUN") or os.path.join(tempfile.gettempdir()
 RESULTS = os.path.join(ROOT, "docs", "results")   # the documented default run (README's figures)
 
 
-def run_stages(upto: str | None = None, **pipeline) -> str:
+def run_stages(upto: str | None = None, **pipeline) -> None:
     """Run (or reuse) the pipeline's stages into RUN_DIR up to and including `upto` ("sft", "reward_model",
-    "ppo"; None = all, evaluation and report included), quietly; returns RUN_DIR.
+    "ppo"; None = all, evaluation and report included), quietly.
 
     The stages' own output goes to RUN_DIR/notebook.log; what was trained or reused is printed."""
     os.makedirs(RUN_DIR, exist_ok=True)
@@ -55,7 +59,6 @@ def run_stages(upto: str | None = None, **pipeline) -> str:
     reused = sorted(before)
     print(f"pipeline preset {PRESET!r}: trained {', '.join(trained) or 'nothing'} in {time.time() - t0:.0f}s"
           + (f"; reused {', '.join(reused)} from an earlier notebook" if reused else ""))
-    return RUN_DIR
 
 
 def summary(stage: str) -> dict:

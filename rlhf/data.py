@@ -91,17 +91,17 @@ def _blocks(conversation, tokenizer, train_on):
     if train_on not in ("all", "last"):
         raise ValueError(f"train_on must be 'all' or 'last', got {train_on!r}")
     end = stop_token_id(tokenizer)
+    # BEGIN SOLUTION a2.render
     last = len(conversation) - 1
     blocks = []
     for i, m in enumerate(conversation):
-        # BEGIN SOLUTION a2.render
         content = tokenizer.encode(m["content"])  # ordinary text: "<|end|>" typed by a user stays text
         ids = [special_id(tokenizer, ROLE_TOKENS[m["role"]])] + content + [end]
         supervised = m["role"] == "assistant" and (train_on == "all" or i == last)
         mask = [0] + [int(supervised)] * (len(content) + 1)
-        # END SOLUTION
         blocks.append((ids, mask))
     return blocks
+    # END SOLUTION
 
 
 def _fit(blocks, roles, has_response, max_len):

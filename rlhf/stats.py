@@ -149,13 +149,27 @@ def summarize(rows: Iterable[dict], n_boot: int = 2000, seed: int = 0) -> dict:
     return out
 
 
+def _keyed(rows: Sequence[dict]) -> list[tuple[tuple, dict]]:
+    """[((id, k), row)]: k counts the earlier rows with the same id, so repeated prompts stay distinct."""
+    seen: dict = {}
+    out = []
+    for r in rows:
+        k = seen.get(r["id"], 0)
+        seen[r["id"]] = k + 1
+        out.append(((r["id"], k), r))
+    return out
+
+
 def compare_rows(rows_a: Sequence[dict], rows_b: Sequence[dict], n_boot: int = 2000, seed: int = 0) -> dict:
-    """A vs B on the same prompts (matched by "id"): gold win rates, paired gold difference, RM win rates.
+    """A vs B on the same prompts (matched by "id", repeats in order): gold win rates, paired gold difference,
+    RM win rates.
 
     Returns {"gold": win_rates(...), "gold_diff": {"mean", "ci"}, "rm": win_rates(...) or None, "n"}.
     """
-    by_id = {r["id"]: r for r in rows_b}
-    pairs = [(r, by_id[r["id"]]) for r in rows_a if r["id"] in by_id]
+    # A prompt may occur more than once in an evaluation set (the world can draw the same prompt twice), and
+    # its sampled answers then differ: pair the k-th row of an id in A with the k-th row of that id in B.
+    by_key = {key: r for key, r in _keyed(rows_b)}
+    pairs = [(r, by_key[key]) for key, r in _keyed(rows_a) if key in by_key]
     if not pairs:
         raise ValueError("the two sets of rows share no prompt id")
     ga = [p[0]["gold"] for p in pairs]

@@ -300,3 +300,16 @@ def test_standalone_evaluation_never_overwrites_the_pipelines_eval(run_dir):
     assert ev.eval_dir_for(str(run_dir), other) == os.path.join(str(run_dir), "eval-test-n6-seed0-t1-new10")
     (run_dir / "pipeline_config.json").unlink()
     assert ev.eval_dir_for(str(run_dir), same) != os.path.join(str(run_dir), "eval")   # not a pipeline run
+
+
+def test_compare_rows_pairs_a_repeated_prompt_in_order():
+    """An evaluation set may hold the same prompt twice; its two sampled answers must be paired with the
+    other model's two answers in order, not both with the other model's last one."""
+    from rlhf.stats import compare_rows
+
+    a = [{"id": "p", "gold": 1.0}, {"id": "p", "gold": 0.0}, {"id": "q", "gold": 0.5}]
+    b = [{"id": "p", "gold": 1.0}, {"id": "p", "gold": 0.0}, {"id": "q", "gold": 0.5}]
+    c = compare_rows(a, b, n_boot=100)
+    assert c["n"] == 3
+    assert c["gold_diff"]["mean"] == 0.0
+    assert (c["gold"]["wins"], c["gold"]["ties"], c["gold"]["losses"]) == (0, 3, 0)

@@ -144,12 +144,13 @@ def _target(exercise_id: str) -> tuple[object, str]:
     return owner, name
 
 
-def check(exercise_id: str, fn, install: bool = True) -> bool:
+def check(exercise_id: str, fn, install: bool = True) -> None:
     """Grade `fn`, written in a notebook, on exercise `exercise_id`'s graded tests; print pass or fail.
 
     The graded tests run with `fn` in place of the project's function (tests/course.py says which one; fn
     takes the same arguments). With install=True a passing `fn` then stays in place for the rest of the
-    session, so what the notebook runs next (a training stage) runs on your code. Returns True on a pass.
+    session, so what the notebook runs next (a training stage) runs on your code. Prints one line starting
+    with \u2713 (pass) or \u2717 (anything else: not written yet, failing, or blocked, with the first message).
     """
     if exercise_id not in BY_ID:
         raise ValueError(f"no exercise {exercise_id!r}; tests/course.py lists them")
@@ -174,7 +175,6 @@ def check(exercise_id: str, fn, install: bool = True) -> bool:
         reasons = sorted({m for _, o, m in tests if o != "passed"})
         print(f"\u2717 {exercise_id}: {len(tests) - len(passed)} of {len(tests)} graded tests did not run: "
               + "; ".join(reasons))
-    return ok
 
 
 def print_table(rows) -> None:
