@@ -29,6 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from minigpt.checkpoint import read_summary  # noqa: E402
+from minigpt.metrics import read_metrics  # noqa: E402
 from rlhf.pipeline import PipelineConfig, run_pipeline  # noqa: E402
 from tools.grade import check  # noqa: E402,F401  (re-exported: check("a4.gae", my_gae))
 
@@ -45,7 +47,7 @@ def run_stages(upto: str | None = None, **pipeline) -> None:
     The stages' own output goes to RUN_DIR/notebook.log; what was trained or reused is printed."""
     os.makedirs(RUN_DIR, exist_ok=True)
     cfg = PipelineConfig(out=RUN_DIR, stop_after=upto or "", progress=False, **pipeline)
-    before = {s for s in os.listdir(RUN_DIR) if os.path.exists(os.path.join(RUN_DIR, s, "summary.json"))}
+    before = {s for s in os.listdir(RUN_DIR) if summary(s) is not None}
     log = io.StringIO()
     t0 = time.time()
     try:
@@ -54,23 +56,21 @@ def run_stages(upto: str | None = None, **pipeline) -> None:
     finally:
         with open(os.path.join(RUN_DIR, "notebook.log"), "a", encoding="utf-8") as f:
             f.write(log.getvalue())
-    after = {s for s in os.listdir(RUN_DIR) if os.path.exists(os.path.join(RUN_DIR, s, "summary.json"))}
+    after = {s for s in os.listdir(RUN_DIR) if summary(s) is not None}
     trained = sorted(after - before, key=lambda s: os.path.getmtime(os.path.join(RUN_DIR, s, "summary.json")))
     reused = sorted(before)
     print(f"pipeline preset {PRESET!r}: trained {', '.join(trained) or 'nothing'} in {time.time() - t0:.0f}s"
           + (f"; reused {', '.join(reused)} from an earlier notebook" if reused else ""))
 
 
-def summary(stage: str) -> dict:
-    """RUN_DIR/STAGE/summary.json: what a finished stage reported."""
-    with open(os.path.join(RUN_DIR, stage, "summary.json"), encoding="utf-8") as f:
-        return json.load(f)
+def summary(stage: str) -> dict | None:
+    """RUN_DIR/STAGE/summary.json: what a finished stage reported (None if it has not finished)."""
+    return read_summary(os.path.join(RUN_DIR, stage))
 
 
 def metrics_jsonl(stage: str) -> list[dict]:
     """RUN_DIR/STAGE/metrics.jsonl: one dict per logged step of a stage."""
-    with open(os.path.join(RUN_DIR, stage, "metrics.jsonl"), encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_metrics(os.path.join(RUN_DIR, stage, "metrics.jsonl"))
 
 
 def default_run() -> dict:

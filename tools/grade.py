@@ -154,27 +154,20 @@ def check(exercise_id: str, fn, install: bool = True) -> None:
     """
     if exercise_id not in BY_ID:
         raise ValueError(f"no exercise {exercise_id!r}; tests/course.py lists them")
-    e = BY_ID[exercise_id]
     owner, name = _target(exercise_id)
     with mock.patch.object(owner, name, fn):
         tests = run_tests({exercise_id})[exercise_id]
-    passed = [t for t in tests if t[1] == "passed"]
-    failed = [t for t in tests if t[1] == "failed"]
-    ok = bool(tests) and len(passed) == len(tests)
-    if ok:
-        print(f"\u2713 {exercise_id}: all {len(tests)} graded tests pass")
+    row = summarise({exercise_id: tests})[0]      # the grader's own verdict: ok, not written, failing, blocked
+    if row["status"] == "ok":
+        print(f"\u2713 {exercise_id}: all {row['tests']} graded tests pass")
         if install:
             setattr(owner, name, fn)
-    elif failed and all(find_blank(m) == exercise_id for _, _, m in failed):
-        print(f"\u2717 {exercise_id}: not written yet (the cell above still raises NotImplementedError; {e.pointer})")
-    elif failed:
-        print(f"\u2717 {exercise_id}: {len(failed)} of {len(tests)} graded tests fail ({e.pointer}); the first:")
-        test, _, msg = failed[0]
-        print(f"  {test}:\n    " + msg.replace("\n", "\n    "))
-    else:
-        reasons = sorted({m for _, o, m in tests if o != "passed"})
-        print(f"\u2717 {exercise_id}: {len(tests) - len(passed)} of {len(tests)} graded tests did not run: "
-              + "; ".join(reasons))
+        return
+    pointer = BY_ID[exercise_id].pointer
+    print(f"\u2717 {exercise_id}: {row['status']}" + ("" if pointer in row["status"] else f" ({pointer})"))
+    failed = [(test, msg) for test, outcome, msg in tests if outcome == "failed" and find_blank(msg) != exercise_id]
+    if failed:
+        print(f"  {failed[0][0]}:\n    " + failed[0][1].replace("\n", "\n    "))
 
 
 def print_table(rows) -> None:
