@@ -125,3 +125,36 @@ def test_a_fresh_student_copy_collects_and_grades_zero(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["score"] == 0 and len(results["tests"]) == len(BY_ID)
     assert all("not written yet" in t["output"] for t in results["tests"]), [t["output"][:80] for t in results["tests"]]
+
+
+@only_in_the_solution
+def test_check_grades_a_notebook_function_and_installs_it_where_stages_see_it(capsys):
+    """tools.grade.check (the notebooks' `check`): a right function passes and replaces the project's in every
+    module that imported it (rlhf.ppo's `gae` too, so a stage run next uses it); a wrong one fails with the
+    graded test's message, an unwritten one says so, and neither is left installed."""
+    from rlhf import losses, ppo
+    from tools.grade import check, restore_functions
+    original = losses.gae
+
+    def raising(*args, **kwargs):
+        raise NotImplementedError(not_implemented_message("a4.gae"))
+
+    def off_by_one(rewards, values, mask, gamma, lam):
+        adv, ret = original(rewards, values, mask, gamma, lam)
+        return adv + 1, ret
+
+    def mine(rewards, values, mask, gamma, lam):
+        return original(rewards, values, mask, gamma, lam)
+
+    check("a4.gae", raising)
+    assert "not written yet" in capsys.readouterr().out
+    check("a4.gae", off_by_one)
+    out = capsys.readouterr().out
+    assert out.startswith("\u2717 a4.gae") and "test_" in out, out
+    assert losses.gae is original and ppo.gae is original, "a failing function must not stay installed"
+    try:
+        check("a4.gae", mine)
+        assert capsys.readouterr().out.startswith("\u2713 a4.gae")
+        assert losses.gae is mine and ppo.gae is mine, "a passing function must replace every reference to the original"
+    finally:
+        restore_functions([(losses, "gae", original), (ppo, "gae", original)])
