@@ -3,6 +3,7 @@
     python -m rlhf.grpo --preset default       # after rlhf.reward_model
     python -m rlhf.grpo --preset tiny --sft_dir=runs/tiny/sft --rm_dir=runs/tiny/reward_model --out_dir=runs/tiny/grpo
     python -m rlhf.grpo --out_dir=runs/default/grpo --resume
+    python -m rlhf.grpo --baseline=rloo        # RLOO's leave-one-out baseline instead of GRPO's mean/std
     torchrun --standalone --nproc_per_node=2 -m rlhf.grpo --preset default   # each rank samples its own groups
 
 PPO needs a value model V(s_t) as large as the policy to turn one score per response into per-token
@@ -12,7 +13,11 @@ group as the baseline. Every token of response i gets the same advantage
 
     Â_i = (r_i - mean(r_1..r_G)) / (std(r_1..r_G) + eps)                       (DeepSeekMath §4.1.2)
 
-and the policy maximises PPO's clipped surrogate with the KL to the reference model moved out of the
+RLOO (Ahmadian et al. 2024, "Back to Basics") is the other critic-free baseline: `--baseline=rloo` uses
+Â_i = r_i - mean of the other G-1 rewards (rlhf.losses.rloo_advantages; no std division). Only the
+baseline changes: the paper's RLOO is plain REINFORCE with the KL in the reward, here it sits in GRPO's loss.
+
+The policy maximises PPO's clipped surrogate with the KL to the reference model moved out of the
 reward and into the loss, estimated per token with the unbiased, always >= 0 "k3" estimator:
 
     J(θ) = E[ 1/G Σ_i 1/|o_i| Σ_t { min(ρ_it Â_i, clip(ρ_it, 1-ε, 1+ε) Â_i) - β D_KL,it } ]      (eq. 3)
@@ -24,7 +29,7 @@ One iteration, in the order the code runs:
                  truncate after the first stop)
     2. score     the RM's score of each reply's text (no_stop_reward when the response never said <|end|>);
                  old-policy and reference log-probs by forward passes (rlhf.rollout.response_logprobs)
-    3. advantage group_advantages: zero mean in every group, exactly 0 when the whole group ties
+    3. advantage group_advantages (or rloo_advantages): zero mean in every group, exactly 0 when the whole group ties
     4. update    ppo_epochs passes over shuffled minibatches: ppo_policy_loss + β · masked mean of k3
     Gold score (the oracle) of greedy and sampled answers on fixed val prompts every eval_interval
     iterations: measured, never trained on.
@@ -62,7 +67,7 @@ from minigpt.trainer import (autocast_context, configure_optimizer, make_generat
                              seed_everything, set_lr, start_stage)
 from rlhf import data as D
 from rlhf.losses import (entropy_from_logits, group_advantages, kl_k3,  # noqa: F401  (G.group_advantages)
-                         masked_mean, ppo_policy_loss, token_logprobs)
+                         masked_mean, ppo_policy_loss, rloo_advantages, token_logprobs)
 from rlhf.reward import RewardModel
 from rlhf.rl_loop import IterationRun, data_parallel, mean_over_processes
 from rlhf.rl_update import disable_dropout, eval_record, frozen, load_prompt_pool, minibatch_updates
@@ -97,7 +102,9 @@ class GRPOConfig:
     temperature: float = 1.0          # sampling temperature; every forward pass divides the logits by it too
     # ---- 2-3. score and advantages
     no_stop_reward: float | None = -2.0  # the score given instead of the RM's to a response without <|end|> (None = the RM's)
-    adv_eps: float = 1e-4             # eps in (r - mean) / (std + eps)
+    baseline: str = "group"           # "group" = GRPO's (r - mean) / (std + eps); "rloo" = r - mean of the
+                                      # other G-1 rewards, no std (Ahmadian et al. 2024)
+    adv_eps: float = 1e-4             # eps in (r - mean) / (std + eps) (baseline "group" only)
     # ---- 4. update
     beta: float = 0.04                # weight of the k3 KL-to-reference term in the loss (DeepSeekMath: 0.04)
     clip_range: float = 0.2           # ε: the ratio π/π_old is clipped to [1 - ε, 1 + ε]
@@ -146,7 +153,7 @@ class GroupRollout:
     ref_logprobs: Tensor     # (B·G, N) log π_ref(o_t)
     rm_scores: Tensor        # (B·G,) the reward model's raw score
     rewards: Tensor          # (B·G,) the reward used: RM score, or no_stop_reward when not stopped
-    advantages: Tensor       # (B·G,) group-normalised rewards
+    advantages: Tensor       # (B·G,) group-normalised rewards (or leave-one-out ones: cfg.baseline)
 
     def select(self, idx: Tensor) -> dict:
         """The rows `idx` as the micro-batch dict grpo_loss takes."""
@@ -185,7 +192,19 @@ def collect_groups(policy: nn.Module, ref_model: nn.Module, reward_fn: Callable,
     return GroupRollout(sequences=s.sequences, attention_mask=s.attention_mask, prompt_length=P, response_mask=mask,
                         stopped=s.stopped, logprobs=logprobs * mask, ref_logprobs=ref_logprobs * mask,
                         rm_scores=rm_scores, rewards=rewards,
-                        advantages=group_advantages(rewards, G, cfg.adv_eps))
+                        advantages=compute_advantages(rewards, cfg))
+
+
+BASELINES = ("group", "rloo")   # the values of GRPOConfig.baseline
+
+
+def compute_advantages(rewards: Tensor, cfg: GRPOConfig) -> Tensor:
+    """Step 3: one advantage per response (B·G,) from its reward (B·G,), by cfg.baseline."""
+    if cfg.baseline == "group":
+        return group_advantages(rewards, cfg.group_size, cfg.adv_eps)
+    if cfg.baseline == "rloo":
+        return rloo_advantages(rewards, cfg.group_size)
+    raise ValueError(f"baseline must be one of {', '.join(BASELINES)}, got {cfg.baseline!r}")
 
 
 def rollout_stats(ro: GroupRollout, group_size: int) -> dict:
@@ -282,6 +301,8 @@ def _train_grpo(cfg: GRPOConfig, device: torch.device, info: DistInfo, evaluator
         raise SystemExit(f"error: --prompts_per_iter={cfg.prompts_per_iter} does not split over {info.world_size} processes")
     if cfg.group_size < 2:
         raise SystemExit("error: --group_size must be >= 2 (a group of one has no baseline)")
+    if cfg.baseline not in BASELINES:
+        raise SystemExit(f"error: --baseline must be {' or '.join(BASELINES)}, got {cfg.baseline!r}")
     policy, ref_model, reward_model, tokenizer = build_models(cfg, device)
     reward_fn = rm_reward(reward_model, tokenizer, cfg.micro_batch_size)     # the RM judges each reply's text
     stop_id, pad_id = D.stop_token_id(tokenizer), D.pad_token_id(tokenizer)
@@ -334,7 +355,8 @@ def _train_grpo(cfg: GRPOConfig, device: torch.device, info: DistInfo, evaluator
         train_records = [r for r in records if "rm_score" in r]
         tail = train_records[-max(1, len(train_records) // 10):] if train_records else []
         result = {"stage": "grpo", "iters": it, "interrupted": interrupted, "group_size": cfg.group_size,
-                  "beta": cfg.beta, "rm_score_train_first": train_records[0]["rm_score"] if train_records else None,
+                  "baseline": cfg.baseline, "beta": cfg.beta,
+                  "rm_score_train_first": train_records[0]["rm_score"] if train_records else None,
                   "rm_score_train_last": float(np.mean([r["rm_score"] for r in tail])) if tail else None,
                   "kl_train_last": float(np.mean([r["kl"] for r in tail])) if tail else None,
                   "tied_groups": float(np.mean([r["tied_groups"] for r in train_records])) if train_records else None,

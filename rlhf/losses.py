@@ -4,7 +4,7 @@ Each function takes tensors and returns tensors; none of them knows about models
 data. Masks are 0/1 float tensors of the same shape as the values they mask (1 = a real token).
 The stages call these: rlhf/sft.py (sft_loss), rlhf/reward_model.py (pairwise_reward_loss,
 ranked_reward_loss), rlhf/ppo.py (token_logprobs ... AdaptiveKLController), rlhf/dpo.py (dpo_loss),
-rlhf/grpo.py (group_advantages, kl_k3).
+rlhf/grpo.py (group_advantages, rloo_advantages, kl_k3).
 
 Papers behind the equations:
   InstructGPT  Ouyang et al. 2022, "Training language models to follow instructions with human feedback"
@@ -13,6 +13,8 @@ Papers behind the equations:
   GAE          Schulman et al. 2016, "High-Dimensional Continuous Control Using Generalized Advantage Estimation"
   DPO          Rafailov et al. 2023, "Direct Preference Optimization"
   GRPO         Shao et al. 2024, "DeepSeekMath" (section 4.1)
+  RLOO         Ahmadian et al. 2024, "Back to Basics: Revisiting REINFORCE Style Optimization for Learning
+               from Human Feedback in LLMs"
 
 Exercises: the code between the BEGIN/END SOLUTION markers is what a student writes (the marker names
 the exercise; tests/course.py registers them). `python tools/make_exercises.py --out DIR` makes the
@@ -348,7 +350,7 @@ class AdaptiveKLController:
 
 
 # -----------------------------------------------------------------------------
-# GRPO (Shao et al. 2024, DeepSeekMath §4.1): the two formulas it adds to PPO's
+# GRPO (Shao et al. 2024, DeepSeekMath §4.1): the two formulas it adds to PPO's, and RLOO's baseline beside it
 
 def group_advantages(rewards: Tensor, group_size: int, eps: float = 1e-4) -> Tensor:
     """Â_i = (r_i - mean_group) / (std_group + eps), one advantage per response (DeepSeekMath §4.1.2).
@@ -366,6 +368,27 @@ def group_advantages(rewards: Tensor, group_size: int, eps: float = 1e-4) -> Ten
     tied = (r == r[:, :1]).all(dim=1, keepdim=True)                                # (B, 1) no rounding noise
     return torch.where(tied, torch.zeros_like(adv), adv).view(-1)                  # (B·G,)
     # END SOLUTION
+
+
+def rloo_advantages(rewards: Tensor, group_size: int) -> Tensor:
+    """REINFORCE leave-one-out (RLOO): each response's baseline is the mean reward of the OTHER k - 1
+    responses to its prompt (Ahmadian et al. 2024, "Back to Basics"), with no std division:
+
+        A_i = r_i - 1/(k-1) Σ_{j≠i} r_j  =  k/(k-1) (r_i - mean(r_1..r_k))
+
+    The baseline does not depend on r_i, so the estimate stays unbiased; the second form shows it is
+    GRPO's centred reward scaled by k/(k-1) and left in the reward's units (not divided by the std).
+    rewards (B·k,), the k responses of a prompt in consecutive rows (as group_advantages) → (B·k,).
+    Zero sum in every group; a group whose rewards all tie gets exactly 0.
+    Example: k = 2, rewards [1, 3, 5, 5] → group 1: [1 - 3, 3 - 1] = [-2, 2]; group 2 ties → [0, 0].
+    """
+    if group_size < 2:
+        raise ValueError(f"group_size must be >= 2 (a leave-one-out baseline needs another sample), got {group_size}")
+    r = rewards.float().view(-1, group_size)                                       # (B, k)
+    others_mean = (r.sum(dim=1, keepdim=True) - r) / (group_size - 1)              # (B, k): mean of the k-1 others
+    adv = r - others_mean                                                          # (B, k)
+    tied = (r == r[:, :1]).all(dim=1, keepdim=True)                                # (B, 1) no rounding noise
+    return torch.where(tied, torch.zeros_like(adv), adv).view(-1)                  # (B·k,)
 
 
 def kl_k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:

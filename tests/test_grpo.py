@@ -1,5 +1,5 @@
-"""Tests for rlhf/grpo.py: group advantages, the k3 KL estimator, the rollout's groups, the loss on the
-first minibatch, a toy reward GRPO must learn ("stop quickly"), and a tiny-preset run with resume.
+"""Tests for rlhf/grpo.py: group advantages and RLOO's leave-one-out ones, the k3 KL estimator, the rollout's groups, the loss on the
+first minibatch, a toy reward GRPO must learn ("stop quickly"), and tiny-preset runs (resume, --baseline=rloo).
 
     python -m pytest tests/test_grpo.py -q
 """
@@ -38,6 +38,34 @@ def test_group_advantages_mean_zero_per_group_and_zero_on_ties():
     assert torch.allclose(others.std(1, correction=0), torch.ones(5), atol=1e-3)   # unit population std
     # invariant to shifting and scaling the rewards (only the ranking within a group matters)
     assert torch.allclose(grpo.group_advantages(3 * r + 7, 5).view(6, 5), adv, atol=1e-3)
+
+
+def test_rloo_advantages_hand_example():
+    # k = 3, two groups. Group 1 [1, 2, 6]: 1 - (2+6)/2 = -3, 2 - (1+6)/2 = -1.5, 6 - (1+2)/2 = 4.5.
+    # Group 2 [0, 4, 4]: 0 - (4+4)/2 = -4, 4 - (0+4)/2 = 2, 4 - (0+4)/2 = 2.
+    adv = grpo.rloo_advantages(torch.tensor([1.0, 2.0, 6.0, 0.0, 4.0, 4.0]), group_size=3)
+    assert adv.tolist() == [-3.0, -1.5, 4.5, -4.0, 2.0, 2.0]
+    # k = 2: each sample's baseline is the other one; a tied group gets 0
+    assert grpo.rloo_advantages(torch.tensor([1.0, 3.0, 5.0, 5.0]), 2).tolist() == [-2.0, 2.0, 0.0, 0.0]
+
+
+def test_rloo_advantages_are_k_over_k_minus_1_times_the_centred_reward_and_sum_to_zero():
+    g = torch.Generator().manual_seed(0)
+    k = 5
+    r = torch.randn(6 * k, generator=g)
+    r[10:15] = 0.1                                          # a tied group (0.1 is not exact in binary)
+    adv = grpo.rloo_advantages(r, group_size=k).view(6, k)
+    rg = r.view(6, k)
+    assert torch.allclose(adv, k / (k - 1) * (rg - rg.mean(1, keepdim=True)), atol=1e-6)
+    assert torch.allclose(adv.sum(1), torch.zeros(6), atol=1e-5)
+    assert torch.equal(adv[2], torch.zeros(k))             # exactly zero on a tie, no rounding noise
+    # no std division: scaling the rewards scales the advantages (GRPO's would not change)
+    assert torch.allclose(grpo.rloo_advantages(3 * r + 7, k).view(6, k), 3 * adv, atol=1e-5)
+
+
+def test_rloo_advantages_reject_a_group_of_one():
+    with pytest.raises(ValueError, match="group_size must be >= 2"):
+        grpo.rloo_advantages(torch.tensor([1.0, 2.0]), group_size=1)
 
 
 def test_k3_is_nonnegative_and_its_expectation_is_the_exact_kl():
@@ -110,6 +138,23 @@ def test_rollout_groups_share_a_prompt_and_advantages_center_each_group(tok):
     # reference == policy: every log-ratio and the k3 KL are 0
     assert torch.allclose(ro.logprobs, ro.ref_logprobs)
     assert grpo.rollout_stats(ro, G)["kl"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_rollout_advantages_follow_the_baseline(tok):
+    """The same rollout (same seed) gives GRPO's advantages by default and RLOO's with baseline="rloo"."""
+    stop, pad = D.stop_token_id(tok), D.pad_token_id(tok)
+    policy = stop_prone_gpt(tok.vocab_size, stop)
+    rows = {}
+    for baseline in ("group", "rloo"):
+        rows[baseline] = grpo.collect_groups(policy, policy, LengthScorer(), convs_of(3), prompts_of(tok, 3),
+                                             cfg_for(baseline=baseline), stop, pad, torch.Generator().manual_seed(0))
+    group, rloo = rows["group"], rows["rloo"]
+    assert torch.equal(group.rewards, rloo.rewards)                              # same samples
+    assert torch.equal(group.advantages, grpo.group_advantages(group.rewards, 4, cfg_for().adv_eps))
+    assert torch.equal(rloo.advantages, grpo.rloo_advantages(rloo.rewards, 4))
+    assert not torch.allclose(group.advantages, rloo.advantages)
+    with pytest.raises(ValueError, match="baseline must be one of group, rloo"):
+        grpo.compute_advantages(group.rewards, cfg_for(baseline="ppo"))
 
 
 def test_first_minibatch_ratio_is_one_and_loss_is_minus_mean_advantage(tok):
@@ -187,9 +232,32 @@ def test_tiny_preset_smoke_run_and_resume(run_dirs, capsys):
     assert isinstance(ckpt_io.load_model(cfg.out_dir)[0], GPT)
 
 
+def test_tiny_run_with_the_rloo_baseline(run_dirs):
+    sft, rm, root = run_dirs
+    cfg = replace(grpo.GRPOConfig(), **{**grpo.PRESETS["tiny"], "sft_dir": sft, "rm_dir": rm, "baseline": "rloo",
+                                        "out_dir": str(root / "grpo_rloo"), "progress": False, "max_iters": 2,
+                                        "n_eval_prompts": 4, "n_final_eval": 4})
+    s = grpo.train_grpo(cfg, *grpo.gold_evaluators(cfg, GoldEvaluator))
+    assert s["iters"] == 2 and s["baseline"] == "rloo"
+    for k in ("gold_score", "sft_gold_score", "kl"):
+        assert s[k] is not None and s[k] == s[k], k                 # present, not NaN
+    with open(os.path.join(cfg.out_dir, "summary.json")) as f:
+        assert json.load(f)["baseline"] == "rloo"
+
+
+def test_a_bad_baseline_is_rejected_before_anything_runs(run_dirs, tmp_path):
+    sft, rm, _ = run_dirs
+    out = str(tmp_path / "grpo_bad")
+    with pytest.raises(SystemExit) as e:
+        grpo.main(["--preset", "tiny", f"--sft_dir={sft}", f"--rm_dir={rm}", f"--out_dir={out}", "--baseline=RLOO",
+                   "--progress=false"])
+    assert str(e.value) == "error: --baseline must be group or rloo, got 'RLOO'"
+    assert not os.path.exists(out)
+
+
 def test_help_lists_the_fields(capsys):
     with pytest.raises(SystemExit) as e:
         grpo.main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert "--group_size=" in out and "--beta=" in out
+    assert "--group_size=" in out and "--beta=" in out and "--baseline=" in out
