@@ -40,6 +40,19 @@ RUN_DIR = os.environ.get("MINIGPT_NB_RUN") or os.path.join(tempfile.gettempdir()
 RESULTS = os.path.join(ROOT, "docs", "results")   # the documented default run (README's figures)
 
 
+@contextlib.contextmanager
+def quietly():
+    """Send what the code inside prints (stage logs, progress) to RUN_DIR/notebook.log instead of the notebook."""
+    os.makedirs(RUN_DIR, exist_ok=True)
+    log = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            yield
+    finally:
+        with open(os.path.join(RUN_DIR, "notebook.log"), "a", encoding="utf-8") as f:
+            f.write(log.getvalue())
+
+
 def run_stages(upto: str | None = None, **pipeline) -> None:
     """Run (or reuse) the pipeline's stages into RUN_DIR up to and including `upto` ("sft", "reward_model",
     "ppo"; None = all, evaluation and report included), quietly.
@@ -48,19 +61,39 @@ def run_stages(upto: str | None = None, **pipeline) -> None:
     os.makedirs(RUN_DIR, exist_ok=True)
     cfg = PipelineConfig(out=RUN_DIR, stop_after=upto or "", progress=False, **pipeline)
     before = {s for s in os.listdir(RUN_DIR) if summary(s) is not None}
-    log = io.StringIO()
     t0 = time.time()
-    try:
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            run_pipeline(cfg, preset=PRESET)
-    finally:
-        with open(os.path.join(RUN_DIR, "notebook.log"), "a", encoding="utf-8") as f:
-            f.write(log.getvalue())
+    with quietly():
+        run_pipeline(cfg, preset=PRESET)
     after = {s for s in os.listdir(RUN_DIR) if summary(s) is not None}
     trained = sorted(after - before, key=lambda s: os.path.getmtime(os.path.join(RUN_DIR, s, "summary.json")))
     reused = sorted(before)
     print(f"pipeline preset {PRESET!r}: trained {', '.join(trained) or 'nothing'} in {time.time() - t0:.0f}s"
           + (f"; reused {', '.join(reused)} from an earlier notebook" if reused else ""))
+
+
+def run_dpo_or_grpo(stage: str) -> dict:
+    """Train (or reuse) `python -m rlhf.dpo` / `rlhf.grpo` at PRESET into RUN_DIR/STAGE, starting from
+    RUN_DIR's SFT model and reward model (DPO trains on the reward-model stage's comparisons), with the
+    gold evaluators their command lines use; quietly. Returns the stage's summary."""
+    from rlhf import dpo, grpo
+    from rlhf.gold import GoldEvaluator
+    if stage not in ("dpo", "grpo"):
+        raise ValueError(f"stage must be 'dpo' or 'grpo', not {stage!r}")
+    if summary(stage) is None:
+        paths = dict(out_dir=os.path.join(RUN_DIR, stage), sft_dir=os.path.join(RUN_DIR, "sft"),
+                     rm_dir=os.path.join(RUN_DIR, "reward_model"), progress=False)
+        t0 = time.time()
+        with quietly():
+            if stage == "dpo":
+                cfg = dpo.DPOConfig(**{**dpo.PRESETS[PRESET], **paths})
+                dpo.train_dpo(cfg, dpo.gold_evaluator(cfg, GoldEvaluator))
+            else:
+                cfg = grpo.GRPOConfig(**{**grpo.PRESETS[PRESET], **paths})
+                grpo.train_grpo(cfg, *grpo.gold_evaluators(cfg, GoldEvaluator))
+        print(f"{stage} ({PRESET} preset): trained in {time.time() - t0:.0f}s")
+    else:
+        print(f"{stage}: reused the finished run in {os.path.join(RUN_DIR, stage)}")
+    return summary(stage)
 
 
 def summary(stage: str) -> dict | None:

@@ -47,8 +47,9 @@ from rlhf.world import make_prompts
 
 # Stage name -> its directory inside a pipeline run. "best_of_n" has no checkpoint of its
 # own (it is SFT samples re-ranked by the RM): its rows are written by the pipeline / rlhf.best_of_n.
-STAGE_DIRS = {"base": "pretrain", "sft": "sft", "sft_large": "sft_large", "ppo": "ppo"}
-STAGE_ORDER = ["base", "sft", "sft_large", "best_of_n", "ppo"]
+# a run's checkpoints; dpo/ and grpo/ exist where `python -m rlhf.dpo` / `rlhf.grpo` wrote into the run directory
+STAGE_DIRS = {"base": "pretrain", "sft": "sft", "sft_large": "sft_large", "ppo": "ppo", "dpo": "dpo", "grpo": "grpo"}
+STAGE_ORDER = ["base", "sft", "sft_large", "best_of_n", "ppo", "dpo", "grpo"]
 DECODINGS = ("greedy", "sampled")
 
 

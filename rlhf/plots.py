@@ -1,5 +1,6 @@
 """The pipeline's PNG plots: loss curves, reward-model accuracy and calibration, the PPO dashboard,
-gold score per stage (overall, per task family, per H), and PPO against best-of-N per nat of KL.
+gold score per stage (overall, per task family, per H), PPO against best-of-N per nat of KL, and
+PPO / GRPO / DPO / best-of-N against SFT (plot_methods_vs_sft).
 
     python -m rlhf.plots runs/default          # (re)draw every plot of a finished run into runs/default/plots/
 
@@ -23,9 +24,9 @@ from rlhf.ppo import plot_dashboard
 
 # Stage colours, the same in every plot.
 COLORS = {"base": "tab:gray", "sft": "tab:blue", "sft_large": "tab:cyan", "best_of_n": "tab:orange",
-          "ppo": "tab:green"}
+          "ppo": "tab:green", "dpo": "tab:purple", "grpo": "tab:brown"}
 LABELS = {"base": "base (pretrained)", "sft": "SFT", "sft_large": "SFT, larger model", "best_of_n": "best-of-N",
-          "ppo": "PPO"}
+          "ppo": "PPO", "dpo": "DPO", "grpo": "GRPO"}
 
 
 def _figure(w: float, h: float):
@@ -145,7 +146,7 @@ def plot_ppo_dashboard(ppo_dir: str, path: str) -> str | None:
 def plot_gold_by_stage(stages: dict[str, dict], path: str) -> str | None:
     """Bar charts of the mean gold score of each stage: overall with 95% CIs (greedy and sampled
     decoding), per task family, and per H. `stages` is evaluate_run(...)["stages"]."""
-    names = [s for s in ("base", "sft", "sft_large", "best_of_n", "ppo") if s in stages] + \
+    names = [s for s in COLORS if s in stages] + \
             [s for s in stages if s not in COLORS]
     if not names:
         return None
@@ -200,6 +201,55 @@ def plot_best_of_n_vs_ppo(metrics: dict, path: str) -> str | None:
     lo, hi = ppo.get("gold_ci_sampled") or [g, g]
     return plot_best_of_n({"rows": curve, "ppo": {"gold": g, "gold_lo": lo, "gold_hi": hi, "kl": ppo["kl"],
                                                   "kl_ci": ppo.get("kl_ci")}}, path)
+
+
+def plot_methods_vs_sft(results: dict, path: str, title: str = "") -> str | None:
+    """PPO, GRPO, DPO and best-of-N against the SFT model they all start from, from evaluate_run's result:
+    left, the paired gold difference to SFT with its 95% CI (greedy and sampled decoding); right, the
+    sampled gold score against KL(policy || SFT) in nats per response. None when no method was evaluated."""
+    names = [s for s in ("best_of_n", "ppo", "grpo", "dpo") if f"{s}_vs_sft" in results.get("comparisons", {})]
+    if not names:
+        return None
+    fig = _figure(11, 3.8)
+    ax0, ax1 = fig.subplots(1, 2)
+    width = 0.8 / len(names)
+    for i, s in enumerate(names):
+        c = results["comparisons"][f"{s}_vs_sft"]
+        for j, d in enumerate(("greedy", "sampled")):
+            if s == "best_of_n" and d == "greedy":
+                continue                           # best-of-N re-ranks samples: it has no greedy answer
+            diff = c[d]["gold_diff"]
+            m, (lo, hi) = diff["mean"], diff["ci"]
+            ax0.bar(j + (i - (len(names) - 1) / 2) * width, m, width, yerr=[[m - lo], [hi - m]], capsize=3,
+                    color=COLORS[s], label=LABELS[s] if j == 0 else None)
+    ax0.axhline(0, c="k", lw=0.8)
+    ax0.set_xticks([0, 1], ["greedy", "sampled"])
+    ax0.set_ylabel("gold score minus SFT's (paired, 95% CI)")
+    ax0.set_title("gain over the SFT model")
+    ax0.legend(fontsize=8)
+    sft = results["stages"]["sft"]["sampled"]
+    ax1.axhline(sft["gold_score"], c=COLORS["sft"], ls=":", label="SFT (KL 0)")
+    for s in names:
+        st = results["stages"][s]
+        kl = st.get("kl", {}).get("mean")
+        if kl is None and s == "best_of_n":
+            kl = results.get("best_of_n_kl")      # the analytic bound log N - (N-1)/N, if the caller gave it
+        if kl is None:
+            continue
+        g = st["sampled"]
+        lo, hi = g["gold_ci"]
+        ax1.errorbar([kl], [g["gold_score"]], yerr=[[g["gold_score"] - lo], [hi - g["gold_score"]]], fmt="o",
+                     capsize=3, color=COLORS[s], label=LABELS[s])
+    ax1.set_xscale("symlog", linthresh=0.1)
+    ax1.set_xlabel("KL(policy || SFT), nats per response")
+    ax1.set_ylabel("gold score, sampled (95% CI)")
+    ax1.set_title("what each method paid in KL")
+    ax1.legend(fontsize=8)
+    for ax in (ax0, ax1):
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
 
 
 def plot_all(run_dir: str, stages: dict[str, dict] | None = None, metrics: dict | None = None) -> dict[str, str]:

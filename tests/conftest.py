@@ -84,3 +84,9 @@ def pytest_runtest_makereport(item, call):
     if blocker and blocker not in graded:
         report.outcome = "skipped"
         report.longrepr = (str(item.path), item.location[1] or 0, blocked_reason(blocker))
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run the notebooks first: under pytest-xdist they are one group on one worker (they share a run
+    directory) and the longest unit of the suite, so starting them first keeps the wall time short."""
+    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/test_notebooks.py::test_notebook_runs") else 1)

@@ -116,6 +116,10 @@ def test_a_fresh_student_copy_collects_and_grades_zero(tmp_path):
     subprocess.run([sys.executable, "tools/make_exercises.py", "--out", str(out)], cwd=ROOT, check=True,
                    capture_output=True)
     assert (out / "exercises" / "a1_gpt.md").exists() and (out / "README.md").exists() and (out / "notebooks").exists()
+    assert not (out / "notebooks" / "rendered").exists(), "the executed notebooks show the solutions"
+    for nb in (out / "notebooks").glob("0*.ipynb"):
+        text = nb.read_text(encoding="utf-8")
+        assert "BEGIN SOLUTION" not in text and "raise NotImplementedError" in text, f"{nb.name}: not blanked"
     r = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q"], cwd=out, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0 and "error" not in r.stdout.lower().split("collected")[-1], r.stdout[-2000:]

@@ -313,3 +313,23 @@ def test_compare_rows_pairs_a_repeated_prompt_in_order():
     assert c["n"] == 3
     assert c["gold_diff"]["mean"] == 0.0
     assert (c["gold"]["wins"], c["gold"]["ties"], c["gold"]["losses"]) == (0, 3, 0)
+
+
+def test_dpo_and_grpo_runs_in_the_run_directory_join_the_evaluation(run_dir, tmp_path):
+    """`python -m rlhf.dpo` / `rlhf.grpo` writing into RUN/dpo, RUN/grpo: evaluate_run judges them with the
+    other stages, compares them with SFT and measures their KL; plot_methods_vs_sft draws the comparison."""
+    import shutil
+    from rlhf.plots import plot_methods_vs_sft
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("eval*"))
+    for i, stage in enumerate(("dpo", "grpo")):
+        torch.manual_seed(10 + i)
+        model, tok = load_model(run / "sft")
+        save_model(run / stage, GPT(model.config), tok)
+    res = ev.evaluate_run(str(run), CFG, kl_pairs=(("ppo", "sft"), ("dpo", "sft"), ("grpo", "sft")), progress=False)
+    assert list(res["stages"]) == ["base", "sft", "ppo", "dpo", "grpo"]
+    assert {"dpo_vs_sft", "grpo_vs_sft", "ppo_vs_dpo", "ppo_vs_grpo"} <= set(res["comparisons"])
+    assert res["stages"]["dpo"]["kl"]["mean"] > 0 and res["stages"]["grpo"]["kl"]["mean"] > 0
+    path = str(tmp_path / "methods.png")
+    assert plot_methods_vs_sft(res, path) == path and open(path, "rb").read(4) == b"\x89PNG"
+    assert plot_methods_vs_sft({"stages": res["stages"], "comparisons": {}}, str(tmp_path / "none.png")) is None

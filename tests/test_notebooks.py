@@ -1,12 +1,14 @@
 """Execute every walkthrough notebook (notebooks/*.ipynb) in SMALL mode and fail on any cell error.
 
-    python -m pytest tests/test_notebooks.py -q            # the fast notebooks (01-03)
-    python -m pytest tests/test_notebooks.py -q -m slow    # the stage notebooks (04-06, training runs)
+    python -m pytest tests/test_notebooks.py -q      # all seven, ~4 minutes on 2 CPU cores (01-03: seconds)
 
 Each notebook runs in a fresh `python3` kernel (nbclient + ipykernel) with SMALL=1, its working
-directory set to notebooks/ and a per-cell timeout. Nothing is written back: executed notebooks stay
-in memory, and the notebooks themselves put run outputs in a temporary directory. A second test
-checks that the committed .ipynb files match their paired jupytext sources notebooks/NN_name.py.
+directory set to notebooks/ and a per-cell timeout. The stage notebooks share one run directory for the
+session, as a reader's do (nbutil.RUN_DIR): 04 trains pretraining and SFT, 05 the reward model, 06 PPO,
+07 DPO and GRPO, each reusing the last. Under pytest-xdist (the default addopts) they form one group, run
+in order on one worker, and conftest.py schedules that group first (it is the longest). Nothing is written
+back: executed notebooks stay in memory. Other tests check that the committed .ipynb files match their
+paired jupytext sources notebooks/NN_name.py and carry no outputs.
 """
 
 import os
@@ -18,15 +20,15 @@ from tools import run_notebooks
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NB_DIR = os.path.join(ROOT, "notebooks")
 
-# Stage notebooks train models: seconds each, but together too long for the default run.
-SLOW = {"04_pretrain_and_sft", "05_reward_model", "06_ppo"}
 
 
-def _notebooks():
-    return [pytest.param(n, id=n, marks=[pytest.mark.slow] if n in SLOW else []) for n in run_notebooks.notebooks()]
+@pytest.fixture(scope="session")
+def shared_run_dir(tmp_path_factory):
+    """One run directory for the session's stage notebooks (each continues the previous one's run)."""
+    return str(tmp_path_factory.mktemp("notebook-run"))
 
 
-def _run_notebook(name, tmp_dir):
+def _run_notebook(name, run_dir, tmp_dir):
     pytest.importorskip("nbformat")
     pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
@@ -37,12 +39,15 @@ def _run_notebook(name, tmp_dir):
     except NoSuchKernel:  # ipykernel is installed but its spec was not registered: still runnable
         pytest.skip("no 'python3' Jupyter kernelspec (python -m ipykernel install --user registers one)")
     # TMPDIR in pytest's tmp_path: whatever a notebook writes to a temporary folder is cleaned up by pytest.
-    return run_notebooks.execute(name, run_dir=os.path.join(str(tmp_dir), "run"), tmp_dir=str(tmp_dir))
+    return run_notebooks.execute(name, run_dir=run_dir, tmp_dir=str(tmp_dir))
 
 
-@pytest.mark.parametrize("name", _notebooks())
-def test_notebook_runs(name, tmp_path):
-    nb = _run_notebook(name, tmp_path)  # nbclient raises CellExecutionError naming the cell on any error
+@pytest.mark.xdist_group("notebooks")
+@pytest.mark.parametrize("name", run_notebooks.notebooks())
+def test_notebook_runs(name, shared_run_dir, tmp_path, monkeypatch):
+    if os.environ.get("PYTEST_XDIST_WORKER"):     # another worker has the other core: one thread, as the tests
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    nb = _run_notebook(name, shared_run_dir, tmp_path)  # nbclient raises CellExecutionError naming the cell on any error
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and all(c.execution_count for c in code), "every code cell ran"
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
@@ -70,3 +75,20 @@ def test_notebooks_are_clean():
             for c in nb.cells:
                 if c.cell_type == "code":
                     assert not c.outputs and c.execution_count is None, f"{f}: cell {c.id} has outputs"
+
+
+def test_rendered_copies_show_the_current_notebooks():
+    """notebooks/rendered/NN_name.ipynb (tools/run_notebooks.py: executed, for readers on GitHub) exist for every
+    notebook, carry outputs and figures, and have the notebook's cells (re-run the tool after an edit)."""
+    nbformat = pytest.importorskip("nbformat")
+    for name in run_notebooks.notebooks():
+        path = os.path.join(NB_DIR, "rendered", name + ".ipynb")
+        assert os.path.exists(path), f"no rendered copy of {name}: python tools/run_notebooks.py {name}"
+        rendered = nbformat.read(path, as_version=4)
+        clean = nbformat.read(os.path.join(NB_DIR, name + ".ipynb"), as_version=4)
+        assert [c.source for c in rendered.cells] == [c.source for c in clean.cells], (
+            f"notebooks/rendered/{name}.ipynb is stale: python tools/run_notebooks.py {name}")
+        outputs = [o for c in rendered.cells if c.cell_type == "code" for o in c.outputs]
+        assert outputs and not [o for o in outputs if o.get("output_type") == "error"], f"{name}: no or failed outputs"
+        assert any("image/png" in o.get("data", {}) for o in outputs), f"{name}: no figure in the rendered copy"
+

@@ -1,13 +1,17 @@
-"""Execute the walkthrough notebooks in SMALL mode and store their outputs, so that GitHub shows them.
+"""Execute the walkthrough notebooks in SMALL mode; store executed copies for readers on GitHub.
 
-    python tools/run_notebooks.py                 # every notebook, in order, outputs written in place (~4 min)
+    python tools/run_notebooks.py                 # every notebook, in order (~6 min); executed copies written
     python tools/run_notebooks.py 06_ppo          # some of them (the earlier stages are trained first if needed)
-    python tools/run_notebooks.py --check         # execute without writing (what tests/test_notebooks.py does)
+    python tools/run_notebooks.py --check         # execute, write nothing (tests/test_notebooks.py does the same)
 
-The notebooks' sources are the paired percent-format files notebooks/NN_name.py (jupytext); after editing
-one, `jupytext --sync notebooks/NN_name.py` updates the .ipynb, keeping the outputs of unchanged cells,
-and this tool re-executes it. Each run uses a fresh shared run directory (MINIGPT_NB_RUN), so the stage
-notebooks continue one another as they do for a student: 04 trains SFT, 05 the reward model on it, ...
+The committed notebooks/NN_name.ipynb carry no outputs (a student runs them; a test checks they are clean).
+Executed copies, with every table and figure of a SMALL run, go to notebooks/rendered/NN_name.ipynb, which
+GitHub displays without running anything; the student copy (tools/make_exercises.py) leaves them out, as
+they show the solutions. Re-run this tool after changing a notebook: a test checks that each rendered
+copy's cells are the notebook's. The notebooks' sources are the paired percent-format files
+notebooks/NN_name.py (jupytext): edit one, run `jupytext --update --to ipynb notebooks/NN_name.py`, then this
+tool. Each run uses a fresh shared run directory (MINIGPT_NB_RUN), so the stage notebooks continue one
+another as they do for a student: 04 trains SFT, 05 the reward model on it, 06 PPO, 07 DPO and GRPO.
 """
 
 from __future__ import annotations
@@ -54,10 +58,15 @@ def execute(name: str, run_dir: str, tmp_dir: str | None = None):
     return nb
 
 
+RENDERED_DIR = os.path.join(NB_DIR, "rendered")
+
+
 def write(name: str, nb) -> None:
+    """The executed notebook to notebooks/rendered/NAME.ipynb (atomically)."""
     import nbformat
 
-    path = os.path.join(NB_DIR, name + ".ipynb")
+    os.makedirs(RENDERED_DIR, exist_ok=True)
+    path = os.path.join(RENDERED_DIR, name + ".ipynb")
     tmp = path + ".tmp"
     nbformat.write(nb, tmp)
     os.replace(tmp, path)
@@ -66,7 +75,7 @@ def write(name: str, nb) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python tools/run_notebooks.py", description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", help="notebooks to run (default: all), e.g. 06_ppo")
-    ap.add_argument("--check", action="store_true", help="execute without writing the outputs back")
+    ap.add_argument("--check", action="store_true", help="execute without writing the executed copies")
     args = ap.parse_args(argv)
     names = args.names or notebooks()
     unknown = [n for n in names if n not in notebooks()]
@@ -79,7 +88,7 @@ def main(argv=None) -> int:
             nb = execute(name, run_dir)
             if not args.check:
                 write(name, nb)
-            print(f"{name}: {time.time() - t0:.0f}s" + ("" if args.check else " (outputs written)"), flush=True)
+            print(f"{name}: {time.time() - t0:.0f}s" + ("" if args.check else f" (written to {os.path.relpath(RENDERED_DIR, ROOT)}/)"), flush=True)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     return 0
