@@ -62,8 +62,13 @@ def run_stages(upto: str | None = None, **pipeline) -> None:
     cfg = PipelineConfig(out=RUN_DIR, stop_after=upto or "", progress=False, **pipeline)
     before = {s for s in os.listdir(RUN_DIR) if summary(s) is not None}
     t0 = time.time()
-    with quietly():
-        run_pipeline(cfg, preset=PRESET)
+    try:
+        with quietly():
+            run_pipeline(cfg, preset=PRESET)
+    except NotImplementedError as e:   # the student copy: a stage reached a blank the student has not written
+        raise RuntimeError(f"a stage needs code you have not written yet ({e}). The stages run on the repository's "
+                           "code: write that exercise in its file (python tools/grade.py checks it), or run "
+                           "this notebook after the assignment that covers it.") from None
     after = {s for s in os.listdir(RUN_DIR) if summary(s) is not None}
     trained = sorted(after - before, key=lambda s: os.path.getmtime(os.path.join(RUN_DIR, s, "summary.json")))
     reused = sorted(before)
