@@ -268,7 +268,9 @@ with open(os.path.join(RESULTS, "metrics_methods_default_run.json")) as f:
 for s in ("best_of_n", "ppo", "grpo", "dpo"):
     v = d["vs_sft"][s]
     kl = d["stages"][s].get("kl", {}).get("mean")
-    print(f"{s:10} vs SFT   greedy {v['greedy']['gold_diff']:+.3f} [{v['greedy']['ci'][0]:+.3f}, {v['greedy']['ci'][1]:+.3f}]"
+    greedy = "" if s == "best_of_n" else \
+        f"greedy {v['greedy']['gold_diff']:+.3f} [{v['greedy']['ci'][0]:+.3f}, {v['greedy']['ci'][1]:+.3f}]"
+    print(f"{s:10} vs SFT   {greedy:31}"
           f"   sampled {v['sampled']['gold_diff']:+.3f} [{v['sampled']['ci'][0]:+.3f}, {v['sampled']['ci'][1]:+.3f}]"
           + (f"   KL {kl:.2f} nats" if kl is not None else f"   KL <= {best_of_n_kl(8):.2f} nats (N = 8)"))
 t = d["training"]["dpo"]

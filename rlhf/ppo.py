@@ -105,6 +105,7 @@ class PPOConfig:
     # ---- where things are
     out_dir: str = "runs/default/ppo"  # run directory: model.pt, ckpt.pt, metrics.jsonl, dashboard.png, summary.json
     sft_dir: str = "runs/default/sft"  # SFT run: the initial policy and the frozen reference π_ref
+    init_dir: str = ""                # run whose model.pt starts the policy ("" = sft_dir); π_ref stays sft_dir
     rm_dir: str = "runs/default/reward_model"  # reward-model run: the frozen reward r(x, y) and the value model's init
     prompts: str = ""                 # prompts JSONL (rlhf.data.load_prompts); "" = the world's train prompts
     n_prompts: int = 4000             # world prompts in the training pool (when --prompts is empty)
@@ -413,12 +414,13 @@ def plot_dashboard(records: list[dict] | str, path: str, title: str = "PPO") -> 
 
 
 def build_models(cfg: PPOConfig, device) -> tuple:
-    """(policy, ref_model, reward_model, value_model, tokenizer): policy and reference from the SFT run,
-    the frozen RM, and the value model initialised from the RM (checklist 9); dropout off everywhere (8)."""
-    for d, what in ((cfg.sft_dir, "rlhf.sft"), (cfg.rm_dir, "rlhf.reward_model")):
-        if not os.path.exists(os.path.join(d, ckpt_io.MODEL_FILE)):
+    """(policy, ref_model, reward_model, value_model, tokenizer): the policy from init_dir (default: the SFT
+    run), the reference π_ref always from the SFT run, the frozen RM, and the value model initialised from
+    the RM (checklist 9); dropout off everywhere (8)."""
+    for d, what in ((cfg.sft_dir, "rlhf.sft"), (cfg.rm_dir, "rlhf.reward_model"), (cfg.init_dir, "rlhf.ppo")):
+        if d and not os.path.exists(os.path.join(d, ckpt_io.MODEL_FILE)):
             raise SystemExit(f"error: {d}: no {ckpt_io.MODEL_FILE}; run `python -m {what}` first")
-    policy, tokenizer = ckpt_io.load_model(cfg.sft_dir, device)
+    policy, tokenizer = ckpt_io.load_model(cfg.init_dir or cfg.sft_dir, device)   # e.g. an earlier PPO round
     ref_model, _ = ckpt_io.load_model(cfg.sft_dir, device)
     reward_model = RewardModel.load(cfg.rm_dir, device)
     if reward_model.config.vocab_size != policy.config.vocab_size:

@@ -81,6 +81,8 @@ class RMConfig(LoopConfig):
     sft_dir: str = "runs/default/sft"  # SFT run: its policy samples the candidates (and its weights start the RM)
     init_dir: str = ""               # run whose GPT weights start the RM instead ("" = sft_dir), e.g. a larger
                                      # SFT model with the same tokenizer (InstructGPT: one 6B RM for every policy)
+    init_rm: str = ""                # reward-model run whose weights, head included, start the RM instead ("" =
+                                     # a fresh head): fine-tunes an earlier RM (rlhf.experiments.rounds)
     data: str = ""                   # comparison JSONL (rankings, prompt/chosen/rejected or HH-RLHF); "" = simulate labelers
     val_data: str = ""               # held-out comparisons for --data ("" = the last val_fraction of --data)
     val_fraction: float = 0.1        # share of --data held out when no --val_data is given
@@ -345,7 +347,7 @@ def train_reward_model(cfg: RMConfig, gold: Callable | None = None) -> dict:
     `main()` and the pipeline do): it only annotates the simulated comparisons for the held-out "vs gold"
     metrics, never the loss. Without it those metrics are skipped."""
     t_start = time.time()
-    for d in [cfg.sft_dir] + [x for x in (cfg.init_dir, cfg.base_dir) if x]:   # before anything is written
+    for d in [cfg.sft_dir] + [x for x in (cfg.init_dir, cfg.base_dir, cfg.init_rm) if x]:   # before anything is written
         if not os.path.exists(os.path.join(d, ckpt_io.MODEL_FILE)):
             raise SystemExit(f"error: {d}: no {ckpt_io.MODEL_FILE}; train that stage first (python -m rlhf.sft)")
     if cfg.data and not os.path.exists(cfg.data):
@@ -371,6 +373,8 @@ def train_reward_model(cfg: RMConfig, gold: Callable | None = None) -> dict:
 
         seed_everything(cfg.seed)  # the same head init in every process and run
         model = RewardModel.from_pretrained_gpt(init_backbone(cfg, sft, tokenizer, device)).to(device)
+        if cfg.init_rm:   # fine-tune an earlier reward model (same shape required: load_state_dict checks)
+            model.load_state_dict(RewardModel.load(cfg.init_rm, device).state_dict())
         del policies, sft
         steps = cfg.max_iters if cfg.max_iters > 0 else max(1, math.ceil(cfg.epochs * len(train_items) / cfg.batch_size))
         run_cfg = replace(cfg, max_iters=steps)

@@ -5,8 +5,8 @@
 Each notebook runs in a fresh `python3` kernel (nbclient + ipykernel) with SMALL=1, its working
 directory set to notebooks/ and a per-cell timeout. The stage notebooks share one run directory for the
 session, as a reader's do (nbutil.RUN_DIR): 04 trains pretraining and SFT, 05 the reward model, 06 PPO,
-07 DPO and GRPO, each reusing the last. Under pytest-xdist (the default addopts) they form one group, run
-in order on one worker, and conftest.py schedules that group first (it is the longest). Nothing is written
+07 DPO and GRPO, each reusing the last. Under pytest-xdist (the default addopts) 04-07 form one group, run
+in order on one worker, and conftest.py schedules the notebooks first (that group is the longest unit). Nothing is written
 back: executed notebooks stay in memory. Other tests check that the committed .ipynb files match their
 paired jupytext sources notebooks/NN_name.py and carry no outputs.
 """
@@ -42,8 +42,16 @@ def _run_notebook(name, run_dir, tmp_dir):
     return run_notebooks.execute(name, run_dir=run_dir, tmp_dir=str(tmp_dir))
 
 
-@pytest.mark.xdist_group("notebooks")
-@pytest.mark.parametrize("name", run_notebooks.notebooks())
+# The stage notebooks continue one run: under pytest-xdist they are one group, on one worker, in order.
+STAGES = {"04_pretrain_and_sft", "05_reward_model", "06_ppo", "07_dpo_grpo"}
+
+
+def _notebooks():
+    return [pytest.param(n, id=n, marks=[pytest.mark.xdist_group("stage-notebooks")] if n in STAGES else [])
+            for n in run_notebooks.notebooks()]
+
+
+@pytest.mark.parametrize("name", _notebooks())
 def test_notebook_runs(name, shared_run_dir, tmp_path, monkeypatch):
     if os.environ.get("PYTEST_XDIST_WORKER"):     # another worker has the other core: one thread, as the tests
         monkeypatch.setenv("OMP_NUM_THREADS", "1")

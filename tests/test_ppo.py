@@ -348,6 +348,20 @@ def test_value_model_is_initialised_from_the_reward_model(run_dirs):
     assert torch.equal(shared.head.weight, rm2.head.weight) and torch.equal(shared.head.bias, rm2.head.bias)
 
 
+def test_init_dir_starts_the_policy_and_sft_stays_the_reference(run_dirs, tok, tmp_path):
+    """PPOConfig.init_dir (e.g. an earlier round's PPO model) starts the policy; π_ref is sft_dir's model."""
+    sft = ckpt_io.load_model(run_dirs[0])[0]
+    earlier = tiny_gpt(tok.vocab_size, seed=7)
+    ckpt_io.save_model(str(tmp_path / "earlier"), earlier, tok)
+    policy, ref, _, _, _ = ppo.build_models(cfg_for(run_dirs, init_dir=str(tmp_path / "earlier")), torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(policy.state_dict().values(), earlier.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), sft.state_dict().values()))
+    default_policy = ppo.build_models(cfg_for(run_dirs), torch.device("cpu"))[0]   # init_dir="": the SFT model
+    assert all(torch.equal(a, b) for a, b in zip(default_policy.state_dict().values(), sft.state_dict().values()))
+    with pytest.raises(SystemExit, match="missing"):
+        ppo.build_models(cfg_for(run_dirs, init_dir=str(tmp_path / "missing")), torch.device("cpu"))
+
+
 def test_rm_normalisation_offset_reaches_the_ppo_score(tok, models, run_dirs):
     cfg = cfg_for(run_dirs)
     policy, ref, rm, value, _ = models

@@ -251,6 +251,21 @@ def test_init_dir_starts_the_rm_from_another_model_with_the_same_tokenizer(tmp_p
         R.main(_tiny_args(sft_dir, tmp_path / "rm3", f"--init_dir={tmp_path / 'short'}", "--max_iters=1"))
 
 
+def test_init_rm_fine_tunes_an_earlier_reward_model(tmp_path, sft_dir):
+    # RM_1: two steps at a large learning rate move every weight ~1e-2 away from the seeded initialisation
+    R.main(_tiny_args(sft_dir, tmp_path / "rm1", "--max_iters=2", "--learning_rate=1e-2", "--warmup_iters=0"))
+    R.main(_tiny_args(sft_dir, tmp_path / "rm2", f"--init_rm={tmp_path / 'rm1'}", "--max_iters=1",
+                      "--learning_rate=1e-12", "--min_lr=1e-13", "--warmup_iters=0"))
+    rm1, rm2 = (R.RewardModel.load(str(tmp_path / d)) for d in ("rm1", "rm2"))
+    # a step of 1e-12 leaves RM_2 where it started: on RM_1's weights, head included (a fresh head from the
+    # same seed would sit ~1e-2 away); the bias differs by the re-normalisation on the demonstrations only
+    assert torch.allclose(rm2.head.weight, rm1.head.weight, atol=1e-6)
+    for a, b in zip(rm2.backbone.parameters(), rm1.backbone.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    with pytest.raises(SystemExit, match="no model.pt"):
+        R.main(_tiny_args(sft_dir, tmp_path / "rm3", f"--init_rm={tmp_path / 'missing'}"))
+
+
 def test_pairs_file_uses_pairwise_loss(tmp_path, sft_dir):
     from rlhf.world import make_rankings
 
