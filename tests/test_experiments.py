@@ -17,6 +17,7 @@ from minigpt import checkpoint as ckpt_io
 from rlhf import pipeline
 from rlhf.best_of_n import best_of_n_kl
 from rlhf.experiments import overoptimisation, rm_scaling
+from rlhf.experiments import __main__ as experiments_main
 from rlhf.experiments.__main__ import EXPERIMENTS
 from rlhf.gold import GoldEvaluator
 
@@ -63,12 +64,20 @@ def test_an_experiments_help_lists_its_options():
     (("rm_scaling", "--run=/nonexistent/run"), "--run=/nonexistent/run: no such directory"),
     (("overoptimisation", "--kl=0.1"), "unknown option --kl"),
 ])
-def test_mistakes_end_in_one_line(args, fragment):
-    r = run_cli(*args)
+def test_mistakes_end_in_one_line(args, fragment, capsys):
+    with pytest.raises(SystemExit) as e:        # in-process: the message (run_entry_point prints it, or exits with it)
+        experiments_main.main(list(args))
+    err = (str(e.value.code) if not isinstance(e.value.code, int) else capsys.readouterr().err).strip()
+    assert e.value.code != 0
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert fragment in err, err
+
+
+def test_a_mistake_on_the_command_line_has_no_traceback():
+    r = run_cli("overoptimisation", "--kl=0.1")
     err = r.stderr.strip()
     assert r.returncode != 0
     assert "Traceback" not in err and len(err.splitlines()) == 1 and err.startswith("error: "), err
-    assert fragment in err, err
 
 
 # ------------------------------------------------------------------------------------------ pure pieces

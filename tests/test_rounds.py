@@ -58,6 +58,7 @@ def two_rounds(tiny_run, tmp_path_factory):
     return tiny_run, out, _rounds(tiny_run, out)
 
 
+@pytest.mark.slow   # a two-round tiny run: ~40 s, over the default suite's budget
 def test_metrics_plot_and_report(two_rounds):
     run, out, m = two_rounds
     assert m == json.loads((out / "metrics.json").read_text())
@@ -93,6 +94,7 @@ def test_metrics_plot_and_report(two_rounds):
     assert "![rounds](rounds.png)" in report and "| 2 |" in report and "rounds vs sft" in report
 
 
+@pytest.mark.slow   # a two-round tiny run: ~40 s, over the default suite's budget
 def test_round_two_starts_from_round_one_and_keeps_sft_as_reference(two_rounds):
     run, out, _ = two_rounds
     cfg1 = json.loads((out / "round_1" / "ppo" / "config.json").read_text())
@@ -107,6 +109,7 @@ def test_round_two_starts_from_round_one_and_keeps_sft_as_reference(two_rounds):
     assert rm2["init_rm"] == str(out / "round_1" / "reward_model")   # rm_init=previous: fine-tunes RM_1
 
 
+@pytest.mark.slow   # a two-round tiny run: ~40 s, over the default suite's budget
 def test_rankings_accumulate(two_rounds):
     run, out, m = two_rounds
     n = rounds.PRESETS["tiny"]["n_train_prompts"]
@@ -121,6 +124,7 @@ def test_rankings_accumulate(two_rounds):
     assert all(row in r1 for row in train2[n:])
 
 
+@pytest.mark.slow   # a two-round tiny run: ~40 s, over the default suite's budget
 def test_rerun_reuses_finished_rounds(two_rounds):
     run, out, m = two_rounds
     stamps = {p: os.stat(p).st_mtime_ns for p in (out / "round_1" / "summary.json", out / "round_2" / "ppo" / "model.pt",

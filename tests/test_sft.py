@@ -177,6 +177,7 @@ def test_help_and_missing_init_from(tmp_path):
     assert r.returncode != 0 and "no model.pt" in r.stderr
 
 
+@pytest.mark.slow   # pretrain -> SFT through the CLI; the tiny pipeline test and notebook 04 cover the path by default
 def test_pretrain_then_sft_tiny_smoke(tmp_path):
     pre, sft = tmp_path / "pretrain", tmp_path / "sft"
     r = subprocess.run([sys.executable, "-m", "rlhf.pretrain", "--preset=tiny", f"--out_dir={pre}",
