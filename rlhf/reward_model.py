@@ -347,9 +347,11 @@ def train_reward_model(cfg: RMConfig, gold: Callable | None = None) -> dict:
     `main()` and the pipeline do): it only annotates the simulated comparisons for the held-out "vs gold"
     metrics, never the loss. Without it those metrics are skipped."""
     t_start = time.time()
-    for d in [cfg.sft_dir] + [x for x in (cfg.init_dir, cfg.base_dir, cfg.init_rm) if x]:   # before anything is written
-        if not os.path.exists(os.path.join(d, ckpt_io.MODEL_FILE)):
-            raise SystemExit(f"error: {d}: no {ckpt_io.MODEL_FILE}; train that stage first (python -m rlhf.sft)")
+    needed = [(cfg.sft_dir, "rlhf.sft"), (cfg.init_dir, "rlhf.sft"), (cfg.base_dir, "rlhf.pretrain"),
+              (cfg.init_rm, "rlhf.reward_model")]
+    for d, stage in needed:   # before anything is written
+        if d and not os.path.exists(os.path.join(d, ckpt_io.MODEL_FILE)):
+            raise SystemExit(f"error: {d}: no {ckpt_io.MODEL_FILE}; train that stage first (python -m {stage})")
     if cfg.data and not os.path.exists(cfg.data):
         raise SystemExit(f"error: --data={cfg.data}: no such file")
     device, info, run_dir = start_stage(cfg)
