@@ -291,6 +291,7 @@ def test_minibatch_updates_visit_every_row_once_per_epoch():
                                                        n_minibatches=3, micro_batch_size=2,
                                                        generator=torch.Generator().manual_seed(0))
     rows = [r for batch in seen for r in batch]
+    epoch_1, epoch_2 = rows[:10], rows[10:]
     expect(sorted(rows) == sorted(list(range(10)) * 2), f"over 2 epochs every one of the 10 rows must be used "
            f"exactly twice; got the rows {sorted(rows)}", "a4.minibatches")
     expect(len(steps) == 6, f"2 epochs x 3 minibatches = 6 optimizer steps, got {len(steps)}", "a4.minibatches")
@@ -310,8 +311,8 @@ def test_minibatch_updates_visit_every_row_once_per_epoch():
         orders.append([list(b) for b in seen])
     expect(orders[0] == orders[1], "the same generator seed must give the same minibatches: shuffle with "
            "torch.randperm(n_rows, generator=generator)", "a4.minibatches")
-    first_epoch = [r for batch in seen[:len(seen) // 2] for r in batch]
-    expect(first_epoch != list(range(10)), "rows must be shuffled (torch.randperm with the generator) each epoch",
+    expect(epoch_1 != list(range(10)) and epoch_1 != epoch_2, f"rows must be shuffled afresh each epoch "
+           f"(torch.randperm with the generator, once per epoch); the 2 epochs visited {epoch_1} and {epoch_2}",
            "a4.minibatches")
 
 
