@@ -245,17 +245,22 @@ print("loaded tokenizer is identical")
 # table. On the small, repetitive world corpus the gain flattens quickly.
 
 # %%
+import warnings
 import matplotlib.pyplot as plt
 
 held_out = corpus(20_000, seed=1)
 sizes = [300, 512, 1024, 2048] if SMALL else [300, 512, 1024, 2048, 4096]
-ratio = []
+reached, ratio = [], []
 for v in sizes:
-    t = train_bpe(world_text, vocab_size=v)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)   # a small text can run out of pairs first: said below
+        t = train_bpe(world_text, vocab_size=v)
+    reached.append(t.vocab_size)
     ratio.append(len(held_out.encode()) / len(t.encode(held_out)))
-    print(f"vocab {v:5d}: {ratio[-1]:.2f} bytes per token on held-out text")
+    note = "" if t.vocab_size == v else f" (the text ran out of pairs to merge at {t.vocab_size})"
+    print(f"vocab {v:5d}: {ratio[-1]:.2f} bytes per token on held-out text{note}")
 fig, ax = plt.subplots(figsize=(5, 3))
-ax.plot(sizes, ratio, "o-")
+ax.plot(reached, ratio, "o-")
 ax.set_xscale("log", base=2)
 ax.set_xlabel("vocabulary size")
 ax.set_ylabel("bytes per token (held-out)")
