@@ -208,6 +208,22 @@ def eval_dir_for(run_dir: str, cfg: EvalConfig) -> str:
                                  f"new{cfg.max_new_tokens}")
 
 
+def cached_kl(eval_dir: str, stage: str, stage_dir: str, ref: str, ref_dir: str, examples: list, cfg: EvalConfig,
+              device) -> tuple[dict, bool]:
+    """(KL(stage || ref) on the examples' prompts, whether it was computed now): the exact per-token estimator
+    (rlhf.gold.kl_to_reference; >= 0), cached in eval_dir/STAGE.meta.json under "kl_exact_to_REF"."""
+    meta = read_meta(eval_dir, stage)
+    key = f"kl_exact_to_{ref}"
+    if key in meta:
+        return meta[key], False
+    model, tok = load_model(stage_dir, device=device)
+    ref_model, _ = load_model(ref_dir, device=device)
+    meta[key] = kl_to_reference(model, ref_model, tok, [ex.conversation for ex in examples],
+                                cfg.max_new_tokens, cfg.batch_size, cfg.seed)
+    atomic_write_json(os.path.join(eval_dir, f"{stage}.meta.json"), meta)
+    return meta[key], True
+
+
 def evaluate_run(run_dir: str, cfg: EvalConfig | None = None, kl_pairs: Sequence[tuple[str, str]] = (("ppo", "sft"),),
                  rm_dir: str | None = None, progress: bool = True, eval_dir: str | None = None) -> dict:
     """Evaluate every checkpoint of a pipeline run directory (or one checkpoint) on the same held-out prompts.
@@ -242,20 +258,13 @@ def evaluate_run(run_dir: str, cfg: EvalConfig | None = None, kl_pairs: Sequence
     for stage, r in rows.items():
         out["stages"][stage] = {d: summarize(by_decoding(r, d), cfg.n_boot, cfg.seed)
                                 for d in DECODINGS if by_decoding(r, d)}
-    # KL(pi || pi_ref), cached in the policy's meta file next to its rows.
     for stage, ref in kl_pairs:
         if stage not in dirs or ref not in dirs:
             continue
-        meta = read_meta(eval_dir, stage)
-        key = f"kl_exact_to_{ref}"   # the exact per-token estimator (rlhf.gold.kl_to_reference); >= 0
-        if key not in meta:
-            model, tok = load_model(dirs[stage], device=device)
-            ref_model, _ = load_model(dirs[ref], device=device)
-            meta[key] = kl_to_reference(model, ref_model, tok, [ex.conversation for ex in examples],
-                                        cfg.max_new_tokens, cfg.batch_size, cfg.seed)
-            atomic_write_json(os.path.join(eval_dir, f"{stage}.meta.json"), meta)
-            fresh.append(f"{key}:{stage}")
-        out["stages"][stage]["kl"] = meta[key]
+        kl, computed = cached_kl(eval_dir, stage, dirs[stage], ref, dirs[ref], examples, cfg, device)
+        if computed:
+            fresh.append(f"kl_exact_to_{ref}:{stage}")
+        out["stages"][stage]["kl"] = kl
     # Every stage against SFT (InstructGPT's baseline), and PPO against every other stage.
     for a in rows:
         for b in rows:

@@ -65,7 +65,7 @@ from rlhf import evaluate as ev
 from rlhf import ppo, reward_model
 from rlhf.comparisons import LabelingConfig, simulate_rankings
 from rlhf.experiments.common import output_dir, run_paths
-from rlhf.gold import GoldEvaluator, kl_to_reference, score
+from rlhf.gold import GoldEvaluator, score
 from rlhf.reward import RewardModel, load_reward_model
 from rlhf.rm_metrics import evaluate_rankings
 from rlhf.world import canonical_text
@@ -374,7 +374,8 @@ def final_evaluation(cfg: RoundsConfig, device) -> dict:
     for stage, rs in rows.items():
         out["stages"][stage] = {d: ev.summarize(ev.by_decoding(rs, d), ecfg.n_boot, ecfg.seed) for d in ev.DECODINGS}
         if stage != "sft":
-            out["stages"][stage]["kl"] = kl_vs_sft(stage, dirs[stage], dirs["sft"], eval_dir, examples, ecfg, device)
+            out["stages"][stage]["kl"] = ev.cached_kl(eval_dir, stage, dirs[stage], "sft", dirs["sft"], examples, ecfg,
+                                                      device)[0]
     for a, b in (("rounds", "sft"), ("ppo", "sft"), ("rounds", "ppo")):
         if a in rows and b in rows:
             out["comparisons"][f"{a}_vs_{b}"] = ev.compare_by_decoding(rows[a], rows[b], ecfg)
@@ -385,19 +386,6 @@ def final_evaluation(cfg: RoundsConfig, device) -> dict:
                      for d in ev.DECODINGS}
     out["target"]["met"] = all(out["target"][d]["met"] for d in ev.DECODINGS)
     return out
-
-
-def kl_vs_sft(stage: str, stage_dir: str, sft_dir: str, eval_dir: str, examples: list, ecfg, device) -> dict:
-    """KL(stage || SFT) on the test prompts (rlhf.gold.kl_to_reference), cached in the stage's meta file
-    under the key rlhf.evaluate uses."""
-    meta = ev.read_meta(eval_dir, stage)
-    if "kl_exact_to_sft" not in meta:
-        model, tok = ckpt_io.load_model(stage_dir, device)
-        ref, _ = ckpt_io.load_model(sft_dir, device)
-        meta["kl_exact_to_sft"] = kl_to_reference(model, ref, tok, [ex.conversation for ex in examples],
-                                                  ecfg.max_new_tokens, ecfg.batch_size, ecfg.seed)
-        ckpt_io.atomic_write_json(os.path.join(eval_dir, f"{stage}.meta.json"), meta)
-    return meta["kl_exact_to_sft"]
 
 
 # ----------------------------------------------------------------------------------------------------
