@@ -18,6 +18,7 @@ EXPERIMENTS = {
     "overoptimisation": "proxy RM and gold score vs sqrt(KL): PPO at a weak fixed β, and best-of-N (Gao et al. 2022)",
     "rm_scaling": "RM accuracy, ceiling and right-vs-near-miss probe vs comparisons and RM size; PPO with some RMs",
     "rounds": "iterated RLHF: rounds of PPO -> fresh comparisons of the current policy -> reward-model update",
+    "seeds": "the headline table (base, SFT, best-of-N, PPO, GRPO, DPO) over training seeds, with the spread",
 }
 USAGE = "usage: python -m rlhf.experiments NAME [--run=RUN] [--out=DIR] [--key=value ...] [--help]"
 
