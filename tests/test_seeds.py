@@ -5,6 +5,8 @@ answers), the report and plot, and (slow) the whole experiment on a tiny pipelin
     python -m pytest tests/test_seeds.py -q -m slow     # + two tiny seeds end to end (~1-2 minutes)
 """
 
+import copy
+import dataclasses
 import json
 import os
 
@@ -54,6 +56,9 @@ def test_pooled_gain_averages_each_prompt_over_seeds():
     by_seed[1]["sft"] = rows([0.5, 0.5, 0.5], "sampled", prefix="q")
     with pytest.raises(ValueError, match="prompts differ"):
         seeds.pooled_gain(by_seed, "ppo", "sampled")
+    by_seed[1] = {m: rows([0.5] * 3, "sampled", prefix="q") for m in ("ppo", "sft")}   # agree within, not across
+    with pytest.raises(ValueError, match="prompts differ"):
+        seeds.pooled_gain(by_seed, "ppo", "sampled")
 
 
 def synthetic_seed(k: int, ppo_gain: float, lo: float) -> dict:
@@ -93,6 +98,76 @@ def test_report_and_plot_from_synthetic_seeds(tmp_path):
     assert "| PPO | 0.450 ± 0.010 [0.440, 0.460]" in text, "gold: mean ± sd [min, max] over the seeds"
     assert "above 0 in 3 of 3 seeds" in text and "seed 0 ranks 1 of 3" in text
     assert "](seeds.png)" in text and "## Per seed" in text
+
+
+def test_one_seed_has_no_standard_deviation(tmp_path):
+    per_seed = [synthetic_seed(0, 0.06, 0.01)]
+    agg = seeds.aggregate(per_seed, [{}], n_boot=100)
+    assert agg["vs_sft"]["ppo"]["sampled"]["sd"] is None and agg["vs_sft"]["ppo"]["sampled"]["pooled"] is None
+    result = {"config": {"run": "r", "out": "", "n_seeds": 1}, "preset": "default", "per_seed": per_seed,
+              "prompts": {"n": 3, "split": "test", "seed": 0}, "seconds": 1.0, "aggregate": agg}
+    text = open(seeds.write_report(result, str(tmp_path / "report.md"))).read()
+    assert "| PPO | 0.460 [0.460, 0.460]" in text and "seeds --run=r --n_seeds=1`" in text
+
+
+def test_recipe_differences_see_all_but_the_seed_and_the_run_directory():
+    recipe = {"preset": "default", "pipeline": {"out": "runs/a"},
+              "stages": {"sft": {"seed": 1337, "init_from": "runs/a/pretrain", "learning_rate": 1e-3, "progress": True},
+                         "sft_large": {"seed": 1337}}}
+    same = {"preset": "default", "pipeline": {"out": "runs/a/experiments/seeds/seed2"},
+            "stages": {"sft": {"seed": 1339, "init_from": "runs/a/experiments/seeds/seed2/pretrain",
+                               "learning_rate": 1e-3, "progress": False}, "sft_large": {"seed": 1337}}}
+    assert seeds.recipe_differences(recipe, same, 2) == []
+    other = copy.deepcopy(same)
+    other["stages"]["sft"]["learning_rate"] = 2e-3
+    assert seeds.recipe_differences(recipe, other, 2) == ["sft.learning_rate: 0.002 vs 0.001"]
+    assert seeds.recipe_differences(recipe, same, 1) == ["sft.seed: 1339 vs 1338"]
+
+
+def fake_stage(path, cfg, finished=True):
+    """A directory that looks like a stage trained with cfg (config.json, summary.json, model.pt)."""
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(dataclasses.asdict(cfg), f)
+    if finished:
+        for name in ("summary.json", "model.pt"):
+            with open(os.path.join(path, name), "w") as f:
+                f.write("{}")
+
+
+def test_method_run_reuses_only_a_part_with_the_same_settings(tmp_path, monkeypatch):
+    run, out = str(tmp_path / "run"), str(tmp_path / "out")
+    trained = []
+
+    def fake_train(cfg, *evaluators):
+        trained.append(cfg)
+        assert not os.path.exists(os.path.join(cfg.out_dir, "summary.json")), "a stale summary.json survived"
+        fake_stage(cfg.out_dir, cfg)
+        return {}
+
+    monkeypatch.setattr(seeds.grpo, "train_grpo", fake_train)
+    cfg = seeds.SeedsConfig(run=run, method_preset="tiny", progress=False)
+    # seed 0: a finished `python -m rlhf.grpo` run in the run directory with the same settings is used
+    fake_stage(os.path.join(run, "grpo"), seeds.method_config("grpo", cfg, run, 0, os.path.join(run, "grpo")))
+    assert seeds.method_run("grpo", cfg, run, 0, out) == os.path.join(run, "grpo") and not trained
+    # ... but not one trained with other settings: seed 0's GRPO is then trained beside the run
+    other = dataclasses.replace(cfg, method_preset="default")
+    assert seeds.method_run("grpo", other, run, 0, out) == os.path.join(out, "seed0", "grpo")
+    assert len(trained) == 1 and trained[0].seed == seeds.grpo.GRPOConfig().seed
+    # seed 1 trains with the preset's seed + 1 into its own run directory, then is reused
+    seed1 = os.path.join(out, "seed1")
+    assert seeds.method_run("grpo", cfg, seed1, 1, out) == os.path.join(seed1, "grpo")
+    assert trained[-1].seed == seeds.grpo.GRPOConfig().seed + 1 and trained[-1].sft_dir == os.path.join(seed1, "sft")
+    seeds.method_run("grpo", cfg, seed1, 1, out)
+    assert len(trained) == 2, "a finished part with the same settings is reused"
+    # another preset for the same seed: trained again, its old summary.json and model.pt removed first
+    seeds.method_run("grpo", other, seed1, 1, out)
+    assert len(trained) == 3 and not trained[-1].resume
+    # an interrupted run of the same settings (config.json and ckpt.pt, no summary) resumes
+    os.remove(os.path.join(seed1, "grpo", "summary.json"))
+    open(os.path.join(seed1, "grpo", "ckpt.pt"), "w").close()
+    seeds.method_run("grpo", other, seed1, 1, out)
+    assert trained[-1].resume
 
 
 def test_a_run_that_is_not_a_pipeline_run_is_a_one_line_error(tmp_path):

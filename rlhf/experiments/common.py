@@ -52,16 +52,24 @@ def output_dir(run: str, out: str, name: str) -> str:
     return out or os.path.join(run, "experiments", name)
 
 
+def config_matches(run_dir: str, cfg, ignore: tuple[str, ...] = ()) -> bool:
+    """True when run_dir/config.json holds the same config as `cfg` (progress, resume, device and the
+    fields in `ignore` aside): the part there was, or is being, trained with these settings. A field the
+    saved config lacks (added to the class later) counts as its default, the value it was trained with."""
+    saved = read_json(os.path.join(run_dir, ckpt_io.CONFIG_FILE))
+    if saved is None:
+        return False
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+                for f in dataclasses.fields(cfg)}
+    defaults, now = json.loads(json.dumps(defaults)), json.loads(json.dumps(dataclasses.asdict(cfg)))
+    return all(saved.get(k, defaults[k]) == v for k, v in now.items() if k not in IGNORED_KEYS + ignore)
+
+
 def finished_with(run_dir: str, cfg, ignore: tuple[str, ...] = ()) -> bool:
     """True when run_dir holds a finished part (summary.json) trained with the same config as `cfg`
-    (config.json; progress, resume, device and the fields in `ignore` aside)."""
-    path = os.path.join(run_dir, ckpt_io.CONFIG_FILE)
-    if not (ckpt_io.is_finished(run_dir) and os.path.exists(path)):
-        return False
-    with open(path) as f:
-        saved = json.load(f)
-    now = json.loads(json.dumps(dataclasses.asdict(cfg)))
-    return all(saved.get(k) == v for k, v in now.items() if k not in IGNORED_KEYS + ignore)
+    (config_matches)."""
+    return ckpt_io.is_finished(run_dir) and config_matches(run_dir, cfg, ignore)
 
 
 def ppo_config(preset: str, **overrides) -> ppo.PPOConfig:

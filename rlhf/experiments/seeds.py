@@ -12,9 +12,10 @@ reward model, PPO (their `seed`: initialisation, batch order, dropout, sampling)
 stays fixed is the world (corpus, demonstrations, prompts, labelers: their data seeds) and the evaluation
 (the same held-out prompts and per-prompt sampling streams), so the spread between seeds is the spread of
 training alone, and every seed is judged on the same questions. A seed's GRPO or DPO found finished in the
-run (RUN/grpo, RUN/dpo) is used as it is.
+run (RUN/grpo, RUN/dpo) with the same settings is used as it is.
 
-Per seed, rlhf.evaluate.evaluate_run judges every model on the run's test prompts (its caches are reused):
+Per seed, rlhf.evaluate.evaluate_run judges every model on the run's test prompts (its caches, RUN/eval and
+OUT/seedK/eval, are reused, and seed 0's GRPO and DPO answers are added to RUN/eval):
 gold score greedy and sampled, each method's paired gain over that seed's SFT model with its 95% CI, the
 share of non-tied pairs it wins, and KL to SFT. Across seeds: mean, standard deviation, range, how many
 seeds' CIs exclude 0, and a pooled gain (each prompt's gain averaged over the seeds, its 95% CI resampling
@@ -22,7 +23,8 @@ prompts: the evaluation noise of the mean over these seeds, not the spread a new
 
 Outputs (OUT = --out, default RUN/experiments/seeds): metrics.json, seeds.png (each method's gain over SFT
 per seed, greedy and sampled), report.md (the table and its reading), seed1/, seed2/, ... (full pipeline
-runs, each with its own report.md). A finished part is reused when the command is run again.
+runs, each with its own report.md). A finished part is reused when the command is run again with the
+same settings, an interrupted one resumes; a seed directory trained with another recipe is an error.
 
 Simplifications: 3 seeds give a range, not a distribution (a standard deviation of 3 values is itself
 uncertain by about ±50%); the larger model of --preset headline is not repeated.
@@ -34,7 +36,7 @@ import copy
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -46,7 +48,7 @@ from minigpt.metrics import save_figure
 from minigpt.trainer import run_entry_point
 from rlhf import dpo, evaluate as ev, grpo, pipeline
 from rlhf.data import DataError
-from rlhf.experiments.common import finished_with, output_dir, read_json, run_paths, write_text
+from rlhf.experiments.common import config_matches, finished_with, output_dir, read_json, run_paths, write_text
 from rlhf.gold import GoldEvaluator
 from rlhf.stats import bootstrap_ci
 
@@ -72,6 +74,7 @@ PRESETS: dict[str, dict] = {
 }
 
 METHODS = ("best_of_n", "ppo", "grpo", "dpo")        # judged against SFT
+TIE = 1e-9                                           # |gold difference| below this is a tie
 TABLE = ("base", "sft") + METHODS                    # the rows of the table
 
 
@@ -106,38 +109,85 @@ def pipeline_config(recipe: dict, cfg: SeedsConfig, out: str) -> pipeline.Pipeli
                            where=f"{cfg.run}/pipeline_config.json:")
 
 
+LARGE_STAGES = ("pretrain_large", "sft_large")     # --headline only; the repeats leave them out
+
+
+def recipe_differences(recipe: dict, seed_recipe: dict, k: int) -> list[str]:
+    """What seed k's pipeline_config.json (seed_recipe) trained differently from the run's recipe, beyond
+    the seed + k and the run directory: ["ppo.learning_rate: 0.0001 vs 0.0002", ...] (fields both know)."""
+    def local(value, run_dir: str):   # a path inside a run directory, relative to it
+        return value.replace(run_dir, "RUN") if isinstance(value, str) and run_dir else value
+
+    diffs = [f"preset: {seed_recipe.get('preset')} vs {recipe['preset']}"] if seed_recipe.get("preset") != recipe["preset"] else []
+    run_a, run_b = recipe.get("pipeline", {}).get("out", ""), seed_recipe.get("pipeline", {}).get("out", "")
+    for stage, base in recipe["stages"].items():
+        mine = seed_recipe.get("stages", {}).get(stage)
+        if stage in LARGE_STAGES or mine is None:
+            continue
+        for key, value in base.items():
+            if key not in mine or key in ("progress", "resume", "device"):
+                continue
+            expected = value + k if key == "seed" else local(value, run_a)
+            if local(mine[key], run_b) != expected:
+                diffs.append(f"{stage}.{key}: {mine[key]} vs {expected}")
+    return diffs
+
+
 def seed_run(recipe: dict, cfg: SeedsConfig, k: int, out: str) -> str:
-    """Seed k's pipeline run directory: the run itself for k = 0, else OUT/seedK (trained, or resumed)."""
+    """Seed k's pipeline run directory: the run itself for k = 0, else OUT/seedK (trained, resumed, or
+    reused when finished with the run's recipe and seed + k; a one-line error when it holds another recipe)."""
     if k == 0:
         return cfg.run
     run_dir = os.path.join(out, f"seed{k}")
-    pcfg = pipeline_config(recipe, cfg, run_dir)
+    seed_recipe = read_json(os.path.join(run_dir, "pipeline_config.json"))
+    if seed_recipe:
+        diffs = recipe_differences(recipe, seed_recipe, k)
+        if diffs:
+            raise SystemExit(f"error: {run_dir} was trained with another recipe than {cfg.run}'s with seed + {k} "
+                             f"({'; '.join(diffs[:3])}); delete it (or choose another --out) to train it again")
     if not os.path.exists(os.path.join(run_dir, "metrics.json")):
         print(f"\n== seed {k}: the pipeline ({recipe['preset']} preset) -> {run_dir}")
-        pipeline.run_pipeline(pcfg, recipe["preset"], seed_overrides(recipe, k))
+        pipeline.run_pipeline(pipeline_config(recipe, cfg, run_dir), recipe["preset"], seed_overrides(recipe, k))
     return run_dir
 
 
-def method_run(name: str, cfg: SeedsConfig, run_dir: str, k: int, out: str) -> str:
-    """GRPO or DPO of seed k from run_dir's SFT model and reward model (its comparisons, for DPO): the run's
-    own RUN/NAME when it is finished, else trained (or reused) in OUT/seedK/NAME at --method_preset with the
-    preset's seed + k. Returns the checkpoint directory."""
-    module = {"grpo": grpo, "dpo": dpo}[name]
-    own = os.path.join(run_dir, name)
-    if ckpt_io.is_finished(own) and os.path.exists(os.path.join(own, ckpt_io.MODEL_FILE)):
-        return own
+def method_config(name: str, cfg: SeedsConfig, run_dir: str, k: int, stage_dir: str):
+    """rlhf.grpo's / rlhf.dpo's config for seed k: --method_preset, on run_dir's SFT model and reward model,
+    the preset's seed + k, written to stage_dir."""
+    module, config_class = {"grpo": (grpo, grpo.GRPOConfig), "dpo": (dpo, dpo.DPOConfig)}[name]
     if cfg.method_preset not in module.PRESETS:
         raise SystemExit(f"error: --method_preset={cfg.method_preset}: not a preset of rlhf.{name} "
                          f"({', '.join(module.PRESETS)})")
-    config_class = {"grpo": grpo.GRPOConfig, "dpo": dpo.DPOConfig}[name]
     base = replace_checked(config_class(), module.PRESETS[cfg.method_preset], where=f"rlhf.{name} preset:")
-    stage_dir = os.path.join(out, f"seed{k}", name) if run_dir == cfg.run else own
-    mcfg = replace_checked(base, dict(out_dir=stage_dir, sft_dir=os.path.join(run_dir, "sft"),
+    return replace_checked(base, dict(out_dir=stage_dir, sft_dir=os.path.join(run_dir, "sft"),
                                       rm_dir=os.path.join(run_dir, "reward_model"), seed=base.seed + k,
                                       device=cfg.device, progress=cfg.progress), where="seeds:")
-    # DPO writes the step count it derived from `epochs` into its config.json
-    if finished_with(stage_dir, mcfg, ignore=("max_iters", "eval_iters")):
-        return stage_dir
+
+
+def derived(mcfg) -> tuple[str, ...]:
+    """Config fields a stage fills in itself when they are 0 (DPO writes the step count it derived from
+    `epochs`, and the validation batches), so they are left out of the comparison with config.json."""
+    return tuple(k for k in ("max_iters", "eval_iters") if isinstance(mcfg, dpo.DPOConfig) and getattr(mcfg, k) == 0)
+
+
+def method_run(name: str, cfg: SeedsConfig, run_dir: str, k: int, out: str) -> str:
+    """GRPO or DPO of seed k (method_config), trained from run_dir's SFT model and reward model (its
+    comparisons, for DPO). Reused when finished with the same settings: in run_dir/NAME (for seed 0, a
+    `python -m rlhf.NAME` run in the run itself) or in OUT/seedK/NAME. Else trained in OUT/seedK/NAME,
+    resuming an interrupted run of the same settings. Returns the checkpoint directory."""
+    own = os.path.join(run_dir, name)
+    stage_dir = own if run_dir != cfg.run else os.path.join(out, f"seed{k}", name)
+    for d in dict.fromkeys([own, stage_dir]):
+        c = method_config(name, cfg, run_dir, k, d)
+        if finished_with(d, c, derived(c)) and os.path.exists(os.path.join(d, ckpt_io.MODEL_FILE)):
+            return d
+    mcfg = method_config(name, cfg, run_dir, k, stage_dir)
+    if config_matches(stage_dir, mcfg, derived(mcfg)) and os.path.exists(os.path.join(stage_dir, ckpt_io.RESUME_FILE)):
+        mcfg = replace(mcfg, resume=True)      # an interrupted run of the same settings continues
+    else:                                      # a part trained with other settings (or none) starts over
+        for f in (ckpt_io.SUMMARY_FILE, ckpt_io.MODEL_FILE, ckpt_io.RESUME_FILE):
+            if os.path.exists(os.path.join(stage_dir, f)):
+                os.remove(os.path.join(stage_dir, f))
     print(f"\n== seed {k}: {name} -> {stage_dir}")
     if name == "grpo":
         summary = grpo.train_grpo(mcfg, *grpo.gold_evaluators(mcfg, GoldEvaluator))
@@ -194,18 +244,19 @@ def pooled_gain(rows_by_seed: list[dict], method: str, decoding: str, n_boot: in
     """Each prompt's gold gain of `method` over SFT averaged over the seeds, then its mean with a 95%
     bootstrap CI over prompts, and the non-tied win rate over all (seed, prompt) pairs. Every seed answered
     the same prompts in the same order (the same evaluation set), which is checked."""
-    diffs, wins, losses = [], 0, 0
+    diffs, ids, wins, losses = [], None, 0, 0
     for rows in rows_by_seed:
         if method not in rows or "sft" not in rows:
             return None
         a, b = ev.by_decoding(rows[method], decoding), ev.by_decoding(rows["sft"], decoding)
         if not a:
             return None
-        if [r["id"] for r in a] != [r["id"] for r in b] or (diffs and len(a) != len(diffs[0])):
+        ids = ids or [r["id"] for r in a]
+        if [r["id"] for r in a] != ids or [r["id"] for r in b] != ids:
             raise ValueError(f"{method} vs sft ({decoding}): the seeds' evaluation prompts differ")
         d = [x["gold"] - y["gold"] for x, y in zip(a, b)]
-        wins += sum(v > 0 for v in d)
-        losses += sum(v < 0 for v in d)
+        wins += sum(v > TIE for v in d)           # rlhf.stats.win_rates' tie tolerance
+        losses += sum(v < -TIE for v in d)
         diffs.append(d)
     per_prompt = np.mean(np.array(diffs), axis=0)
     mean, lo, hi = bootstrap_ci(per_prompt.tolist(), n_boot=n_boot)
@@ -323,12 +374,19 @@ def reading(result: dict) -> list[str]:
     return lines
 
 
+def command(cfg: dict) -> str:
+    """The command line that repeats this experiment: every setting that differs from SeedsConfig's defaults."""
+    default = asdict(SeedsConfig())
+    flags = [f"--{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in cfg.items()
+             if k not in ("progress", "device") and v != default.get(k)]
+    return " ".join(["python -m rlhf.experiments seeds"] + flags)
+
+
 def write_report(result: dict, path: str) -> str:
     agg, cfg, n = result["aggregate"], result["config"], len(result["per_seed"])
     p = result["prompts"]
     lines = [f"# The headline table over {n} seeds", "",
-             f"Command: `python -m rlhf.experiments seeds --run={cfg['run']}"
-             f"{' --out=' + cfg['out'] if cfg['out'] else ''}`. Seed 0 is the run itself; seed k repeats its "
+             f"Command: `{command(cfg)}`. Seed 0 is the run itself; seed k repeats its "
              f"recipe ({result['preset']} preset) with every stage's training seed + k. The world and the "
              f"evaluation are the same for all: {p['n']} {p['split']} prompts (seed {p['seed']}), gold oracle. "
              "Each cell: mean ± standard deviation over seeds [min, max].", "",
@@ -343,7 +401,7 @@ def write_report(result: dict, path: str) -> str:
               "above 0; pooled = each prompt's gain averaged over the seeds, 95% CI over prompts; non-tied = "
               "share of non-tied pairs won, mean over seeds. Best-of-N picks one of the SFT model's samples, so "
               "its greedy and sampled gains compare the same answers with SFT's greedy and sampled ones.", "",
-              "| method | greedy gain | seeds > 0 | pooled | non-tied | sampled gain | seeds > 0 | pooled | non-tied |",
+              "| method | greedy gain | seeds, CI > 0 | pooled | non-tied | sampled gain | seeds, CI > 0 | pooled | non-tied |",
               "|---|---|---|---|---|---|---|---|---|"]
     for m, by_d in agg["vs_sft"].items():
         cells = []
@@ -366,7 +424,8 @@ def write_report(result: dict, path: str) -> str:
               "## Per seed", "", "| seed | run | " + " | ".join(f"{NAMES[m]} greedy / sampled" for m in agg["vs_sft"]) + " |",
               "|---|---|" + "---|" * len(agg["vs_sft"])]
     for ps in result["per_seed"]:
-        cells = [f"{_ci(ps['vs_sft'][m]['greedy'])} / {_ci(ps['vs_sft'][m]['sampled'])}" for m in agg["vs_sft"]]
+        cells = [" / ".join(_ci(x[d]) if d in x else "—" for d in ev.DECODINGS)
+                 for x in (ps["vs_sft"].get(m, {}) for m in agg["vs_sft"])]
         lines.append(f"| {ps['seed']} | `{ps['run']}` | " + " | ".join(cells) + " |")
     lines += ["", f"This invocation took {result['seconds']:.0f} s (finished parts are read back)."]
     return write_text(path, "\n".join(lines) + "\n")
@@ -393,6 +452,11 @@ def run(cfg: SeedsConfig) -> dict:
         run_dir = seed_run(recipe, cfg, k, out)
         extra = {m: method_run(m, cfg, run_dir, k, out) for m in ("grpo", "dpo") if getattr(cfg, m)}
         res, rows = judge(recipe, cfg, run_dir, extra)
+        for m in ("grpo", "dpo"):             # one found in the run directory but not asked for stays out
+            if not getattr(cfg, m):
+                res["stages"].pop(m, None)
+                res["comparisons"].pop(f"{m}_vs_sft", None)
+                rows.pop(m, None)
         per_seed.append({"seed": k, "run": run_dir, "dirs": extra, **seed_numbers(res)})
         rows_by_seed.append(rows)
         prompts = prompts or res["prompts"]
