@@ -158,6 +158,8 @@ def test_help_entry_point_and_bad_options(capsys, monkeypatch):
         rounds.main(["--run=.", "--rm_init=scratch"])
     with pytest.raises(SystemExit, match="no such directory"):
         rounds.main(["--run=/nonexistent/run"])
+    with pytest.raises(SystemExit, match="not a preset of rlhf.ppo and rlhf.reward_model"):
+        rounds.main(["--run=.", "--stage_preset=defualt"])   # a typo used to run the class defaults silently
 
 
 def test_kl_target_schedule_repeats_its_last_value():

@@ -169,7 +169,7 @@ def kl_target(cfg: RoundsConfig, r: int) -> float:
 
 def ppo_config(cfg: RoundsConfig, r: int, init_kl_coef: float | None) -> ppo.PPOConfig:
     """Round r's PPO: from π_{r-1} (init_dir; "" = SFT), against RM_{r-1}, KL to SFT (sft_dir) always."""
-    base = replace_checked(ppo.PPOConfig(), ppo.PRESETS.get(cfg.stage_preset, {}), where="rlhf.ppo preset:")
+    base = replace_checked(ppo.PPOConfig(), ppo.PRESETS[cfg.stage_preset], where="rlhf.ppo preset:")
     d = os.path.join(round_dir(cfg, r), "ppo")
     kw = dict(out_dir=d, sft_dir=policy_dir(cfg, 0), init_dir="" if r == 1 else policy_dir(cfg, r - 1),
               rm_dir=rm_dir(cfg, r - 1), max_iters=cfg.ppo_iters, kl_target=kl_target(cfg, r),
@@ -183,7 +183,7 @@ def ppo_config(cfg: RoundsConfig, r: int, init_kl_coef: float | None) -> ppo.PPO
 
 
 def rm_base(cfg: RoundsConfig) -> reward_model.RMConfig:
-    return replace_checked(reward_model.RMConfig(), reward_model.PRESETS.get(cfg.stage_preset, {}),
+    return replace_checked(reward_model.RMConfig(), reward_model.PRESETS[cfg.stage_preset],
                            where="rlhf.reward_model preset:")
 
 
@@ -497,6 +497,9 @@ def run_rounds(cfg: RoundsConfig) -> dict:
         raise SystemExit(f"error: --rm_init must be 'previous' or 'sft', got {cfg.rm_init!r}")
     if not cfg.kl_targets:
         raise SystemExit("error: --kl_targets needs at least one value")
+    missing = [m.__name__ for m in (ppo, reward_model) if cfg.stage_preset not in m.PRESETS]
+    if missing:
+        raise SystemExit(f"error: --stage_preset={cfg.stage_preset}: not a preset of {' and '.join(missing)}")
     run_paths(cfg.run, ("sft", "reward_model"))      # a one-line error when RUN is not a finished pipeline run
     out = out_dir(cfg)
     os.makedirs(out, exist_ok=True)
