@@ -287,6 +287,10 @@ show_result("methods_vs_sft.png", width=900)
 # world's flawed answers and SFT samples), so nothing tied the policy to what it actually generates. A shorter
 # DPO run or a larger β would stay closer; this project has not tuned it, and reports it as measured.
 #
+# One run is one draw. Trained again with two more seeds (`python -m rlhf.experiments seeds`, README), PPO's
+# sampled gain holds in all three (+0.073 pooled) but its greedy gain averages +0.000; GRPO's sampled gain is
+# +0.028, below PPO's in every seed, so "GRPO matches PPO" was this run's luck; DPO loses to SFT greedy in all three.
+#
 # ## 6. Summary
 #
 # - DPO: the KL-regularised objective's optimum defines an implicit reward β log π/π_ref; put it into the
