@@ -20,7 +20,7 @@ import os
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import replace_checked
 from minigpt.trainer import pick_device, read_metrics
-from rlhf import ppo
+from rlhf import dpo, ppo, reward_model
 from rlhf.gold import GoldEvaluator, kl_to_reference
 from rlhf.reward import RewardModel
 from rlhf.rollout import score_responses
@@ -70,6 +70,14 @@ def finished_with(run_dir: str, cfg, ignore: tuple[str, ...] = ()) -> bool:
     """True when run_dir holds a finished part (summary.json) trained with the same config as `cfg`
     (config_matches)."""
     return ckpt_io.is_finished(run_dir) and config_matches(run_dir, cfg, ignore)
+
+
+def derived_fields(cfg) -> tuple[str, ...]:
+    """The fields of a stage config that the stage fills in itself when they are 0, and writes so into its
+    config.json: the step count derived from `epochs` (rlhf.reward_model, rlhf.dpo) and DPO's validation
+    batches. finished_with / config_matches leave them out (`ignore`), since the saved value differs."""
+    keys = {dpo.DPOConfig: ("max_iters", "eval_iters"), reward_model.RMConfig: ("max_iters",)}.get(type(cfg), ())
+    return tuple(k for k in keys if getattr(cfg, k) == 0)
 
 
 def ppo_config(preset: str, **overrides) -> ppo.PPOConfig:
@@ -131,9 +139,9 @@ def tracked_ppo(cfg: ppo.PPOConfig) -> tuple[dict, list[dict]]:
     Both are also in cfg.out_dir (summary.json, evaluations.json); a finished run with the same config is
     read back, not retrained."""
     path = os.path.join(cfg.out_dir, "evaluations.json")
-    if finished_with(cfg.out_dir, cfg) and os.path.exists(path):
-        with open(path) as f:
-            return ckpt_io.read_summary(cfg.out_dir), json.load(f)
+    evals = read_json(path)
+    if finished_with(cfg.out_dir, cfg) and evals is not None:
+        return ckpt_io.read_summary(cfg.out_dir), evals
     device = pick_device(cfg.device)
     ref_model, tokenizer = ckpt_io.load_model(cfg.sft_dir, device)
     reward_model = RewardModel.load(cfg.rm_dir, device)

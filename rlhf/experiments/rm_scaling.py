@@ -53,8 +53,8 @@ from minigpt.trainer import pick_device, run_entry_point
 from rlhf import pretrain, reward_model, sft
 from rlhf.comparisons import simulate_rankings
 from rlhf.data import DataError, write_jsonl
-from rlhf.experiments.common import (finished_with, output_dir, ppo_config, read_json, run_paths, tracked_ppo,
-                                     write_text)
+from rlhf.experiments.common import (derived_fields, finished_with, output_dir, ppo_config, read_json, run_paths,
+                                     tracked_ppo, write_text)
 from rlhf.gold import score
 from rlhf.reward import RewardModel
 from rlhf.rm_probes import PROBES, probe_reward_model
@@ -168,7 +168,7 @@ def comparison_files(cfg: RMScalingConfig, paths: dict, rm_cfg: reward_model.RMC
 def train_rm(rm_cfg: reward_model.RMConfig) -> None:
     """rlhf.reward_model.train_reward_model on a comparison file, unless finished with the same config
     (max_iters = 0 aside: the stage writes the steps it derived from the epochs into its config.json)."""
-    if not finished_with(rm_cfg.out_dir, rm_cfg, ignore=("max_iters",) if rm_cfg.max_iters == 0 else ()):
+    if not finished_with(rm_cfg.out_dir, rm_cfg, ignore=derived_fields(rm_cfg)):
         reward_model.train_reward_model(rm_cfg, gold=score)
 
 

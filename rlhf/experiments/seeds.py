@@ -51,7 +51,8 @@ from minigpt.metrics import save_figure
 from minigpt.trainer import run_entry_point
 from rlhf import dpo, evaluate as ev, grpo, pipeline
 from rlhf.data import DataError
-from rlhf.experiments.common import config_matches, finished_with, output_dir, read_json, run_paths, write_text
+from rlhf.experiments.common import (config_matches, derived_fields, finished_with, output_dir, read_json, run_paths,
+                                     write_text)
 from rlhf.gold import GoldEvaluator
 from rlhf.stats import bootstrap_ci
 
@@ -167,12 +168,6 @@ def method_config(name: str, cfg: SeedsConfig, run_dir: str, k: int, stage_dir: 
                                       device=cfg.device, progress=cfg.progress), where="seeds:")
 
 
-def derived(mcfg) -> tuple[str, ...]:
-    """Config fields a stage fills in itself when they are 0 (DPO writes the step count it derived from
-    `epochs`, and the validation batches), so they are left out of the comparison with config.json."""
-    return tuple(k for k in ("max_iters", "eval_iters") if isinstance(mcfg, dpo.DPOConfig) and getattr(mcfg, k) == 0)
-
-
 def method_run(name: str, cfg: SeedsConfig, run_dir: str, k: int, out: str) -> str:
     """GRPO or DPO of seed k (method_config), trained from run_dir's SFT model and reward model (its
     comparisons, for DPO). Reused when finished with the same settings: in run_dir/NAME (for seed 0, a
@@ -182,10 +177,10 @@ def method_run(name: str, cfg: SeedsConfig, run_dir: str, k: int, out: str) -> s
     stage_dir = own if run_dir != cfg.run else os.path.join(out, f"seed{k}", name)
     for d in dict.fromkeys([own, stage_dir]):
         c = method_config(name, cfg, run_dir, k, d)
-        if finished_with(d, c, derived(c)) and os.path.exists(os.path.join(d, ckpt_io.MODEL_FILE)):
+        if finished_with(d, c, derived_fields(c)) and os.path.exists(os.path.join(d, ckpt_io.MODEL_FILE)):
             return d
     mcfg = method_config(name, cfg, run_dir, k, stage_dir)
-    if config_matches(stage_dir, mcfg, derived(mcfg)) and os.path.exists(os.path.join(stage_dir, ckpt_io.RESUME_FILE)):
+    if config_matches(stage_dir, mcfg, derived_fields(mcfg)) and os.path.exists(os.path.join(stage_dir, ckpt_io.RESUME_FILE)):
         mcfg = replace(mcfg, resume=True)      # an interrupted run of the same settings continues
     else:                                      # a part trained with other settings (or none) starts over
         for f in (ckpt_io.SUMMARY_FILE, ckpt_io.MODEL_FILE, ckpt_io.RESUME_FILE):
