@@ -63,7 +63,7 @@ from minigpt.trainer import pick_device
 from rlhf import data as D
 from rlhf import evaluate as ev
 from rlhf import ppo, reward_model
-from rlhf.comparisons import LabelingConfig, simulate_rankings
+from rlhf.comparisons import simulate_rankings
 from rlhf.experiments.common import output_dir, run_paths
 from rlhf.gold import GoldEvaluator, score
 from rlhf.reward import RewardModel, load_reward_model
@@ -199,12 +199,10 @@ def rm_config(cfg: RoundsConfig, r: int, train_path: str, val_path: str) -> rewa
                    resume=os.path.exists(os.path.join(d, ckpt_io.RESUME_FILE)))
 
 
-def labeling(cfg: RoundsConfig, data_seed: int) -> LabelingConfig:
-    """The reward-model stage's way of making candidates (demo, flawed answer, samples, twins), another seed."""
-    b = rm_base(cfg)
-    return LabelingConfig(data_seed=data_seed, include_demo=b.include_demo, n_perturbed=b.n_perturbed, twins=b.twins,
-                          max_new_tokens=b.max_new_tokens, gen_batch_size=b.gen_batch_size,
-                          label_temperature=b.label_temperature, progress=cfg.progress)
+def labeling(cfg: RoundsConfig, data_seed: int) -> reward_model.RMConfig:
+    """The reward-model stage's way of making candidates (demo, flawed answer, samples, twins), another seed:
+    its config stands in for rlhf.comparisons.LabelingConfig (the same fields), as in the stage itself."""
+    return replace(rm_base(cfg), data_seed=data_seed, progress=cfg.progress)
 
 
 # ----------------------------------------------------------------------------------------------------
