@@ -5,7 +5,7 @@ reuse them instead of copying. The run's records (metrics.jsonl and its plots) l
 and are re-exported here, so `from minigpt.trainer import read_metrics` works as before:
 
     LoopConfig                      the loop's fields (every stage's config inherits them)
-    pick_device, autocast_context   cuda -> mps -> cpu; bf16 autocast on CUDA only
+    pick_device, autocast_context   cuda -> mps -> cpu; bf16 autocast on CUDA (or wherever --dtype=bfloat16)
     seed_everything, get_rng_state, set_rng_state, make_generator (on any device)
     setup_distributed, teardown_distributed, shard (minigpt.distributed)
     configure_optimizer, lr_at      AdamW with weight-decay groups; linear warmup + cosine decay
@@ -66,7 +66,7 @@ class LoopConfig:
     out_dir: str = "runs/default/pretrain"  # run directory: ckpt.pt, model.pt, tokenizer.bpe, metrics.jsonl, loss.png
     seed: int = 1337                 # seeds init, batch sampling and dropout: same seed, same CPU -> same numbers
     device: str = "auto"             # auto = cuda, else mps, else cpu; or name one ("cpu", "cuda:1")
-    dtype: str = "auto"              # auto = bfloat16 autocast on CUDA, float32 elsewhere; or float32 / bfloat16
+    dtype: str = "auto"              # auto = bf16 autocast on CUDA, float32 elsewhere; float32; bfloat16 (any device)
     compile: bool = False            # torch.compile the model (faster on GPU; slow to start, needs a compiler)
     resume: bool = False             # continue from out_dir/ckpt.pt (same config -> the same loss curve)
     max_iters: int = 600             # optimizer steps
@@ -89,21 +89,47 @@ class LoopConfig:
 # ----------------------------------------------------------------------------- device, precision, seeds
 
 def pick_device(name: str = "auto") -> torch.device:
-    """'auto' -> cuda if available, else mps, else cpu; otherwise torch.device(name)."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """'auto' -> cuda if available, else mps, else cpu; otherwise torch.device(name), which must exist here.
+    A name torch does not know, or a GPU this torch cannot see, is a one-line error (SystemExit)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SystemExit(f"error: --device={name}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        build = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
+        raise SystemExit(f"error: --device={name}: this torch ({torch.__version__}, {build}) sees no CUDA GPU; "
+                         f"README's 'On a GPU' has the CUDA install line, or use --device=cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise SystemExit(f"error: --device={name}: there are {torch.cuda.device_count()} CUDA device(s), "
+                         f"numbered from 0")
+    if device.type == "mps" and not _mps_available():
+        raise SystemExit(f"error: --device={name}: MPS (Apple GPU) is not available here; use --device=cpu")
+    return device
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+DTYPES = ("auto", "float32", "bfloat16")   # the values of every stage's --dtype
 
 
 def autocast_context(device: torch.device | str, dtype: str = "auto"):
-    """bf16 autocast on CUDA (when dtype is auto or bfloat16); a no-op context everywhere else."""
+    """The precision every stage computes in (see docs/DESIGN.md, "Precision"): bf16 autocast when dtype
+    is "bfloat16" (on any device: CPUs with bf16 support run it too, which is how the CPU tests check the
+    GPU's precision path), or "auto" on CUDA; otherwise float32, as a no-op context. An unknown dtype is a
+    one-line error (SystemExit)."""
+    if dtype not in DTYPES:
+        raise SystemExit(f"error: --dtype={dtype}: choose one of {', '.join(DTYPES)}")
     device_type = torch.device(device).type
-    if device_type == "cuda" and dtype in ("auto", "bfloat16"):
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if dtype == "bfloat16" or (dtype == "auto" and device_type == "cuda"):
+        return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
     return nullcontext()
 
 
@@ -523,10 +549,11 @@ def fit(model: torch.nn.Module, loss_fn: Callable, get_batch: Callable, cfg: Loo
 
 
 def start_stage(cfg: LoopConfig, make_run_dir: bool = True):
-    """Every stage's start: pick the device, join the process group (under torchrun), and create the run
+    """Every stage's start: pick the device (and check --dtype), join the process group (under torchrun), and create the run
     directory on rank 0 (then wait for it). Returns (device, dist_info, run_dir); the caller must call
     teardown_distributed() when done (a try/finally)."""
     device = pick_device(cfg.device)
+    autocast_context(device, getattr(cfg, "dtype", "auto"))    # an unknown --dtype fails here, before any work
     info = setup_distributed(device.type)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)

@@ -41,10 +41,12 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 
+import torch
+
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import _field_types, convert, format_help, parse_config, replace_checked
 from minigpt.tokenizer import train_bpe
-from minigpt.trainer import pick_device
+from minigpt.trainer import autocast_context, pick_device
 from rlhf import evaluate as ev, gold, ppo, pretrain, reward_model, sft
 from rlhf.best_of_n import best_of_n_kl, best_of_n_rows, gold_at_kl, n_for_kl
 from rlhf.plots import plot_all
@@ -58,6 +60,7 @@ class PipelineConfig:
     out: str = "runs/default"          # run directory; every stage writes a sub-directory of it
     seed: int = 0                      # seed of the evaluation prompts, sampled decoding and bootstrap
     device: str = "auto"               # auto = cuda, else mps, else cpu (passed to every stage)
+    dtype: str = "auto"                # every stage's --dtype (float32, bfloat16); auto = each stage's own
     export_data: bool = True           # write the world's datasets to OUT/data (pretraining reads its corpus.txt)
     headline: bool = False             # also pretrain + SFT a larger model and compare it with the PPO model
     eval_prompts: int = 200            # held-out test prompts every model answers
@@ -242,6 +245,8 @@ def build_stage_configs(cfg: PipelineConfig, preset: str, stage_raw: dict | None
         except ValueError as e:
             raise SystemExit(f"error: {e}") from None
         wire = dict(wiring[stage], device=cfg.device)
+        if cfg.dtype != "auto":
+            wire["dtype"] = cfg.dtype
         if hasattr(c, "resume"):   # an interrupted stage continues from its ckpt.pt; a fresh one starts fresh
             wire["resume"] = os.path.exists(os.path.join(wiring[stage]["out_dir"], ckpt_io.RESUME_FILE))
         if hasattr(c, "progress"):
@@ -423,27 +428,34 @@ class Progress:
 
 class Timings:
     """Seconds per stage, kept in OUT/timings.json across re-runs: wall-clock, and CPU time of this process
-    (time.process_time: what the stage would cost on an idle machine, roughly, when the CPU is shared)."""
+    (time.process_time: what the stage would cost on an idle machine, roughly, when the CPU is shared).
+    On a CUDA device also each stage's peak GPU memory (torch.cuda.max_memory_allocated), in GiB."""
 
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: str, device: torch.device | None = None):
         self.path = os.path.join(run_dir, "timings.json")
+        self.cuda = device is not None and device.type == "cuda"
         self.wall: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
+        self.gpu_gb: dict[str, float] = {}
         if os.path.exists(self.path):
             with open(self.path) as f:
                 saved = json.load(f)
             if "wall" in saved:
-                self.wall, self.cpu = saved["wall"], saved.get("cpu", {})
+                self.wall, self.cpu, self.gpu_gb = saved["wall"], saved.get("cpu", {}), saved.get("gpu_memory_gb", {})
             else:                        # an older flat {stage: seconds} file
                 self.wall = saved
 
     def start(self) -> None:
         self.t0, self.c0 = time.time(), time.process_time()
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
 
     def stop(self, stage: str) -> None:
         self.wall[stage] = time.time() - self.t0
         self.cpu[stage] = time.process_time() - self.c0
-        ckpt_io.atomic_write_json(self.path, {"wall": self.wall, "cpu": self.cpu})
+        if self.cuda:
+            self.gpu_gb[stage] = torch.cuda.max_memory_allocated() / 2**30
+        ckpt_io.atomic_write_json(self.path, {"wall": self.wall, "cpu": self.cpu, "gpu_memory_gb": self.gpu_gb})
 
     def seconds(self, this_run: float) -> dict:
         """metrics.json's "seconds": wall per stage, total (all stages, this run or earlier), this run, CPU."""
@@ -456,8 +468,9 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
     """Run (or resume) every stage into cfg.out; returns metrics.json's content."""
     t_run = time.time()
     out = cfg.out
-    os.makedirs(out, exist_ok=True)
+    autocast_context(pick_device(cfg.device), cfg.dtype)   # a bad --device or --dtype: one line, before any work
     scfg = build_stage_configs(cfg, preset, stage_raw)
+    os.makedirs(out, exist_ok=True)
     ckpt_io.atomic_write_json(os.path.join(out, "pipeline_config.json"),
                               {"preset": preset, "pipeline": asdict(cfg), "stage_overrides": stage_raw or {},
                                "stages": {k: asdict(v) for k, v in scfg.items()}})
@@ -468,7 +481,7 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
             raise SystemExit(f"error: --stop_after={cfg.stop_after}: not a stage of this run ({', '.join(stages)})")
         stages = stages[:stages.index(cfg.stop_after) + 1]
     progress = Progress(stages)
-    timings = Timings(out)
+    timings = Timings(out, pick_device(cfg.device))
 
     def copy_tokenizer(dst: str) -> None:
         os.makedirs(dst, exist_ok=True)
@@ -533,6 +546,9 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
     if results["fresh"] or "eval" not in timings.wall:   # a re-run that only read the caches keeps the old time
         timings.stop("eval")
     metrics = build_metrics(out, results, cfg, preset, timings.seconds(time.time() - t_run))
+    if timings.gpu_gb:                                   # on CUDA: which GPU, and each stage's peak memory
+        metrics["gpu"] = {"name": torch.cuda.get_device_name(),
+                          "peak_memory_gb": {k: round(v, 2) for k, v in timings.gpu_gb.items()}}
     plots = plot_all(out, results["stages"], metrics)
     rows = {s: ev.read_rows(os.path.join(out, "eval", f"{s}.jsonl")) for s in results["stages"]}
     ckpt_io.atomic_write_json(os.path.join(out, "metrics.json"), metrics)

@@ -104,11 +104,13 @@ def write_report(run_dir: str, metrics: dict, results: dict, plots: dict[str, st
     """Write run_dir/report.md; returns its path."""
     cmp_ = results.get("comparisons", {})
     secs = metrics.get("seconds", {})
+    gpu = metrics.get("gpu", {})
+    gpu_name = f" ({gpu['name']})" if gpu.get("name") else ""
     L = [f"# minigpt-rlhf run `{metrics.get('out', run_dir)}` (preset `{metrics.get('preset', '?')}`)", ""]
     L += [f"Pretrain → SFT → reward model → PPO on the synthetic instruction world, evaluated on "
           f"{results['prompts']['n']} held-out **{results['prompts'].get('split', 'test')}** prompts (seed {results['prompts']['seed']}, never trained "
           f"on) by the gold oracle. Total compute time of the stages: {_f(secs.get('total'), 0)} s "
-          f"on {metrics.get('device', 'cpu')}.", ""]
+          f"on {metrics.get('device', 'cpu')}{gpu_name}.", ""]
     if metrics.get("preset") == "tiny":
         L += ["> **A smoke run.** The `tiny` preset checks that every stage runs end to end in about a minute; "
               "its models are too small and too briefly trained to learn anything, so the numbers below mean "
@@ -195,8 +197,11 @@ def write_report(run_dir: str, metrics: dict, results: dict, plots: dict[str, st
 
     if secs:
         cpu = secs.get("cpu", {})
-        L += ["## Time", "", "| stage | wall-clock seconds | CPU seconds |", "|---|---|---|"]
-        L += [f"| {k} | {_f(v, 1)} | {_f(cpu.get(k), 1) if k in cpu else ''} |" for k, v in secs.items()
+        mem = gpu.get("peak_memory_gb", {})
+        L += ["## Time", "", "| stage | wall-clock seconds | CPU seconds |" + (" peak GPU GiB |" if mem else ""),
+              "|---|---|---|" + ("---|" if mem else "")]
+        L += [f"| {k} | {_f(v, 1)} | {_f(cpu.get(k), 1) if k in cpu else ''} |" +
+              (f" {_f(mem.get(k), 2) if k in mem else ''} |" if mem else "") for k, v in secs.items()
               if k not in ("cpu", "this_run")] + [""]
     out = metrics.get("out", run_dir)
     L += [f"Regenerate: `python -m rlhf.pipeline --preset {metrics.get('preset', 'default')} --out {out}` (finished "

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -161,3 +162,21 @@ def test_world_export_accepts_both_option_spellings(tmp_path):
         r = run_cli("rlhf.world", "export", f"--out={out}", flag, "--n_train=4", "--n-val=4", "--n_test=4",
                     "--n_rankings=2", "--corpus_chars=2000")
         assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("option, fragment", [("--device=gpu", "not a device; use auto, cpu, cuda"),
+                                              ("--dtype=float16", "choose one of auto, float32, bfloat16")])
+def test_a_bad_device_or_dtype_stops_the_pipeline_before_any_work(tmp_path, option, fragment):
+    r = run_cli("rlhf.pipeline", "--preset=tiny", option, f"--out={tmp_path / 'run'}")
+    assert_one_line_error(r, option, fragment)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_asking_for_a_gpu_this_torch_cannot_see(tmp_path):
+    """A CPU-only torch (what `pip install torch==…+cpu` gives) and --device=cuda: say so, and where the CUDA
+    install line is, instead of torch's "Torch not compiled with CUDA enabled" traceback mid-stage."""
+    r = run_cli("minigpt.train", "--preset=tiny", "--device=cuda", f"--data={text_file(tmp_path)}",
+                f"--out_dir={tmp_path / 'out'}")
+    assert_one_line_error(r, "--device=cuda", "sees no CUDA GPU", "On a GPU")
+    assert not (tmp_path / "out").exists()

@@ -1,16 +1,20 @@
-"""Device correctness: every sampling generator and every batch follows the model's device.
+"""Device correctness: every sampling generator and every batch follows the model's device, and the RL
+stages' precision policy holds under bf16 autocast.
 
 On a CPU-only machine a generator made without a device and a model on the CPU agree by accident; on a
 GPU, torch.multinomial then fails ("Expected a 'cuda' device type for generator but found 'cpu'"), which
 is how PPO, GRPO and best-of-N once crashed on CUDA. The CPU tests below catch that class of bug without
 a GPU: torch.Generator is replaced by a subclass that remembers which device it was *asked* for, and
 torch.multinomial by a spy that checks every generator reaching it was asked for the probabilities'
-device. The `gpu` tests run the real thing on CUDA (skipped without one):
+device. The precision tests run the bf16 path that CUDA takes by default on the CPU (dtype="bfloat16"
+autocasts there too): π_old, π_ref and DPO's reference are computed in the update's precision. The `gpu`
+tests run the real thing on CUDA (skipped without one):
 
     python -m pytest tests/test_device.py -q              # CPU checks
     python -m pytest -m gpu -q                             # on a machine with a CUDA GPU
 """
 
+import json
 import math
 import os
 import subprocess
@@ -23,11 +27,14 @@ import torch
 from minigpt import checkpoint as ckpt_io
 from minigpt.generate import generate
 from minigpt.trainer import autocast_context
-from rlhf import best_of_n, data as D, dpo, grpo, ppo
+from rlhf import best_of_n, data as D, dpo, grpo, pipeline, ppo
 from rlhf.chat import ChatSession
 from rlhf.comparisons import sample_responses
 from rlhf.gold import GoldEvaluator
-from rlhf.rollout import generate_responses, rm_reward, sampling_generator
+from rlhf.report import write_report
+from rlhf.reward import RewardModel
+from rlhf.rollout import (generate_responses, response_logits, rm_reward, sampling_generator, token_logprobs,
+                          trim_padding)
 from rlhf.world import make_rankings
 from tests.tiny_rl import convs_of, prompts_of, tiny_gpt, tiny_rm  # and the `tok` fixture of conftest.py
 
@@ -134,10 +141,165 @@ def test_a_generator_on_another_device_is_a_clear_error(tok):
         generate(policy, [[1, 2, 3]], 2, generator=torch.Generator())
 
 
-# ----------------------------------------------------------------------------- on a real GPU
+# ----------------------------------------------------------------------------- the precision policy, CPU and GPU
+# autocast_context(device, "bfloat16") is bf16 autocast on any device, so the precision policy that CUDA runs
+# under dtype="auto" (docs/DESIGN.md, "Precision") is checked on the CPU with the same code paths, and again on
+# CUDA by the `gpu` copies of these tests.
 
+BF16 = "bfloat16"
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, cuda])]
 
+
+def log_ratio_gaps(forward, ro, rows_split, device) -> tuple[float, float]:
+    """(largest, mean) |log π - log π_old| over the rollout's response tokens, π from `forward` run under bf16
+    autocast on the micro-batches rows_split, trimmed of padding as the update feeds them."""
+    worst, total, count = 0.0, 0.0, 0.0
+    with torch.no_grad(), autocast_context(device, BF16):
+        for rows in rows_split:
+            b = trim_padding({**ro.select(rows), "prompt_length": ro.prompt_length})
+            logp = token_logprobs(forward(b), b["sequences"][:, b["prompt_length"]:])         # (b, n)
+            gap = (logp - b["logprobs"]).abs() * b["response_mask"]                           # (b, n)
+            worst = max(worst, gap.max().item())
+            total, count = total + gap.sum().item(), count + b["response_mask"].sum().item()
+    return worst, total / count
+
+
+def check_old_log_probs(forward, rollout, n_rows, micro_batch_size, device, what):
+    """π_old (scored during the rollout, under the update's autocast) against the update's own forward:
+    the same numbers on the rollout's own micro-batches (bit for bit on the CPU), and a mean |log ratio| far
+    below what float32 π_old against a bf16 update gives (the bug seen on CUDA), on shuffled micro-batches
+    as the update draws them (whose other shapes round a few bf16 values differently)."""
+    own_rows = torch.arange(n_rows).split(micro_batch_size)
+    shuffled = torch.randperm(n_rows, generator=torch.Generator().manual_seed(1)).split(3)
+    ro, ro_fp32 = rollout(autocast_context(device, BF16)), rollout(None)
+    worst_own, _ = log_ratio_gaps(forward, ro, own_rows, device)
+    _, mean_shuffled = log_ratio_gaps(forward, ro, shuffled, device)
+    _, mean_bug = log_ratio_gaps(forward, ro_fp32, shuffled, device)
+    if device == "cpu":
+        assert worst_own == 0.0, (f"{what}: π_old and the update's π differ by up to {worst_own:.2e} in log space "
+                                  f"on the same micro-batch under bf16: are the rollout's forward passes run under "
+                                  f"the update's autocast (ctx)?")
+    assert mean_shuffled < 1e-4, f"{what}: mean |log π - log π_old| {mean_shuffled:.2e} under bf16 (want < 1e-4)"
+    assert mean_bug > 1e-4, f"{what}: float32 π_old should differ visibly from a bf16 update (got {mean_bug:.2e})"
+
+
+def ppo_setup(tok, run_dirs, device, n=16, micro_batch_size=4):
+    sft, rm, _ = run_dirs
+    cfg = replace(ppo.PPOConfig(), **{**ppo.PRESETS["tiny"], "sft_dir": sft, "rm_dir": rm, "ptx_coef": 0.0,
+                                      "micro_batch_size": micro_batch_size})
+    policy, ref, reward_model, value, _ = ppo.build_models(cfg, torch.device(device))
+
+    def rollout(ctx):
+        return ppo.collect_rollout(policy, ref, value, rm_reward(reward_model, tok), convs_of(n), prompts_of(tok, n),
+                                   cfg, 0.1, D.stop_token_id(tok), D.pad_token_id(tok),
+                                   torch.Generator(device).manual_seed(0), ctx)
+
+    return cfg, ppo.ActorCritic(policy, value, cfg.temperature), rollout
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_ppo_old_log_probs_are_the_updates_own_numbers(tok, run_dirs, device):
+    """Measured on the CPU (tiny random models): mean |log ratio| 1e-6 on shuffled micro-batches, against
+    1.2e-3 with float32 π_old (largest 8e-3; 0.035 in the CUDA run that found the bug)."""
+    cfg, ac, rollout = ppo_setup(tok, run_dirs, device)
+    check_old_log_probs(lambda b: ac(b["sequences"], b["attention_mask"], b["prompt_length"])[0], rollout, 16,
+                        cfg.micro_batch_size, device, "PPO")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_ppo_first_minibatch_ratio_is_one(tok, run_dirs, device):
+    """The real update under bf16: the first minibatch's ratio is 1 and nothing is clipped. Measured on the
+    CPU: |mean ratio - 1| 5e-7 and approx-KL 0 (float32 π_old: 2.4e-4 and 1.3e-6)."""
+    cfg, ac, rollout = ppo_setup(tok, run_dirs, device, n=8, micro_batch_size=3)
+    ro = rollout(autocast_context(device, BF16))
+    opt = torch.optim.AdamW(ac.parameters(), lr=1e-3)
+    stats = ppo.ppo_update(ac, opt, ro, replace(cfg, ppo_epochs=1, n_minibatches=2), torch.Generator().manual_seed(0),
+                           ctx=autocast_context(device, BF16))
+    assert abs(stats["first_ratio_mean"] - 1.0) < 2e-5, stats
+    assert abs(stats["first_approx_kl"]) < 1e-7, stats
+    assert stats["first_clipfrac"] == 0.0, stats
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_grpo_old_log_probs_are_the_updates_own_numbers(tok, run_dirs, device):
+    sft, rm, _ = run_dirs
+    cfg = replace(grpo.GRPOConfig(), **{**grpo.PRESETS["tiny"], "sft_dir": sft, "rm_dir": rm, "micro_batch_size": 4})
+    policy, _ = ckpt_io.load_model(sft, device)
+    ref, _ = ckpt_io.load_model(sft, device)
+    reward_model = RewardModel.load(rm, device)
+    policy.eval(), ref.eval()
+
+    def rollout(ctx):
+        return grpo.collect_groups(policy, ref, rm_reward(reward_model, tok), convs_of(4), prompts_of(tok, 4), cfg,
+                                   D.stop_token_id(tok), D.pad_token_id(tok), torch.Generator(device).manual_seed(0),
+                                   ctx)
+
+    check_old_log_probs(lambda b: response_logits(policy, b["sequences"], b["attention_mask"], b["prompt_length"],
+                                                  cfg.temperature),
+                        rollout, 4 * cfg.group_size, cfg.micro_batch_size, device, "GRPO")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_dpo_starts_at_ln2(tok, tmp_path, device):
+    """DPO under bf16 autocast: the reference log-probs are computed in fit()'s precision, so π = π_ref gives
+    ln 2 at step 0. Measured on the CPU: 2e-9 off; with float32 references against the bf16 policy, 6.5e-6."""
+    sft, rm = str(tmp_path / "sft"), str(tmp_path / "rm")
+    ckpt_io.save_model(sft, tiny_gpt(tok.vocab_size), tok)
+    D.write_jsonl(os.path.join(rm, "data", "rm_train.jsonl"), make_rankings(24, k=3, seed=0))
+    D.write_jsonl(os.path.join(rm, "data", "rm_val.jsonl"), make_rankings(8, k=3, seed=1, split="val"))
+    cfg = replace(dpo.DPOConfig(), **{**dpo.PRESETS["tiny"], "sft_dir": sft, "rm_dir": rm, "device": device,
+                                      "dtype": BF16, "out_dir": str(tmp_path / "dpo"), "progress": False,
+                                      "max_iters": 2})
+    s = dpo.train_dpo(cfg)
+    assert s["val_loss_init"] == pytest.approx(math.log(2), abs=1e-7), (
+        "DPO's first validation loss is not ln 2 under bf16: are the reference log-probs computed under the "
+        "autocast fit() uses?")
+
+
+@pytest.fixture(scope="module")
+def bf16_run(tmp_path_factory):
+    """The tiny pipeline run with --dtype=bfloat16 on the CPU (about 11 s)."""
+    out = tmp_path_factory.mktemp("bf16") / "tiny"
+    r = subprocess.run([sys.executable, "-m", "rlhf.pipeline", "--preset", "tiny", f"--out={out}", "--progress=false",
+                        "--device=cpu", f"--dtype={BF16}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return out
+
+
+def test_tiny_pipeline_runs_under_bf16_autocast_on_cpu(bf16_run):
+    """Every stage of the pipeline (pretraining, SFT, reward model, PPO, the headline's larger model, best-of-N,
+    evaluation) through the bf16 autocast paths that CUDA takes by default, on the CPU: a bf16 tensor meeting
+    a float32 one where an op wants one dtype fails here as it would on a GPU."""
+    for stage in ("pretrain", "sft", "reward_model", "ppo", "pretrain_large", "sft_large"):
+        with open(bf16_run / stage / "config.json") as f:
+            assert json.load(f)["dtype"] == BF16, f"{stage} did not run under --dtype={BF16}"
+    with open(bf16_run / "metrics.json") as f:
+        m = json.load(f)
+    for stage in ("sft", "ppo", "sft_large", "best_of_n"):
+        assert math.isfinite(m[stage]["gold_score"]) and math.isfinite(m[stage]["rm_score"]), (stage, m[stage])
+
+
+def test_gpu_name_and_peak_memory_per_stage_reach_the_report(bf16_run, tmp_path, monkeypatch):
+    """On CUDA the pipeline records each stage's peak GPU memory (timings.json) and the report names the GPU;
+    torch.cuda's counters are stood in for here, the rest is the real code."""
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 3 * 2**30)
+    timings = pipeline.Timings(str(tmp_path), torch.device("cuda"))
+    timings.start()
+    timings.stop("ppo")
+    assert pipeline.Timings(str(tmp_path)).gpu_gb == {"ppo": 3.0}            # kept across re-runs
+    with open(bf16_run / "metrics.json") as f:
+        m = json.load(f)
+    with open(bf16_run / "eval" / "results.json") as f:
+        results = json.load(f)
+    m["gpu"] = {"name": "NVIDIA H200", "peak_memory_gb": {"ppo": 3.0}}
+    text = open(write_report(str(tmp_path), m, results, {}, {})).read()
+    assert "(NVIDIA H200)" in text and "| peak GPU GiB |" in text
+    assert any(line.startswith("| ppo |") and line.endswith(" 3.00 |") for line in text.splitlines()), text
+
+
+# ----------------------------------------------------------------------------- on a real GPU
 
 @pytest.mark.gpu
 @cuda
@@ -146,7 +308,10 @@ def test_gpu_tiny_pipeline_runs_end_to_end(tmp_path):
     r = subprocess.run([sys.executable, "-m", "rlhf.pipeline", "--preset", "tiny", f"--out={out}", "--progress=false",
                         "--device=cuda"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert (out / "metrics.json").exists() and (out / "report.md").exists()
+    assert (out / "report.md").exists()
+    with open(out / "metrics.json") as f:
+        m = json.load(f)
+    assert m["device"].startswith("cuda") and m["gpu"]["name"] and m["gpu"]["peak_memory_gb"]["ppo"] > 0, m.get("gpu")
 
 
 @pytest.mark.gpu
@@ -169,34 +334,3 @@ def test_gpu_chat_answers(tok):
     policy = tiny_gpt(tok.vocab_size).cuda()
     text = ChatSession(policy, tok, temperature=1.0, max_new_tokens=4).reply("What is 3 plus 4?")
     assert isinstance(text, str)
-
-
-@pytest.mark.gpu
-@cuda
-def test_gpu_first_minibatch_ratio_is_exactly_one_under_autocast(tok, run_dirs):
-    """π_old is computed in the update's precision (bf16 autocast on CUDA), so the first minibatch's ratio
-    is 1 — it was off by up to 0.035 in log space when π_old was computed in fp32 and the update in bf16."""
-    sft, rm, _ = run_dirs
-    cfg = replace(ppo.PPOConfig(), **{**ppo.PRESETS["tiny"], "sft_dir": sft, "rm_dir": rm, "ptx_coef": 0.0})
-    device = torch.device("cuda")
-    policy, ref, reward_model, value, _ = ppo.build_models(cfg, device)
-    ctx = autocast_context(device, "auto")
-    ro = ppo.collect_rollout(policy, ref, value, rm_reward(reward_model, tok), convs_of(8), prompts_of(tok, 8), cfg,
-                             0.1, D.stop_token_id(tok), D.pad_token_id(tok), sampling_generator(policy, 0, "r"), ctx)
-    ac = ppo.ActorCritic(policy, value, cfg.temperature)
-    opt = torch.optim.AdamW(ac.parameters(), lr=1e-3)
-    stats = ppo.ppo_update(ac, opt, ro, cfg, torch.Generator().manual_seed(0), ctx=ctx)
-    assert abs(stats["first_ratio_mean"] - 1.0) < 1e-3 and abs(stats["first_approx_kl"]) < 1e-4, stats
-
-
-@pytest.mark.gpu
-@cuda
-def test_gpu_dpo_starts_at_ln2(tok, tmp_path):
-    sft, rm = str(tmp_path / "sft"), str(tmp_path / "rm")
-    ckpt_io.save_model(sft, tiny_gpt(tok.vocab_size), tok)
-    D.write_jsonl(os.path.join(rm, "data", "rm_train.jsonl"), make_rankings(24, k=3, seed=0))
-    D.write_jsonl(os.path.join(rm, "data", "rm_val.jsonl"), make_rankings(8, k=3, seed=1, split="val"))
-    cfg = replace(dpo.DPOConfig(), **{**dpo.PRESETS["tiny"], "sft_dir": sft, "rm_dir": rm, "device": "cuda",
-                                      "out_dir": str(tmp_path / "dpo"), "progress": False})
-    s = dpo.train_dpo(cfg)
-    assert s["val_loss_init"] == pytest.approx(math.log(2), abs=1e-3)

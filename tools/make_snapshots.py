@@ -25,9 +25,19 @@ from tests.grading import SNAPSHOT_DIR  # noqa: E402
 from tests.snapshot_cases import CASES, build  # noqa: E402
 
 
+# How close a recomputed value must be to the stored one to count as unchanged. float32 kernels differ in
+# their last bits from one CPU to another (measured: 1e-7 relative on attention outputs), so a stricter
+# check would flag every snapshot as stale on a new machine; a real change to the reference moves far more.
+TOLERANCES = {torch.float64: dict(rtol=1e-9, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-6)}
+
+
 def _same(a, b) -> bool:
     if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.shape == b.shape and torch.allclose(a, b, atol=1e-12, rtol=1e-9)
+        if not isinstance(b, torch.Tensor) or a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if a.is_floating_point():
+            return torch.allclose(a, b, **TOLERANCES.get(a.dtype, dict(rtol=1e-2, atol=1e-3)))
+        return torch.equal(a, b)
     if isinstance(a, (tuple, list)):
         return isinstance(b, (tuple, list)) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     if isinstance(a, dict):
