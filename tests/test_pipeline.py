@@ -13,6 +13,7 @@ import time
 import pytest
 
 from rlhf import pipeline
+from rlhf.report import targets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRED = ["base.gold_score", "sft.gold_score", "ppo.gold_score", "ppo.win_rate_vs_sft", "ppo.kl",
@@ -65,6 +66,7 @@ def test_tiny_pipeline_writes_metrics_report_and_plots(tiny_run):
         assert f"(plots/{name}.png)" in report
     assert "| stage | gold, greedy" in report and "answered by each stage" in report
     assert "A smoke run." in report                   # the tiny preset says its numbers mean nothing
+    assert "## Against the targets" in report and "targets: " in log
     # The cached evaluation rows: the same test prompts for every stage, each answered twice.
     ids = {}
     for stage in ("base", "sft", "ppo", "best_of_n"):
@@ -166,3 +168,19 @@ def test_ctrl_c_anywhere_is_one_line_and_exit_130(monkeypatch, capsys, tmp_path)
     assert e.value.code == 130
     err = capsys.readouterr().err.strip()
     assert err.startswith("interrupted:") and "run the same command again" in err and len(err.splitlines()) == 1
+
+
+def test_targets_read_off_the_documented_runs():
+    """The scorecard against the targets, on the documented default and headline runs' metrics (values
+    checked by hand against README's Results)."""
+    with open(os.path.join(ROOT, "docs", "results", "metrics_default_run.json")) as f:
+        got = [(value, met) for _, value, met in targets(json.load(f))]
+    assert got[:6] == [("64.3% vs 78.2%", False),              # reward model vs the labelers' agreement
+                       ("0.036 [-0.004, 0.078]", False),       # PPO - SFT greedy: the CI reaches below 0
+                       ("0.061 [0.021, 0.099]", True),         # PPO - SFT sampled
+                       ("53.7%", False), ("69.7%", False),     # non-tied win rates: 69.7% is not 70%
+                       ("0.51 nats", True)]                    # KL
+    assert got[6][1] is None and got[7][1] is None             # no larger SFT-only model in this run
+    with open(os.path.join(ROOT, "docs", "results", "metrics_headline_run.json")) as f:
+        head = targets(json.load(f))[6:]
+    assert [met for _, _, met in head] == [False, False] and "2.1× larger" in head[0][1]
