@@ -124,7 +124,7 @@ PIPELINE_PRESETS: dict[str, dict] = {
         "stages": {
             "pretrain": dict(n_layer=8, n_head=8, n_embd=384, corpus_chars=10_000_000, max_iters=2000),
             "reward_model": dict(n_train_prompts=8000),
-            "pretrain_large": dict(n_layer=12, n_head=12, n_embd=512),
+            "pretrain_large": dict(n_layer=12, n_head=8, n_embd=512),     # 64-dim heads
         },
     },
     # The GPU recipe (documented, not run in CI): GPT-2 small's shape on a much larger world corpus.

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from minigpt.train import model_config_from
 from rlhf import pipeline
 from rlhf.report import targets
 
@@ -145,6 +146,8 @@ def test_every_preset_builds_valid_stage_configs(tmp_path, preset):
     cfg, name, raw = pipeline.parse_args(["--preset", preset, "--out", str(tmp_path)])
     scfg = pipeline.build_stage_configs(cfg, name, raw)
     assert set(scfg) == {"pretrain", "sft", "reward_model", "ppo", "pretrain_large", "sft_large"}
+    for stage in ("pretrain", "pretrain_large"):           # the model shapes are valid (not only the field names)
+        model_config_from(scfg[stage], scfg[stage].vocab_size)
     if cfg.headline:
         small, large = scfg["pretrain"], scfg["pretrain_large"]
         assert large.n_layer * large.n_embd ** 2 >= 2 * small.n_layer * small.n_embd ** 2, preset
