@@ -52,8 +52,8 @@ from tqdm.auto import tqdm
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config
 from minigpt.distributed import barrier, teardown_distributed
-from minigpt.trainer import (LoopConfig, autocast_context, fit, make_generator, plot_panels, read_metrics,
-                             run_entry_point, seed_everything, start_stage)
+from minigpt.trainer import (LoopConfig, autocast_context, evaluate, fit, make_generator, plot_panels,
+                             read_metrics, run_entry_point, seed_everything, start_stage)
 from rlhf import data as D
 from rlhf.comparisons import LabelingConfig, simulate_rankings
 from rlhf.losses import dpo_loss
@@ -88,7 +88,8 @@ class DPOConfig(LoopConfig):
     warmup_iters: int = 10              # linear warmup steps
     weight_decay: float = 0.0           # no decay: a short fine-tune should not shrink the SFT weights
     eval_interval: int = 50             # validation (held-out pairs) every this many steps
-    eval_iters: int = 0                 # validation micro-batches; 0 = enough to cover every held-out pair once
+    eval_iters: int = 32                # validation micro-batches then (the same pairs each time; 0 = every held-out
+                                        # pair); the summary's final numbers always cover every held-out pair
     n_eval: int = 200                   # val prompts for the gold score of the DPO and the SFT policy (0 = skip)
     eval_seed: int = 0                  # which val prompts, and the seed of the sampled answers
     max_new_tokens: int = 40            # response budget of the gold evaluation (as PPO's)
@@ -312,7 +313,8 @@ def train_dpo(cfg: DPOConfig, evaluator=None) -> dict:
                                    progress=cfg.progress and info.is_main)
         seconds_ref = time.time() - t0
         steps = cfg.max_iters if cfg.max_iters > 0 else max(1, math.ceil(cfg.epochs * len(train_pairs) / cfg.batch_size))
-        eval_iters = cfg.eval_iters if cfg.eval_iters > 0 else max(1, math.ceil(len(val_pairs) / cfg.batch_size))
+        all_val = max(1, math.ceil(len(val_pairs) / cfg.batch_size))     # micro-batches covering every val pair
+        eval_iters = min(cfg.eval_iters, all_val) if cfg.eval_iters > 0 else all_val
         run_cfg = replace(cfg, max_iters=steps, eval_iters=eval_iters)
         if info.is_main:
             print(f"dpo: {len(train_pairs)} train pairs from {len(train_records)} comparisons, {len(val_pairs)} val "
@@ -326,6 +328,9 @@ def train_dpo(cfg: DPOConfig, evaluator=None) -> dict:
 
         torch.manual_seed(cfg.seed + info.rank)
         result = fit(policy, loss_fn, batches, run_cfg, run_dir=run_dir, device=device, dist_info=info, desc="dpo")
+        val = result.get("val", {})
+        if not result["interrupted"] and run_cfg.eval_iters < all_val:    # the final numbers: every held-out pair
+            val = evaluate(policy, loss_fn, batches, all_val, device, autocast_context(device, cfg.dtype), info)
         summary: dict = {}
         if info.is_main and not result["interrupted"]:
             policy.eval()
@@ -333,9 +338,9 @@ def train_dpo(cfg: DPOConfig, evaluator=None) -> dict:
             plot_path = plot_panels(records, os.path.join(run_dir, "dpo.png"), DPO_PANELS,
                                     title=f"DPO (β = {cfg.beta}) — {run_dir}")
             init_val = next((r for r in records if r.get("split") == "val"), {})
-            val = result["val"]
             summary = {"stage": "dpo", "beta": cfg.beta, "steps": result["step"],
                        "train_pairs": len(train_pairs), "val_pairs": len(val_pairs), "comparisons": source,
+                       "val_pairs_during_training": min(len(val_pairs), run_cfg.eval_iters * cfg.batch_size),
                        "val_loss": val.get("loss"), "val_loss_init": init_val.get("loss"),
                        "val_accuracy": val.get("accuracy"), "val_margin": val.get("margin"),
                        "val_chosen_reward": val.get("chosen_reward"), "val_rejected_reward": val.get("rejected_reward"),

@@ -99,8 +99,8 @@ def sample_table(rows_by_stage: dict[str, list[dict]], n: int = 6) -> list[str]:
     return lines
 
 
-# What "alignment worked" means for a run, as the project's GPU issue set it (the bar the `gpu` preset aims
-# at; the CPU presets are measured against it too). Each: (what, measured text, met: True/False/None = n/a).
+# What "alignment worked" means for a run: the bar the `gpu` preset is built to reach (the CPU presets are
+# measured against it too). Each row: (what, the measured text, met: True / False / None = not measured).
 RM_GAP_POINTS = 3           # reward model within this many points of the labelers' agreement
 NONTIED_WIN_RATE = 0.70     # PPO wins this share of the prompts where gold tells PPO and SFT apart
 MAX_KL = 10.0               # nats per response

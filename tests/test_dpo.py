@@ -151,6 +151,24 @@ def test_tiny_preset_smoke_run(run_dirs):
     assert isinstance(model, GPT)
 
 
+def test_validation_on_fewer_pairs_changes_neither_the_weights_nor_the_final_numbers(run_dirs):
+    """During training DPO validates on eval_iters micro-batches (its default: 32, not every held-out pair,
+    which used to take most of its time); the trained weights do not depend on that, and the summary's
+    final numbers are always computed on every held-out pair."""
+    sft, rm, root = run_dirs
+    runs = {}
+    for eval_iters in (1, 0):                                     # 0 = every held-out pair at every evaluation
+        cfg = replace(dpo.DPOConfig(), **{**dpo.PRESETS["tiny"], "sft_dir": sft, "rm_dir": rm, "progress": False,
+                                          "out_dir": str(root / f"dpo_eval{eval_iters}"), "n_eval": 0,
+                                          "eval_iters": eval_iters})
+        runs[eval_iters] = dpo.train_dpo(cfg), ckpt_io.load_model(cfg.out_dir)[0].state_dict()
+    (few, w_few), (every, w_every) = runs[1], runs[0]
+    assert few["val_pairs_during_training"] < few["val_pairs"] == every["val_pairs_during_training"]
+    assert all(torch.equal(w_few[k], w_every[k]) for k in w_few), "the validation cadence changed the weights"
+    for key in ("val_loss", "val_accuracy", "val_margin"):
+        assert few[key] == pytest.approx(every[key], abs=1e-6), key
+
+
 def test_help_lists_the_fields(capsys):
     with pytest.raises(SystemExit) as e:
         dpo.main(["--help"])

@@ -73,11 +73,15 @@ def finished_with(run_dir: str, cfg, ignore: tuple[str, ...] = ()) -> bool:
 
 
 def derived_fields(cfg) -> tuple[str, ...]:
-    """The fields of a stage config that the stage fills in itself when they are 0, and writes so into its
-    config.json: the step count derived from `epochs` (rlhf.reward_model, rlhf.dpo) and DPO's validation
-    batches. finished_with / config_matches leave them out (`ignore`), since the saved value differs."""
-    keys = {dpo.DPOConfig: ("max_iters", "eval_iters"), reward_model.RMConfig: ("max_iters",)}.get(type(cfg), ())
-    return tuple(k for k in keys if getattr(cfg, k) == 0)
+    """The fields of a stage config that the stage rewrites itself before saving its config.json: the step
+    count derived from `epochs` when max_iters is 0 (rlhf.reward_model, rlhf.dpo), and DPO's validation
+    batches, fitted to the held-out set (they only say how many pairs the curve is measured on: the trained
+    weights do not depend on them). finished_with / config_matches leave them out (`ignore`)."""
+    if isinstance(cfg, dpo.DPOConfig):
+        return ("eval_iters",) + (("max_iters",) if cfg.max_iters == 0 else ())
+    if isinstance(cfg, reward_model.RMConfig):
+        return ("max_iters",) if cfg.max_iters == 0 else ()
+    return ()
 
 
 def ppo_config(preset: str, **overrides) -> ppo.PPOConfig:
