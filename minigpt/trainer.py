@@ -5,7 +5,7 @@ reuse them instead of copying. The run's records (metrics.jsonl and its plots) l
 and are re-exported here, so `from minigpt.trainer import read_metrics` works as before:
 
     LoopConfig                      the loop's fields (every stage's config inherits them)
-    pick_device, autocast_context   cuda -> mps -> cpu; bf16 autocast on CUDA (or wherever --dtype=bfloat16)
+    pick_device, autocast_context   cuda -> mps -> cpu; bf16 autocast on CUDA (and the CPU with --dtype=bfloat16)
     seed_everything, get_rng_state, set_rng_state, make_generator (on any device)
     setup_distributed, teardown_distributed, shard (minigpt.distributed)
     configure_optimizer, lr_at      AdamW with weight-decay groups; linear warmup + cosine decay
@@ -66,7 +66,7 @@ class LoopConfig:
     out_dir: str = "runs/default/pretrain"  # run directory: ckpt.pt, model.pt, tokenizer.bpe, metrics.jsonl, loss.png
     seed: int = 1337                 # seeds init, batch sampling and dropout: same seed, same CPU -> same numbers
     device: str = "auto"             # auto = cuda, else mps, else cpu; or name one ("cpu", "cuda:1")
-    dtype: str = "auto"              # auto = bf16 autocast on CUDA, float32 elsewhere; float32; bfloat16 (any device)
+    dtype: str = "auto"              # auto = bf16 autocast on CUDA, float32 elsewhere; float32; bfloat16 (CUDA, CPU)
     compile: bool = False            # torch.compile the model (faster on GPU; slow to start, needs a compiler)
     resume: bool = False             # continue from out_dir/ckpt.pt (same config -> the same loss curve)
     max_iters: int = 600             # optimizer steps
@@ -100,7 +100,10 @@ def pick_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise SystemExit(f"error: --device={name}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise SystemExit(f"error: --device={name}: not a device this project runs on; use auto, cpu, cuda, "
+                         f"cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         build = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
         raise SystemExit(f"error: --device={name}: this torch ({torch.__version__}, {build}) sees no CUDA GPU; "
@@ -122,12 +125,15 @@ DTYPES = ("auto", "float32", "bfloat16")   # the values of every stage's --dtype
 
 def autocast_context(device: torch.device | str, dtype: str = "auto"):
     """The precision every stage computes in (see docs/DESIGN.md, "Precision"): bf16 autocast when dtype
-    is "bfloat16" (on any device: CPUs with bf16 support run it too, which is how the CPU tests check the
-    GPU's precision path), or "auto" on CUDA; otherwise float32, as a no-op context. An unknown dtype is a
-    one-line error (SystemExit)."""
+    is "auto" on CUDA, or "bfloat16" on CUDA or the CPU (which is how the CPU tests check the GPU's
+    precision path; CPUs without bf16 instructions emulate it, slowly); otherwise float32, as a no-op
+    context. An unknown dtype, or bfloat16 on MPS (not checked here), is a one-line error (SystemExit)."""
     if dtype not in DTYPES:
         raise SystemExit(f"error: --dtype={dtype}: choose one of {', '.join(DTYPES)}")
     device_type = torch.device(device).type
+    if dtype == "bfloat16" and device_type not in ("cuda", "cpu"):
+        raise SystemExit(f"error: --dtype=bfloat16 on {device_type}: bf16 autocast is only set up for cuda and "
+                         f"cpu here; use --dtype=auto (float32 there)")
     if dtype == "bfloat16" or (dtype == "auto" and device_type == "cuda"):
         return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
     return nullcontext()

@@ -60,7 +60,7 @@ class PipelineConfig:
     out: str = "runs/default"          # run directory; every stage writes a sub-directory of it
     seed: int = 0                      # seed of the evaluation prompts, sampled decoding and bootstrap
     device: str = "auto"               # auto = cuda, else mps, else cpu (passed to every stage)
-    dtype: str = "auto"                # every stage's --dtype (float32, bfloat16); auto = each stage's own
+    dtype: str = "auto"                # float32 / bfloat16: every stage's (over --STAGE.dtype); auto = each stage's own
     export_data: bool = True           # write the world's datasets to OUT/data (pretraining reads its corpus.txt)
     headline: bool = False             # also pretrain + SFT a larger model and compare it with the PPO model
     eval_prompts: int = 200            # held-out test prompts every model answers
@@ -429,33 +429,35 @@ class Progress:
 class Timings:
     """Seconds per stage, kept in OUT/timings.json across re-runs: wall-clock, and CPU time of this process
     (time.process_time: what the stage would cost on an idle machine, roughly, when the CPU is shared).
-    On a CUDA device also each stage's peak GPU memory (torch.cuda.max_memory_allocated), in GiB."""
+    On a CUDA device also each stage's peak GPU memory (torch.cuda.max_memory_allocated) and the GPU's name,
+    kept like the seconds, so a re-run elsewhere (the report regenerated on a laptop) still shows them."""
 
     def __init__(self, run_dir: str, device: torch.device | None = None):
         self.path = os.path.join(run_dir, "timings.json")
-        self.cuda = device is not None and device.type == "cuda"
+        self.device = device if device is not None and device.type == "cuda" else None
         self.wall: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
-        self.gpu_gb: dict[str, float] = {}
+        self.gpu: dict = {}                  # {"name": ..., "peak_memory_gb": {stage: GiB}} once measured
         if os.path.exists(self.path):
             with open(self.path) as f:
                 saved = json.load(f)
             if "wall" in saved:
-                self.wall, self.cpu, self.gpu_gb = saved["wall"], saved.get("cpu", {}), saved.get("gpu_memory_gb", {})
+                self.wall, self.cpu, self.gpu = saved["wall"], saved.get("cpu", {}), saved.get("gpu", {})
             else:                        # an older flat {stage: seconds} file
                 self.wall = saved
 
     def start(self) -> None:
         self.t0, self.c0 = time.time(), time.process_time()
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats()
+        if self.device is not None:
+            torch.cuda.reset_peak_memory_stats(self.device)
 
     def stop(self, stage: str) -> None:
         self.wall[stage] = time.time() - self.t0
         self.cpu[stage] = time.process_time() - self.c0
-        if self.cuda:
-            self.gpu_gb[stage] = torch.cuda.max_memory_allocated() / 2**30
-        ckpt_io.atomic_write_json(self.path, {"wall": self.wall, "cpu": self.cpu, "gpu_memory_gb": self.gpu_gb})
+        if self.device is not None:
+            self.gpu["name"] = torch.cuda.get_device_name(self.device)
+            self.gpu.setdefault("peak_memory_gb", {})[stage] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
+        ckpt_io.atomic_write_json(self.path, {"wall": self.wall, "cpu": self.cpu, "gpu": self.gpu})
 
     def seconds(self, this_run: float) -> dict:
         """metrics.json's "seconds": wall per stage, total (all stages, this run or earlier), this run, CPU."""
@@ -546,9 +548,8 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
     if results["fresh"] or "eval" not in timings.wall:   # a re-run that only read the caches keeps the old time
         timings.stop("eval")
     metrics = build_metrics(out, results, cfg, preset, timings.seconds(time.time() - t_run))
-    if timings.gpu_gb:                                   # on CUDA: which GPU, and each stage's peak memory
-        metrics["gpu"] = {"name": torch.cuda.get_device_name(),
-                          "peak_memory_gb": {k: round(v, 2) for k, v in timings.gpu_gb.items()}}
+    if timings.gpu:                                      # stages run on CUDA: which GPU, each one's peak memory
+        metrics["gpu"] = timings.gpu
     plots = plot_all(out, results["stages"], metrics)
     rows = {s: ev.read_rows(os.path.join(out, "eval", f"{s}.jsonl")) for s in results["stages"]}
     ckpt_io.atomic_write_json(os.path.join(out, "metrics.json"), metrics)

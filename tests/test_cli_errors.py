@@ -164,7 +164,8 @@ def test_world_export_accepts_both_option_spellings(tmp_path):
         assert r.returncode == 0, r.stderr
 
 
-@pytest.mark.parametrize("option, fragment", [("--device=gpu", "not a device; use auto, cpu, cuda"),
+@pytest.mark.parametrize("option, fragment", [("--device=gpu", "use auto, cpu, cuda, cuda:N or mps"),
+                                              ("--device=xpu", "not a device this project runs on"),
                                               ("--dtype=float16", "choose one of auto, float32, bfloat16")])
 def test_a_bad_device_or_dtype_stops_the_pipeline_before_any_work(tmp_path, option, fragment):
     r = run_cli("rlhf.pipeline", "--preset=tiny", option, f"--out={tmp_path / 'run'}")

@@ -17,8 +17,10 @@ tests run the real thing on CUDA (skipped without one):
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
+from contextlib import nullcontext
 from dataclasses import replace
 
 import pytest
@@ -31,7 +33,6 @@ from rlhf import best_of_n, data as D, dpo, grpo, pipeline, ppo
 from rlhf.chat import ChatSession
 from rlhf.comparisons import sample_responses
 from rlhf.gold import GoldEvaluator
-from rlhf.report import write_report
 from rlhf.reward import RewardModel
 from rlhf.rollout import (generate_responses, response_logits, rm_reward, sampling_generator, token_logprobs,
                           trim_padding)
@@ -142,13 +143,24 @@ def test_a_generator_on_another_device_is_a_clear_error(tok):
 
 
 # ----------------------------------------------------------------------------- the precision policy, CPU and GPU
-# autocast_context(device, "bfloat16") is bf16 autocast on any device, so the precision policy that CUDA runs
+# autocast_context(device, "bfloat16") is bf16 autocast on the CPU too, so the precision policy that CUDA runs
 # under dtype="auto" (docs/DESIGN.md, "Precision") is checked on the CPU with the same code paths, and again on
 # CUDA by the `gpu` copies of these tests.
 
 BF16 = "bfloat16"
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, cuda])]
+# How close "the same numbers" must be. CPU: from the measurements quoted in the tests, with margin on both
+# sides. CUDA: not measured yet (cuBLAS and SDPA choose kernels by shape, so batches padded differently may
+# round differently); the looser bounds the first GPU checks used, and the bug must still stand out.
+TOL = {"cpu": dict(mean_gap=1e-4, ratio=2e-5, approx_kl=1e-7, ln2=1e-7),
+       "cuda": dict(mean_gap=1e-3, ratio=1e-3, approx_kl=1e-4, ln2=1e-3)}
+
+
+def test_bf16_where_it_is_not_set_up_is_a_clear_error():
+    with pytest.raises(SystemExit, match="only set up for cuda and cpu"):
+        autocast_context("mps", BF16)                       # the device need not exist to be refused
+    assert isinstance(autocast_context("mps", "auto"), nullcontext)     # float32 on MPS by default
 
 
 def log_ratio_gaps(forward, ro, rows_split, device) -> tuple[float, float]:
@@ -180,8 +192,10 @@ def check_old_log_probs(forward, rollout, n_rows, micro_batch_size, device, what
         assert worst_own == 0.0, (f"{what}: π_old and the update's π differ by up to {worst_own:.2e} in log space "
                                   f"on the same micro-batch under bf16: are the rollout's forward passes run under "
                                   f"the update's autocast (ctx)?")
-    assert mean_shuffled < 1e-4, f"{what}: mean |log π - log π_old| {mean_shuffled:.2e} under bf16 (want < 1e-4)"
-    assert mean_bug > 1e-4, f"{what}: float32 π_old should differ visibly from a bf16 update (got {mean_bug:.2e})"
+    tol = TOL[device]["mean_gap"]
+    assert mean_shuffled < tol, f"{what}: mean |log π - log π_old| {mean_shuffled:.2e} under bf16 (want < {tol})"
+    assert mean_bug > 5 * mean_shuffled, (f"{what}: float32 π_old against a bf16 update should stand out "
+                                          f"({mean_bug:.2e} vs {mean_shuffled:.2e})")
 
 
 def ppo_setup(tok, run_dirs, device, n=16, micro_batch_size=4):
@@ -216,8 +230,8 @@ def test_bf16_ppo_first_minibatch_ratio_is_one(tok, run_dirs, device):
     opt = torch.optim.AdamW(ac.parameters(), lr=1e-3)
     stats = ppo.ppo_update(ac, opt, ro, replace(cfg, ppo_epochs=1, n_minibatches=2), torch.Generator().manual_seed(0),
                            ctx=autocast_context(device, BF16))
-    assert abs(stats["first_ratio_mean"] - 1.0) < 2e-5, stats
-    assert abs(stats["first_approx_kl"]) < 1e-7, stats
+    assert abs(stats["first_ratio_mean"] - 1.0) < TOL[device]["ratio"], stats
+    assert abs(stats["first_approx_kl"]) < TOL[device]["approx_kl"], stats
     assert stats["first_clipfrac"] == 0.0, stats
 
 
@@ -252,7 +266,7 @@ def test_bf16_dpo_starts_at_ln2(tok, tmp_path, device):
                                       "dtype": BF16, "out_dir": str(tmp_path / "dpo"), "progress": False,
                                       "max_iters": 2})
     s = dpo.train_dpo(cfg)
-    assert s["val_loss_init"] == pytest.approx(math.log(2), abs=1e-7), (
+    assert s["val_loss_init"] == pytest.approx(math.log(2), abs=TOL[device]["ln2"]), (
         "DPO's first validation loss is not ln 2 under bf16: are the reference log-probs computed under the "
         "autocast fit() uses?")
 
@@ -268,9 +282,10 @@ def bf16_run(tmp_path_factory):
 
 
 def test_tiny_pipeline_runs_under_bf16_autocast_on_cpu(bf16_run):
-    """Every stage of the pipeline (pretraining, SFT, reward model, PPO, the headline's larger model, best-of-N,
-    evaluation) through the bf16 autocast paths that CUDA takes by default, on the CPU: a bf16 tensor meeting
-    a float32 one where an op wants one dtype fails here as it would on a GPU."""
+    """Every training stage of the pipeline (pretraining, SFT, reward model, PPO, the headline's larger model)
+    through the bf16 autocast paths that CUDA takes by default, on the CPU: a bf16 tensor meeting a float32
+    one where an op wants one dtype fails here as it would on a GPU. (Sampling, best-of-N and evaluation run
+    in float32 on every device; they complete the run on the bf16-trained models.)"""
     for stage in ("pretrain", "sft", "reward_model", "ppo", "pretrain_large", "sft_large"):
         with open(bf16_run / stage / "config.json") as f:
             assert json.load(f)["dtype"] == BF16, f"{stage} did not run under --dtype={BF16}"
@@ -281,20 +296,26 @@ def test_tiny_pipeline_runs_under_bf16_autocast_on_cpu(bf16_run):
 
 
 def test_gpu_name_and_peak_memory_per_stage_reach_the_report(bf16_run, tmp_path, monkeypatch):
-    """On CUDA the pipeline records each stage's peak GPU memory (timings.json) and the report names the GPU;
-    torch.cuda's counters are stood in for here, the rest is the real code."""
-    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: None)
-    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 3 * 2**30)
-    timings = pipeline.Timings(str(tmp_path), torch.device("cuda"))
+    """On CUDA the pipeline records each stage's peak memory on its own GPU, and the GPU's name, in
+    timings.json (torch.cuda's counters are stood in for here); a later re-run on a machine without CUDA
+    (the report regenerated on a laptop) reads them from there and names the GPU in the report."""
+    asked = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: asked.append(device))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: asked.append(device) or 3 * 2**30)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: asked.append(device) or "NVIDIA H200")
+    run = tmp_path / "run"
+    shutil.copytree(bf16_run, run)
+    timings = pipeline.Timings(str(run), torch.device("cuda", 1))
     timings.start()
     timings.stop("ppo")
-    assert pipeline.Timings(str(tmp_path)).gpu_gb == {"ppo": 3.0}            # kept across re-runs
-    with open(bf16_run / "metrics.json") as f:
-        m = json.load(f)
-    with open(bf16_run / "eval" / "results.json") as f:
-        results = json.load(f)
-    m["gpu"] = {"name": "NVIDIA H200", "peak_memory_gb": {"ppo": 3.0}}
-    text = open(write_report(str(tmp_path), m, results, {}, {})).read()
+    assert asked and all(d == torch.device("cuda", 1) for d in asked), asked      # the run's GPU, not GPU 0
+    monkeypatch.undo()
+    r = subprocess.run([sys.executable, "-m", "rlhf.pipeline", "--preset", "tiny", f"--out={run}", "--progress=false",
+                        "--device=cpu"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    with open(run / "metrics.json") as f:
+        assert json.load(f)["gpu"] == {"name": "NVIDIA H200", "peak_memory_gb": {"ppo": 3.0}}
+    text = (run / "report.md").read_text()
     assert "(NVIDIA H200)" in text and "| peak GPU GiB |" in text
     assert any(line.startswith("| ppo |") and line.endswith(" 3.00 |") for line in text.splitlines()), text
 
