@@ -556,8 +556,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable, get_batch: Callable, cfg: Loo
 
 def start_stage(cfg: LoopConfig, make_run_dir: bool = True):
     """Every stage's start: pick the device (and check --dtype), join the process group (under torchrun),
-    and create the run directory on rank 0 (then wait for it). Returns (device, dist_info, run_dir); the caller must call
-    teardown_distributed() when done (a try/finally)."""
+    and create the run directory on rank 0 (then wait for it). Returns (device, dist_info, run_dir); the
+    caller must call teardown_distributed() when done (a try/finally)."""
     device = pick_device(cfg.device)
     autocast_context(device, getattr(cfg, "dtype", "auto"))    # an unknown --dtype fails here, before any work
     info = setup_distributed(device.type)

@@ -456,7 +456,8 @@ class Timings:
         self.cpu[stage] = time.process_time() - self.c0
         if self.device is not None:
             self.gpu["name"] = torch.cuda.get_device_name(self.device)
-            self.gpu.setdefault("peak_memory_gb", {})[stage] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
+            peak = torch.cuda.max_memory_allocated(self.device) / 2**30
+            self.gpu.setdefault("peak_memory_gb", {})[stage] = round(peak, 2)
         ckpt_io.atomic_write_json(self.path, {"wall": self.wall, "cpu": self.cpu, "gpu": self.gpu})
 
     def seconds(self, this_run: float) -> dict:
