@@ -187,3 +187,28 @@ def test_targets_read_off_the_documented_runs():
     with open(os.path.join(ROOT, "docs", "results", "metrics_headline_run.json")) as f:
         head = targets(json.load(f))[6:]
     assert [met for _, _, met in head] == [False, False] and "2.1× larger" in head[0][1]
+
+
+# Every stage of a GPU preset cut to a couple of steps on tiny batches: its shapes, data sizes and plumbing,
+# not its numbers (the `gpu` preset's head count that did not divide its larger model's width was found so).
+CUT_SHORT = {
+    **{s: dict(max_iters=2, batch_size=2, eval_iters=1, eval_interval=2) for s in ("pretrain", "pretrain_large")},
+    **{s: dict(max_iters=2, batch_size=2, eval_iters=1, eval_interval=2, n_eval=4) for s in ("sft", "sft_large")},
+    "reward_model": dict(n_train_prompts=16, n_val_prompts=8, max_iters=2, batch_size=2, eval_iters=1),
+    "ppo": dict(max_iters=1, batch_size=4, micro_batch_size=2, n_eval_prompts=4, ptx_batch_size=2),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["gpu", "gpt2"])
+def test_gpu_presets_run_end_to_end_on_the_cpu_cut_short(tmp_path, preset):
+    """About 45 s (gpu) and 4.5 min with 7.4 GB of memory (gpt2) on 2 cores."""
+    cut = [f"--{stage}.{k}={v}" for stage, kv in CUT_SHORT.items() for k, v in kv.items()]
+    p = subprocess.run([sys.executable, "-m", "rlhf.pipeline", "--preset", preset, "--out", str(tmp_path / preset),
+                        "--progress=false", "--device=cpu", "--eval_prompts=8", "--eval_batch_size=8", "--best_of_n=2",
+                        *cut], capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
+                       timeout=1200)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    with open(tmp_path / preset / "metrics.json") as f:
+        m = json.load(f)
+    assert m["headline"]["size_ratio"] >= 2, m["headline"]        # the preset's larger SFT-only model was built
