@@ -4,11 +4,14 @@ the KV cache, tokenizer encode throughput. Prints figures; asserts nothing.
     python -m bench.model                 # ~30 s on 2 CPU cores
     python -m bench.model --threads=1       # on a busy shared machine (see --help)
     python -m bench.model --steps=10 --new_tokens=200 --device=cuda
+    python -m bench.model --device=cuda --dtype=bfloat16 --compile --n_layer=12 --n_head=12 --n_embd=768 \
+        --block_size=1024 --batch_size=16 --no_tokenizer      # GPT-2 small's shape, as the stages train on a GPU
 
 MFU (model FLOPs utilisation, PaLM appendix B) = achieved training FLOP/s / peak FLOP/s, where the
 achieved FLOP/s are GPT.flops_per_token() x tokens/s (6N + 12·L·C·T per token) and the peak is *measured*
-here: the best FLOP/s of a large fp32 matmul (2·n^3 FLOPs), so the figure says how close the model gets
-to what this machine's matmul kernel can do, not to a datasheet number.
+here: the best FLOP/s of a large matmul (2·n^3 FLOPs) in the training precision (fp32, or bf16 with
+--dtype=bfloat16, under which training runs with the stages' autocast), so the figure says how close the
+model gets to what this machine's matmul kernel can do, not to a datasheet number.
 Targets: training >= 60% of the measured fp32 matmul peak for a 4-layer, 256-wide, 256-context
 model at batch 8; the KV cache >= 5x faster than recomputing at 200 new tokens.
 """
@@ -20,6 +23,7 @@ import torch
 
 from minigpt.config import GPTConfig
 from minigpt.model import GPT
+from minigpt.trainer import autocast_context
 
 
 def sync(device):
@@ -27,11 +31,11 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def measure_matmul_peak(device, n=1024, repeats=10):
-    """Best FLOP/s of an (n, n) @ (n, n) fp32 matmul: 2 n^3 FLOPs each. Best-of, because other
+def measure_matmul_peak(device, n=1024, repeats=10, dtype=torch.float32):
+    """Best FLOP/s of an (n, n) @ (n, n) matmul in `dtype`: 2 n^3 FLOPs each. Best-of, because other
     processes on a shared machine only ever make a run slower."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(2):
         a @ b
     sync(device)
@@ -44,22 +48,24 @@ def measure_matmul_peak(device, n=1024, repeats=10):
     return 2 * n ** 3 / best
 
 
-def bench_training(config, batch_size, steps, device):
+def bench_training(config, batch_size, steps, device, dtype="float32", compile=False):
     torch.manual_seed(0)
     model = GPT(config).to(device)
     opt = model.configure_optimizers(weight_decay=0.1, learning_rate=3e-4, betas=(0.9, 0.95),
                                      device_type=device.split(":")[0])
+    train_model = torch.compile(model) if compile else model
     T = config.block_size
     x = torch.randint(0, config.vocab_size, (batch_size, T), device=device)
     y = torch.randint(0, config.vocab_size, (batch_size, T), device=device)
 
     def step():
-        _, loss = model(x, y)
+        with autocast_context(device, dtype):
+            _, loss = train_model(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    for _ in range(2):  # warm-up
+    for _ in range(3 if compile else 2):  # warm-up (and compilation)
         step()
     sync(device)
     times = []
@@ -130,14 +136,20 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = PyTorch's default); use 1 "
                    "on a machine shared with other jobs, where oversubscribed threads make small ops crawl")
     p.add_argument("--no_tokenizer", action="store_true", help="skip the tokenizer line")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="training precision: bfloat16 = the stages' bf16 autocast (their default on CUDA)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (as the stages' --compile=True)")
     args = p.parse_args(argv)
     dev = args.device
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    print(f"device {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"device {dev}" + (f" ({torch.cuda.get_device_name(dev)})" if dev.startswith("cuda") else "") +
+          f", torch {torch.__version__}, {torch.get_num_threads()} threads, {args.dtype}"
+          + (", compiled" if args.compile else ""))
     n = 4096 if dev.startswith("cuda") else 1024
-    peak = measure_matmul_peak(dev, n=n)
+    mm_dtype = getattr(torch, args.dtype)
+    peak = measure_matmul_peak(dev, n=n, dtype=mm_dtype)
 
     cfg = GPTConfig(vocab_size=args.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
                     n_head=args.n_head, n_embd=args.n_embd, dropout=0.0)
@@ -145,10 +157,10 @@ def main(argv=None):
     model, results = None, []
     for name, fused in variants:
         c = GPTConfig(**{**cfg.__dict__, "fused_attention": fused})
-        results.append((name,) + bench_training(c, args.batch_size, args.steps, dev))
+        results.append((name,) + bench_training(c, args.batch_size, args.steps, dev, args.dtype, args.compile))
         model = model or results[-1][-1]
-    peak = max(peak, measure_matmul_peak(dev, n=n))  # again after training: take the better of the two
-    print(f"measured fp32 matmul peak ({n}x{n} @ {n}x{n}, best of 2 x 10): {peak / 1e9:.1f} GFLOP/s")
+    peak = max(peak, measure_matmul_peak(dev, n=n, dtype=mm_dtype))  # again after training: the better of two
+    print(f"measured {args.dtype} matmul peak ({n}x{n} @ {n}x{n}, best of 2 x 10): {peak / 1e9:.1f} GFLOP/s")
     for name, tps, dt, best, m in results:
         mfu = m.estimate_mfu(fwdbwd_per_iter=args.batch_size, dt=dt, peak_flops=peak, seq_len=args.block_size)
         best_mfu = m.estimate_mfu(args.batch_size, best, peak_flops=peak, seq_len=args.block_size)

@@ -361,3 +361,13 @@ def test_logits_match_transformers_gpt2():
     assert not unexpected and all(k.endswith(("attn.bias", "attn.masked_bias")) for k in missing)
     with torch.no_grad():
         torch.testing.assert_close(hf2(idx).logits, ref, atol=1e-6, rtol=1e-6)
+
+
+def test_bench_model_measures_in_the_training_precision(capsys):
+    """python -m bench.model --dtype=bfloat16: the peak and the training steps in bf16 (the stages' autocast),
+    on a model small enough for a second."""
+    from bench import model as bench_model
+    bench_model.main(["--steps=1", "--no_tokenizer", "--dtype=bfloat16", "--n_layer=1", "--n_embd=32", "--n_head=2",
+                      "--block_size=32", "--vocab_size=64", "--new_tokens=4", "--batch_size=2", "--device=cpu"])
+    out = capsys.readouterr().out
+    assert "bfloat16 matmul peak" in out and "MFU" in out and "greedy tokens identical: True" in out, out
