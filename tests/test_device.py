@@ -242,7 +242,8 @@ def test_bf16_grpo_old_log_probs_are_the_updates_own_numbers(tok, run_dirs, devi
     policy, _ = ckpt_io.load_model(sft, device)
     ref, _ = ckpt_io.load_model(sft, device)
     reward_model = RewardModel.load(rm, device)
-    policy.eval(), ref.eval()
+    for model in (policy, ref):
+        model.eval()                                        # dropout off, as the stage has it
 
     def rollout(ctx):
         return grpo.collect_groups(policy, ref, rm_reward(reward_model, tok), convs_of(4), prompts_of(tok, 4), cfg,
