@@ -226,7 +226,7 @@ def cached_kl(eval_dir: str, stage: str, stage_dir: str, ref: str, ref_dir: str,
 
 def evaluate_run(run_dir: str, cfg: EvalConfig | None = None, kl_pairs: Sequence[tuple[str, str]] = (("ppo", "sft"),),
                  rm_dir: str | None = None, progress: bool = True, eval_dir: str | None = None,
-                 extra_dirs: dict[str, str] | None = None) -> dict:
+                 extra_dirs: dict[str, str] | None = None, skip: Sequence[str] = ()) -> dict:
     """Evaluate every checkpoint of a pipeline run directory (or one checkpoint) on the same held-out prompts.
 
     Returns {"prompts": {...}, "stages": {stage: {"greedy": summary, "sampled": summary[, "kl"]}},
@@ -235,7 +235,7 @@ def evaluate_run(run_dir: str, cfg: EvalConfig | None = None, kl_pairs: Sequence
     given) judges every response next to the gold oracle; a run_dir/eval/best_of_n.jsonl written by the
     pipeline joins as the stage "best_of_n"; KL(stage || ref) is estimated for each (stage, ref) pair.
     extra_dirs {stage: checkpoint directory} adds (or replaces) stages kept outside run_dir, e.g. a DPO
-    model an experiment trained from this run's SFT model.
+    model an experiment trained from this run's SFT model; `skip` leaves stages of run_dir out (not judged).
     """
     cfg = cfg or EvalConfig()
     examples = eval_examples(cfg.n_prompts, cfg.seed, cfg.split)
@@ -243,7 +243,7 @@ def evaluate_run(run_dir: str, cfg: EvalConfig | None = None, kl_pairs: Sequence
     rm_dir = rm_dir or os.path.join(run_dir, "reward_model")
     rm, rm_tok = load_reward_model(rm_dir, device)
     eval_dir = eval_dir or os.path.join(run_dir, "eval")
-    dirs = {**stage_dirs(run_dir), **(extra_dirs or {})}
+    dirs = {k: v for k, v in {**stage_dirs(run_dir), **(extra_dirs or {})}.items() if k not in skip}
     rows: dict[str, list[dict]] = {}
     fresh = []   # what had to be generated this time (the rest came from the cache)
     for stage in [s for s in STAGE_ORDER if s in dirs or s == "best_of_n"] + [s for s in dirs if s not in STAGE_ORDER]:

@@ -333,3 +333,9 @@ def test_dpo_and_grpo_runs_in_the_run_directory_join_the_evaluation(run_dir, tmp
     path = str(tmp_path / "methods.png")
     assert plot_methods_vs_sft(res, path) == path and open(path, "rb").read(4) == b"\x89PNG"
     assert plot_methods_vs_sft({"stages": res["stages"], "comparisons": {}}, str(tmp_path / "none.png")) is None
+    # an experiment that did not ask for DPO leaves RUN/dpo out: not judged (no rows, no KL), not compared
+    eval_dir = tmp_path / "eval_skip"
+    res = ev.evaluate_run(str(run), CFG, kl_pairs=(("dpo", "sft"),), progress=False, eval_dir=str(eval_dir),
+                          skip=("dpo",))
+    assert "dpo" not in res["stages"] and not any("dpo" in k for k in res["comparisons"])
+    assert not (eval_dir / "dpo.jsonl").exists()

@@ -202,7 +202,9 @@ def judge(recipe: dict, cfg: SeedsConfig, run_dir: str, extra: dict[str, str]) -
     ecfg = pipeline.eval_config(pipeline_config(recipe, cfg, run_dir))
     eval_dir = os.path.join(run_dir, "eval")
     pairs = tuple((m, "sft") for m in ("ppo", "grpo", "dpo"))
-    res = ev.evaluate_run(run_dir, ecfg, kl_pairs=pairs, progress=cfg.progress, eval_dir=eval_dir, extra_dirs=extra)
+    skip = tuple(m for m in ("grpo", "dpo") if not getattr(cfg, m))   # one in the run dir but not asked for
+    res = ev.evaluate_run(run_dir, ecfg, kl_pairs=pairs, progress=cfg.progress, eval_dir=eval_dir, extra_dirs=extra,
+                          skip=skip)
     rows = {s: ev.read_rows(os.path.join(eval_dir, f"{s}.jsonl")) for s in res["stages"]}
     return res, rows
 
@@ -450,11 +452,6 @@ def run(cfg: SeedsConfig) -> dict:
         run_dir = seed_run(recipe, cfg, k, out)
         extra = {m: method_run(m, cfg, run_dir, k, out) for m in ("grpo", "dpo") if getattr(cfg, m)}
         res, rows = judge(recipe, cfg, run_dir, extra)
-        for m in ("grpo", "dpo"):             # one found in the run directory but not asked for stays out
-            if not getattr(cfg, m):
-                res["stages"].pop(m, None)
-                res["comparisons"].pop(f"{m}_vs_sft", None)
-                rows.pop(m, None)
         per_seed.append({"seed": k, "run": run_dir, "dirs": extra, **seed_numbers(res)})
         rows_by_seed.append(rows)
         prompts = prompts or res["prompts"]
