@@ -6,7 +6,8 @@ GPU, torch.multinomial then fails ("Expected a 'cuda' device type for generator 
 is how PPO, GRPO and best-of-N once crashed on CUDA. The CPU tests below catch that class of bug without
 a GPU: torch.Generator is replaced by a subclass that remembers which device it was *asked* for, and
 torch.multinomial by a spy that checks every generator reaching it was asked for the probabilities'
-device. The precision tests run the bf16 path that CUDA takes by default on the CPU (dtype="bfloat16"
+device; the RL math's tensor functions run on the "meta" device, where a tensor they made on the CPU
+fails as on CUDA. The precision tests run the bf16 path that CUDA takes by default on the CPU (dtype="bfloat16"
 autocasts there too): π_old, π_ref and DPO's reference are computed in the update's precision. The `gpu`
 tests run the real thing on CUDA (skipped without one):
 
@@ -29,13 +30,13 @@ import torch
 from minigpt import checkpoint as ckpt_io
 from minigpt.generate import generate
 from minigpt.trainer import autocast_context
-from rlhf import best_of_n, data as D, dpo, grpo, pipeline, ppo
+from rlhf import best_of_n, data as D, dpo, grpo, losses as L, pipeline, ppo
 from rlhf.chat import ChatSession
 from rlhf.comparisons import sample_responses
 from rlhf.gold import GoldEvaluator
-from rlhf.reward import RewardModel
-from rlhf.rollout import (generate_responses, response_logits, rm_reward, sampling_generator, token_logprobs,
-                          trim_padding)
+from rlhf.reward import RewardModel, last_token_values
+from rlhf.rollout import (generate_responses, response_logits, rm_reward, sampling_generator, shift_to_response,
+                          token_logprobs, trim_padding, truncate_after_stop)
 from rlhf.world import make_rankings
 from tests.tiny_rl import convs_of, prompts_of, tiny_gpt, tiny_rm  # and the `tok` fixture of conftest.py
 
@@ -140,6 +141,59 @@ def test_a_generator_on_another_device_is_a_clear_error(tok):
     policy = tiny_gpt(tok.vocab_size).to("meta")          # a stand-in for a GPU: any device but the CPU
     with pytest.raises(ValueError, match="create it with torch.Generator"):
         generate(policy, [[1, 2, 3]], 2, generator=torch.Generator())
+
+
+# ----------------------------------------------------------------------------- the RL math follows its inputs
+# The "meta" device (shapes without data) stands in for a GPU: a tensor the code creates on the CPU
+# (torch.ones(K, K) without device=...) and combines with its inputs fails there as it fails on CUDA.
+
+def meta(*shape, dtype=torch.float32):
+    return torch.empty(*shape, dtype=dtype, device="meta")
+
+
+B, T, V = 3, 5, 7
+RL_MATH = {
+    "masked_mean": lambda: L.masked_mean(meta(B, T), meta(B, T)),
+    "masked_whiten": lambda: L.masked_whiten(meta(B, T), meta(B, T)),
+    "pairwise_reward_loss": lambda: L.pairwise_reward_loss(meta(B), meta(B), meta(B)),
+    "ranked_reward_loss": lambda: L.ranked_reward_loss(meta(B, 4)),
+    "ranked_reward_loss (pair mask)": lambda: L.ranked_reward_loss(meta(B, 4), meta(B, 4, 4)),
+    "token_logprobs": lambda: L.token_logprobs(meta(B, T, V), meta(B, T, dtype=torch.long)),
+    "entropy_from_logits": lambda: L.entropy_from_logits(meta(B, T, V)),
+    "gae": lambda: L.gae(meta(B, T), meta(B, T), meta(B, T), 1.0, 0.95),
+    "ppo_policy_loss": lambda: L.ppo_policy_loss(meta(B, T), meta(B, T), meta(B, T), meta(B, T), 0.2),
+    "ppo_value_loss": lambda: L.ppo_value_loss(meta(B, T), meta(B, T), meta(B, T), meta(B, T), 0.2),
+    "dpo_loss": lambda: L.dpo_loss(meta(B), meta(B), meta(B), meta(B), 0.1),
+    "group_advantages": lambda: L.group_advantages(meta(6), 3),
+    "rloo_advantages": lambda: L.rloo_advantages(meta(6), 3),
+    "kl_k3": lambda: L.kl_k3(meta(B, T), meta(B, T)),
+    "shift_to_response": lambda: shift_to_response(meta(B, T, V), 2, 0.7),
+    "truncate_after_stop": lambda: truncate_after_stop(meta(B, T, dtype=torch.long), 1, 0),
+    "last_token_values": lambda: last_token_values(meta(B, T), meta(B, T, dtype=torch.long)),
+}
+
+
+def tensors_in(out):
+    items = out if isinstance(out, (tuple, list)) else (out,)
+    for x in items:
+        if isinstance(x, torch.Tensor):
+            yield x
+        elif isinstance(x, dict):
+            yield from (v for v in x.values() if isinstance(v, torch.Tensor))
+
+
+@pytest.mark.parametrize("name", sorted(RL_MATH))
+def test_the_rl_math_keeps_to_its_inputs_device(name):
+    """Every tensor function of the RL math (rlhf.losses, the response helpers, the reward model's last-token
+    gather), fed tensors on another device than the CPU, computes there. (kl_shaped_rewards indexes by the
+    data, which "meta" cannot run; the PPO stage's generator test above runs it on the CPU.)"""
+    try:
+        out = RL_MATH[name]()
+    except RuntimeError as e:
+        pytest.fail(f"{name} made a tensor on the CPU while its inputs are on another device (on a GPU: a crash). "
+                    f"Create it on the inputs' device (device=x.device, torch.zeros_like, ...). {e}")
+    got = list(tensors_in(out))
+    assert got and all(x.device.type == "meta" for x in got), [x.device for x in got]
 
 
 # ----------------------------------------------------------------------------- the precision policy, CPU and GPU
