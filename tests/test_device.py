@@ -170,6 +170,10 @@ RL_MATH = {
     "shift_to_response": lambda: shift_to_response(meta(B, T, V), 2, 0.7),
     "truncate_after_stop": lambda: truncate_after_stop(meta(B, T, dtype=torch.long), 1, 0),
     "last_token_values": lambda: last_token_values(meta(B, T), meta(B, T, dtype=torch.long)),
+    "GPT forward (left-padded, with targets)": lambda: tiny_gpt(64).to("meta")(
+        meta(B, T, dtype=torch.long), targets=meta(B, T, dtype=torch.long),
+        attention_mask=meta(B, T, dtype=torch.long)),
+    "reward model forward": lambda: tiny_rm(64).to("meta")(meta(B, T, dtype=torch.long), meta(B, T, dtype=torch.long)),
 }
 
 
@@ -185,7 +189,8 @@ def tensors_in(out):
 @pytest.mark.parametrize("name", sorted(RL_MATH))
 def test_the_rl_math_keeps_to_its_inputs_device(name):
     """Every tensor function of the RL math (rlhf.losses, the response helpers, the reward model's last-token
-    gather), fed tensors on another device than the CPU, computes there. (kl_shaped_rewards indexes by the
+    gather) and the models' forward passes (positions and masks from the attention mask), fed tensors on
+    another device than the CPU, compute there. (kl_shaped_rewards indexes by the
     data, which "meta" cannot run; the PPO stage's generator test above runs it on the CPU.)"""
     try:
         out = RL_MATH[name]()
