@@ -48,7 +48,7 @@ def run_attention(config: dict, state: dict, x: Tensor, attn_mask: Tensor | None
     """CausalSelfAttention(GPTConfig(**config)) with the explicit (non-fused) path and weights `state`, on x."""
     layer = CausalSelfAttention(GPTConfig(**config, fused_attention=False))
     layer.load_state_dict(state)
-    return layer.eval()(x, attn_mask)
+    return layer.to(x.device).eval()(x, attn_mask)
 
 
 def run_mlp(config: dict, state: dict, x: Tensor) -> Tensor:

@@ -73,3 +73,32 @@ def expect(condition: bool, message: str, exercise: str) -> None:
     """Assert a property, with the message and the handout pointer."""
     if not condition:
         raise AssertionError(f"{message} {where(exercise)}")
+
+
+def on_meta(x: torch.Tensor) -> torch.Tensor:
+    """x on PyTorch's "meta" device (shapes and dtypes, no data): a stand-in for a GPU in the tests below."""
+    return torch.empty_like(x, device="meta")
+
+
+def expect_on_inputs_device(run, what: str, exercise: str) -> None:
+    """run() calls the student's function on inputs from on_meta. A tensor the code creates on the CPU
+    (torch.zeros(n) with no device=) and mixes with them fails there as it fails on a GPU, where it would
+    crash the stage (the notebooks train on a GPU when there is one). Code that needs the data itself
+    (.item(), a boolean index) cannot run on "meta"; it is not judged here."""
+    try:
+        out = run()
+    except RuntimeError as e:
+        if "expected device" not in str(e) and "same device" not in str(e):
+            return                                    # data-dependent code: nothing to judge on "meta"
+        raise AssertionError(
+            f"{what}: a tensor your code made on the CPU met inputs on another device ({e}). On a GPU this crashes "
+            f"the stage that runs your code: make new tensors on the inputs' device (device=x.device, or the "
+            f"*_like functions). {where(exercise)}") from None
+    except NotImplementedError as e:
+        if "meta" in str(e).lower():
+            return
+        raise
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    devices = {str(x.device) for x in outs if isinstance(x, torch.Tensor)}
+    expect(devices <= {"meta"}, f"{what}: the result is on {sorted(devices)}, not on its inputs' device: make it "
+           f"from the inputs (device=x.device, or the *_like functions).", exercise)

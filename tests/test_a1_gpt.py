@@ -15,7 +15,7 @@ import torch
 
 from minigpt.model import KVCache
 from tests import adapters
-from tests.grading import case, expect, expect_close
+from tests.grading import case, expect, expect_close, expect_on_inputs_device, on_meta
 from tests.snapshot_cases import CALLS, standins
 
 
@@ -134,6 +134,13 @@ def test_attention_never_looks_ahead():
     changed = (y2[:, :3] - y[:, :3]).abs().max().item()
     expect(changed < 1e-5, f"changing tokens 3.. changed the outputs of positions 0..2 by {changed:.3g}: "
            "a position may attend only to itself and earlier positions (the causal mask)", "a1.attention")
+
+
+@pytest.mark.exercise("a1.attention")
+def test_attention_keeps_to_the_inputs_device():
+    inputs, _ = case("a1", "attention/causal")
+    expect_on_inputs_device(lambda: adapters.run_attention(inputs["config"], inputs["state"], on_meta(inputs["x"])),
+                            "attention output", "a1.attention")
 
 
 @pytest.mark.exercise("a1.attention")

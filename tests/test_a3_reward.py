@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests import adapters
-from tests.grading import case, expect, expect_close
+from tests.grading import case, expect, expect_close, expect_on_inputs_device, on_meta
 
 f64 = torch.float64
 
@@ -87,6 +87,12 @@ def test_ranked_reward_loss_pair_mask_and_reductions():
 
 
 @pytest.mark.exercise("a3.ranked_loss")
+def test_ranked_reward_loss_keeps_to_the_rewards_device():
+    expect_on_inputs_device(lambda: adapters.run_ranked_reward_loss(on_meta(torch.zeros(3, 4))), "the loss",
+                            "a3.ranked_loss")
+
+
+@pytest.mark.exercise("a3.ranked_loss")
 def test_ranked_reward_loss_gradcheck_and_no_pairs():
     rewards = torch.randn(2, 4, dtype=f64, requires_grad=True)
     mask = torch.ones(2, 4, 4, dtype=f64)
@@ -105,6 +111,14 @@ def test_ranked_reward_loss_gradcheck_and_no_pairs():
 
 
 # ---------------------------------------------------------------------------------------------------- §1
+
+
+@pytest.mark.exercise("a3.last_token_values")
+def test_last_token_values_keep_to_the_inputs_device():
+    inputs, _ = case("a3", "last_token_values")
+    expect_on_inputs_device(lambda: adapters.run_last_token_values(on_meta(inputs["values"]),
+                                                                   on_meta(inputs["attention_mask"])),
+                            "rewards read at the last real token", "a3.last_token_values")
 
 
 @pytest.mark.exercise("a3.last_token_values")

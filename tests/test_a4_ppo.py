@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests import adapters
-from tests.grading import case, expect, expect_close
+from tests.grading import case, expect, expect_close, expect_on_inputs_device, on_meta
 from tests.snapshot_cases import right_padded
 
 f64 = torch.float64
@@ -117,6 +117,12 @@ def test_gae_of_one_token_responses():
                                 torch.ones(2, 1, dtype=f64), 0.9, 0.95)
     expect_close(adv, torch.tensor([[1.5], [-0.5]], dtype=f64), "advantages of one-token responses", "a4.gae",
                  dims="b, t", hint="with one token A = r - V (nothing comes after it)")
+
+
+@pytest.mark.exercise("a4.gae")
+def test_gae_keeps_to_the_inputs_device():
+    x = on_meta(torch.zeros(2, 5))
+    expect_on_inputs_device(lambda: adapters.run_gae(x, x, x, 1.0, 0.95), "advantages and returns", "a4.gae")
 
 
 @pytest.mark.exercise("a4.gae")
@@ -328,3 +334,10 @@ def test_truncate_after_stop_keeps_the_first_stop_and_pads_the_rest():
            "the stop token included (its log-prob is part of the action)", "a4.truncate_after_stop")
     expect(stopped.tolist() == [True, False, True], f"stopped {stopped.tolist()}; expected [True, False, True]",
            "a4.truncate_after_stop")
+
+
+@pytest.mark.exercise("a4.truncate_after_stop")
+def test_truncate_after_stop_keeps_to_the_responses_device():
+    responses = on_meta(torch.zeros(3, 4, dtype=torch.long))
+    expect_on_inputs_device(lambda: adapters.run_truncate_after_stop(responses, 9, 0),
+                            "the truncated responses, mask and stop flags", "a4.truncate_after_stop")

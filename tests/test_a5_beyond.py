@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests import adapters
-from tests.grading import case, expect, expect_close
+from tests.grading import case, expect, expect_close, expect_on_inputs_device, on_meta
 
 f64 = torch.float64
 
@@ -61,6 +61,12 @@ def test_group_advantages_hand_example():
     tied = adapters.run_group_advantages(torch.tensor([0.9, 0.9, 0.9, 0.2, 0.5, 0.9]), 3)
     expect(bool(torch.all(tied[:3] == 0)), f"a tied group [0.9, 0.9, 0.9] must get exactly 0, got {tied[:3].tolist()}: "
            "its mean is not exactly 0.9 in float32, so detect ties explicitly", "a5.group_advantages")
+
+
+@pytest.mark.exercise("a5.group_advantages")
+def test_group_advantages_keep_to_the_rewards_device():
+    expect_on_inputs_device(lambda: adapters.run_group_advantages(on_meta(torch.zeros(6)), 3), "advantages",
+                            "a5.group_advantages")
 
 
 @pytest.mark.exercise("a5.group_advantages")
