@@ -98,6 +98,11 @@ def expect_on_inputs_device(run, what: str, exercise: str) -> None:
         if "meta" in str(e).lower():
             return
         raise
+    except TypeError as e:
+        if "numpy" not in str(e):
+            raise
+        raise AssertionError(f"{what}: your code turns a tensor into a NumPy array, which fails for a tensor on a GPU "
+                             f"too ({e}); stay with torch operations. {where(exercise)}") from None
     outs = out if isinstance(out, (tuple, list)) else (out,)
     devices = {str(x.device) for x in outs if isinstance(x, torch.Tensor)}
     expect(devices <= {"meta"}, f"{what}: the result is on {sorted(devices)}, not on its inputs' device: make it "

@@ -162,3 +162,16 @@ def test_check_grades_a_notebook_function_and_installs_it_where_stages_see_it(ca
         assert losses.gae is mine and ppo.gae is mine, "a passing function must replace every reference to the original"
     finally:
         restore_functions([(losses, "gae", original), (ppo, "gae", original)])
+
+
+def test_the_device_check_flags_cpu_tensors_and_leaves_data_dependent_code_alone():
+    """tests.grading.expect_on_inputs_device: a tensor made on the CPU, or a result left there, fails with a
+    message that says what to do; device-correct code passes; code that needs the data (.item(), a boolean
+    index), which "meta" cannot run, is not judged (a correct answer may need it)."""
+    from tests.grading import expect_on_inputs_device, on_meta
+    x = on_meta(torch.zeros(3, 4))
+    for wrong in (lambda: x + torch.zeros(3, 4), lambda: torch.zeros(3)):
+        with pytest.raises(AssertionError, match="device"):
+            expect_on_inputs_device(wrong, "the loss", "a3.ranked_loss")
+    for fine in (lambda: x + torch.zeros_like(x), lambda: torch.tensor([x.sum().item()]), lambda: x[x > 0]):
+        expect_on_inputs_device(fine, "the loss", "a3.ranked_loss")
