@@ -376,9 +376,11 @@ print(f"  sampled wins / ties / losses vs SFT: {w} / {t} / {l}")
 
 # %% [markdown]
 # Read the proxy (RM score) and the truth (gold) side by side. At SMALL size PPO raises the reward model's
-# score clearly but the gold score hardly moves, within noise either way: a 2-layer policy, 20 iterations,
-# and a reward model at about 62% accuracy against a 79% ceiling (notebook 05) — PPO optimises what the RM
-# can see (stopping, form), and the RM cannot yet see whether an answer is right. A rising RM score with a
+# score clearly but the gold score moves little. When we ran it: greedy +0.027 [+0.005, +0.053], sampled
+# +0.010 [−0.015, +0.036]; an earlier run on another CPU got +0.012 and +0.006, both inside the noise (the
+# last bits of float arithmetic differ between CPUs, and small runs amplify them). A 2-layer policy, 20
+# iterations, and a reward model at about 62% accuracy against a 79% ceiling (notebook 05) — PPO optimises
+# what the RM can see (stopping, form), and the RM cannot yet see whether an answer is right. A rising RM score with a
 # flat or falling gold score is the signature of reward over-optimisation.
 #
 # The documented default run (4 layers, 2,000 RM prompts, ~15 minutes on 2 CPU cores, `python -m

@@ -252,12 +252,14 @@ display(Image(filename=path, width=900))
 
 # %% [markdown]
 # Read it with the CIs: at SMALL size (a 2-layer policy, a reward model at about 62% accuracy) no method
-# beats SFT on the test prompts by more than the noise — when we ran it, PPO +0.006 and DPO +0.001 sampled,
-# GRPO −0.015 with its CI touching 0, although GRPO's own 100 val prompts had shown a greedy gain: a gain
-# measured on 100 prompts needs its CI. What differs clearly is what each method paid in KL: PPO and GRPO,
-# which sample from the policy and score with the RM under a KL penalty, stayed within about 0.4 nats of
-# SFT; DPO, trained on fixed pairs, drifted about 1.4 nats for no gain. Best-of-N (SFT samples re-ranked by
-# the RM, no training) is the one clear sampled gain, at its KL bound log N − (N−1)/N = 0.64 nats for N = 4.
+# beats SFT on sampled test answers by more than the noise. When we ran it: PPO +0.010, DPO −0.014, GRPO
+# −0.022 with its CI just below 0 (an earlier run on another CPU: +0.006, +0.001 and −0.015), although
+# GRPO's own 100 val prompts had shown a greedy gain: a gain measured on 100 prompts needs its CI. What
+# differs clearly is what each method paid in KL: PPO and GRPO, which sample from the policy and score with
+# the RM under a KL penalty, stayed within about 0.4 nats of SFT; DPO, trained on fixed pairs, drifted about
+# 1.6 nats for no gain. Best-of-N (SFT samples re-ranked by the RM, no training) gained +0.025 [−0.017,
+# +0.064] at its KL bound log N − (N−1)/N = 0.64 nats for N = 4 (+0.054, outside the noise, in the earlier
+# run).
 #
 # The documented default run (4 layers, 2,000 ranked prompts; `python -m rlhf.pipeline`, then
 # `python -m rlhf.dpo` and `python -m rlhf.grpo` on its SFT model and comparisons), on the same 200 test prompts:
