@@ -282,10 +282,14 @@ assert abs(stats["kl"]) < 1e-6         # policy == reference before any update
 # %% [markdown]
 # **Why does the value model start from the reward model?** The critic has to predict, at every token, the
 # return still to come, which here is mostly the reward model's score at the end. A value model initialised
-# from the RM (InstructGPT §3.5) reads the same features and starts out roughly right; a fresh scalar head
-# on the SFT model would start at about 0 everywhere, and the first iterations' advantages would be mostly
-# its error. Measured on this rollout: the share of the returns' variance each starting point explains
-# (1 = perfect, 0 = no better than predicting the mean, negative = worse).
+# from the RM (InstructGPT §3.5) starts from features that already carry that score; a fresh scalar head on
+# the SFT model would start at 0 everywhere and have to learn them. Measured on this rollout: the share of
+# the returns' variance each starting point explains (1 = perfect, 0 = no better than predicting the mean,
+# negative = worse). The RM's final score, held constant over each episode, explains most of it (+0.87 when
+# we ran it): the information is there. The RM-initialised head's per-token predictions need not be yet: it
+# was trained to score the last token of a whole answer, not every prefix, and when we ran it they were
+# worse than a constant (−0.20; +0.18 in an earlier run on another CPU). The value loss fits them within a
+# few updates, from features that already hold the score.
 
 # %%
 def explained_variance(pred, target, mask):
@@ -380,8 +384,9 @@ print(f"  sampled wins / ties / losses vs SFT: {w} / {t} / {l}")
 # +0.010 [−0.015, +0.036]; an earlier run on another CPU got +0.012 and +0.006, both inside the noise (the
 # last bits of float arithmetic differ between CPUs, and small runs amplify them). A 2-layer policy, 20
 # iterations, and a reward model at about 62% accuracy against a 79% ceiling (notebook 05) — PPO optimises
-# what the RM can see (stopping, form), and the RM cannot yet see whether an answer is right. A rising RM score with a
-# flat or falling gold score is the signature of reward over-optimisation.
+# what the RM can see (stopping, form), and the RM cannot yet see whether an answer is right. A proxy that
+# rises much faster than the truth (here the sampled RM score −0.17 → −0.07, gold +0.01) is where reward
+# over-optimisation begins; a rising RM score with falling gold is its full form.
 #
 # The documented default run (4 layers, 2,000 RM prompts, ~15 minutes on 2 CPU cores, `python -m
 # rlhf.pipeline`) is where PPO's effect shows; its figures, on the same 200-prompt test split:

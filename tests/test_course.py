@@ -167,11 +167,22 @@ def test_check_grades_a_notebook_function_and_installs_it_where_stages_see_it(ca
 def test_the_device_check_flags_cpu_tensors_and_leaves_data_dependent_code_alone():
     """tests.grading.expect_on_inputs_device: a tensor made on the CPU, or a result left there, fails with a
     message that says what to do; device-correct code passes; code that needs the data (.item(), a boolean
-    index), which "meta" cannot run, is not judged (a correct answer may need it)."""
+    index), which "meta" cannot run, is not judged (a correct answer may need it); a blank stays blocked."""
     from tests.grading import expect_on_inputs_device, on_meta
     x = on_meta(torch.zeros(3, 4))
-    for wrong in (lambda: x + torch.zeros(3, 4), lambda: torch.zeros(3)):
+    def filled_on_the_cpu():
+        buffer = torch.zeros(3, 4)          # a CPU buffer filled column by column: on a GPU, CPU + GPU later
+        buffer[:, 0] = x[:, 0]
+        return buffer
+
+    for wrong in (lambda: x + torch.zeros(3, 4), lambda: torch.zeros(3), filled_on_the_cpu):
         with pytest.raises(AssertionError, match="device"):
             expect_on_inputs_device(wrong, "the loss", "a3.ranked_loss")
     for fine in (lambda: x + torch.zeros_like(x), lambda: torch.tensor([x.sum().item()]), lambda: x[x > 0]):
         expect_on_inputs_device(fine, "the loss", "a3.ranked_loss")
+
+    def blank():
+        raise NotImplementedError("exercise a3.ranked_loss — see exercises/a3_reward.md §3")
+
+    with pytest.raises(NotImplementedError):   # an unwritten exercise stays "blocked", never passes
+        expect_on_inputs_device(blank, "the loss", "a3.ranked_loss")

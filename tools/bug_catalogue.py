@@ -166,6 +166,8 @@ BUGS = [
       "    rewards[rows, last[has_token]] += scores[has_token].to(rewards.dtype)", "    rewards[rows, T - 1] += scores[has_token].to(rewards.dtype)"),
     B("a4.kl_shaped_rewards", "KL penalty with the wrong sign", "rlhf/losses.py",
       "    rewards = -kl_coef * (logprobs - ref_logprobs) * mask", "    rewards = kl_coef * (logprobs - ref_logprobs) * mask"),
+    B("a4.gae", "advantages buffer made on the CPU (torch.zeros(B, T)): crashes on a GPU", "rlhf/losses.py",
+      "    advantages = torch.zeros_like(rewards)\n    next_value", "    advantages = torch.zeros(rewards.shape)\n    next_value"),
     B("a4.gae", "bootstrap value made on the CPU (torch.zeros(B)): crashes on a GPU", "rlhf/losses.py",
       "next_value = torch.zeros_like(rewards[:, 0])", "next_value = torch.zeros(rewards.shape[0])"),
     B("a4.gae", "GAE without gamma in the bootstrap", "rlhf/losses.py",
