@@ -45,6 +45,8 @@ COPY = ["minigpt", "rlhf", "tests", "tools", "bench", "exercises", "notebooks", 
         "pyproject.toml", "requirements.txt", ".gitignore"]
 SKIP_DIRS = {"__pycache__", ".pytest_cache", ".git", ".ipynb_checkpoints", "student"}
 SKIP_PATHS = (os.path.join("notebooks", "rendered"),)   # executed notebooks for GitHub readers: they show solutions
+# instructors' tools that quote the reference solution line by line (the bug catalogue's `old` texts)
+SKIP_FILES = (os.path.join("tools", "bug_catalogue.py"), os.path.join("tools", "mutants.py"))
 SOURCE_DIRS = ("minigpt", "rlhf", "notebooks")  # where solution markers may live (notebooks: their .py sources)
 
 
@@ -130,7 +132,7 @@ def make_student_copy(out_dir: str | None, root: str = ROOT, assignment: str | N
     found: dict[str, list[str]] = {}
     out_abs = os.path.abspath(out_dir) if out_dir else None
     for rel in _files(root):
-        if any(rel.startswith(p + os.sep) for p in SKIP_PATHS):
+        if any(rel.startswith(p + os.sep) for p in SKIP_PATHS) or rel in SKIP_FILES:
             continue
         src = os.path.join(root, rel)
         if out_abs and (os.path.abspath(src) + os.sep).startswith(out_abs + os.sep):
