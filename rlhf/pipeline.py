@@ -471,7 +471,8 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
     """Run (or resume) every stage into cfg.out; returns metrics.json's content."""
     t_run = time.time()
     out = cfg.out
-    autocast_context(pick_device(cfg.device), cfg.dtype)   # a bad --device or --dtype: one line, before any work
+    device = pick_device(cfg.device)
+    autocast_context(device, cfg.dtype)              # a bad --device or --dtype: one line, before any work
     scfg = build_stage_configs(cfg, preset, stage_raw)
     os.makedirs(out, exist_ok=True)
     ckpt_io.atomic_write_json(os.path.join(out, "pipeline_config.json"),
@@ -484,7 +485,7 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
             raise SystemExit(f"error: --stop_after={cfg.stop_after}: not a stage of this run ({', '.join(stages)})")
         stages = stages[:stages.index(cfg.stop_after) + 1]
     progress = Progress(stages)
-    timings = Timings(out, pick_device(cfg.device))
+    timings = Timings(out, device)
 
     def copy_tokenizer(dst: str) -> None:
         os.makedirs(dst, exist_ok=True)

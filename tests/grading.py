@@ -80,18 +80,25 @@ def on_meta(x: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(x, device="meta")
 
 
+# what PyTorch says when a CPU tensor and a "meta" one are mixed, or one is filled from the other
+DEVICE_ERRORS = ("expected device", "same device", "copy out of meta")
+
+
+def is_device_error(e: Exception) -> bool:
+    return any(k in str(e) for k in DEVICE_ERRORS)
+
+
 def expect_on_inputs_device(run, what: str, exercise: str) -> None:
     """run() calls the student's function on inputs from on_meta. A tensor the code creates on the CPU
     (torch.zeros(n) with no device=) and mixes with them, or fills with their values, fails there as it
     fails on a GPU, where it would crash the stage (the notebooks train on a GPU when there is one). Code
     that needs the data itself (.item(), a boolean index) cannot run on "meta"; it is not judged here. An
     unwritten exercise's NotImplementedError passes through (the test is then "blocked")."""
-    device_bug = ("expected device", "same device", "copy out of meta")   # CPU and meta tensors mixed or copied
     try:
         out = run()
     except RuntimeError as e:             # NotImplementedError is a RuntimeError: a blank's message names no device
         text = str(e)
-        if any(k in text for k in device_bug):
+        if is_device_error(e):
             raise AssertionError(
                 f"{what}: a tensor your code made on the CPU met inputs on another device ({text}). On a GPU this "
                 f"crashes the stage that runs your code: make new tensors on the inputs' device (device=x.device, "

@@ -38,7 +38,8 @@ from rlhf.reward import RewardModel, last_token_values
 from rlhf.rollout import (generate_responses, response_logits, rm_reward, sampling_generator, shift_to_response,
                           token_logprobs, trim_padding, truncate_after_stop)
 from rlhf.world import make_rankings
-from tests.tiny_rl import convs_of, prompts_of, tiny_gpt, tiny_rm  # and the `tok` fixture of conftest.py
+from tests.grading import is_device_error
+from tests.tiny_rl import convs_of, prompts_of, run_pipeline, tiny_gpt, tiny_rm  # and the `tok` fixture of conftest.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_GENERATOR, REAL_MULTINOMIAL = torch.Generator, torch.multinomial
@@ -195,7 +196,7 @@ def test_the_rl_math_keeps_to_its_inputs_device(name):
     try:
         out = RL_MATH[name]()
     except RuntimeError as e:
-        if not any(k in str(e) for k in ("expected device", "same device", "copy out of meta")):
+        if not is_device_error(e):
             raise                                    # not a device error: show it as it is
         pytest.fail(f"{name} made a tensor on the CPU while its inputs are on another device (on a GPU: a crash). "
                     f"Create it on the inputs' device (device=x.device, torch.zeros_like, ...). {e}")
@@ -337,9 +338,7 @@ def test_bf16_dpo_starts_at_ln2(tok, tmp_path, device):
 def bf16_run(tmp_path_factory):
     """The tiny pipeline run with --dtype=bfloat16 on the CPU (about 11 s)."""
     out = tmp_path_factory.mktemp("bf16") / "tiny"
-    r = subprocess.run([sys.executable, "-m", "rlhf.pipeline", "--preset", "tiny", f"--out={out}", "--progress=false",
-                        "--device=cpu", f"--dtype={BF16}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run_pipeline(out, "--device=cpu", f"--dtype={BF16}")
     return out
 
 
@@ -372,9 +371,7 @@ def test_gpu_name_and_peak_memory_per_stage_reach_the_report(bf16_run, tmp_path,
     timings.stop("ppo")
     assert asked and all(d == torch.device("cuda", 1) for d in asked), asked      # the run's GPU, not GPU 0
     monkeypatch.undo()
-    r = subprocess.run([sys.executable, "-m", "rlhf.pipeline", "--preset", "tiny", f"--out={run}", "--progress=false",
-                        "--device=cpu"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run_pipeline(run, "--device=cpu")
     with open(run / "metrics.json") as f:
         assert json.load(f)["gpu"] == {"name": "NVIDIA H200", "peak_memory_gb": {"ppo": 3.0}}
     text = (run / "report.md").read_text()
@@ -388,9 +385,7 @@ def test_gpu_name_and_peak_memory_per_stage_reach_the_report(bf16_run, tmp_path,
 @cuda
 def test_gpu_tiny_pipeline_runs_end_to_end(tmp_path):
     out = tmp_path / "tiny"
-    r = subprocess.run([sys.executable, "-m", "rlhf.pipeline", "--preset", "tiny", f"--out={out}", "--progress=false",
-                        "--device=cuda"], cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run_pipeline(out, "--device=cuda", timeout=900)
     assert (out / "report.md").exists()
     with open(out / "metrics.json") as f:
         m = json.load(f)

@@ -6,8 +6,6 @@ and the configuration plumbing (presets, --stage.key=value overrides, wiring of 
 
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -15,6 +13,7 @@ import pytest
 from minigpt.train import model_config_from
 from rlhf import pipeline
 from rlhf.report import targets
+from tests.tiny_rl import run_pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRED = ["base.gold_score", "sft.gold_score", "ppo.gold_score", "ppo.win_rate_vs_sft", "ppo.kl",
@@ -29,11 +28,7 @@ def _get(d: dict, dotted: str):
 
 def _pipeline(out, *extra):
     t0 = time.time()
-    p = subprocess.run([sys.executable, "-m", "rlhf.pipeline", "--preset", "tiny", "--out", str(out),
-                        "--progress=false", *extra], capture_output=True, text=True, cwd=ROOT,
-                       env={**os.environ, "PYTHONPATH": ROOT}, timeout=600)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    return p.stdout, time.time() - t0
+    return run_pipeline(out, *extra), time.time() - t0
 
 
 @pytest.fixture(scope="module")
@@ -204,11 +199,8 @@ CUT_SHORT = {
 def test_gpu_presets_run_end_to_end_on_the_cpu_cut_short(tmp_path, preset):
     """About 45 s (gpu) and 4.5 min with 7.4 GB of memory (gpt2) on 2 cores."""
     cut = [f"--{stage}.{k}={v}" for stage, kv in CUT_SHORT.items() for k, v in kv.items()]
-    p = subprocess.run([sys.executable, "-m", "rlhf.pipeline", "--preset", preset, "--out", str(tmp_path / preset),
-                        "--progress=false", "--device=cpu", "--eval_prompts=8", "--eval_batch_size=8", "--best_of_n=2",
-                        *cut], capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
-                       timeout=1200)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    run_pipeline(tmp_path / preset, "--device=cpu", "--eval_prompts=8", "--eval_batch_size=8", "--best_of_n=2", *cut,
+                 preset=preset, timeout=1200)
     with open(tmp_path / preset / "metrics.json") as f:
         m = json.load(f)
     assert m["headline"]["size_ratio"] >= 2, m["headline"]        # the preset's larger SFT-only model was built

@@ -1,7 +1,12 @@
 """Shared pieces of the RL-stage tests (PPO, GRPO, DPO): a tokenizer trained on a few world phrases, tiny
 random policies and reward models, and rendered world prompts. conftest.py serves `tok` as the default
-`tok` fixture of every test module (a module may define its own).
+`tok` fixture of every test module (a module may define its own). Also run_pipeline: `python -m
+rlhf.pipeline` in a subprocess, as a user runs it.
 """
+
+import os
+import subprocess
+import sys
 
 import torch
 
@@ -11,6 +16,19 @@ from minigpt.tokenizer import train_bpe
 from rlhf import data as D
 from rlhf.reward import RewardModel
 from rlhf.world import make_prompts
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_pipeline(out, *args: str, preset: str = "tiny", timeout: int = 600) -> str:
+    """`python -m rlhf.pipeline --preset PRESET --out OUT --progress=false ARGS...` from the repository root;
+    fails the test with the end of its output unless it exits 0. Returns its stdout."""
+    p = subprocess.run([sys.executable, "-m", "rlhf.pipeline", "--preset", preset, "--out", str(out),
+                        "--progress=false", *args], capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": ROOT}, timeout=timeout)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p.stdout
+
 
 TEXT = ("Reverse the word cat. tac. What is 3 plus 4? 7. Sort these numbers: 3, 1, 2. 1, 2, 3. "
         "The capital of Quon is Dasha. I don't know. Sorry, I can't help with that. Hello there! ") * 4
