@@ -3,6 +3,7 @@ dropping the all-padding columns (rlhf.rollout.trim_padding) saves in the update
 
     python -m bench.ppo --run=runs/default          # after `python -m rlhf.pipeline` (its sft/ and reward_model/)
     python -m bench.ppo --run=runs/default --iters=5 --threads=1
+    python -m bench.ppo --run=runs/default --device=cuda   # on a GPU (bf16 autocast, as PPO trains there)
 
 A rollout pads prompts to the batch's longest and responses to the batch's longest response; a
 micro-batch of the update then holds columns that are padding in every one of its rows. The same
@@ -21,7 +22,7 @@ from dataclasses import fields, replace
 import torch
 import torch.nn.functional as F
 
-from minigpt.trainer import configure_optimizer, make_generator
+from minigpt.trainer import autocast_context, configure_optimizer, make_generator, pick_device
 from rlhf import data as D
 from rlhf import ppo
 from rlhf.rl_update import load_prompt_pool
@@ -37,7 +38,13 @@ def pad_to(ro: ppo.Rollout, width: int, pad_id: int) -> ppo.Rollout:
                    attention_mask=F.pad(ro.attention_mask, (0, extra)), **per_token)
 
 
-def timed_update(model, opt, ro, cfg, seed: int, trim: bool) -> float:
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a timer reads the work's time and not its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_update(model, opt, ro, cfg, seed: int, trim: bool, ctx=None) -> float:
     """Seconds of one ppo_update from the model's current weights, which are restored afterwards."""
     state = {k: v.clone() for k, v in model.state_dict().items()}
     opt_state = copy.deepcopy(opt.state_dict())
@@ -45,8 +52,10 @@ def timed_update(model, opt, ro, cfg, seed: int, trim: bool) -> float:
     if not trim:
         ppo.trim_padding = lambda batch: batch
     try:
+        sync(ro.sequences.device)
         t0 = time.perf_counter()
-        ppo.ppo_update(model, opt, ro, cfg, torch.Generator().manual_seed(seed))
+        ppo.ppo_update(model, opt, ro, cfg, torch.Generator().manual_seed(seed), ctx=ctx)
+        sync(ro.sequences.device)
         return time.perf_counter() - t0
     finally:
         ppo.trim_padding = keep
@@ -59,7 +68,9 @@ def main(argv=None):
     ap.add_argument("--run", default="runs/default", help="pipeline run directory with sft/ and reward_model/")
     ap.add_argument("--iters", type=int, default=3, help="PPO iterations timed (after one warm-up iteration)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--device", default="cpu", help="cpu (the figures in README), cuda, cuda:N, mps or auto")
     args = ap.parse_args(argv)
+    device = pick_device(args.device)      # first: a device this machine lacks is a one-line error
     sft_dir, rm_dir = os.path.join(args.run, "sft"), os.path.join(args.run, "reward_model")
     for d in (sft_dir, rm_dir):
         if not os.path.exists(os.path.join(d, "model.pt")):
@@ -68,13 +79,14 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
 
     cfg = replace(ppo.PPOConfig(), sft_dir=sft_dir, rm_dir=rm_dir, progress=False)
-    policy, ref, rm, value, tok = ppo.build_models(cfg, "cpu")
+    policy, ref, rm, value, tok = ppo.build_models(cfg, device)
     model = ppo.ActorCritic(policy, value, cfg.temperature)
-    opt = configure_optimizer(model, cfg, "cpu")
+    opt = configure_optimizer(model, cfg, device.type)
     stop_id, pad_id = D.stop_token_id(tok), D.pad_token_id(tok)
     pool = load_prompt_pool(cfg.prompts, cfg.n_prompts, cfg.prompt_seed)
     reward_fn = rm_reward(rm, tok, cfg.micro_batch_size)
-    gen = make_generator(0, "bench-ppo")
+    gen = make_generator(0, "bench-ppo", device=device)             # sampling needs it on the model's device
+    ctx = autocast_context(device, cfg.dtype)                       # PPO's precision on this device
     t = {"rollout + score": 0.0, "update": 0.0, "update, micro-batches untrimmed": 0.0,
          "update, full width": 0.0}
     pad_share = []
@@ -83,11 +95,13 @@ def main(argv=None):
         prompts = render_prompts(convs, tok, policy.config.block_size, cfg.max_new_tokens)
         t0 = time.perf_counter()
         ro = ppo.collect_rollout(policy, ref, value, reward_fn, convs, prompts, cfg, cfg.init_kl_coef, stop_id, pad_id,
-                                 gen)
+                                 gen, ctx=ctx)
+        sync(device)
         t_roll = time.perf_counter() - t0
-        times = [timed_update(model, opt, ro, cfg, it, trim=True), timed_update(model, opt, ro, cfg, it, trim=False),
-                 timed_update(model, opt, pad_to(ro, cfg.max_new_tokens, pad_id), cfg, it, trim=False)]
-        ppo.ppo_update(model, opt, ro, cfg, torch.Generator().manual_seed(it))   # move on, as PPO would
+        times = [timed_update(model, opt, ro, cfg, it, trim=True, ctx=ctx),
+                 timed_update(model, opt, ro, cfg, it, trim=False, ctx=ctx),
+                 timed_update(model, opt, pad_to(ro, cfg.max_new_tokens, pad_id), cfg, it, trim=False, ctx=ctx)]
+        ppo.ppo_update(model, opt, ro, cfg, torch.Generator().manual_seed(it), ctx=ctx)   # move on, as PPO would
         if it == 0:
             continue                                                               # warm-up
         for k, v in zip(t, [t_roll, *times]):
@@ -98,7 +112,7 @@ def main(argv=None):
         pad_share.append(1 - used / full)
     n = args.iters
     print(f"PPO iteration, {cfg.batch_size} episodes, {cfg.ppo_epochs} epochs x {cfg.n_minibatches} minibatches, "
-          f"{torch.get_num_threads()} threads, run {args.run}:")
+          f"{torch.get_num_threads()} threads, {device}, run {args.run}:")
     for k, v in t.items():
         print(f"  {k:<32} {v / n:6.2f} s/iteration")
     print(f"  columns dropped: {sum(pad_share) / n:.0%} of the (B, P + max_new_tokens) grid generate() returns")

@@ -26,6 +26,7 @@ class DistInfo:
     local_rank: int = 0    # its index on this machine (picks the GPU)
     world_size: int = 1    # number of processes
     enabled: bool = False  # True when launched by torchrun and a process group is initialised
+    device: str = "cpu"    # where collectives run: nccl only reduces CUDA tensors ("cuda:LOCAL_RANK"), gloo CPU ones
 
     @property
     def is_main(self) -> bool:
@@ -36,18 +37,22 @@ class DistInfo:
 def setup_distributed(device_type: str = "cpu") -> DistInfo:
     """Initialise the process group when launched by torchrun (else return a single-process DistInfo).
 
-    device_type "cuda" → nccl and torch.cuda.set_device(local_rank); anything else → gloo.
+    device_type "cuda" → nccl and torch.cuda.set_device(local_rank); "cpu" → gloo. MPS is refused: gloo
+    cannot reduce MPS tensors and PyTorch has no MPS backend for torch.distributed.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "RANK" not in os.environ:
         return DistInfo()
+    if device_type not in ("cpu", "cuda"):
+        raise SystemExit(f"error: torchrun needs --device=cuda (nccl) or --device=cpu (gloo), not {device_type}: "
+                         f"torch.distributed has no backend for {device_type} tensors")
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     world_size = int(os.environ["WORLD_SIZE"])
+    device = f"cuda:{local_rank}" if device_type == "cuda" else "cpu"
     if not dist.is_initialized():
-        backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
-    return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, enabled=True)
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, enabled=True, device=device)
 
 
 def teardown_distributed() -> None:
@@ -62,22 +67,25 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def all_reduce_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Mean of a tensor over processes (returns x itself on a single process)."""
+def all_reduce_mean(values: list[float], info: DistInfo) -> list[float]:
+    """Each number of `values` averaged over processes (`values` itself on a single process).
+
+    The numbers travel as one float64 tensor made on info.device: nccl reduces only CUDA tensors, so a
+    tensor made on the CPU (torch.tensor's default) would fail there at the first reduction."""
     if not info.enabled:
-        return x
-    x = x.clone()
-    dist.all_reduce(x, op=dist.ReduceOp.SUM)
-    return x / info.world_size
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=info.device)   # (len(values),)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return (t / info.world_size).tolist()
 
 
-def all_reduce_max(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Max of a tensor over processes (e.g. a 'stop now' flag)."""
+def all_reduce_max(values: list[float], info: DistInfo) -> list[float]:
+    """Each number of `values` maxed over processes (e.g. a 'stop now' flag); same device rule as the mean."""
     if not info.enabled:
-        return x
-    x = x.clone()
-    dist.all_reduce(x, op=dist.ReduceOp.MAX)
-    return x
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=info.device)   # (len(values),)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
 
 
 def shard(batch, rank: int, world_size: int):

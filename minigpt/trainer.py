@@ -164,7 +164,10 @@ def set_rng_state(state: dict) -> None:
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # one state per GPU the saving process saw; a machine (or CUDA_VISIBLE_DEVICES) with fewer GPUs
+        # restores those it has (set_rng_state_all would fail with an IndexError)
+        for i, s in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s, i)
 
 
 def _to_tuple(x):
@@ -342,8 +345,7 @@ def evaluate(model, loss_fn: Callable, get_batch: Callable, eval_iters: int, dev
         model.train(was_training)
     if info.enabled:
         keys = sorted(totals)
-        t = all_reduce_mean(torch.tensor([totals[k] for k in keys], dtype=torch.float64), info)
-        totals = dict(zip(keys, t.tolist()))
+        totals = dict(zip(keys, all_reduce_mean([totals[k] for k in keys], info)))
     return totals
 
 
@@ -381,7 +383,10 @@ def load_training_state(run_dir: str, model, optimizer=None, restore_rng: bool =
         raise ResumeError(f"{run_dir}/ckpt.pt was trained with {', '.join(diff) or 'another model shape'}; "
                           f"drop --resume (or use another --out_dir) or use the same settings") from None
     if optimizer is not None and "optimizer" in state:
+        kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
         optimizer.load_state_dict(state["optimizer"])
+        for group, k in zip(optimizer.param_groups, kernels):   # keep this device's kernels: a CUDA run's
+            group.update(k)                                     # fused=True need not exist on the CPU/MPS
     if restore_rng and "rng" in state:
         set_rng_state(state["rng"])
     return state
@@ -505,10 +510,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable, get_batch: Callable, cfg: Loo
                                    device) for i in range(cfg.grad_accum)]
                 loss, stats = forward_backward(train_model, loss_fn, micro, ctx)
                 n_tok = sum(count_tokens(b) for b in micro) * info.world_size
-                flags = torch.tensor([loss, float(stop.requested)], dtype=torch.float64)
-                if info.enabled:  # every process must agree on the loss (NaN guard) and on stopping
-                    flags = all_reduce_mean(flags, info)
-                loss = float(flags[0])
+                # every process must agree on the loss (NaN guard) and on stopping
+                loss, stop_share = all_reduce_mean([loss, float(stop.requested)], info)
                 check_finite(loss, step, run_dir if is_main else None)
                 grad_norm = optimizer_step(train_model, optimizer, cfg.grad_clip)
                 if device.type == "cuda":
@@ -524,7 +527,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, get_batch: Callable, cfg: Loo
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}", val=f"{last_val.get('loss', float('nan')):.4f}",
                                     tok_s=f"{tokens_seen / max(train_seconds, 1e-9):,.0f}")
-                if float(flags[1]) > 0:
+                if stop_share > 0:   # any process was asked to stop
                     interrupted = True
                     break
     except KeyboardInterrupt:  # second Ctrl-C, or one outside the step: save what we have and re-raise

@@ -102,7 +102,8 @@ def sample_candidates(policy, reward_model, tokenizer, conversations: list, n: i
 
     Returns {"responses": [[str] * n] * P, "stopped": bool tensor (P, n), "scores": (P, n)} where a
     response without <|end|> scores no_stop_reward (as in rlhf.ppo), else the RM's score of its text
-    (rlhf.rollout.score_samples).
+    (rlhf.rollout.score_samples). Both tensors are on the CPU, whatever the models' device: callers index
+    CPU tables (the oracle's scores) with picks made from them, which CUDA indices cannot do.
     """
     flat = [c for c in conversations for _ in range(n)]                # prompt i at rows i*n .. i*n+n-1
     g = sampling_generator(policy, seed, "best_of_n")
@@ -116,7 +117,7 @@ def sample_candidates(policy, reward_model, tokenizer, conversations: list, n: i
         texts += [t for t, _, _ in s.texts(tokenizer)]
     P = len(conversations)
     return {"responses": [texts[i * n:(i + 1) * n] for i in range(P)],
-            "stopped": torch.cat(stopped).view(P, n), "scores": torch.cat(scores).view(P, n)}
+            "stopped": torch.cat(stopped).view(P, n).cpu(), "scores": torch.cat(scores).view(P, n).cpu()}
 
 
 def best_of_n_rows(policy, tokenizer, rm, rm_tokenizer, examples: list, n: int, cfg: EvalConfig,

@@ -28,6 +28,7 @@ import torch
 
 from minigpt.checkpoint import load_model
 from minigpt.generate import check_generator, sample_next
+from minigpt.trainer import pick_device
 from rlhf.data import render_prompt, stop_token_id
 from rlhf.rollout import sampling_generator
 
@@ -185,12 +186,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max_new_tokens", type=int, default=64, help="longest reply in tokens")
     ap.add_argument("--system", default=None, help="an optional system message")
     ap.add_argument("--seed", type=int, default=0, help="seed of the sampler")
-    ap.add_argument("--device", default="cpu", help="cpu, cuda, mps")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (cuda, else mps, else cpu)")
     args = ap.parse_args(argv)
 
+    device = pick_device(args.device)             # a device this machine lacks is a one-line error
     ckpt = resolve_checkpoint(args.path)
     try:
-        model, tokenizer = load_model(ckpt, device=args.device)
+        model, tokenizer = load_model(ckpt, device=device)
     except (FileNotFoundError, ValueError) as e:   # e.g. a reward model's directory: not something to chat with
         raise SystemExit(f"error: {e}") from None
     session = ChatSession(model, tokenizer, temperature=args.temperature, top_k=args.top_k or None,

@@ -39,8 +39,7 @@ def data_parallel(model: torch.nn.Module, info: DistInfo, device: torch.device) 
 def mean_over_processes(stats: dict, info: DistInfo) -> dict:
     """Every number of `stats` averaged over the processes (the logs and the KL controller use these)."""
     keys = sorted(stats)
-    vals = all_reduce_mean(torch.tensor([stats[k] for k in keys], dtype=torch.float64), info)
-    return dict(zip(keys, vals.tolist()))
+    return dict(zip(keys, all_reduce_mean([stats[k] for k in keys], info)))
 
 
 class IterationRun:

@@ -28,6 +28,7 @@ import pytest
 import torch
 
 from minigpt import checkpoint as ckpt_io
+from minigpt.distributed import DistInfo, all_reduce_max, all_reduce_mean, setup_distributed
 from minigpt.generate import generate
 from minigpt.trainer import autocast_context
 from rlhf import best_of_n, data as D, dpo, grpo, losses as L, pipeline, ppo
@@ -142,6 +143,49 @@ def test_a_generator_on_another_device_is_a_clear_error(tok):
     policy = tiny_gpt(tok.vocab_size).to("meta")          # a stand-in for a GPU: any device but the CPU
     with pytest.raises(ValueError, match="create it with torch.Generator"):
         generate(policy, [[1, 2, 3]], 2, generator=torch.Generator())
+
+
+# ----------------------------------------------------------------------------- collectives (torchrun)
+
+@pytest.mark.parametrize("reduce", [all_reduce_mean, all_reduce_max])
+def test_collectives_hand_the_backend_a_tensor_on_its_own_device(monkeypatch, reduce):
+    """nccl reduces only CUDA tensors: the loss / stop flags and the logged stats, once made with torch.tensor()
+    on the CPU, crashed every torchrun stage on GPUs at its first reduction. The helpers build the tensor on
+    DistInfo.device ("meta" stands in for the GPU here; the fake all_reduce stops before any copy back)."""
+    seen = []
+
+    class Reduced(Exception):
+        pass
+
+    def fake_all_reduce(t, op=None):
+        seen.append((t.device.type, t.dtype))
+        raise Reduced
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", fake_all_reduce)
+    info = DistInfo(rank=0, world_size=2, enabled=True, device="meta")
+    with pytest.raises(Reduced):
+        reduce([1.0, 0.0], info)
+    assert seen == [("meta", torch.float64)]
+    assert reduce([1.5, 2.0], DistInfo()) == [1.5, 2.0]            # a single process: the numbers themselves
+
+
+def test_collectives_on_a_real_process_group():
+    """One gloo process: the numbers come back as numbers, a mean over one process being the numbers."""
+    torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0, world_size=1)
+    try:
+        info = DistInfo(rank=0, world_size=1, enabled=True, device="cpu")
+        assert all_reduce_mean([0.25, 3.0], info) == [0.25, 3.0]
+        assert all_reduce_max([1.0, -2.0], info) == [1.0, -2.0]
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_torchrun_on_mps_is_a_clear_error(monkeypatch):
+    """torch.distributed has no backend for MPS tensors (gloo would fail at DDP's first broadcast)."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(SystemExit, match="torchrun needs --device=cuda"):
+        setup_distributed("mps")
 
 
 # ----------------------------------------------------------------------------- the RL math follows its inputs

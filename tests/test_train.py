@@ -298,6 +298,34 @@ def test_rng_state_round_trip_through_weights_only_load(tmp_path):
     assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == a
 
 
+def test_cuda_rng_states_restore_on_a_machine_with_fewer_gpus(monkeypatch):
+    """A checkpoint keeps one CUDA RNG state per GPU its process saw (e.g. 2 under torchrun); resumed where
+    fewer are visible (CUDA_VISIBLE_DEVICES=0), each GPU there gets its own state back, and no more
+    (torch.cuda.set_rng_state_all indexes a GPU that is not there: IndexError)."""
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": restored.append((state, device)))
+    state = {**T.get_rng_state(), "cuda": ["state of GPU 0", "state of GPU 1"]}
+    T.set_rng_state(state)
+    assert restored == [("state of GPU 0", 0)]
+
+
+def test_resume_keeps_this_devices_optimizer_kernels(tmp_path):
+    """A CUDA run's optimizer state says fused=True; loaded into an optimizer built for this device, the
+    fused / foreach choice stays this device's (fused AdamW is not on every device and torch version)."""
+    model = tiny_gpt()
+    opt = T.configure_optimizer(model, loop_cfg(tmp_path), "cpu")
+    kernels = [(g.get("fused"), g.get("foreach")) for g in opt.param_groups]
+    saved = opt.state_dict()
+    for g in saved["param_groups"]:
+        g["fused"], g["foreach"] = True, False                   # as configure_optimizer(..., "cuda") leaves them
+    ck.atomic_torch_save({"model": model.state_dict(), "optimizer": saved, "model_config": {}}, tmp_path / "ckpt.pt")
+    T.load_training_state(str(tmp_path), model, opt, restore_rng=False)
+    assert [(g.get("fused"), g.get("foreach")) for g in opt.param_groups] == kernels
+    assert opt.param_groups[0]["lr"] == saved["param_groups"][0]["lr"]   # the rest is the checkpoint's
+
+
 # ----------------------------------------------------------------------------- entry points (subprocess)
 
 def test_help_lists_options():
