@@ -1,11 +1,12 @@
-"""GPTConfig: the seven numbers (plus two switches) that fix a GPT's shape, and named presets.
+"""GPTConfig: the six numbers (plus two switches) that fix a GPT's shape, and named presets.
 
     from minigpt.config import GPTConfig, model_preset
     cfg = model_preset("tiny", vocab_size=300)   # 2 layers, 2 heads, 32 wide, 64 context
 
 Presets
 - `tiny`  : unit tests and smoke runs (milliseconds per step on a laptop CPU).
-- `small` : the CPU default of the pipeline (4 layers, 128 wide, 256 context; ~1M parameters + embeddings).
+- `small` : the shape of the pipeline's CPU default (4 layers, 128 wide; ~1M parameters + embeddings), with a
+            256-token context (the pipeline trains it with 128).
 - `gpt2`  : the 124M-parameter GPT-2 of Radford et al. (2019), for GPU users and for loading its weights.
 """
 

@@ -59,7 +59,7 @@ PRESETS: dict[str, dict] = {
     "small": dict(out_dir="runs/small/pretrain", max_iters=400, batch_size=32, warmup_iters=30, eval_interval=100,
                   eval_iters=4, tokenizer_chars=100_000, vocab_size=512, block_size=96,
                   n_layer=2, n_head=2, n_embd=64, learning_rate=3e-3, min_lr=3e-4),
-    # The CPU default: pretraining + SFT within ~5 minutes on 2 cores.
+    # The CPU default: pretraining + SFT in 3-7 minutes on 2 cores (depending on the CPU).
     "default": dict(),
 }
 

@@ -46,7 +46,7 @@ from minigpt.generate import generate, left_pad
 # %% [markdown]
 # ## 2. A model from a config
 #
-# A `GPTConfig` is seven numbers and two switches. Presets name the sizes the project uses: `tiny`
+# A `GPTConfig` is six numbers and two switches. Presets name the sizes the project uses: `tiny`
 # (tests), `small` (the CPU default), `gpt2` (124M, for GPU users). Here the vocabulary is the 256
 # byte values plus a little room, so any text can be fed in as its UTF-8 bytes without a tokenizer
 # (notebook 02 builds a real one).

@@ -268,8 +268,8 @@ print(f"default run: held-out accuracy {r['val_accuracy']:.1%} vs labelers' ceil
 
 # %% [markdown]
 # That gap is this project's main finding: the reward model, not PPO, limits what RLHF can reach here. On
-# one GPU, a 14× larger model's RM trained on 4× the comparisons rose from 66.8% to 70.6% (README,
-# "Results"). Either way, the gap is the number to read before trusting PPO.
+# one GPU, a 16× larger model's RM trained on 4× the comparisons rose from 66.8% to 70.6% (README,
+# "On a GPU"). Either way, the gap is the number to read before trusting PPO.
 
 # %% [markdown]
 # ## 8. Asking the reward model

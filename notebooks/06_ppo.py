@@ -409,10 +409,11 @@ show_result("best_of_n_vs_ppo.png")
 #   whitened so that the step size does not depend on the reward's scale.
 # - Your `ppo_policy_loss`: the clipped surrogate; ratio ≡ 1 on the first minibatch, zero gradient once
 #   clipped in the advantage's direction. `AdaptiveKLController` steers β towards a KL target: the leash.
-# - The value model starts from the reward model, so its first predictions already explain part of the returns.
+# - The value model starts from the reward model: the RM's final score already explains most of the returns,
+#   its per-token predictions not yet — the value loss has to teach them.
 # - `collect_rollout` + `ppo_update` are one iteration; generation's log-probs equal a forward pass's,
 #   and the first update starts at ratio 1 — the two checks that catch silent PPO bugs.
-# - Judge PPO by the gold score, not by the reward model's: at SMALL size the RM score rises while gold
-#   stays flat; at the default size PPO beats SFT on sampled decoding.
+# - Judge PPO by the gold score, not by the reward model's: at SMALL size the RM score rises far more than
+#   gold (a few hundredths at most); at the default size PPO beats SFT on sampled decoding.
 #
 # Next: **07_dpo_grpo** — two ways to skip parts of this machinery, on the same SFT model and comparisons.

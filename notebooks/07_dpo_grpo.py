@@ -281,17 +281,18 @@ print(f"DPO: {t['steps']} steps, held-out loss {t['val_loss_init']:.3f} -> {t['v
 show_result("methods_vs_sft.png", width=900)
 
 # %% [markdown]
-# Reading the default run: **GRPO matches PPO** — gains over SFT of +0.04 greedy and +0.03 sampled, both CIs
-# just above 0, at less than half PPO's KL (0.22 vs 0.51 nats) and without a value model; PPO's sampled gain
-# (+0.06) is the larger, GRPO's greedy one the same within noise. **DPO does worse than SFT** (greedy −0.09,
-# CI below 0) after drifting 13.6 nats from it: its held-out loss ended *above* ln 2 — the default preset's
-# 5,582 steps over-fit the ~1,500 ranked prompts' pairs, and the pairs are off-policy (demonstrations, the
-# world's flawed answers and SFT samples), so nothing tied the policy to what it actually generates. A shorter
-# DPO run or a larger β would stay closer; this project has not tuned it, and reports it as measured.
+# Reading the default run: **GRPO matches PPO greedy, not sampled** — gains over SFT of +0.04 greedy and +0.02
+# sampled, both CIs just above 0, at less than half PPO's KL (0.22 vs 0.51 nats) and without a value model;
+# PPO's sampled gain (+0.06) is the larger, GRPO's greedy one the same within noise. **DPO does worse than
+# SFT** (greedy −0.09, CI below 0) after drifting 13.6 nats from it: its held-out loss ended *above* ln 2 —
+# the default preset's 5,582 steps (two epochs) over-fit the 44,653 pairs of the RM stage's 2,000 ranked
+# prompts, and the pairs are off-policy (demonstrations, the world's flawed answers and SFT samples), so
+# nothing tied the policy to what it actually generates. A shorter DPO run or a larger β would stay closer;
+# this project has not tuned it, and reports it as measured.
 #
 # One run is one draw. Trained again with two more seeds (`python -m rlhf.experiments seeds`, README), PPO's
 # sampled gain holds in all three (+0.073 pooled) but its greedy gain averages +0.000; GRPO's sampled gain is
-# +0.028, below PPO's in every seed, so "GRPO matches PPO" was this run's luck; DPO loses to SFT greedy in all three.
+# +0.028, below PPO's in every seed, so GRPO's match with PPO (greedy) was this run's luck; DPO loses to SFT greedy in all three.
 #
 # ## 6. Summary
 #

@@ -26,7 +26,7 @@ from the fixed, off-policy pairs. The gold oracle only evaluates (greedy and sam
 policy and of the SFT model to the same val prompts).
 
 Simplifications relative to Rafailov et al. 2023:
-  1. Scale: a few-hundred-thousand-parameter GPT and a few thousand pairs from simulated labelers
+  1. Scale: a ~1M-parameter GPT and ~45,000 pairs (2,000 ranked prompts) from simulated labelers
      (the paper: GPT-2/Pythia-2.8B on IMDb, TL;DR and Anthropic-HH).
   2. π_ref is the SFT model (the paper's choice when an SFT model exists). Its log-probs are computed once
      before training (it is frozen), as several open implementations do.
@@ -106,7 +106,7 @@ PRESETS: dict[str, dict] = {
     # The course's student-scale run, on the small RM stage's comparisons.
     "small": dict(out_dir="runs/small/dpo", sft_dir="runs/small/sft", rm_dir="runs/small/reward_model",
                   max_iters=150, eval_interval=50, eval_iters=8, n_eval=100),
-    # After the default RM stage: its ~1500 ranked prompts, two epochs.
+    # After the default RM stage: its 2,000 ranked prompts (~45,000 non-tied pairs), two epochs.
     "default": dict(),
 }
 

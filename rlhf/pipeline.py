@@ -2,7 +2,7 @@
 -> PPO -> best-of-N -> evaluation -> report.md + plots + metrics.json.
 
     python -m rlhf.pipeline                                  # --preset default (target: ~10 min on 2 CPU cores)
-    python -m rlhf.pipeline --preset tiny --out runs/tiny    # ~1 min smoke run (CI runs it; models learn nothing)
+    python -m rlhf.pipeline --preset tiny --out runs/tiny    # ~15 s smoke run (CI runs it; models learn nothing)
     python -m rlhf.pipeline --preset headline                # default + a larger SFT-only model to beat
     python -m rlhf.pipeline --out runs/default               # re-run: finished stages are reused
     python -m rlhf.pipeline --sft.max_iters=600 --ppo.init_kl_coef=0.05 --out runs/tuned   # per-stage overrides
@@ -27,8 +27,8 @@ base.gold_score, sft.gold_score, ppo.gold_score, ppo.win_rate_vs_sft, ppo.kl, re
 reward_model.label_agreement and seconds.total, with 95% bootstrap CIs, per-family / per-H breakdowns,
 best-of-N and the headline comparison.
 
-`--preset gpu` is sized for one modern GPU (a 14x larger model and 4x the comparisons; not yet run end to
-end: see README). The `gpt2` preset is the GPU-scale recipe (a 124M-parameter, 12-layer, 768-wide GPT;
+`--preset gpu` is sized for one modern GPU (a 16x larger model and 4x the comparisons; not yet run end to
+end: see README). The `gpt2` preset is the GPU-scale recipe (a 92M-parameter, 12-layer, 768-wide GPT;
 an estimated hour on one modern GPU, never run): `python -m rlhf.pipeline --preset gpt2 --out runs/gpt2`.
 """
 
@@ -114,9 +114,9 @@ PIPELINE_PRESETS: dict[str, dict] = {
         "stage_preset": "default",
         "stages": DEFAULT_STAGES,
     },
-    # One modern GPU, aiming at <= 10 minutes: a 14x larger model than the CPU default (8 layers, 384 wide,
+    # One modern GPU, aiming at <= 10 minutes: a 16x larger model than the CPU default (8 layers, 384 wide,
     # 2000 pretraining steps on 10M characters) and 4x the comparisons, so that the reward model can see
-    # content; the headline's SFT-only model is 2.7x larger again. NOT YET RUN end to end: the sizes come
+    # content; the headline's SFT-only model is 2.6x larger again. NOT YET RUN end to end: the sizes come
     # from single-stage measurements on an H200 (RM 66.8% -> 70.6% held-out accuracy with 4x comparisons).
     "gpu": {
         "pipeline": dict(eval_prompts=500, headline=True),
@@ -141,7 +141,7 @@ PIPELINE_PRESETS: dict[str, dict] = {
                                  min_lr=9e-7),
             "ppo": dict(max_iters=500, batch_size=256, micro_batch_size=32, learning_rate=1e-5, n_prompts=31_000,
                         ptx_coef=0.1),
-            "pretrain_large": dict(n_layer=24, n_head=16, n_embd=1024),   # GPT-2 medium's shape (350M)
+            "pretrain_large": dict(n_layer=24, n_head=16, n_embd=1024),   # GPT-2 medium's shape (311M at this vocabulary)
         },
     },
 }
@@ -322,11 +322,18 @@ def eval_config(cfg: PipelineConfig) -> ev.EvalConfig:
 # metrics.json
 
 def _params(stage_dir: str) -> int | None:
+    """A saved model's parameters as GPT.num_params() counts them: without the position embedding, and the
+    token embedding once (the LM head shares its tensor, so the state dict lists that tensor twice)."""
     path = os.path.join(stage_dir, "model.pt")
     if not os.path.exists(path):
         return None
     obj = ckpt_io.safe_load(path)
-    return int(sum(v.numel() for k, v in obj["model"].items() if not k.endswith("wpe.weight")))
+    seen, n = set(), 0
+    for k, v in obj["model"].items():
+        if not k.endswith("wpe.weight") and v.data_ptr() not in seen:
+            seen.add(v.data_ptr())
+            n += v.numel()
+    return n
 
 
 def build_metrics(run_dir: str, results: dict, cfg: PipelineConfig, preset: str, seconds: dict) -> dict:

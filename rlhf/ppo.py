@@ -1,6 +1,6 @@
 """Stage 4 of InstructGPT: PPO against the reward model, with a KL penalty to the SFT model.
 
-    python -m rlhf.ppo --preset default                      # after rlhf.reward_model; ~2 min on 2 cores
+    python -m rlhf.ppo --preset default                      # after rlhf.reward_model; ~3 min on 2 cores
     python -m rlhf.ppo --preset tiny --sft_dir=runs/tiny/sft --rm_dir=runs/tiny/reward_model --out_dir=runs/tiny/ppo
     python -m rlhf.ppo --out_dir=runs/default/ppo --resume            # continue an interrupted run
     torchrun --standalone --nproc_per_node=2 -m rlhf.ppo --preset default   # each rank rolls out its own prompts

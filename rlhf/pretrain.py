@@ -1,6 +1,6 @@
 """Stage 1 on the instruction world: pretrain a GPT on the world's plain-text corpus.
 
-    python -m rlhf.pretrain --preset default                       # ~2.5 min on 2 CPU cores
+    python -m rlhf.pretrain --preset default                       # 2-5 min on 2 CPU cores
     python -m rlhf.pretrain --preset tiny --out_dir=/tmp/tiny       # a smoke run of seconds
     python -m rlhf.pretrain --out_dir=runs/default/pretrain --resume         # continue an interrupted run
     torchrun --standalone --nproc_per_node=2 -m rlhf.pretrain --preset tiny   # data parallel (DDP)
@@ -34,7 +34,7 @@ class WorldPretrainConfig(TrainConfig):
 PRESETS: dict[str, dict] = {
     "tiny": dict(LM_PRESETS["tiny"], corpus_chars=20_000),   # CI smoke run: a few seconds
     "small": dict(LM_PRESETS["small"], corpus_chars=800_000),   # the course's student-scale run
-    "default": dict(LM_PRESETS["default"]),                  # the CPU default: ~2.5 minutes on 2 cores
+    "default": dict(LM_PRESETS["default"]),                  # the CPU default: 2-5 minutes on 2 cores
 }
 
 

@@ -157,7 +157,7 @@ def write_report(run_dir: str, metrics: dict, results: dict, plots: dict[str, st
           f"on) by the gold oracle. Total compute time of the stages: {_f(secs.get('total'), 0)} s "
           f"on {metrics.get('device', 'cpu')}{gpu_name}.", ""]
     if metrics.get("preset") == "tiny":
-        L += ["> **A smoke run.** The `tiny` preset checks that every stage runs end to end in about a minute; "
+        L += ["> **A smoke run.** The `tiny` preset checks that every stage runs end to end in seconds; "
               "its models are too small and too briefly trained to learn anything, so the numbers below mean "
               "nothing. `--preset default` (8–15 minutes on 2 CPU cores) is the run whose numbers do.", ""]
     L += ["## Gold score per stage", ""] + stage_table(results) + [""]

@@ -1,6 +1,6 @@
 """Controlled probes of a reward model: does it prefer what the gold oracle prefers, one factor at a time?
 
-    python -m rlhf.rm_probes runs/default/reward_model          # 300 helpful val prompts
+    python -m rlhf.rm_probes runs/default/reward_model          # the helpful ones of 300 val prompts
     python -m rlhf.rm_probes runs/default/reward_model --n 600 --split test
 
 Held-out pairwise accuracy mixes every difference between two responses. A probe changes one thing.

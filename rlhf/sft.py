@@ -10,7 +10,7 @@ is context, never a target, and the model learns to stop. Padding has m = 0 and 
 
 Run it (after `python -m rlhf.pretrain --preset default`, which writes runs/default/pretrain):
 
-    python -m rlhf.sft --preset default                     # ~1-2 min on 2 CPU cores
+    python -m rlhf.sft --preset default                     # 1-2.5 min on 2 CPU cores
     python -m rlhf.sft --preset tiny --init_from=runs/tiny/pretrain --out_dir=runs/tiny/sft
     python -m rlhf.sft --data=demos.jsonl                   # your own demonstrations (messages or Alpaca JSONL)
     torchrun --standalone --nproc_per_node=2 -m rlhf.sft    # data parallel

@@ -10,10 +10,11 @@ import time
 
 import pytest
 
+from minigpt import checkpoint as ckpt_io
 from minigpt.train import model_config_from
 from rlhf import pipeline
 from rlhf.report import targets
-from tests.tiny_rl import run_pipeline
+from tests.tiny_rl import run_pipeline, tiny_gpt   # and the `tok` fixture of conftest.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRED = ["base.gold_score", "sft.gold_score", "ppo.gold_score", "ppo.win_rate_vs_sft", "ppo.kl",
@@ -166,6 +167,15 @@ def test_ctrl_c_anywhere_is_one_line_and_exit_130(monkeypatch, capsys, tmp_path)
     assert e.value.code == 130
     err = capsys.readouterr().err.strip()
     assert err.startswith("interrupted:") and "run the same command again" in err and len(err.splitlines()) == 1
+
+
+def test_parameter_counts_count_the_tied_lm_head_once(tmp_path, tok):
+    """metrics.json's params (and the headline's size ratio) count as GPT.num_params does: the LM head shares
+    the token embedding's tensor, which the saved state dict lists twice (once counted twice: 1.06M for 0.92M)."""
+    model = tiny_gpt(tok.vocab_size)
+    ckpt_io.save_model(tmp_path / "sft", model, tok)
+    assert pipeline._params(str(tmp_path / "sft")) == model.num_params()
+    assert pipeline._params(str(tmp_path / "missing")) is None
 
 
 def test_targets_read_off_the_documented_runs():

@@ -28,7 +28,7 @@ best_of_n.json. A finished part is reused when the command is run again with the
 Simplifications relative to Gao et al.: one proxy reward model and one policy size (they vary both, and
 fit how α and β scale with the RM's size); the gold reward is the world's exact oracle, not a 6B RM
 trained on human labels; the proxy is trained on simulated labelers who rank by that oracle; one seed;
-128 prompts, so each gold point carries a bootstrap CI of about ±0.05.
+128 prompts, so each gold point carries a bootstrap CI of about ±0.06-0.08.
 """
 
 from __future__ import annotations
