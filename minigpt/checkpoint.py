@@ -39,6 +39,11 @@ CONFIG_FILE = "config.json"
 
 # ----------------------------------------------------------------------------- atomic writes
 
+class CheckpointError(ValueError):
+    """A checkpoint of another kind than the caller needs (e.g. a reward model where a GPT is expected);
+    the entry points turn it into a one-line error."""
+
+
 def _atomic_write(path: str | os.PathLike, write_fn, mode: str = "wb") -> None:
     """Call write_fn(file_object) on a temp file next to `path`, then rename it onto `path`."""
     path = os.fspath(path)
@@ -173,8 +178,8 @@ def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
     keys = list(obj["model"])
     if not any(k.startswith("transformer.") for k in keys) or any(k.startswith("backbone.") for k in keys):
         kind = (obj.get("kind") or "non-GPT").replace("_", " ")      # e.g. a reward model: GPT backbone + head
-        raise ValueError(f"{path} holds a {kind} checkpoint, not a GPT language model "
-                         f"(point at the run directory of a language model)")
+        raise CheckpointError(f"{path} holds a {kind} checkpoint, not a GPT language model "
+                              f"(point at the run directory of a language model)")
     config = obj.get("model_config", obj.get("config"))
     model = GPT(GPTConfig(**config))
     model.load_state_dict(obj["model"])
@@ -223,3 +228,43 @@ def write_config(run_dir: str | os.PathLike, cfg) -> str:
     path = os.path.join(os.fspath(run_dir), CONFIG_FILE)
     atomic_write_json(path, dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg)
     return path
+
+
+RUN_ONLY_FIELDS = ("progress", "resume", "device")   # how a stage is run, not what it trains
+
+
+def config_differences(run_dir: str | os.PathLike, cfg, ignore: tuple[str, ...] = ()) -> list[str] | None:
+    """How the dataclass `cfg` differs from the config run_dir/config.json was trained with: one
+    "field=saved (now value)" per field (RUN_ONLY_FIELDS and `ignore` aside); None without a config.json.
+
+    A field the saved config lacks (added to the class later) counts as its default, the value it was
+    trained with. A path inside the run that held the stage then (the parent of its saved out_dir) equals
+    the same path inside the run that holds it now, so a run directory that was moved or copied matches."""
+    saved = read_json_file(os.path.join(os.fspath(run_dir), CONFIG_FILE))
+    if saved is None:
+        return None
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+                for f in dataclasses.fields(cfg)}
+    defaults, now = json.loads(json.dumps(defaults)), json.loads(json.dumps(dataclasses.asdict(cfg)))
+    then_root = os.path.dirname(os.path.normpath(saved["out_dir"])) if saved.get("out_dir") else None
+    now_root = os.path.dirname(os.path.normpath(now["out_dir"])) if now.get("out_dir") else None
+
+    def in_run(value, root):                  # "runs/a/sft" under root "runs/a" -> ("run", "sft")
+        if isinstance(value, str) and value and root:
+            v = os.path.normpath(value)
+            if v.startswith(root + os.sep):
+                return ("run", v[len(root) + 1:])
+        return value
+
+    return [f"{k}={saved.get(k, defaults[k])!r} (now {v!r})" for k, v in now.items()
+            if k not in RUN_ONLY_FIELDS + tuple(ignore)
+            and in_run(saved.get(k, defaults[k]), then_root) != in_run(v, now_root)]
+
+
+def read_json_file(path: str | os.PathLike):
+    """The JSON in `path`, or None when there is no such file."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)

@@ -83,7 +83,17 @@ def _field_types(cls) -> dict[str, Any]:
 def _type_name(tp) -> str:
     if isinstance(tp, type):
         return tp.__name__
+    if typing.get_origin(tp) is typing.Literal:        # Literal["prompt", "pair"] -> "prompt|pair"
+        return "|".join(str(a) for a in typing.get_args(tp))
     return str(tp).replace("typing.", "")
+
+
+def _check_choice(value, tp, name: str, dashes: str = ""):
+    """A Literal field's value must be one of its choices (a ValueError naming them otherwise)."""
+    choices = typing.get_args(tp)
+    if value not in choices:
+        raise ValueError(f"{dashes}{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+    return value
 
 
 def _unwrap_optional(tp):
@@ -100,12 +110,14 @@ def convert(text: str, tp, name: str = "value"):
     """Convert the command-line string `text` to type `tp` or raise ValueError naming the field.
 
     convert("3", int) -> 3;  convert("off", bool) -> False;  convert("none", int | None) -> None;
-    convert("a,b", list[str]) -> ["a", "b"].
+    convert("a,b", list[str]) -> ["a", "b"];  convert("pair", Literal["prompt", "pair"]) -> "pair".
     """
     inner, optional = _unwrap_optional(tp)
     if optional and text.strip().lower() in _NONE:
         return None
     origin = typing.get_origin(inner)
+    if origin is typing.Literal:
+        return _check_choice(text, inner, name, "--")
     if origin in (list, tuple):
         args = typing.get_args(inner)
         item_tp = args[0] if args else str
@@ -148,6 +160,8 @@ def check_value(value, tp, name: str = "value"):
             return None
         raise ValueError(f"{name}: None is not allowed for a field of type {_type_name(tp)}")
     origin = typing.get_origin(inner)
+    if origin is typing.Literal:
+        return _check_choice(value, inner, name)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{name}: expected a {_type_name(inner)}, got {value!r}")
@@ -191,7 +205,8 @@ def format_help(cls, presets: dict[str, dict] | None = None, cfg=None, prog: str
     presets = presets or {}
     cfg = cfg if cfg is not None else cls()
     prog = prog or "python -m <module>"
-    lines = [f"usage: {prog} [--preset NAME] [--key=value ...] [--help]", ""]
+    preset = "[--preset NAME] " if presets else ""
+    lines = [f"usage: {prog} {preset}[--key=value ...] [--help]", ""]
     doc = inspect.getdoc(cls) or ""
     if doc and not doc.startswith(cls.__name__ + "("):
         lines += [doc.splitlines()[0], ""]
@@ -208,7 +223,7 @@ def format_help(cls, presets: dict[str, dict] | None = None, cfg=None, prog: str
         rows.append((f"--{name}={value}", _type_name(tp), comments.get(name, "")))
     w0 = max((len(r[0]) for r in rows), default=0)
     w1 = max((len(r[1]) for r in rows), default=0)
-    lines.append("options (shown with the values the chosen preset gives):")
+    lines.append("options (shown with the values the chosen preset gives):" if presets else "options:")
     for a, b, c in rows:
         lines.append(f"  {a:<{w0}}  {b:<{w1}}  {c}".rstrip())
     return "\n".join(lines)
@@ -235,6 +250,9 @@ def parse_config(cls, argv: list[str] | None = None, presets: dict[str, dict] | 
             i += 1
             continue
         if not arg.startswith("--") or len(arg) == 2:
+            prev = argv[i - 1][2:].replace("-", "_") if i and argv[i - 1].startswith("--") else None
+            if prev and "=" not in prev and prev not in types_ and prev != "preset":   # `--typo value`
+                raise _unknown(prev, list(types_) + (["preset"] if presets else []))
             raise SystemExit(f"error: unexpected argument {arg!r}; options look like --key=value")
         body = arg[2:]
         if "=" in body:

@@ -177,6 +177,9 @@ class BestOfNConfig:
 PRESETS: dict[str, dict] = {
     "tiny": dict(out_dir="runs/tiny/best_of_n", sft_dir="runs/tiny/sft", rm_dir="runs/tiny/reward_model",
                  ns=[1, 2, 4], n_prompts=8, max_new_tokens=12, n_boot=100),
+    # The course's student-scale run (after `python -m rlhf.pipeline --preset small`).
+    "small": dict(out_dir="runs/small/best_of_n", sft_dir="runs/small/sft", rm_dir="runs/small/reward_model",
+                  ns=[1, 2, 4, 8], n_prompts=64),
     "default": dict(),
 }
 

@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of the sampler")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (cuda, else mps, else cpu)")
     args = ap.parse_args(argv)
+    if args.temperature < 0:
+        raise SystemExit(f"error: --temperature={args.temperature}: must be >= 0 (0 = greedy)")
 
     device = pick_device(args.device)             # a device this machine lacks is a one-line error
     ckpt = resolve_checkpoint(args.path)

@@ -288,7 +288,8 @@ def train_dpo(cfg: DPOConfig, evaluator=None) -> dict:
     out_dir/model.pt, summary.json, dpo.png. Returns the summary."""
     t_start = time.time()
     if not os.path.exists(os.path.join(cfg.sft_dir, ckpt_io.MODEL_FILE)):     # before anything is written
-        raise SystemExit(f"error: --sft_dir={cfg.sft_dir}: no {ckpt_io.MODEL_FILE}; run `python -m rlhf.sft` first")
+        raise SystemExit(f"error: --sft_dir={cfg.sft_dir}: no {ckpt_io.MODEL_FILE}; "
+                         f"run `python -m rlhf.sft` (with the same --preset) first")
     if cfg.data and not os.path.exists(cfg.data):
         raise SystemExit(f"error: --data={cfg.data}: no such file")
     device, info, run_dir = start_stage(cfg)

@@ -32,7 +32,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal, Sequence
 
 from minigpt.checkpoint import atomic_write_json, load_model, read_summary
 from minigpt.configurator import parse_config
@@ -57,7 +57,7 @@ DECODINGS = ("greedy", "sampled")
 class EvalConfig:
     """Evaluation of checkpoints on the world's held-out test prompts."""
     n_prompts: int = 200          # test prompts (one fixed set per seed, never trained on)
-    split: str = "test"           # "test" to report; "val" while tuning (never tune on the test prompts)
+    split: Literal["test", "val"] = "test"  # "test" to report; "val" while tuning (never tune on the test prompts)
     seed: int = 0                 # which test set, and the seed of sampled decoding and the bootstrap
     max_new_tokens: int = 48      # response budget in tokens (a response that does not stop is cut here)
     temperature: float = 1.0      # sampled decoding (greedy is always evaluated too); 1.0 = the policy itself,
@@ -353,8 +353,12 @@ def main(argv: list[str] | None = None) -> dict:
     if len(positional) != 1:
         raise SystemExit(f"usage: {usage} [--key=value ...]; --help lists the keys")
     run_dir = positional[0]
-    if not os.path.isdir(run_dir):
-        raise SystemExit(f"error: {run_dir}: no such run directory")
+    for d in [run_dir] + ([compare] if compare else []):
+        if not os.path.isdir(d):
+            raise SystemExit(f"error: {d}: no such run directory")
+        if not stage_dirs(d):
+            raise SystemExit(f"error: {d}: no model.pt in it nor in {'/, '.join(STAGE_DIRS.values())}/; "
+                             f"run `python -m rlhf.pipeline --out {d}` first")
     eval_dir = eval_dir_for(run_dir, cfg)     # never overwrites the pipeline's eval/ with other settings
     if compare:
         results = compare_runs(run_dir, compare, cfg)

@@ -53,7 +53,7 @@ import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -102,7 +102,7 @@ class GRPOConfig:
     temperature: float = 1.0          # sampling temperature; every forward pass divides the logits by it too
     # ---- 2-3. score and advantages
     no_stop_reward: float | None = -2.0  # the score given instead of the RM's to a response without <|end|> (None = the RM's)
-    baseline: str = "group"           # "group" = GRPO's (r - mean) / (std + eps); "rloo" = r - mean of the
+    baseline: Literal["group", "rloo"] = "group"  # "group" = GRPO's (r - mean) / (std + eps); "rloo" = r - mean of the
                                       # other G-1 rewards, no std (Ahmadian et al. 2024)
     adv_eps: float = 1e-4             # eps in (r - mean) / (std + eps) (baseline "group" only)
     # ---- 4. update
@@ -273,7 +273,8 @@ def build_models(cfg: GRPOConfig, device) -> tuple:
     dropout off everywhere (rlhf.rl_update.disable_dropout)."""
     for d, what in ((cfg.sft_dir, "rlhf.sft"), (cfg.rm_dir, "rlhf.reward_model")):
         if not os.path.exists(os.path.join(d, ckpt_io.MODEL_FILE)):
-            raise SystemExit(f"error: {d}: no {ckpt_io.MODEL_FILE}; run `python -m {what}` first")
+            raise SystemExit(f"error: {d}: no {ckpt_io.MODEL_FILE}; "
+                             f"run `python -m {what}` (with the same --preset) first")
     policy, tokenizer = ckpt_io.load_model(cfg.sft_dir, device)
     ref_model, _ = ckpt_io.load_model(cfg.sft_dir, device)
     reward_model = RewardModel.load(cfg.rm_dir, device)

@@ -40,14 +40,15 @@ import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
+from typing import Literal
 
 import torch
 
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import _field_types, convert, format_help, parse_config, replace_checked
 from minigpt.tokenizer import train_bpe
-from minigpt.trainer import autocast_context, pick_device
-from rlhf import evaluate as ev, gold, ppo, pretrain, reward_model, sft
+from minigpt.trainer import autocast_context, exercise_not_written, pick_device
+from rlhf import dpo, evaluate as ev, gold, ppo, pretrain, reward_model, sft
 from rlhf.best_of_n import best_of_n_kl, best_of_n_rows, gold_at_kl, n_for_kl
 from rlhf.plots import plot_all
 from rlhf.report import targets, write_report
@@ -64,7 +65,7 @@ class PipelineConfig:
     export_data: bool = True           # write the world's datasets to OUT/data (pretraining reads its corpus.txt)
     headline: bool = False             # also pretrain + SFT a larger model and compare it with the PPO model
     eval_prompts: int = 200            # held-out test prompts every model answers
-    eval_split: str = "test"           # "test" to report; "val" while tuning a preset (never tune on test)
+    eval_split: Literal["test", "val"] = "test"  # "test" to report; "val" while tuning a preset (never tune on test)
     eval_max_new_tokens: int = 48      # response budget at evaluation
     eval_temperature: float = 1.0      # temperature of the sampled evaluation (greedy is evaluated too)
     eval_batch_size: int = 64          # prompts per generation batch at evaluation
@@ -197,15 +198,16 @@ def parse_args(argv: list[str] | None) -> tuple[PipelineConfig, str, dict[str, d
     presets = {name: p["pipeline"] for name, p in PIPELINE_PRESETS.items()}
     if preset not in presets:
         raise SystemExit(f"error: unknown preset {preset!r}; choose one of: {', '.join(presets)}")
+    default_out = os.path.join("runs", preset) if preset != "default" else PipelineConfig.out   # runs/PRESET
     if any(a in ("-h", "--help") for a in own):
-        print(format_help(PipelineConfig, presets, replace(PipelineConfig(), **presets[preset]),
-                          prog="python -m rlhf.pipeline"))
+        shown = replace(PipelineConfig(), **presets[preset], out=default_out)
+        print(format_help(PipelineConfig, presets, shown, prog="python -m rlhf.pipeline"))
         print("\nper-stage overrides: --STAGE.KEY=VALUE with STAGE in " + ", ".join(stage_classes()) +
               " (e.g. --ppo.init_kl_coef=0.05); python -m rlhf.ppo --help lists a stage's keys")
         raise SystemExit(0)
     cfg = parse_config(PipelineConfig, own, presets, prog="python -m rlhf.pipeline")
-    if preset != "default" and not any(a.startswith("--out") for a in own):
-        cfg = replace(cfg, out=os.path.join("runs", preset))
+    if not any(a.startswith("--out") for a in own):
+        cfg = replace(cfg, out=default_out)
     return cfg, preset, stage_raw
 
 
@@ -474,13 +476,44 @@ class Timings:
                 "cpu": {**{k: round(v, 1) for k, v in self.cpu.items()}, "total": round(sum(self.cpu.values()), 1)}}
 
 
+def derived_fields(cfg) -> tuple[str, ...]:
+    """The fields of a stage config that the stage rewrites itself before saving its config.json: the step
+    count derived from `epochs` when max_iters is 0 (rlhf.reward_model, rlhf.dpo), and DPO's validation
+    batches, fitted to the held-out set (they only say how many pairs the curve is measured on: the trained
+    weights do not depend on them). Comparisons with a saved config leave them out."""
+    if isinstance(cfg, dpo.DPOConfig):
+        return ("eval_iters",) + (("max_iters",) if cfg.max_iters == 0 else ())
+    if isinstance(cfg, reward_model.RMConfig):
+        return ("max_iters",) if cfg.max_iters == 0 else ()
+    return ()
+
+
+def check_reuse(scfg: dict, stages: list[str]) -> None:
+    """A finished stage is reused on a re-run, so it must have been trained with the settings asked for now;
+    otherwise stop with one line (before anything is written) instead of silently reporting the old model
+    under the new settings. Precision (dtype) and how a stage is run (device, progress) may differ."""
+    for stage in stages:
+        c = scfg.get(stage)
+        if c is None or not ckpt_io.is_finished(c.out_dir):
+            continue
+        diffs = ckpt_io.config_differences(c.out_dir, c, ignore=("dtype",) + derived_fields(c))
+        if diffs:
+            more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
+            raise SystemExit(f"error: {c.out_dir} was trained with other settings ({'; '.join(diffs[:3])}{more}), "
+                             f"and a re-run reuses finished stages: use another --out, or delete {c.out_dir} "
+                             f"and the stages after it to train them again")
+
+
 def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict | None = None) -> dict:
     """Run (or resume) every stage into cfg.out; returns metrics.json's content."""
     t_run = time.time()
     out = cfg.out
     device = pick_device(cfg.device)
     autocast_context(device, cfg.dtype)              # a bad --device or --dtype: one line, before any work
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise SystemExit(f"error: --out={out} is a file; the run directory must be a directory (or not exist yet)")
     scfg = build_stage_configs(cfg, preset, stage_raw)
+    check_reuse(scfg, list(STAGE_NAMES))
     os.makedirs(out, exist_ok=True)
     ckpt_io.atomic_write_json(os.path.join(out, "pipeline_config.json"),
                               {"preset": preset, "pipeline": asdict(cfg), "stage_overrides": stage_raw or {},
@@ -605,6 +638,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"\ninterrupted: finished stages and cached evaluations in {cfg.out} are kept; run the same "
               f"command again to continue", file=sys.stderr)
         raise SystemExit(130) from None
+    except NotImplementedError as e:   # a student copy with an exercise still blank
+        raise exercise_not_written(e) from None
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -153,7 +153,8 @@ class PPOConfig:
     ptx_batch_size: int = 8           # corpus windows per micro-batch for the ptx loss
     ptx_block_size: int = 64          # tokens per corpus window
     ptx_corpus_chars: int = 200_000   # characters of the world corpus the ptx windows come from
-    value_model: str = "separate"     # "separate": a copy of the RM (InstructGPT); "shared": a head on the policy
+    value_model: Literal["separate", "shared"] = "separate"  # "separate": a copy of the RM (InstructGPT);
+                                      # "shared": a head on the policy
 
     # ---- evaluation (gold oracle on val prompts: measured, never trained on)
     eval_interval: int = 20           # evaluate, print samples and save ckpt.pt every this many iterations
@@ -419,7 +420,8 @@ def build_models(cfg: PPOConfig, device) -> tuple:
     the RM (checklist 9); dropout off everywhere (8)."""
     for d, what in ((cfg.sft_dir, "rlhf.sft"), (cfg.rm_dir, "rlhf.reward_model"), (cfg.init_dir, "rlhf.ppo")):
         if d and not os.path.exists(os.path.join(d, ckpt_io.MODEL_FILE)):
-            raise SystemExit(f"error: {d}: no {ckpt_io.MODEL_FILE}; run `python -m {what}` first")
+            raise SystemExit(f"error: {d}: no {ckpt_io.MODEL_FILE}; "
+                             f"run `python -m {what}` (with the same --preset) first")
     policy, tokenizer = ckpt_io.load_model(cfg.init_dir or cfg.sft_dir, device)   # e.g. an earlier PPO round
     ref_model, _ = ckpt_io.load_model(cfg.sft_dir, device)
     reward_model = RewardModel.load(cfg.rm_dir, device)

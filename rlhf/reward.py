@@ -94,6 +94,10 @@ class RewardModel(nn.Module):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{run_dir}: no reward model ({ckpt_io.MODEL_FILE}); run rlhf.reward_model first")
         obj = ckpt_io.safe_load(path)
+        if not any(k.startswith("backbone.") for k in obj["model"]):
+            kind = (obj.get("kind") or "GPT language model").replace("_", " ")
+            raise ckpt_io.CheckpointError(f"{path} holds a {kind} checkpoint, not a reward model "
+                                          f"(point at the run directory of rlhf.reward_model)")
         model = cls(GPTConfig(**obj.get("model_config", obj.get("config"))))
         model.load_state_dict(obj["model"])
         return model.to(device).eval()

@@ -43,7 +43,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -104,8 +104,9 @@ class RMConfig(LoopConfig):
     label_temperature: float = -1.0  # labelers' Bradley-Terry noise; < 0 = the world's default
     block_size: int = 0              # longest prompt + response in tokens (0 = the model's block_size)
     margin: float = 0.0              # pairwise files only: margin in -log σ(r_w - r_l - margin)
-    loss_reduction: str = "prompt"   # ranked loss: "prompt" = InstructGPT eq. 1 (mean over each prompt's pairs,
-                                     # then over prompts); "pair" = one mean over all pairs of a batch
+    loss_reduction: Literal["prompt", "pair"] = "prompt"   # ranked loss: "prompt" = InstructGPT eq. 1 (mean
+                                     # over each prompt's pairs, then over prompts); "pair" = one mean over all
+                                     # pairs of a batch
     epochs: float = 2.0              # passes over the train prompts (InstructGPT: 1; default preset: 2 > 1, 6 overfits)
     normalize: bool = True           # shift rewards so the demonstrations average 0 (InstructGPT)
     calibration_bins: int = 10       # bins of the calibration plot

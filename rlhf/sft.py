@@ -37,7 +37,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 
@@ -61,7 +61,7 @@ class SFTConfig(LoopConfig):
     n_val_demos: int = 200              # held-out demonstrations (val-split prompts) for the validation loss
     demo_seed: int = 0                  # seed of the world's demonstrations
     val_fraction: float = 0.1           # with --data: fraction of the file held out for the validation loss
-    train_on: str = "all"               # which assistant turns carry loss: all | last
+    train_on: Literal["all", "last"] = "all"  # which assistant turns carry loss: all | last
     n_eval: int = 200                   # held-out val prompts for the gold score (0 = skip the gold evaluation)
     eval_seed: int = 0                  # which val prompts
     max_new_tokens: int = 32            # response budget of the gold evaluation (no stop = cut here)
@@ -172,7 +172,8 @@ def train_sft(cfg: SFTConfig, evaluator: Callable | None = None) -> dict:
     try:
         if not os.path.exists(os.path.join(cfg.init_from, ckpt_io.MODEL_FILE)):
             raise SystemExit(f"error: --init_from={cfg.init_from}: no {ckpt_io.MODEL_FILE}; "
-                             "run `python -m minigpt.train` first (or point --init_from at a pretrained run)")
+                             "run `python -m rlhf.pretrain` (with the same --preset) first, "
+                             "or point --init_from at a pretrained run")
         seed_everything(cfg.seed)
         model, tok = ckpt_io.load_model(cfg.init_from, device=device)
         block = model.config.block_size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pytest
 
@@ -18,6 +19,7 @@ class Cfg:
     name: str = "run"           # run name
     limit: int | None = None    # optional cap
     families: list[str] = field(default_factory=lambda: ["a", "b"])  # task families
+    mode: Literal["fast", "exact"] = "fast"  # one of two ways
     # a comment line that belongs to nobody
 
 
@@ -42,7 +44,7 @@ def test_preset_then_overrides_in_order():
     ("3", int, 3), ("1_000", int, 1000), ("1e3", int, 1000), ("3e-4", float, 3e-4),
     ("off", bool, False), ("True", bool, True), ("1", bool, True),
     ("none", int | None, None), ("7", int | None, 7), ("a, b", list[str], ["a", "b"]),
-    ("1,2", tuple[int, ...], (1, 2)), ("hello", str, "hello"),
+    ("1,2", tuple[int, ...], (1, 2)), ("hello", str, "hello"), ("exact", Literal["fast", "exact"], "exact"),
 ])
 def test_convert(text, tp, expected):
     assert convert(text, tp) == expected
@@ -53,9 +55,12 @@ def test_convert(text, tp, expected):
     (["--lr=fast"], "expected a float"),
     (["--compile=maybe"], "expected a bool"),
     (["--step=3"], "did you mean --steps"),
+    (["--step", "3"], "unknown option --step (did you mean --steps"),     # not "unexpected argument '3'"
+    (["--presett", "tiny"], "did you mean --preset"),
     (["--preset=huge"], "unknown preset"),
     (["steps=3"], "unexpected argument"),
     (["--limit"], "needs a value"),
+    (["--mode=exactly"], "--mode must be one of fast, exact, got 'exactly'"),   # at parse time, before any work
 ])
 def test_errors_are_clear_system_exits(argv, fragment):
     with pytest.raises(SystemExit) as e:
@@ -66,6 +71,8 @@ def test_errors_are_clear_system_exits(argv, fragment):
 def test_bad_preset_value_is_rejected():
     with pytest.raises(SystemExit, match="expected int"):
         parse_config(Cfg, ["--preset=bad"], {"bad": {"steps": "ten"}})
+    with pytest.raises(SystemExit, match="mode must be one of fast, exact"):
+        parse_config(Cfg, ["--preset=bad"], {"bad": {"mode": "slow"}})
 
 
 def test_help_lists_fields_defaults_and_comments(capsys):

@@ -251,7 +251,7 @@ def test_a_bad_baseline_is_rejected_before_anything_runs(run_dirs, tmp_path):
     with pytest.raises(SystemExit) as e:
         grpo.main(["--preset", "tiny", f"--sft_dir={sft}", f"--rm_dir={rm}", f"--out_dir={out}", "--baseline=RLOO",
                    "--progress=false"])
-    assert str(e.value) == "error: --baseline must be group or rloo, got 'RLOO'"
+    assert str(e.value) == "error: --baseline must be one of group, rloo, got 'RLOO'"
     assert not os.path.exists(out)
 
 

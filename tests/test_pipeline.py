@@ -6,6 +6,7 @@ and the configuration plumbing (presets, --stage.key=value overrides, wiring of 
 
 import json
 import os
+import shutil
 import time
 
 import pytest
@@ -88,6 +89,45 @@ def test_rerun_skips_finished_stages_and_is_fast(tiny_run):
     after = json.loads((out / "metrics.json").read_text())
     for key in ("base.gold_score", "sft.gold_score", "ppo.gold_score", "ppo.kl", "seconds.total"):
         assert _get(after, key) == _get(before, key)   # reused caches, not new samples
+
+
+def test_rerun_with_other_stage_settings_is_a_clear_error_not_a_silent_reuse(tiny_run, capsys):
+    """A finished stage is reused on a re-run; asked for other settings, the pipeline says so in one line
+    and changes nothing (it once reused the old PPO and reported it under the new settings)."""
+    out, _, _ = tiny_run
+    before = (out / "pipeline_config.json").read_text()
+    with pytest.raises(SystemExit) as e:
+        pipeline.main(["--preset", "tiny", "--out", str(out), "--progress=false", "--ppo.init_kl_coef=0.05"])
+    msg = str(e.value)
+    assert msg.startswith("error: ") and "\n" not in msg, msg
+    assert f"{out / 'ppo'} was trained with other settings" in msg and "init_kl_coef=" in msg and "another --out" in msg
+    assert (out / "pipeline_config.json").read_text() == before
+
+
+def test_a_copied_run_directory_is_reused_where_it_now_lies(tiny_run, tmp_path, capsys):
+    """Paths inside the run (sft_dir, init_from, ...) compare relative to it, so a moved or copied run
+    still counts as trained with the same settings."""
+    out, _, _ = tiny_run
+    copy = tmp_path / "moved"
+    shutil.copytree(out, copy)
+    pipeline.main(["--preset", "tiny", "--out", str(copy), "--progress=false", "--stop_after=ppo"])
+    log = capsys.readouterr().out
+    for stage in ("pretrain", "sft", "reward_model", "ppo"):
+        assert f"({stage}/) - finished earlier, reusing it" in log
+
+
+def test_a_blank_exercise_stops_the_pipeline_with_one_line(tmp_path, monkeypatch):
+    """In a student's copy the pipeline runs on their code: a blank exercise is a one-line error naming it,
+    not a traceback through the stage that called it."""
+    def blank(*args, **kwargs):
+        raise NotImplementedError("exercise a3.labeler — see exercises/a3_reward.md §2")
+
+    monkeypatch.setattr(pipeline, "export_data", blank)       # the first stage that calls student code
+    with pytest.raises(SystemExit) as e:
+        pipeline.main(["--preset", "tiny", "--out", str(tmp_path / "run"), "--progress=false"])
+    msg = str(e.value)
+    assert msg.startswith("error: exercise a3.labeler — see exercises/a3_reward.md §2: not written yet"), msg
+    assert "tools/grade.py" in msg and "\n" not in msg
 
 
 def test_best_of_n_plot_is_drawn_only_with_a_curve_and_a_ppo_point(tmp_path):

@@ -73,7 +73,7 @@ def check(run: str) -> dict:
     acc, loss, loss0 = dpo.get("val_accuracy") or 0.0, dpo.get("val_loss"), dpo.get("val_loss_init")
     ok = acc > 0.55 and loss is not None and loss0 is not None and loss < loss0
     checks.append({"check": "DPO raises its implicit-reward accuracy", "ok": ok,
-                   "detail": f"held-out implicit-reward accuracy {acc:.1%} (0% at the start, 50% = chance); "
+                   "detail": f"held-out implicit-reward accuracy {acc:.1%} (every pair ties at the start: 0%; 50% = chance); "
                              f"loss {loss0 if loss0 is not None else float('nan'):.3f} -> "
                              f"{loss if loss is not None else float('nan'):.3f}"})
     return {"checks": checks, "ok": all(c["ok"] for c in checks)}

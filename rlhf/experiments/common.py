@@ -13,14 +13,13 @@ so an interrupted or re-plotted experiment does not train it again (delete OUT t
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 
 from minigpt import checkpoint as ckpt_io
+from minigpt.checkpoint import read_json_file as read_json   # noqa: F401 (the experiments import it from here)
 from minigpt.configurator import replace_checked
 from minigpt.trainer import pick_device, read_metrics
-from rlhf import dpo, ppo, reward_model
+from rlhf import ppo
 from rlhf.gold import GoldEvaluator, kl_to_reference
 from rlhf.reward import RewardModel
 from rlhf.rollout import score_responses
@@ -28,7 +27,6 @@ from rlhf.rollout import score_responses
 # what each part of a pipeline run is made by, for the error message when it is missing
 MAKERS = {"sft": "rlhf.sft", "reward_model": "rlhf.reward_model", "pretrain": "rlhf.pretrain",
           "tokenizer": "rlhf.pipeline"}
-IGNORED_KEYS = ("progress", "resume", "device")   # config fields that do not change a part's result
 
 
 def run_paths(run: str, parts: tuple[str, ...]) -> dict[str, str]:
@@ -53,35 +51,16 @@ def output_dir(run: str, out: str, name: str) -> str:
 
 
 def config_matches(run_dir: str, cfg, ignore: tuple[str, ...] = ()) -> bool:
-    """True when run_dir/config.json holds the same config as `cfg` (progress, resume, device and the
-    fields in `ignore` aside): the part there was, or is being, trained with these settings. A field the
-    saved config lacks (added to the class later) counts as its default, the value it was trained with."""
-    saved = read_json(os.path.join(run_dir, ckpt_io.CONFIG_FILE))
-    if saved is None:
-        return False
-    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else None
-                for f in dataclasses.fields(cfg)}
-    defaults, now = json.loads(json.dumps(defaults)), json.loads(json.dumps(dataclasses.asdict(cfg)))
-    return all(saved.get(k, defaults[k]) == v for k, v in now.items() if k not in IGNORED_KEYS + ignore)
+    """True when run_dir/config.json holds the same config as `cfg` (minigpt.checkpoint.config_differences:
+    progress, resume, device and the fields in `ignore` aside): the part there was, or is being, trained
+    with these settings."""
+    return ckpt_io.config_differences(run_dir, cfg, ignore) == []
 
 
 def finished_with(run_dir: str, cfg, ignore: tuple[str, ...] = ()) -> bool:
     """True when run_dir holds a finished part (summary.json) trained with the same config as `cfg`
     (config_matches)."""
     return ckpt_io.is_finished(run_dir) and config_matches(run_dir, cfg, ignore)
-
-
-def derived_fields(cfg) -> tuple[str, ...]:
-    """The fields of a stage config that the stage rewrites itself before saving its config.json: the step
-    count derived from `epochs` when max_iters is 0 (rlhf.reward_model, rlhf.dpo), and DPO's validation
-    batches, fitted to the held-out set (they only say how many pairs the curve is measured on: the trained
-    weights do not depend on them). finished_with / config_matches leave them out (`ignore`)."""
-    if isinstance(cfg, dpo.DPOConfig):
-        return ("eval_iters",) + (("max_iters",) if cfg.max_iters == 0 else ())
-    if isinstance(cfg, reward_model.RMConfig):
-        return ("max_iters",) if cfg.max_iters == 0 else ()
-    return ()
 
 
 def ppo_config(preset: str, **overrides) -> ppo.PPOConfig:
@@ -163,14 +142,6 @@ def tracked_ppo(cfg: ppo.PPOConfig) -> tuple[dict, list[dict]]:
              for r, h, g in zip(records, evaluator.history, evaluator.greedy)]
     ckpt_io.atomic_write_json(path, evals)
     return summary, evals
-
-
-def read_json(path: str):
-    """A JSON file's content, or None when there is no such file."""
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 def write_text(path: str, text: str) -> str:

@@ -53,9 +53,10 @@ from minigpt.trainer import pick_device, run_entry_point
 from rlhf import pretrain, reward_model, sft
 from rlhf.comparisons import simulate_rankings
 from rlhf.data import DataError, write_jsonl
-from rlhf.experiments.common import (derived_fields, finished_with, output_dir, ppo_config, read_json, run_paths,
-                                     tracked_ppo, write_text)
+from rlhf.experiments.common import (finished_with, output_dir, ppo_config, read_json, run_paths, tracked_ppo,
+                                     write_text)
 from rlhf.gold import score
+from rlhf.pipeline import derived_fields
 from rlhf.reward import RewardModel
 from rlhf.rm_probes import PROBES, probe_reward_model
 from rlhf.stats import format_number, paired_bootstrap_ci

@@ -51,8 +51,7 @@ from minigpt.metrics import save_figure
 from minigpt.trainer import run_entry_point
 from rlhf import dpo, evaluate as ev, grpo, pipeline
 from rlhf.data import DataError
-from rlhf.experiments.common import (config_matches, derived_fields, finished_with, output_dir, read_json, run_paths,
-                                     write_text)
+from rlhf.experiments.common import config_matches, finished_with, output_dir, read_json, run_paths, write_text
 from rlhf.gold import GoldEvaluator
 from rlhf.stats import bootstrap_ci
 
@@ -177,10 +176,11 @@ def method_run(name: str, cfg: SeedsConfig, run_dir: str, k: int, out: str) -> s
     stage_dir = own if run_dir != cfg.run else os.path.join(out, f"seed{k}", name)
     for d in dict.fromkeys([own, stage_dir]):
         c = method_config(name, cfg, run_dir, k, d)
-        if finished_with(d, c, derived_fields(c)) and os.path.exists(os.path.join(d, ckpt_io.MODEL_FILE)):
+        if finished_with(d, c, pipeline.derived_fields(c)) and os.path.exists(os.path.join(d, ckpt_io.MODEL_FILE)):
             return d
     mcfg = method_config(name, cfg, run_dir, k, stage_dir)
-    if config_matches(stage_dir, mcfg, derived_fields(mcfg)) and os.path.exists(os.path.join(stage_dir, ckpt_io.RESUME_FILE)):
+    if (config_matches(stage_dir, mcfg, pipeline.derived_fields(mcfg))
+            and os.path.exists(os.path.join(stage_dir, ckpt_io.RESUME_FILE))):
         mcfg = replace(mcfg, resume=True)      # an interrupted run of the same settings continues
     else:                                      # a part trained with other settings (or none) starts over
         for f in (ckpt_io.SUMMARY_FILE, ckpt_io.MODEL_FILE, ckpt_io.RESUME_FILE):
