@@ -27,8 +27,11 @@ from minigpt.trainer import autocast_context
 
 
 def sync(device):
+    """Wait for the queued GPU work, so that a timer reads the work's time and not its launch."""
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
+    elif device.startswith("mps"):
+        torch.mps.synchronize()
 
 
 def measure_matmul_peak(device, n=1024, repeats=10, dtype=torch.float32):
@@ -122,7 +125,7 @@ def bench_tokenizer():
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.model", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--steps", type=int, default=5, help="timed training steps (after 2 warm-up steps)")
     p.add_argument("--batch_size", type=int, default=8, help="training batch size")
     p.add_argument("--n_layer", type=int, default=4, help="transformer blocks")

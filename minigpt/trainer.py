@@ -515,7 +515,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, get_batch: Callable, cfg: Loo
                 check_finite(loss, step, run_dir if is_main else None)
                 grad_norm = optimizer_step(train_model, optimizer, cfg.grad_clip)
                 if device.type == "cuda":
-                    torch.cuda.synchronize()
+                    torch.cuda.synchronize(device)   # this process's GPU (cuda:1 without torchrun too)
                 dt = time.perf_counter() - t0
                 train_seconds += dt
                 tokens_seen += n_tok
