@@ -230,12 +230,12 @@ def write_config(run_dir: str | os.PathLike, cfg) -> str:
     return path
 
 
-RUN_ONLY_FIELDS = ("progress", "resume", "device")   # how a stage is run, not what it trains
+RUN_ONLY_FIELDS = ("progress", "resume", "device", "compile")   # how a stage is run, not what it trains
 
 
-def config_differences(run_dir: str | os.PathLike, cfg, ignore: tuple[str, ...] = ()) -> list[str] | None:
-    """How the dataclass `cfg` differs from the config run_dir/config.json was trained with: one
-    "field=saved (now value)" per field (RUN_ONLY_FIELDS and `ignore` aside); None without a config.json.
+def config_differences(run_dir: str | os.PathLike, cfg, ignore: tuple[str, ...] = ()) -> dict | None:
+    """How the dataclass `cfg` differs from the config run_dir/config.json was trained with:
+    {field: (saved value, value now)} (RUN_ONLY_FIELDS and `ignore` aside); None without a config.json.
 
     A field the saved config lacks (added to the class later) counts as its default, the value it was
     trained with. A path inside the run that held the stage then (the parent of its saved out_dir) equals
@@ -247,19 +247,19 @@ def config_differences(run_dir: str | os.PathLike, cfg, ignore: tuple[str, ...] 
                 f.default_factory() if f.default_factory is not dataclasses.MISSING else None
                 for f in dataclasses.fields(cfg)}
     defaults, now = json.loads(json.dumps(defaults)), json.loads(json.dumps(dataclasses.asdict(cfg)))
-    then_root = os.path.dirname(os.path.normpath(saved["out_dir"])) if saved.get("out_dir") else None
-    now_root = os.path.dirname(os.path.normpath(now["out_dir"])) if now.get("out_dir") else None
+    then_root = os.path.dirname(os.path.abspath(saved["out_dir"])) if saved.get("out_dir") else None
+    now_root = os.path.dirname(os.path.abspath(now["out_dir"])) if now.get("out_dir") else None
 
     def in_run(value, root):                  # "runs/a/sft" under root "runs/a" -> ("run", "sft")
         if isinstance(value, str) and value and root:
-            v = os.path.normpath(value)
+            v = os.path.abspath(value)
             if v.startswith(root + os.sep):
                 return ("run", v[len(root) + 1:])
         return value
 
-    return [f"{k}={saved.get(k, defaults[k])!r} (now {v!r})" for k, v in now.items()
+    return {k: (saved.get(k, defaults[k]), v) for k, v in now.items()
             if k not in RUN_ONLY_FIELDS + tuple(ignore)
-            and in_run(saved.get(k, defaults[k]), then_root) != in_run(v, now_root)]
+            and in_run(saved.get(k, defaults[k]), then_root) != in_run(v, now_root)}
 
 
 def read_json_file(path: str | os.PathLike):

@@ -250,7 +250,8 @@ def parse_config(cls, argv: list[str] | None = None, presets: dict[str, dict] | 
             i += 1
             continue
         if not arg.startswith("--") or len(arg) == 2:
-            prev = argv[i - 1][2:].replace("-", "_") if i and argv[i - 1].startswith("--") else None
+            prev = (argv[i - 1][2:].replace("-", "_") if i and argv[i - 1].startswith("--")
+                    and argv[i - 1] != "--help" else None)
             if prev and "=" not in prev and prev not in types_ and prev != "preset":   # `--typo value`
                 raise _unknown(prev, list(types_) + (["preset"] if presets else []))
             raise SystemExit(f"error: unexpected argument {arg!r}; options look like --key=value")

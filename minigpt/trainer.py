@@ -383,10 +383,12 @@ def load_training_state(run_dir: str, model, optimizer=None, restore_rng: bool =
         raise ResumeError(f"{run_dir}/ckpt.pt was trained with {', '.join(diff) or 'another model shape'}; "
                           f"drop --resume (or use another --out_dir) or use the same settings") from None
     if optimizer is not None and "optimizer" in state:
-        kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
-        optimizer.load_state_dict(state["optimizer"])
-        for group, k in zip(optimizer.param_groups, kernels):   # keep this device's kernels: a CUDA run's
-            group.update(k)                                     # fused=True need not exist on the CPU/MPS
+        # keep this device's kernels (a CUDA run's fused=True need not exist on the CPU/MPS), set before
+        # loading: load_state_dict places AdamW's step counters by the fused flag it reads
+        saved = state["optimizer"]
+        for group, now in zip(saved["param_groups"], optimizer.param_groups):
+            group.update({k: now[k] for k in ("fused", "foreach") if k in now})
+        optimizer.load_state_dict(saved)
     if restore_rng and "rng" in state:
         set_rng_state(state["rng"])
     return state

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-from minigpt.checkpoint import atomic_write_json, load_model, read_summary
+from minigpt.checkpoint import CheckpointError, atomic_write_json, load_model, read_summary
 from minigpt.configurator import parse_config
 from minigpt.trainer import pick_device
 from rlhf.data import write_jsonl
@@ -246,7 +246,8 @@ def evaluate_run(run_dir: str, cfg: EvalConfig | None = None, kl_pairs: Sequence
     dirs = {k: v for k, v in {**stage_dirs(run_dir), **(extra_dirs or {})}.items() if k not in skip}
     rows: dict[str, list[dict]] = {}
     fresh = []   # what had to be generated this time (the rest came from the cache)
-    for stage in [s for s in STAGE_ORDER if s in dirs or s == "best_of_n"] + [s for s in dirs if s not in STAGE_ORDER]:
+    stages = [s for s in STAGE_ORDER if s in dirs or (s == "best_of_n" and s not in skip)]
+    for stage in stages + [s for s in dirs if s not in STAGE_ORDER]:
         if stage == "best_of_n":
             cached = load_cached(eval_dir, "best_of_n")
             if cached is not None and len(cached) == 2 * len(examples):
@@ -360,13 +361,16 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"error: {d}: no model.pt in it nor in {'/, '.join(STAGE_DIRS.values())}/; "
                              f"run `python -m rlhf.pipeline --out {d}` first")
     eval_dir = eval_dir_for(run_dir, cfg)     # never overwrites the pipeline's eval/ with other settings
-    if compare:
-        results = compare_runs(run_dir, compare, cfg)
-        name = os.path.basename(os.path.normpath(compare))
-        path = os.path.join(eval_dir, f"compare_{name}.json")
-    else:
-        results = evaluate_run(run_dir, cfg, eval_dir=eval_dir)
-        path = os.path.join(eval_dir, "results.json")
+    try:
+        if compare:
+            results = compare_runs(run_dir, compare, cfg)
+            name = os.path.basename(os.path.normpath(compare))
+            path = os.path.join(eval_dir, f"compare_{name}.json")
+        else:
+            results = evaluate_run(run_dir, cfg, eval_dir=eval_dir)
+            path = os.path.join(eval_dir, "results.json")
+    except CheckpointError as e:                  # e.g. a reward model's directory: nothing to answer with
+        raise SystemExit(f"error: {e}") from None
     atomic_write_json(path, results)
     print(format_results(results))
     print(f"-> {path}")

@@ -47,7 +47,7 @@ import torch
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import _field_types, convert, format_help, parse_config, replace_checked
 from minigpt.tokenizer import train_bpe
-from minigpt.trainer import autocast_context, exercise_not_written, pick_device
+from minigpt.trainer import ResumeError, autocast_context, exercise_not_written, pick_device
 from rlhf import dpo, evaluate as ev, gold, ppo, pretrain, reward_model, sft
 from rlhf.best_of_n import best_of_n_kl, best_of_n_rows, gold_at_kl, n_for_kl
 from rlhf.plots import plot_all
@@ -266,7 +266,8 @@ def export_data(data_dir: str, pre_cfg, cfg: PipelineConfig, n_demos: int, demo_
     manifest = export(data_dir, n_demos=n_demos, n_train=2000, n_val=300, n_test=cfg.eval_prompts,
                       n_rankings=200, k=4, corpus_chars=pre_cfg.corpus_chars, seed=pre_cfg.corpus_seed,
                       demo_seed=demo_seed)
-    return {"stage": "data", **{k: v for k, v in manifest.items() if k != "bytes"}}
+    return {"stage": "data", **{k: v for k, v in manifest.items() if k != "bytes"},
+            "settings": upstream_settings(pre_cfg)}
 
 
 def train_tokenizer(tok_dir: str, pre_cfg) -> dict:
@@ -278,7 +279,8 @@ def train_tokenizer(tok_dir: str, pre_cfg) -> dict:
     sample = text[:2000]
     n = len(tok.encode(sample))
     return {"stage": "tokenizer", "vocab_size": tok.vocab_size, "trained_on_chars": min(len(text), pre_cfg.tokenizer_chars),
-            "chars_per_token": len(sample) / max(n, 1), "seconds": time.time() - t0}
+            "chars_per_token": len(sample) / max(n, 1), "seconds": time.time() - t0,
+            "settings": upstream_settings(pre_cfg)}
 
 
 def _best_of_n_fingerprint(run_dir: str, cfg: PipelineConfig, no_stop_reward: float | None) -> dict:
@@ -488,20 +490,49 @@ def derived_fields(cfg) -> tuple[str, ...]:
     return ()
 
 
-def check_reuse(scfg: dict, stages: list[str]) -> None:
-    """A finished stage is reused on a re-run, so it must have been trained with the settings asked for now;
-    otherwise stop with one line (before anything is written) instead of silently reporting the old model
-    under the new settings. Precision (dtype) and how a stage is run (device, progress) may differ."""
+def upstream_settings(pre_cfg) -> dict:
+    """What OUT/data and OUT/tokenizer are made from (recorded in their summary.json as "settings")."""
+    return {"corpus_chars": pre_cfg.corpus_chars, "corpus_seed": pre_cfg.corpus_seed,
+            "tokenizer_chars": pre_cfg.tokenizer_chars, "vocab_size": pre_cfg.vocab_size}
+
+
+def stage_differences(stage: str, scfg: dict, out: str) -> dict:
+    """{field: (what the stage in OUT was trained or started with, what this run asks for)}: {} when the
+    same, or when the stage has not started. data/ and tokenizer/ compare the pretraining settings they
+    are made from (runs older than that record say nothing)."""
+    stage_dir = os.path.join(out, stage)
+    if stage in ("data", "tokenizer"):
+        then = (ckpt_io.read_summary(stage_dir) or {}).get("settings") or {}
+        now = upstream_settings(scfg["pretrain"])
+        keys = ("corpus_chars", "corpus_seed") if stage == "data" else tuple(now)
+        return {k: (then[k], now[k]) for k in keys if k in then and then[k] != now[k]}
+    if stage not in scfg:
+        return {}
+    c = scfg[stage]
+    return ckpt_io.config_differences(c.out_dir, c, ignore=("dtype",) + derived_fields(c)) or {}
+
+
+def check_reuse(scfg: dict, stages: list[str], out: str, preset: str, stage_raw: dict | None) -> None:
+    """A finished stage is reused on a re-run (a started one resumes), so it must have been trained with
+    the settings asked for now. When this command asks for other values (--STAGE.key=...) or another preset
+    than the run was made with: stop with one line, before anything is written (reusing would report the
+    old model under the new settings). When the differences come from elsewhere (a stage trained by its
+    own command, whose preset wires it slightly differently): say so in one line and reuse it."""
+    made_with = (ckpt_io.read_json_file(os.path.join(out, "pipeline_config.json")) or {}).get("preset")
     for stage in stages:
-        c = scfg.get(stage)
-        if c is None or not ckpt_io.is_finished(c.out_dir):
+        diffs = stage_differences(stage, scfg, out)
+        if not diffs:
             continue
-        diffs = ckpt_io.config_differences(c.out_dir, c, ignore=("dtype",) + derived_fields(c))
-        if diffs:
-            more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
-            raise SystemExit(f"error: {c.out_dir} was trained with other settings ({'; '.join(diffs[:3])}{more}), "
-                             f"and a re-run reuses finished stages: use another --out, or delete {c.out_dir} "
-                             f"and the stages after it to train them again")
+        shown = "; ".join(f"{k}={a!r} (now {b!r})" for k, (a, b) in list(diffs.items())[:3])
+        shown += f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
+        asked = set(diffs) & set((stage_raw or {}).get("pretrain" if stage in ("data", "tokenizer") else stage, {}))
+        where = os.path.join(out, stage)
+        if asked or made_with not in (None, preset):
+            why = f"this run is preset {preset!r}, that one {made_with!r}" if not asked else "asked for now"
+            raise SystemExit(f"error: {where} was made with other settings ({shown}; {why}), and a re-run reuses "
+                             f"what is there: use another --out (or delete {out} to start over)")
+        print(f"note: {where} was made with other settings than this preset gives ({shown}), e.g. by its "
+              f"own stage command; reusing it", flush=True)
 
 
 def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict | None = None) -> dict:
@@ -513,17 +544,17 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
     if os.path.exists(out) and not os.path.isdir(out):
         raise SystemExit(f"error: --out={out} is a file; the run directory must be a directory (or not exist yet)")
     scfg = build_stage_configs(cfg, preset, stage_raw)
-    check_reuse(scfg, list(STAGE_NAMES))
-    os.makedirs(out, exist_ok=True)
-    ckpt_io.atomic_write_json(os.path.join(out, "pipeline_config.json"),
-                              {"preset": preset, "pipeline": asdict(cfg), "stage_overrides": stage_raw or {},
-                               "stages": {k: asdict(v) for k, v in scfg.items()}})
     stages = [s for s in STAGE_NAMES if (s not in ("pretrain_large", "sft_large") or cfg.headline)
               and (s != "best_of_n" or cfg.best_of_n > 0) and (s != "data" or cfg.export_data)]
     if cfg.stop_after:
         if cfg.stop_after not in stages:
             raise SystemExit(f"error: --stop_after={cfg.stop_after}: not a stage of this run ({', '.join(stages)})")
         stages = stages[:stages.index(cfg.stop_after) + 1]
+    check_reuse(scfg, stages, out, preset, stage_raw)
+    os.makedirs(out, exist_ok=True)
+    ckpt_io.atomic_write_json(os.path.join(out, "pipeline_config.json"),
+                              {"preset": preset, "pipeline": asdict(cfg), "stage_overrides": stage_raw or {},
+                               "stages": {k: asdict(v) for k, v in scfg.items()}})
     progress = Progress(stages)
     timings = Timings(out, device)
 
@@ -585,7 +616,8 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
     progress.start("eval")
     timings.start()
     ecfg = eval_config(cfg)
-    results = ev.evaluate_run(out, ecfg, kl_pairs=(("ppo", "sft"),), progress=cfg.progress)
+    results = ev.evaluate_run(out, ecfg, kl_pairs=(("ppo", "sft"),), progress=cfg.progress,
+                              skip=() if cfg.best_of_n > 0 else ("best_of_n",))   # --best_of_n=0: not judged
     ckpt_io.atomic_write_json(os.path.join(out, "eval", "results.json"), results)
     if results["fresh"] or "eval" not in timings.wall:   # a re-run that only read the caches keeps the old time
         timings.stop("eval")
@@ -640,6 +672,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(130) from None
     except NotImplementedError as e:   # a student copy with an exercise still blank
         raise exercise_not_written(e) from None
+    except (ResumeError, ckpt_io.CheckpointError) as e:   # e.g. an interrupted stage's ckpt.pt of another shape
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

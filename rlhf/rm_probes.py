@@ -23,6 +23,7 @@ import argparse
 import random
 import sys
 
+from minigpt import checkpoint as ckpt_io
 from rlhf.reward import load_reward_model
 from rlhf.rm_metrics import agree
 from rlhf.rollout import score_responses
@@ -70,7 +71,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--split", default="val", choices=["val", "test"], help="prompt split")
     ap.add_argument("--seed", type=int, default=0, help="prompt set and near-miss seed")
     args = ap.parse_args(argv)
-    rm, tok = load_reward_model(args.rm_dir)
+    try:
+        rm, tok = load_reward_model(args.rm_dir)
+    except ckpt_io.CheckpointError as e:            # e.g. an SFT run's directory
+        raise SystemExit(f"error: {e}") from None
     if rm is None:
         print(f"error: {args.rm_dir}: no model.pt of a reward model", file=sys.stderr)
         raise SystemExit(2)

@@ -91,17 +91,37 @@ def test_rerun_skips_finished_stages_and_is_fast(tiny_run):
         assert _get(after, key) == _get(before, key)   # reused caches, not new samples
 
 
-def test_rerun_with_other_stage_settings_is_a_clear_error_not_a_silent_reuse(tiny_run, capsys):
-    """A finished stage is reused on a re-run; asked for other settings, the pipeline says so in one line
-    and changes nothing (it once reused the old PPO and reported it under the new settings)."""
+@pytest.mark.parametrize("args, where, fragment", [
+    (["--ppo.init_kl_coef=0.05"], "ppo", "init_kl_coef=0.3 (now 0.05); asked for now"),
+    (["--pretrain.vocab_size=400"], "tokenizer", "vocab_size=300 (now 400); asked for now"),   # before pretrain/
+    (["--preset=small"], "data", "this run is preset 'small', that one 'tiny'"),
+])
+def test_rerun_with_other_settings_is_a_clear_error_not_a_silent_reuse(tiny_run, args, where, fragment):
+    """A finished stage is reused on a re-run; asked for other settings (or another preset), the pipeline
+    says so in one line and changes nothing (it once reused the old PPO and reported it under the new
+    settings, and a tokenizer of another vocabulary under a model that needed this one)."""
     out, _, _ = tiny_run
     before = (out / "pipeline_config.json").read_text()
     with pytest.raises(SystemExit) as e:
-        pipeline.main(["--preset", "tiny", "--out", str(out), "--progress=false", "--ppo.init_kl_coef=0.05"])
+        pipeline.main(["--preset", "tiny", "--out", str(out), "--progress=false", *args])
     msg = str(e.value)
-    assert msg.startswith("error: ") and "\n" not in msg, msg
-    assert f"{out / 'ppo'} was trained with other settings" in msg and "init_kl_coef=" in msg and "another --out" in msg
+    assert msg.startswith(f"error: {out / where} was made with other settings (") and "\n" not in msg, msg
+    assert fragment in msg and "use another --out" in msg, msg
     assert (out / "pipeline_config.json").read_text() == before
+
+
+def test_a_stage_trained_by_its_own_command_is_reused_with_a_note(tiny_run, tmp_path, capsys):
+    """`python -m rlhf.ppo --preset tiny` after the pipeline, then the pipeline again: the stage command's
+    preset differs from the pipeline's in evaluation-only settings; the pipeline reuses it and says so."""
+    out, _, _ = tiny_run
+    copy = tmp_path / "by_hand"
+    shutil.copytree(out, copy)
+    cfg = json.loads((copy / "ppo" / "config.json").read_text())
+    (copy / "ppo" / "config.json").write_text(json.dumps({**cfg, "eval_interval": 2, "n_eval_prompts": 8}))
+    pipeline.main(["--preset", "tiny", "--out", str(copy), "--progress=false", "--stop_after=ppo"])
+    log = capsys.readouterr().out
+    assert f"note: {copy / 'ppo'} was made with other settings than this preset gives (eval_interval=2 (now 0)" in log
+    assert "(ppo/) - finished earlier, reusing it" in log
 
 
 def test_a_copied_run_directory_is_reused_where_it_now_lies(tiny_run, tmp_path, capsys):

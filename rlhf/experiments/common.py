@@ -54,7 +54,7 @@ def config_matches(run_dir: str, cfg, ignore: tuple[str, ...] = ()) -> bool:
     """True when run_dir/config.json holds the same config as `cfg` (minigpt.checkpoint.config_differences:
     progress, resume, device and the fields in `ignore` aside): the part there was, or is being, trained
     with these settings."""
-    return ckpt_io.config_differences(run_dir, cfg, ignore) == []
+    return ckpt_io.config_differences(run_dir, cfg, ignore) == {}
 
 
 def finished_with(run_dir: str, cfg, ignore: tuple[str, ...] = ()) -> bool:

@@ -49,6 +49,7 @@ import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
+from typing import Literal
 
 import numpy as np
 import torch
@@ -114,7 +115,7 @@ class RoundsConfig:
     # ---- evaluation (gold oracle: measured here, never trained on)
     n_val_eval: int = 200              # val prompts of each round's gold score (greedy and sampled) and KL
     eval_prompts: int = 200            # test prompts of the final evaluation (the pipeline's: its answers are reused)
-    eval_split: str = "test"           # "test" to report; "val" while tuning (never tune on test)
+    eval_split: Literal["test", "val"] = "test"  # "test" to report; "val" while tuning (never tune on test)
     eval_seed: int = 0                 # seed of the test prompts, of sampled decoding and of the bootstrap
     eval_max_new_tokens: int = 48      # response budget at evaluation
     n_boot: int = 2000                 # bootstrap resamples per 95% CI
