@@ -76,7 +76,10 @@ def field_comments(cls) -> dict[str, str]:
 
 
 def _field_types(cls) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
+    try:
+        hints = typing.get_type_hints(cls)
+    except NameError:   # a module run by runpy as __main__ (not in sys.modules): resolve typing's names
+        hints = typing.get_type_hints(cls, localns=vars(typing))
     return {f.name: hints.get(f.name, str) for f in dataclasses.fields(cls) if f.init}
 
 
