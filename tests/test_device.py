@@ -452,6 +452,21 @@ def test_gpu_stage_smoke(tmp_path, tok, stage):
 
 @pytest.mark.gpu
 @cuda
+def test_gpu_collectives_over_nccl():
+    """The helpers' tensors on a real nccl group (one process): a CPU tensor there fails, as it did in
+    every torchrun stage before the helpers built it on DistInfo.device."""
+    torch.cuda.set_device(0)
+    torch.distributed.init_process_group("nccl", store=torch.distributed.HashStore(), rank=0, world_size=1)
+    try:
+        info = DistInfo(rank=0, world_size=1, enabled=True, device="cuda:0")
+        assert all_reduce_mean([0.25, 3.0], info) == [0.25, 3.0]
+        assert all_reduce_max([1.0, -2.0], info) == [1.0, -2.0]
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.gpu
+@cuda
 def test_gpu_chat_answers(tok):
     policy = tiny_gpt(tok.vocab_size).cuda()
     text = ChatSession(policy, tok, temperature=1.0, max_new_tokens=4).reply("What is 3 plus 4?")
