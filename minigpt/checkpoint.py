@@ -21,12 +21,12 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from typing import Any
 
 import torch
 
 from minigpt.config import GPTConfig
+from minigpt.files import atomic_write, atomic_write_text  # noqa: F401 (atomic_write_text: re-exported)
 from minigpt.model import GPT
 from minigpt.tokenizer import Tokenizer
 
@@ -44,32 +44,9 @@ class CheckpointError(ValueError):
     the entry points turn it into a one-line error."""
 
 
-def _atomic_write(path: str | os.PathLike, write_fn, mode: str = "wb") -> None:
-    """Call write_fn(file_object) on a temp file next to `path`, then rename it onto `path`."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # also KeyboardInterrupt: never leave the temp file behind
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save(obj, path), atomically (temp file in the same directory + os.replace)."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a text file atomically."""
-    _atomic_write(path, lambda f: f.write(text), mode="w")
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _json_default(x):
@@ -125,17 +102,9 @@ def clean_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_tokenizer(run_dir: str | os.PathLike, tokenizer) -> str:
-    """tokenizer.save to run_dir/tokenizer.bpe through a temp file + rename. Returns the path."""
+    """tokenizer.save to run_dir/tokenizer.bpe (Tokenizer.save writes atomically). Returns the path."""
     path = os.path.join(os.fspath(run_dir), TOKENIZER_FILE)
-    os.makedirs(os.fspath(run_dir), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.fspath(run_dir), prefix="." + TOKENIZER_FILE + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        tokenizer.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    tokenizer.save(path)
     return path
 
 

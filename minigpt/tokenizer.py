@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Iterable
@@ -31,6 +30,7 @@ import tiktoken
 from minigpt.bpe import GPT2_SPLIT_PATTERN, bpe_by_bytes, learn_merges, to_encodable
 from minigpt.bpe import count_pairs, merge_pair, split_pretokens  # noqa: F401  (re-exported for callers)
 from minigpt.configurator import parse_config
+from minigpt.files import atomic_write_text
 
 # The special tokens every minigpt-rlhf tokenizer carries (ids come after the merges, in this order).
 # <|endoftext|> separates documents in pretraining; the others build the chat template (rlhf.data).
@@ -277,7 +277,7 @@ class Tokenizer:
         lines += [f"{json.dumps(s)} {i}" for s, i in self.special_tokens.items()]
         lines.append(f"merges {len(self.merges)}")
         lines += [f"{p} {q}  # {self.vocab[256 + k]!r}" for k, (p, q) in enumerate(self.merges)]
-        _atomic_write_text(path, "\n".join(lines) + "\n")
+        atomic_write_text(path, "\n".join(lines) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Tokenizer":
@@ -376,23 +376,6 @@ def _as_list(ids) -> list:
         ids = ids.tolist()
         return ids if isinstance(ids, list) else [ids]
     return list(ids)
-
-
-def _atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write to a temp file in the same folder, then os.replace: readers never see half a file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # -----------------------------------------------------------------------------

@@ -22,10 +22,10 @@ Quick look at a file (its format, record count and first record in the template)
 import json
 import os
 import re
-import tempfile
 import sys
 from dataclasses import dataclass, field
 
+from minigpt.files import atomic_write
 from minigpt.tokenizer import SPECIAL_TOKENS
 
 ROLES = ("system", "user", "assistant")  # the roles a message may have (rlhf.data gives each its token)
@@ -116,21 +116,10 @@ def _line(obj):
 def write_jsonl(path, rows):
     """Write rows (dicts, conversations, Preference/Ranking records) atomically: a temp file in the same
     directory, fsync, then os.replace — a crash leaves the old file or the new one, never half of one."""
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for row in rows:
-                f.write(_line(row))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    def write(f):
+        for row in rows:
+            f.write(_line(row))
+    atomic_write(path, write)
 
 
 def append_jsonl(path, row):

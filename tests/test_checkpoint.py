@@ -9,10 +9,25 @@ import pytest
 import torch
 
 from minigpt import checkpoint as ck
+from minigpt.files import FILE_MODE, atomic_write
+from rlhf.formats import write_jsonl
+from tests.tiny_rl import tiny_tokenizer
 
 
 class _NotATensor:
     pass
+
+
+def test_run_outputs_get_a_plain_files_permissions(tmp_path):
+    """Every atomic write (checkpoints, JSON, text, JSONL, the tokenizer) leaves a file with the permissions
+    open() would give, not tempfile's 0600, which kept a run's outputs from anyone else on a shared machine."""
+    ck.atomic_torch_save({"v": 1}, tmp_path / "ckpt.pt")
+    ck.atomic_write_json(tmp_path / "summary.json", {"a": 1})
+    ck.atomic_write_text(tmp_path / "report.md", "# r\n")
+    write_jsonl(tmp_path / "rows.jsonl", [{"a": 1}])
+    ck.save_tokenizer(tmp_path, tiny_tokenizer())
+    modes = {name: os.stat(tmp_path / name).st_mode & 0o777 for name in sorted(os.listdir(tmp_path))}
+    assert modes == {name: FILE_MODE for name in modes} and len(modes) == 5, (oct(FILE_MODE), modes)
 
 
 def test_atomic_save_round_trip_and_no_temp_files(tmp_path):
@@ -34,7 +49,7 @@ def test_failed_write_keeps_the_old_file(tmp_path):
         raise KeyboardInterrupt  # e.g. Ctrl-C in the middle of a save
 
     with pytest.raises(KeyboardInterrupt):
-        ck._atomic_write(path, boom)
+        atomic_write(path, boom)
     assert ck.safe_load(path) == {"v": 1}
     assert os.listdir(tmp_path) == ["ckpt.pt"]
 

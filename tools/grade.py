@@ -22,7 +22,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 from contextlib import redirect_stdout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,6 +30,7 @@ if ROOT not in sys.path:
 
 import pytest  # noqa: E402
 
+from minigpt.files import atomic_write_text  # noqa: E402
 from tests.course import ASSIGNMENTS, BY_ID, EXERCISES, find_blank  # noqa: E402
 from tools.e2e import run_e2e  # noqa: E402
 
@@ -216,11 +216,7 @@ def gradescope(rows, e2e: dict | None = None) -> dict:
 
 
 def write_json(path: str, obj: dict) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".grade-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2))
 
 
 def main(argv=None) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -21,6 +20,7 @@ if ROOT not in sys.path:
 
 import torch  # noqa: E402
 
+from minigpt.files import atomic_write  # noqa: E402
 from tests.grading import SNAPSHOT_DIR  # noqa: E402
 from tests.snapshot_cases import CASES, build  # noqa: E402
 
@@ -62,12 +62,7 @@ def main(argv=None) -> int:
             stored = torch.load(path, weights_only=True) if os.path.exists(path) else {}
             stale += [f"{group}/{name}" for name in cases if name not in stored or not _same(cases[name], stored[name])]
             continue
-        os.makedirs(SNAPSHOT_DIR, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=SNAPSHOT_DIR, suffix=".tmp")
-        os.close(fd)
-        torch.save(cases, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: torch.save(cases, f))
         print(f"{os.path.relpath(path, ROOT)}: {len(cases)} cases")
     if args.check:
         if stale:

@@ -19,30 +19,14 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 
+from minigpt.files import atomic_write_text
 from rlhf.world.corpus import corpus
 from rlhf.world.labelers import (DEFAULT_TEMPERATURE, label_agreement, make_demonstrations,
                                  make_rankings, pairwise_agreement, perturb)
 from rlhf.world.oracle import score
 from rlhf.world.tasks import FAMILIES, SPLITS, make_prompts
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write to a temp file in the same directory, then os.replace: readers never see half a file."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def atomic_write_jsonl(path: str, rows) -> None:
