@@ -26,6 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from minigpt import checkpoint as ckpt_io
+from minigpt.files import atomic_write
 
 __all__ = ["MetricsLogger", "read_metrics", "plot_metrics", "plot_panels"]
 
@@ -136,8 +137,5 @@ def plot_panels(records: list[dict] | str, path: str, panels: list[tuple], x: st
 def save_figure(fig, path: str, dpi: int = 100) -> str:
     """Write a matplotlib Figure to `path` as PNG atomically (a temporary file, then a rename), creating
     the directory; returns the path."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=dpi)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format="png"))
     return path

@@ -7,9 +7,11 @@ import os
 
 import pytest
 import torch
+from matplotlib.figure import Figure
 
 from minigpt import checkpoint as ck
 from minigpt.files import FILE_MODE, atomic_write
+from minigpt.metrics import save_figure
 from rlhf.formats import write_jsonl
 from tests.tiny_rl import tiny_tokenizer
 
@@ -26,8 +28,11 @@ def test_run_outputs_get_a_plain_files_permissions(tmp_path):
     ck.atomic_write_text(tmp_path / "report.md", "# r\n")
     write_jsonl(tmp_path / "rows.jsonl", [{"a": 1}])
     ck.save_tokenizer(tmp_path, tiny_tokenizer())
+    fig = Figure()
+    fig.add_subplot().plot([0, 1])
+    save_figure(fig, str(tmp_path / "loss.png"))
     modes = {name: os.stat(tmp_path / name).st_mode & 0o777 for name in sorted(os.listdir(tmp_path))}
-    assert modes == {name: FILE_MODE for name in modes} and len(modes) == 5, (oct(FILE_MODE), modes)
+    assert modes == {name: FILE_MODE for name in modes} and len(modes) == 6, (oct(FILE_MODE), modes)
 
 
 def test_atomic_save_round_trip_and_no_temp_files(tmp_path):
