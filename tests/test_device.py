@@ -30,7 +30,8 @@ import torch
 from minigpt import checkpoint as ckpt_io
 from minigpt.distributed import DistInfo, all_reduce_max, all_reduce_mean, setup_distributed
 from minigpt.generate import generate
-from minigpt.trainer import autocast_context
+from minigpt.trainer import (LoopConfig, autocast_context, configure_optimizer, load_training_state, optimizer_step,
+                             save_training_state)
 from rlhf import best_of_n, data as D, dpo, grpo, losses as L, pipeline, ppo
 from rlhf.chat import ChatSession
 from rlhf.comparisons import sample_responses
@@ -457,6 +458,32 @@ def test_gpu_stage_smoke(tmp_path, tok, stage):
                        (["--progress=false"] if stage != "rlhf.best_of_n" else []),
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("saved_on, resumed_on", [("cpu", "cuda"), ("cuda", "cpu")])
+def test_gpu_a_checkpoint_resumes_on_the_other_device(tmp_path, tok, saved_on, resumed_on):
+    """ckpt.pt from one device, resumed on the other: the optimizer takes this device's kernels (fused AdamW
+    on CUDA keeps its step counters on the GPU) and the next steps run and stay finite."""
+    cfg = LoopConfig(learning_rate=1e-3)
+    x = torch.randint(0, tok.vocab_size, (2, 16))
+
+    def steps(model, optimizer, device, n=2):
+        for _ in range(n):
+            loss = model(x.to(device), targets=x.to(device))[1]
+            loss.backward()
+            optimizer_step(model, optimizer)
+
+    model = tiny_gpt(tok.vocab_size).to(saved_on)
+    opt = configure_optimizer(model, cfg, saved_on)
+    steps(model, opt, saved_on)
+    save_training_state(str(tmp_path), model, opt, step=2)
+    model = tiny_gpt(tok.vocab_size, seed=1).to(resumed_on)
+    opt = configure_optimizer(model, cfg, resumed_on)
+    load_training_state(str(tmp_path), model, opt)
+    steps(model, opt, resumed_on)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 @pytest.mark.gpu
