@@ -1,7 +1,7 @@
 """The whole InstructGPT recipe in one command: world -> tokenizer -> pretrain -> SFT -> reward model
 -> PPO -> best-of-N -> evaluation -> report.md + plots + metrics.json.
 
-    python -m rlhf.pipeline                                  # --preset default (target: ~10 min on 2 CPU cores)
+    python -m rlhf.pipeline                                  # --preset default (5-15 min on 2 CPU cores)
     python -m rlhf.pipeline --preset tiny --out runs/tiny    # ~15 s smoke run (CI runs it; models learn nothing)
     python -m rlhf.pipeline --preset headline                # default + a larger SFT-only model to beat
     python -m rlhf.pipeline --out runs/default               # re-run: finished stages are reused

@@ -159,7 +159,7 @@ def write_report(run_dir: str, metrics: dict, results: dict, plots: dict[str, st
     if metrics.get("preset") == "tiny":
         L += ["> **A smoke run.** The `tiny` preset checks that every stage runs end to end in seconds; "
               "its models are too small and too briefly trained to learn anything, so the numbers below mean "
-              "nothing. `--preset default` (8–15 minutes on 2 CPU cores) is the run whose numbers do.", ""]
+              "nothing. `--preset default` (5–15 minutes on 2 CPU cores) is the run whose numbers do.", ""]
     L += ["## Gold score per stage", ""] + stage_table(results) + [""]
 
     ppo = metrics.get("ppo", {})
