@@ -180,11 +180,7 @@ def write_summary(run_dir: str | os.PathLike, metrics: dict) -> str:
 
 def read_summary(run_dir: str | os.PathLike) -> dict | None:
     """run_dir/summary.json as a dict, or None when the stage has not finished."""
-    path = os.path.join(os.fspath(run_dir), SUMMARY_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    return read_json_file(os.path.join(os.fspath(run_dir), SUMMARY_FILE))
 
 
 def is_finished(run_dir: str | os.PathLike) -> bool:

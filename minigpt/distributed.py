@@ -68,24 +68,29 @@ def barrier(info: DistInfo) -> None:
 
 
 def all_reduce_mean(values: list[float], info: DistInfo) -> list[float]:
-    """Each number of `values` averaged over processes (`values` itself on a single process).
+    """Each number of `values` averaged over processes (`values` itself on a single process)."""
+    return _all_reduce(values, info, dist.ReduceOp.SUM, mean=True)
 
-    The numbers travel as one float64 tensor made on info.device: nccl reduces only CUDA tensors, so a
+
+def all_reduce_max(values: list[float], info: DistInfo) -> list[float]:
+    """Each number of `values` maxed over processes (e.g. a 'stop now' flag)."""
+    return _all_reduce(values, info, dist.ReduceOp.MAX)
+
+
+def mean_over_processes(stats: dict[str, float], info: DistInfo) -> dict[str, float]:
+    """Every number of `stats` averaged over the processes (validation means, the RL stages' logged stats)."""
+    keys = sorted(stats)
+    return dict(zip(keys, all_reduce_mean([stats[k] for k in keys], info)))
+
+
+def _all_reduce(values: list[float], info: DistInfo, op, mean: bool = False) -> list[float]:
+    """The numbers travel as one float64 tensor made on info.device: nccl reduces only CUDA tensors, so a
     tensor made on the CPU (torch.tensor's default) would fail there at the first reduction."""
     if not info.enabled:
         return list(values)
     t = torch.tensor(values, dtype=torch.float64, device=info.device)   # (len(values),)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return (t / info.world_size).tolist()
-
-
-def all_reduce_max(values: list[float], info: DistInfo) -> list[float]:
-    """Each number of `values` maxed over processes (e.g. a 'stop now' flag); same device rule as the mean."""
-    if not info.enabled:
-        return list(values)
-    t = torch.tensor(values, dtype=torch.float64, device=info.device)   # (len(values),)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.tolist()
+    dist.all_reduce(t, op=op)
+    return (t / info.world_size if mean else t).tolist()
 
 
 def shard(batch, rank: int, world_size: int):

@@ -44,8 +44,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
 from minigpt import checkpoint as ckpt_io
-from minigpt.distributed import (DistInfo, all_reduce_mean, barrier, setup_distributed, shard,
-                                 teardown_distributed)
+from minigpt.distributed import (DistInfo, all_reduce_mean, barrier, mean_over_processes, setup_distributed,
+                                 shard, teardown_distributed)
 # re-exported: stages import the loop's pieces from minigpt.trainer
 from minigpt.metrics import MetricsLogger, plot_metrics, plot_panels, read_metrics
 
@@ -343,10 +343,7 @@ def evaluate(model, loss_fn: Callable, get_batch: Callable, eval_iters: int, dev
                 totals[k] = totals.get(k, 0.0) + v / eval_iters
     finally:
         model.train(was_training)
-    if info.enabled:
-        keys = sorted(totals)
-        totals = dict(zip(keys, all_reduce_mean([totals[k] for k in keys], info)))
-    return totals
+    return mean_over_processes(totals, info)
 
 
 # ----------------------------------------------------------------------------- checkpoints and resume

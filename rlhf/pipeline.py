@@ -51,7 +51,7 @@ from minigpt.trainer import ResumeError, autocast_context, exercise_not_written,
 from rlhf import dpo, evaluate as ev, gold, ppo, pretrain, reward_model, sft
 from rlhf.best_of_n import best_of_n_kl, best_of_n_rows, gold_at_kl, n_for_kl
 from rlhf.plots import plot_all
-from rlhf.report import targets, write_report
+from rlhf.report import targets_met, write_report
 from rlhf.world.__main__ import export
 
 
@@ -656,8 +656,8 @@ def print_summary(m: dict, out: str) -> None:
         hs = h.get("sampled") or {}
         print(f"headline: PPO ({h['ppo_params']:,} params) vs SFT-only ({h['sft_large_params']:,} params): "
               f"PPO win rate {f(h['win_rate'], 2)} greedy, {f(hs.get('win_rate'), 2)} sampled (ties count half)")
-    met = [ok for _, _, ok in targets(m) if ok is not None]
-    print(f"targets: {sum(met)} of {len(met)} met (report.md, 'Against the targets')")
+    k, n = targets_met(m)
+    print(f"targets: {k} of {n} met (report.md, 'Against the targets')")
     print(f"time: {m['seconds']['total']:.0f}s of stage compute ({m['seconds']['this_run']:.0f}s this run); "
           f"{out}/metrics.json, {out}/report.md")
 

@@ -81,14 +81,14 @@ from torch import Tensor
 
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config
-from minigpt.distributed import DistInfo, barrier, teardown_distributed
+from minigpt.distributed import DistInfo, barrier, mean_over_processes, teardown_distributed
 from minigpt.trainer import (autocast_context, configure_optimizer, make_generator, plot_panels, run_entry_point,
                              seed_everything, set_lr, start_stage)
 from rlhf import data as D
 from rlhf.losses import (AdaptiveKLController, entropy_from_logits, gae, kl_shaped_rewards, masked_mean,
                          masked_whiten, ppo_policy_loss, ppo_value_loss, token_logprobs)
 from rlhf.reward import RewardModel
-from rlhf.rl_loop import IterationRun, data_parallel, mean_over_processes
+from rlhf.rl_loop import IterationRun, data_parallel
 from rlhf.rl_update import disable_dropout, eval_record, frozen, load_prompt_pool, minibatch_updates
 from rlhf.rollout import (render_prompts, response_logits, rm_reward, sample, sampling_generator,
                           shift_to_response, trim_padding, used_columns)

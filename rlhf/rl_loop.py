@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
 from minigpt import checkpoint as ckpt_io
-from minigpt.distributed import DistInfo, all_reduce_mean
+from minigpt.distributed import DistInfo
 from minigpt.trainer import (MetricsLogger, ResumeError, StopOnInterrupt, load_training_state, read_metrics,
                              save_training_state)
 
@@ -34,12 +34,6 @@ def data_parallel(model: torch.nn.Module, info: DistInfo, device: torch.device) 
     if not info.enabled:
         return model
     return DDP(model, device_ids=[info.local_rank] if device.type == "cuda" else None)
-
-
-def mean_over_processes(stats: dict, info: DistInfo) -> dict:
-    """Every number of `stats` averaged over the processes (the logs and the KL controller use these)."""
-    keys = sorted(stats)
-    return dict(zip(keys, all_reduce_mean([stats[k] for k in keys], info)))
 
 
 class IterationRun:

@@ -45,6 +45,7 @@ from tests.tiny_rl import convs_of, prompts_of, run_pipeline, tiny_gpt, tiny_rm 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_GENERATOR, REAL_MULTINOMIAL = torch.Generator, torch.multinomial
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 class RecordingGenerator(REAL_GENERATOR):
@@ -172,8 +173,7 @@ def test_collectives_hand_the_backend_a_tensor_on_its_own_device(monkeypatch, re
 
 @pytest.mark.parametrize("backend, device", [
     ("gloo", "cpu"),
-    pytest.param("nccl", "cuda:0", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                              reason="needs a CUDA GPU")]),
+    pytest.param("nccl", "cuda:0", marks=[pytest.mark.gpu, cuda]),
 ])
 def test_collectives_on_a_real_process_group(backend, device):
     """One process of a real group: the numbers come back as numbers (a mean over one process being the
@@ -264,7 +264,6 @@ def test_the_rl_math_keeps_to_its_inputs_device(name):
 # CUDA by the `gpu` copies of these tests.
 
 BF16 = "bfloat16"
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, cuda])]
 # How close "the same numbers" must be. CPU: from the measurements quoted in the tests, with margin on both
 # sides. CUDA: not measured yet (cuBLAS and SDPA choose kernels by shape, so batches padded differently may

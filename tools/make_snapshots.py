@@ -20,7 +20,7 @@ if ROOT not in sys.path:
 
 import torch  # noqa: E402
 
-from minigpt.files import atomic_write  # noqa: E402
+from minigpt.checkpoint import atomic_torch_save  # noqa: E402
 from tests.grading import SNAPSHOT_DIR  # noqa: E402
 from tests.snapshot_cases import CASES, build  # noqa: E402
 
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
             stored = torch.load(path, weights_only=True) if os.path.exists(path) else {}
             stale += [f"{group}/{name}" for name in cases if name not in stored or not _same(cases[name], stored[name])]
             continue
-        atomic_write(path, lambda f: torch.save(cases, f))
+        atomic_torch_save(cases, path)
         print(f"{os.path.relpath(path, ROOT)}: {len(cases)} cases")
     if args.check:
         if stale:
