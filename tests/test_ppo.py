@@ -101,8 +101,11 @@ def test_left_padding_changes_no_logprob(tok, models):
 
 def test_no_padded_position_contributes_to_any_loss(tok, models, run_dirs):
     cfg = cfg_for(run_dirs, ptx_coef=0.0)
-    ro = rollout(models, tok, cfg)
-    assert (ro.response_mask == 0).any(), "want some responses shorter than others"
+    # the first seed whose rollout has a response shorter than the others (the random model says <|end|> by
+    # chance, so which seed that is depends on torch's sampling stream, which differs between versions)
+    ro = next((r for r in (rollout(models, tok, cfg, seed=s) for s in range(50)) if (r.response_mask == 0).any()),
+              None)
+    assert ro is not None, "want some responses shorter than others"
     ac = ppo.ActorCritic(models[0], copy.deepcopy(models[3]), cfg.temperature)
     rows = torch.arange(len(ro.stopped))
     batch = {**ro.select(rows), "prompt_length": ro.prompt_length}
@@ -211,7 +214,7 @@ def _reply_texts(ro, tok):
         n = int(ro.response_mask[b].sum())
         ids = ro.sequences[b, ro.prompt_length:ro.prompt_length + n].tolist()
         stopped = bool(ro.stopped[b])
-        out.append((tok.decode(ids[:-1] if stopped else ids), stopped))
+        out.append((tok.decode(ids[:-1] if stopped else ids, skip_special=True), stopped))   # as the RL stages read it
     return out
 
 
