@@ -374,8 +374,19 @@ GPT2_PROBES = ["Hello world, the theater's there!", " the the  the\n\nthe", "the
                "<|endoftext|> and more", make_corpus(40, seed=7)]
 
 
-def test_load_gpt2_encoder_json_and_vocab_bpe_matches_tiktoken(tmp_path, monkeypatch):
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # tiktoken's loader: read the local files, cache nothing
+@pytest.fixture
+def tiktoken_reads_local_files(monkeypatch):
+    """tiktoken's own loaders as the reference, reading local files and caching nothing. Before 0.12,
+    tiktoken read even local paths through the optional `blobfile` package: plain open() here instead."""
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
+
+    def read_file(path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+    monkeypatch.setattr(tiktoken.load, "read_file", read_file)
+
+
+def test_load_gpt2_encoder_json_and_vocab_bpe_matches_tiktoken(tmp_path, tiktoken_reads_local_files):
     trained = train_bpe(make_corpus(200, seed=2), vocab_size=256 + 40, special_tokens=())
     merges = [(trained.token_bytes(p), trained.token_bytes(q)) for p, q in trained.merges]
     _write_gpt2_files(tmp_path, merges)
@@ -399,8 +410,7 @@ def test_load_gpt2_encoder_json_and_vocab_bpe_matches_tiktoken(tmp_path, monkeyp
     assert chat.special_tokens == {s: 296 + k for k, s in enumerate(SPECIAL_TOKENS)}
 
 
-def test_load_gpt2_tiktoken_file_matches_tiktoken(tmp_path, monkeypatch):
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
+def test_load_gpt2_tiktoken_file_matches_tiktoken(tmp_path, tiktoken_reads_local_files):
     trained = train_bpe(make_corpus(200, seed=4), vocab_size=256 + 40, special_tokens=())
     _write_gpt2_files(tmp_path, [(trained.token_bytes(p), trained.token_bytes(q)) for p, q in trained.merges])
     gym = load_gpt2_tokenizer(tmp_path)
