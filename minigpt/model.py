@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from minigpt.config import GPTConfig
+from minigpt.files import atomic_write, atomic_write_text
 from minigpt.generate import generate as _generate
 
 try:  # optional: only needed to read a Hugging Face model.safetensors (pytorch_model.bin works without it)
@@ -365,12 +366,13 @@ class GPT(nn.Module):
         return model
 
     def to_hf_gpt2(self):
-        """This model's weights as a Hugging Face GPT2LMHeadModel state dict (Conv1D weights (in, out))."""
+        """This model's weights as a Hugging Face GPT2LMHeadModel state dict (Conv1D weights (in, out)), copied
+        to the CPU wherever the model is, so that a file saved from it loads on any machine."""
         out = {}
         for name, tensor in self.state_dict().items():
             if name == "lm_head.weight":
                 continue
-            t = tensor.detach().clone()
+            t = tensor.detach().to("cpu", copy=True)
             out[name] = t.t().contiguous() if name.endswith(self._HF_TRANSPOSED) else t
         out["lm_head.weight"] = out["transformer.wte.weight"].clone()
         return out
@@ -432,15 +434,10 @@ def load_pretrained(path, **overrides) -> GPT:
 
 
 def save_pretrained(model: GPT, path):
-    """Write `config.json` + `pytorch_model.bin` in the Hugging Face GPT-2 layout (atomic renames)."""
-    os.makedirs(path, exist_ok=True)
-    cfg_tmp = os.path.join(path, "config.json.tmp")
-    with open(cfg_tmp, "w", encoding="utf-8") as f:
-        json.dump(config_to_hf(model.config), f, indent=2)
-    os.replace(cfg_tmp, os.path.join(path, "config.json"))
-    bin_tmp = os.path.join(path, "pytorch_model.bin.tmp")
-    torch.save(model.to_hf_gpt2(), bin_tmp)
-    os.replace(bin_tmp, os.path.join(path, "pytorch_model.bin"))
+    """Write `config.json` + `pytorch_model.bin` in the Hugging Face GPT-2 layout (atomic writes)."""
+    atomic_write_text(os.path.join(path, "config.json"), json.dumps(config_to_hf(model.config), indent=2))
+    state_dict = model.to_hf_gpt2()
+    atomic_write(os.path.join(path, "pytorch_model.bin"), lambda f: torch.save(state_dict, f))
 
 
 __all__ = ["GPT", "GPTConfig", "KVCache", "load_pretrained", "save_pretrained", "config_from_hf",

@@ -12,8 +12,9 @@ from matplotlib.figure import Figure
 from minigpt import checkpoint as ck
 from minigpt.files import FILE_MODE, atomic_write
 from minigpt.metrics import save_figure
+from minigpt.model import save_pretrained
 from rlhf.formats import write_jsonl
-from tests.tiny_rl import tiny_tokenizer
+from tests.tiny_rl import tiny_gpt, tiny_tokenizer
 
 
 class _NotATensor:
@@ -33,6 +34,9 @@ def test_run_outputs_get_a_plain_files_permissions(tmp_path):
     save_figure(fig, str(tmp_path / "loss.png"))
     modes = {name: os.stat(tmp_path / name).st_mode & 0o777 for name in sorted(os.listdir(tmp_path))}
     assert modes == {name: FILE_MODE for name in modes} and len(modes) == 6, (oct(FILE_MODE), modes)
+    save_pretrained(tiny_gpt(64), tmp_path / "hf")                  # the Hugging Face layout too
+    hf = {name: os.stat(tmp_path / "hf" / name).st_mode & 0o777 for name in sorted(os.listdir(tmp_path / "hf"))}
+    assert hf == {"config.json": FILE_MODE, "pytorch_model.bin": FILE_MODE}, (oct(FILE_MODE), hf)
 
 
 def test_atomic_save_round_trip_and_no_temp_files(tmp_path):

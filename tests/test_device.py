@@ -487,6 +487,14 @@ def test_gpu_a_checkpoint_resumes_on_the_other_device(tmp_path, tok, saved_on, r
 
 @pytest.mark.gpu
 @cuda
+def test_gpu_hugging_face_export_is_on_the_cpu(tok):
+    """A CUDA model's GPT-2 export (save_pretrained's pytorch_model.bin) holds CPU tensors: it loads anywhere."""
+    sd = tiny_gpt(tok.vocab_size).cuda().to_hf_gpt2()
+    assert {t.device.type for t in sd.values()} == {"cpu"}
+
+
+@pytest.mark.gpu
+@cuda
 def test_gpu_chat_answers(tok):
     policy = tiny_gpt(tok.vocab_size).cuda()
     text = ChatSession(policy, tok, temperature=1.0, max_new_tokens=4).reply("What is 3 plus 4?")
