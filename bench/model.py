@@ -22,6 +22,7 @@ import time
 import torch
 
 from minigpt.config import GPTConfig
+from minigpt.configurator import utf8_console
 from minigpt.model import GPT
 from minigpt.trainer import autocast_context
 
@@ -182,4 +183,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    utf8_console()
     main()

@@ -22,6 +22,7 @@ from dataclasses import fields, replace
 import torch
 import torch.nn.functional as F
 
+from minigpt.configurator import utf8_console
 from minigpt.trainer import autocast_context, configure_optimizer, make_generator, pick_device
 from rlhf import data as D
 from rlhf import ppo
@@ -123,4 +124,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    utf8_console()
     main()

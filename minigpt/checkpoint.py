@@ -231,5 +231,5 @@ def read_json_file(path: str | os.PathLike):
     """The JSON in `path`, or None when there is no such file."""
     if not os.path.exists(path):
         return None
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         return json.load(f)

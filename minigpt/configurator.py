@@ -18,6 +18,8 @@ Rules (applied left to right, later wins):
        list[X] / tuple[X, ...]  comma-separated: "--families=reverse,sort"
   3. `--help` / `-h` prints every field with its type, default (after the preset) and its comment.
 An unknown key, a bad value or an unknown preset exits with a one-line message (SystemExit).
+Every entry point's `if __name__ == "__main__":` block first calls utf8_console(), so that what it prints
+(help texts with β and σ, a model's samples) reaches a pipe or a file whatever the locale's encoding.
 
     >>> @dataclass
     ... class C:
@@ -302,6 +304,19 @@ def parse_config(cls, argv: list[str] | None = None, presets: dict[str, dict] | 
         print(format_help(cls, presets, cfg, prog))
         raise SystemExit(0)
     return cfg
+
+
+def utf8_console() -> None:
+    """Make stdout and stderr write UTF-8, whatever the locale: Python before 3.15 encodes what goes to a
+    pipe or a file in the locale's code page (cp1252 on Windows), which has no β, σ or →, nor the U+FFFD
+    that a half-trained model's stray bytes decode to, so `--help > help.txt` or a sample printed to a log
+    ended in a UnicodeEncodeError. Streams that already write UTF-8 (most terminals, Jupyter) are left
+    alone. For the `__main__` block of an entry point: never at import, and not in main(), which tests
+    call with their own streams."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+        if encoding != "utf8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(encoding="utf-8", errors="backslashreplace")
 
 
 def config_to_dict(cfg) -> dict[str, Any]:

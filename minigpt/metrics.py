@@ -56,7 +56,7 @@ class MetricsLogger:
             return
         clean = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in record.items()}
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in clean.items()}
-        with open(self.path, "a") as f:
+        with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(clean) + "\n")
 
 
@@ -64,7 +64,7 @@ def read_metrics(path: str) -> list[dict]:
     """All records of a metrics.jsonl file ([] when it does not exist)."""
     if not os.path.exists(path):
         return []
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 

@@ -29,7 +29,7 @@ import tiktoken
 
 from minigpt.bpe import GPT2_SPLIT_PATTERN, bpe_by_bytes, learn_merges, to_encodable
 from minigpt.bpe import count_pairs, merge_pair, split_pretokens  # noqa: F401  (re-exported for callers)
-from minigpt.configurator import parse_config
+from minigpt.configurator import parse_config, utf8_console
 from minigpt.files import atomic_write_text
 
 # The special tokens every minigpt-rlhf tokenizer carries (ids come after the merges, in this order).
@@ -436,4 +436,5 @@ def main(argv: list[str] | None = None) -> Tokenizer:
 
 
 if __name__ == "__main__":
+    utf8_console()
     main()

@@ -24,7 +24,7 @@ import torch
 
 from minigpt import checkpoint as ckpt_io
 from minigpt.config import GPTConfig
-from minigpt.configurator import parse_config
+from minigpt.configurator import parse_config, utf8_console
 from minigpt.distributed import DistInfo, barrier, teardown_distributed
 from minigpt.generate import generate
 from minigpt.model import GPT
@@ -226,4 +226,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    utf8_console()
     main()

@@ -66,7 +66,7 @@ from rlhf.world import make_demonstrations
 # %%
 run_stages("pretrain")
 pre = summary("pretrain")
-with open(os.path.join(RUN, "pretrain", "config.json")) as f:
+with open(os.path.join(RUN, "pretrain", "config.json"), encoding="utf-8") as f:
     pre_cfg = json.load(f)
 print({k: pre_cfg[k] for k in ("n_layer", "n_head", "n_embd", "vocab_size", "block_size", "max_iters", "batch_size")})
 print(f"{pre['n_params']:,} parameters; val loss {pre['val_loss']:.3f} (perplexity {pre['val_ppl']:.1f}), "

@@ -339,7 +339,7 @@ assert kl_after > 0
 # %%
 run_stages()          # ppo, best_of_n, eval, report
 ppo = summary("ppo")
-with open(os.path.join(RUN, "metrics.json")) as f:
+with open(os.path.join(RUN, "metrics.json"), encoding="utf-8") as f:
     metrics = json.load(f)
 print(f"PPO: {ppo['iters']} iterations in {ppo['seconds']:.0f}s, KL to SFT {ppo['kl']:.2f} nats per response")
 

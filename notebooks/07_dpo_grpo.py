@@ -265,7 +265,7 @@ display(Image(filename=path, width=900))
 # `python -m rlhf.dpo` and `python -m rlhf.grpo` on its SFT model and comparisons), on the same 200 test prompts:
 
 # %%
-with open(os.path.join(RESULTS, "metrics_methods_default_run.json")) as f:
+with open(os.path.join(RESULTS, "metrics_methods_default_run.json"), encoding="utf-8") as f:
     d = json.load(f)
 for s in ("best_of_n", "ppo", "grpo", "dpo"):
     v = d["vs_sft"][s]

@@ -27,6 +27,7 @@ import sys
 import torch
 
 from minigpt.checkpoint import load_model
+from minigpt.configurator import utf8_console
 from minigpt.generate import check_generator, sample_next
 from minigpt.trainer import pick_device
 from rlhf.data import render_prompt, stop_token_id
@@ -207,4 +208,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    utf8_console()
     main()

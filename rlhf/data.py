@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from minigpt.configurator import utf8_console
 from rlhf.formats import (  # re-exported: rlhf.data is the package's data door
     DataError, Preference, Ranking, append_jsonl, check_conversation, load_any, load_demonstrations,
     load_preferences, load_prompts, load_rankings, ranking_pairs, to_row, write_jsonl)
@@ -355,4 +356,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    utf8_console()
     main(sys.argv[1:])

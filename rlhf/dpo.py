@@ -50,7 +50,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from minigpt import checkpoint as ckpt_io
-from minigpt.configurator import parse_config
+from minigpt.configurator import parse_config, utf8_console
 from minigpt.distributed import barrier, teardown_distributed
 from minigpt.trainer import (LoopConfig, autocast_context, evaluate, fit, make_generator, plot_panels,
                              read_metrics, run_entry_point, seed_everything, start_stage)
@@ -388,4 +388,5 @@ def gold_evaluator(cfg: DPOConfig, evaluator_class):
 
 
 if __name__ == "__main__":
+    utf8_console()
     main()

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 from minigpt.checkpoint import CheckpointError, atomic_write_json, load_model, read_summary
-from minigpt.configurator import parse_config
+from minigpt.configurator import parse_config, utf8_console
 from minigpt.trainer import pick_device
 from rlhf.data import write_jsonl
 from rlhf.gold import gold_scores, kl_to_reference
@@ -105,7 +105,7 @@ def load_cached(eval_dir: str, stage: str, fingerprint: dict | None = None) -> l
     if not (os.path.exists(rows_path) and os.path.exists(meta_path)):
         return None
     if fingerprint is not None:
-        with open(meta_path) as f:
+        with open(meta_path, encoding="utf-8") as f:
             if json.load(f).get("fingerprint") != json.loads(json.dumps(fingerprint)):
                 return None
     return read_rows(rows_path)
@@ -122,7 +122,7 @@ def read_meta(eval_dir: str, stage: str) -> dict:
     path = os.path.join(eval_dir, f"{stage}.meta.json")
     if not os.path.exists(path):
         return {}
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -200,7 +200,7 @@ def eval_dir_for(run_dir: str, cfg: EvalConfig) -> str:
            "eval_temperature": cfg.temperature, "eval_max_new_tokens": cfg.max_new_tokens}
     path = os.path.join(run_dir, "pipeline_config.json")
     if os.path.exists(path):
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             pipe = json.load(f).get("pipeline", {})
         if all(pipe.get(k) == v for k, v in own.items()):
             return os.path.join(run_dir, "eval")
@@ -378,4 +378,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    utf8_console()
     main()

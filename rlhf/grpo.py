@@ -61,7 +61,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from minigpt import checkpoint as ckpt_io
-from minigpt.configurator import parse_config
+from minigpt.configurator import parse_config, utf8_console
 from minigpt.distributed import DistInfo, barrier, mean_over_processes, teardown_distributed
 from minigpt.trainer import (autocast_context, configure_optimizer, make_generator, plot_panels, run_entry_point,
                              seed_everything, set_lr, start_stage)
@@ -402,4 +402,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    utf8_console()
     main()

@@ -30,6 +30,7 @@ import sys
 import zlib
 
 from minigpt.checkpoint import load_model
+from minigpt.configurator import utf8_console
 from rlhf.chat import resolve_checkpoint
 from rlhf.data import DataError, append_jsonl, load_demonstrations, load_prompts, load_rankings
 from rlhf.rollout import generate_responses
@@ -220,4 +221,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    utf8_console()
     main()

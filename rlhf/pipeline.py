@@ -45,7 +45,7 @@ from typing import Literal
 import torch
 
 from minigpt import checkpoint as ckpt_io
-from minigpt.configurator import _field_types, convert, format_help, parse_config, replace_checked
+from minigpt.configurator import convert, _field_types, format_help, parse_config, replace_checked, utf8_console
 from minigpt.tokenizer import train_bpe
 from minigpt.trainer import ResumeError, autocast_context, exercise_not_written, pick_device
 from rlhf import dpo, evaluate as ev, gold, ppo, pretrain, reward_model, sft
@@ -450,7 +450,7 @@ class Timings:
         self.cpu: dict[str, float] = {}
         self.gpu: dict = {}                  # {"name": ..., "peak_memory_gb": {stage: GiB}} once measured
         if os.path.exists(self.path):
-            with open(self.path) as f:
+            with open(self.path, encoding="utf-8") as f:
                 saved = json.load(f)
             if "wall" in saved:
                 self.wall, self.cpu, self.gpu = saved["wall"], saved.get("cpu", {}), saved.get("gpu", {})
@@ -677,4 +677,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    utf8_console()
     main()

@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from minigpt.configurator import utf8_console
 from minigpt.metrics import save_figure
 from rlhf.best_of_n import plot_best_of_n
 from rlhf.ppo import plot_dashboard
@@ -59,7 +60,7 @@ def _summary(run_dir: str) -> dict:
     path = os.path.join(run_dir, "summary.json")
     if not os.path.exists(path):
         return {}
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -258,10 +259,10 @@ def plot_all(run_dir: str, stages: dict[str, dict] | None = None, metrics: dict 
     out = os.path.join(run_dir, "plots")
     if stages is None:
         path = os.path.join(run_dir, "eval", "results.json")
-        stages = json.load(open(path))["stages"] if os.path.exists(path) else {}
+        stages = json.load(open(path, encoding="utf-8"))["stages"] if os.path.exists(path) else {}
     if metrics is None:
         path = os.path.join(run_dir, "metrics.json")
-        metrics = json.load(open(path)) if os.path.exists(path) else {}
+        metrics = json.load(open(path, encoding="utf-8")) if os.path.exists(path) else {}
     loss_dirs = {name: os.path.join(run_dir, d) for name, d in
                  (("pretrain", "pretrain"), ("SFT", "sft"), ("reward model", "reward_model"),
                   ("pretrain (large)", "pretrain_large"), ("SFT (large)", "sft_large"))
@@ -277,6 +278,7 @@ def plot_all(run_dir: str, stages: dict[str, dict] | None = None, metrics: dict 
 
 
 if __name__ == "__main__":
+    utf8_console()
     import sys
     if len(sys.argv) != 2 or sys.argv[1] in ("-h", "--help"):
         raise SystemExit("usage: python -m rlhf.plots RUN_DIR")

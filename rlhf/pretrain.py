@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from minigpt.configurator import parse_config
+from minigpt.configurator import parse_config, utf8_console
 from minigpt.train import PRESETS as LM_PRESETS
 from minigpt.train import TrainConfig, load_text, train_pretrain
 from minigpt.trainer import run_entry_point
@@ -54,4 +54,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    utf8_console()
     main()

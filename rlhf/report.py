@@ -13,6 +13,7 @@ import os
 import sys
 
 from minigpt.checkpoint import atomic_write_text
+from minigpt.configurator import utf8_console
 from rlhf.evaluate import read_rows
 from rlhf.plots import LABELS, plot_all
 
@@ -272,9 +273,9 @@ def main(argv=None) -> str:
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
         raise SystemExit("usage: python -m rlhf.report RUN_DIR")
     run_dir = argv[0]
-    with open(os.path.join(run_dir, "metrics.json")) as f:
+    with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as f:
         metrics = json.load(f)
-    with open(os.path.join(run_dir, "eval", "results.json")) as f:
+    with open(os.path.join(run_dir, "eval", "results.json"), encoding="utf-8") as f:
         results = json.load(f)
     rows = {s: read_rows(os.path.join(run_dir, "eval", f"{s}.jsonl")) for s in STAGES
             if os.path.exists(os.path.join(run_dir, "eval", f"{s}.jsonl"))}
@@ -284,4 +285,5 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
+    utf8_console()
     main()

@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 
 from minigpt import checkpoint as ckpt_io
-from minigpt.configurator import parse_config
+from minigpt.configurator import parse_config, utf8_console
 from minigpt.distributed import barrier, teardown_distributed
 from minigpt.trainer import LoopConfig, fit, make_generator, run_entry_point, seed_everything, start_stage
 from rlhf import data as D
@@ -480,4 +480,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    utf8_console()
     main()

@@ -24,6 +24,7 @@ import random
 import sys
 
 from minigpt import checkpoint as ckpt_io
+from minigpt.configurator import utf8_console
 from rlhf.reward import load_reward_model
 from rlhf.rm_metrics import agree
 from rlhf.rollout import score_responses
@@ -84,4 +85,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    utf8_console()
     main()

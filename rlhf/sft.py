@@ -42,7 +42,7 @@ from typing import Callable, Literal
 import torch
 
 from minigpt import checkpoint as ckpt_io
-from minigpt.configurator import parse_config
+from minigpt.configurator import parse_config, utf8_console
 from minigpt.distributed import barrier, teardown_distributed
 from minigpt.trainer import LoopConfig, fit, make_generator, run_entry_point, seed_everything, start_stage
 from rlhf.data import DataError, SFTDataset, collate_sft, load_demonstrations, pad_token_id, write_jsonl
@@ -263,4 +263,5 @@ def gold_evaluator(cfg: SFTConfig, evaluator_class):
 
 
 if __name__ == "__main__":
+    utf8_console()
     main()

@@ -77,7 +77,7 @@ def test_tiny_preset_run(tmp_path):
     rms = [r["rm"] for r in rows]
     assert rms[0] <= rms[1] <= rms[2] and rms[2] > rms[0]          # the max over nested candidate sets grows
     assert all(0.0 <= r["gold"] <= r["oracle_gold"] + 1e-9 <= 1.0 + 1e-9 for r in rows)
-    saved = json.load(open(tmp_path / "bon" / "best_of_n.json"))
+    saved = json.load(open(tmp_path / "bon" / "best_of_n.json", encoding="utf-8"))
     assert saved["rows"][1]["kl"] == pytest.approx(math.log(2) - 0.5)
     assert os.path.exists(tmp_path / "bon" / "best_of_n.png")
     assert abs(result["ppo"]["kl"]) < 1e-4 and result["ppo"]["matched_n"] == pytest.approx(1.0, abs=1e-3)

@@ -36,7 +36,7 @@ def ckpt(tmp_path_factory):
 
 def _run(args, stdin=""):
     env = {**os.environ, "PYTHONPATH": ROOT}
-    p = subprocess.run([sys.executable, "-m", "rlhf.chat", *args], input=stdin, capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "rlhf.chat", *args], input=stdin, capture_output=True, encoding="utf-8",
                        cwd=ROOT, env=env, timeout=120)
     assert p.returncode == 0, p.stderr
     return p.stdout
@@ -106,7 +106,7 @@ def test_chat_with_a_reward_model_directory_is_a_one_line_error(tmp_path):
         str(tmp_path / "rm"), tok)
     env = {**os.environ, "PYTHONPATH": ROOT}
     p = subprocess.run([sys.executable, "-m", "rlhf.chat", str(tmp_path / "rm"), "--prompt", "hi"],
-                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+                       capture_output=True, encoding="utf-8", cwd=ROOT, env=env, timeout=120)
     assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
     assert p.stderr.strip().splitlines() == [p.stderr.strip()]                    # one line
     assert "reward model checkpoint, not a GPT language model" in p.stderr

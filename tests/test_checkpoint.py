@@ -75,7 +75,7 @@ def test_summary_marks_finished_and_json_is_clean(tmp_path):
     ck.write_summary(tmp_path, {"val_loss": torch.tensor(1.5), "bad": float("nan"), "xs": [1, 2]})
     assert ck.is_finished(tmp_path)
     assert ck.read_summary(tmp_path) == {"val_loss": 1.5, "bad": None, "xs": [1, 2]}
-    with open(tmp_path / "summary.json") as f:
+    with open(tmp_path / "summary.json", encoding="utf-8") as f:
         json.load(f)  # strict JSON: no NaN literal
 
 

@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_cli(*args, timeout=120):
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, encoding="utf-8",
                           timeout=timeout)
 
 
@@ -43,7 +43,7 @@ def snapshot(path):
 def text_file(tmp_path):
     """A small UTF-8 text file, enough for the tiny preset's windows."""
     data = tmp_path / "text.txt"
-    data.write_text("\n".join(f"the {i} cat sat on the {i % 7} mat." for i in range(600)))
+    data.write_text("\n".join(f"the {i} cat sat on the {i % 7} mat." for i in range(600)), encoding="utf-8")
     return data
 
 
@@ -57,7 +57,7 @@ def test_pretraining_text_that_is_not_utf8(tmp_path):
 
 def test_pretraining_text_too_short_for_one_window(tmp_path):
     data = tmp_path / "one_line.txt"
-    data.write_text("just one short line\n")
+    data.write_text("just one short line\n", encoding="utf-8")
     r = run_cli("minigpt.train", "--preset=tiny", f"--data={data}", f"--out_dir={tmp_path / 'out'}",
                 "--progress=false")
     assert_one_line_error(r, str(data), "too few for a train and a val window")
@@ -106,7 +106,7 @@ def test_ppo_with_a_malformed_prompts_file(tmp_path, tok):
     ckpt_io.save_model(str(sft), tiny_gpt(tok.vocab_size), tok)
     tiny_rm(tok.vocab_size).save(str(rm), tok)
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text('{"prompt": "What is 2 + 3?"}\n{"prompt": \n')
+    prompts.write_text('{"prompt": "What is 2 + 3?"}\n{"prompt": \n', encoding="utf-8")
     r = run_cli("rlhf.ppo", "--preset=tiny", f"--sft_dir={sft}", f"--rm_dir={rm}", f"--prompts={prompts}",
                 f"--out_dir={tmp_path / 'out'}", "--progress=false")
     assert_one_line_error(r, f"{prompts}:2")

@@ -108,11 +108,13 @@ def test_a_test_that_needs_an_unwritten_exercise_is_reported_blocked(tmp_path):
         "import pytest\n"
         f"MSG = {not_implemented_message('a2.masked_mean')!r}\n"
         "def test_uses_it():\n    raise NotImplementedError(MSG)\n"
-        "@pytest.mark.exercise('a2.masked_mean')\ndef test_grades_it():\n    raise NotImplementedError(MSG)\n")
-    (tmp_path / "conftest.py").write_text(open(os.path.join(ROOT, "tests", "conftest.py"), encoding="utf-8").read())
+        "@pytest.mark.exercise('a2.masked_mean')\ndef test_grades_it():\n    raise NotImplementedError(MSG)\n",
+        encoding="utf-8")
+    with open(os.path.join(ROOT, "tests", "conftest.py"), encoding="utf-8") as f:
+        (tmp_path / "conftest.py").write_text(f.read(), encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": ROOT}
     r = subprocess.run([sys.executable, "-m", "pytest", "-rs", "-p", "no:cacheprovider", "-o", "addopts=", str(test)],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                       cwd=tmp_path, env=env, capture_output=True, encoding="utf-8", timeout=120)
     assert "1 failed, 1 skipped" in r.stdout, r.stdout[-2000:]
     assert "blocked by exercise a2.masked_mean: write it first (exercises/a2_sft.md §6)" in r.stdout, r.stdout[-2000:]
 
@@ -129,12 +131,12 @@ def test_a_fresh_student_copy_collects_and_grades_zero(tmp_path):
         text = nb.read_text(encoding="utf-8")
         assert "BEGIN SOLUTION" not in text and "raise NotImplementedError" in text, f"{nb.name}: not blanked"
     r = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q"], cwd=out, capture_output=True,
-                       text=True, timeout=600)
+                       encoding="utf-8", timeout=600)
     assert r.returncode == 0 and "error" not in r.stdout.lower().split("collected")[-1], r.stdout[-2000:]
     r = subprocess.run([sys.executable, "tools/grade.py", "--json", "results.json"], cwd=out, capture_output=True,
-                       text=True, timeout=600)
+                       encoding="utf-8", timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert results["score"] == 0 and len(results["tests"]) == len(BY_ID)
     assert all("not written yet" in t["output"] for t in results["tests"]), [t["output"][:80] for t in results["tests"]]
 

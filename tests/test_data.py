@@ -304,7 +304,7 @@ def test_roundtrip_hh(tmp_path):
     p = tmp_path / "hh.jsonl"
     formats.write_jsonl(p, [{"chosen": formats.hh_transcript(x.prompt + [A(x.chosen)]),
                              "rejected": formats.hh_transcript(x.prompt + [A(x.rejected)])} for x in prefs])
-    assert json.loads(p.read_text().splitlines()[0])["chosen"] == \
+    assert json.loads(p.read_text(encoding="utf-8").splitlines()[0])["chosen"] == \
         "\n\nHuman: What sound does a cat make?\n\nAssistant: Meow."
     assert formats.load_preferences(p) == prefs
     assert formats.load_prompts(p) == [x.prompt for x in prefs]
@@ -387,7 +387,7 @@ def _first_line(loader):
 @pytest.mark.parametrize("loader,lines,line,words", BAD)
 def test_bad_rows_name_file_and_line(tmp_path, loader, lines, line, words):
     p = tmp_path / "bad.jsonl"
-    p.write_text("\n".join([json.dumps(_first_line(loader))] + lines) + "\n")
+    p.write_text("\n".join([json.dumps(_first_line(loader))] + lines) + "\n", encoding="utf-8")
     with pytest.raises(DataError) as ei:
         getattr(data, loader)(p)
     msg = str(ei.value)
@@ -403,25 +403,25 @@ def test_hh_errors(tmp_path):
             {"chosen": "\n\nHuman: dog?\n\nAssistant: Woof.", "rejected": HH + "Woof!"},
             {"chosen": "Human: no leading blank line", "rejected": HH + "x"}]
     for i, words in ((1, "identical"), (2, "differ before"), (3, "must start with")):
-        p.write_text(json.dumps(rows[0]) + "\n" + json.dumps(rows[i]) + "\n")
+        p.write_text(json.dumps(rows[0]) + "\n" + json.dumps(rows[i]) + "\n", encoding="utf-8")
         with pytest.raises(DataError, match=rf"^{p}:2: .*{words}"):
             formats.load_preferences(p)
 
 
 def test_empty_and_wrong_kind_files(tmp_path):
     p = tmp_path / "empty.jsonl"
-    p.write_text("")
+    p.write_text("", encoding="utf-8")
     with pytest.raises(DataError, match=rf"^{p}: empty file"):
         formats.load_demonstrations(p)
-    p.write_text("\n  \n")
+    p.write_text("\n  \n", encoding="utf-8")
     with pytest.raises(DataError, match="empty file"):
         formats.load_preferences(p)
     with pytest.raises(DataError, match="cannot read"):
         formats.load_prompts(tmp_path / "missing.jsonl")
-    p.write_text(json.dumps(GOOD_PAIR) + "\n")
+    p.write_text(json.dumps(GOOD_PAIR) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=rf"^{p}:1: this is a 'pairs' file; load_demonstrations reads"):
         formats.load_demonstrations(p)
-    p.write_text("\n" + json.dumps({"text": "hello"}) + "\n")
+    p.write_text("\n" + json.dumps({"text": "hello"}) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=rf"^{p}:2: unknown record format"):
         formats.load_prompts(p)
 
@@ -429,12 +429,12 @@ def test_empty_and_wrong_kind_files(tmp_path):
 def test_non_strict_skips_bad_rows(tmp_path, capsys):
     p = tmp_path / "mixed.jsonl"
     p.write_text("\n".join([json.dumps(GOOD_PAIR), "{oops", json.dumps({**GOOD_PAIR, "rejected": "meow"}),
-                            json.dumps({**GOOD_PAIR, "chosen": "purr"})]) + "\n")
+                            json.dumps({**GOOD_PAIR, "chosen": "purr"})]) + "\n", encoding="utf-8")
     # malformed JSON is a broken file, not a bad record: still fatal
     with pytest.raises(DataError, match=":2: malformed JSON"):
         formats.load_preferences(p, strict=False)
     p.write_text("\n".join([json.dumps(GOOD_PAIR), json.dumps({**GOOD_PAIR, "rejected": "meow"}),
-                            json.dumps({**GOOD_PAIR, "chosen": "purr"})]) + "\n")
+                            json.dumps({**GOOD_PAIR, "chosen": "purr"})]) + "\n", encoding="utf-8")
     got = formats.load_preferences(p, strict=False)
     assert re.search(r"skipped 1 bad records of 3; first: .*:2: chosen and rejected", capsys.readouterr().err)
     assert [g.chosen for g in got] == ["meow", "purr"]
@@ -447,7 +447,7 @@ def test_skip_bad_skips_up_to_n_records_of_a_third_party_file(tmp_path, capsys):
     good = {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}
     bad = {"chosen": "\n\nHuman: hi\n\nAssistant: a\n\nHuman: more\n\nAssistant: b",
            "rejected": "\n\nHuman: yo\n\nAssistant: a\n\nHuman: more\n\nAssistant: c"}
-    p.write_text("\n".join(json.dumps(r) for r in [good, bad, good, bad, good]) + "\n")
+    p.write_text("\n".join(json.dumps(r) for r in [good, bad, good, bad, good]) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=rf"^{p}:2: HH chosen and rejected transcripts differ"):
         formats.load_preferences(p)                                       # the project's default: strict
     got = formats.load_preferences(p, skip_bad=2)
@@ -470,7 +470,7 @@ def test_write_jsonl_is_atomic(tmp_path):
     assert p.read_bytes() == before
     assert os.listdir(tmp_path) == ["out.jsonl"]  # no temp file left behind
     formats.write_jsonl(tmp_path / "sub" / "new.jsonl", [{"a": 1}])  # creates the directory
-    assert (tmp_path / "sub" / "new.jsonl").read_text() == '{"a": 1}\n'
+    assert (tmp_path / "sub" / "new.jsonl").read_text(encoding="utf-8") == '{"a": 1}\n'
 
 
 def test_append_jsonl(tmp_path):
@@ -481,7 +481,7 @@ def test_append_jsonl(tmp_path):
     assert p.read_bytes().endswith(b"\n") and p.read_bytes().count(b"\n") == 2
     assert formats.load_preferences(p) == prefs
     # a hand-edited file whose last line lost its newline: the new row goes on a line of its own
-    p.write_text(json.dumps(to_pair := GOOD_PAIR))
+    p.write_text(json.dumps(to_pair := GOOD_PAIR), encoding="utf-8")
     formats.append_jsonl(p, prefs[1])
     assert formats.load_preferences(p) == [Preference([U("cat?")], to_pair["chosen"], to_pair["rejected"]), prefs[1]]
 
@@ -505,7 +505,7 @@ def test_cli_prints_format(tmp_path, capsys):
     data.main([str(p)])
     out = capsys.readouterr().out
     assert "3 records, format 'messages'" in out and "<|user|>cat?<|end|><|assistant|>meow<|end|>" in out
-    p.write_text("{bad\n")
+    p.write_text("{bad\n", encoding="utf-8")
     with pytest.raises(SystemExit, match=":1: malformed JSON"):
         data.main([str(p)])
 
@@ -514,7 +514,7 @@ def test_cli_skips_bad_records_of_a_third_party_file(tmp_path, capsys):
     p = tmp_path / "hh.jsonl"
     good = {"chosen": HH + "meow", "rejected": HH + "woof"}
     bad = {"chosen": HH + "meow", "rejected": "\n\nHuman: dog?\n\nAssistant: woof"}
-    p.write_text("\n".join(json.dumps(r) for r in (good, bad, good)) + "\n")
+    p.write_text("\n".join(json.dumps(r) for r in (good, bad, good)) + "\n", encoding="utf-8")
     with pytest.raises(SystemExit, match=":2: HH chosen and rejected transcripts differ"):
         data.main([str(p)])
     data.main([str(p), "--skip_bad=1"])

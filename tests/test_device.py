@@ -401,9 +401,9 @@ def test_tiny_pipeline_runs_under_bf16_autocast_on_cpu(bf16_run):
     one where an op wants one dtype fails here as it would on a GPU. (Sampling, best-of-N and evaluation run
     in float32 on every device; they complete the run on the bf16-trained models.)"""
     for stage in ("pretrain", "sft", "reward_model", "ppo", "pretrain_large", "sft_large"):
-        with open(bf16_run / stage / "config.json") as f:
+        with open(bf16_run / stage / "config.json", encoding="utf-8") as f:
             assert json.load(f)["dtype"] == BF16, f"{stage} did not run under --dtype={BF16}"
-    with open(bf16_run / "metrics.json") as f:
+    with open(bf16_run / "metrics.json", encoding="utf-8") as f:
         m = json.load(f)
     for stage in ("sft", "ppo", "sft_large", "best_of_n"):
         assert math.isfinite(m[stage]["gold_score"]) and math.isfinite(m[stage]["rm_score"]), (stage, m[stage])
@@ -425,9 +425,9 @@ def test_gpu_name_and_peak_memory_per_stage_reach_the_report(bf16_run, tmp_path,
     assert asked and all(d == torch.device("cuda", 1) for d in asked), asked      # the run's GPU, not GPU 0
     monkeypatch.undo()
     run_pipeline(run, "--device=cpu")
-    with open(run / "metrics.json") as f:
+    with open(run / "metrics.json", encoding="utf-8") as f:
         assert json.load(f)["gpu"] == {"name": "NVIDIA H200", "peak_memory_gb": {"ppo": 3.0}}
-    text = (run / "report.md").read_text()
+    text = (run / "report.md").read_text(encoding="utf-8")
     assert "(NVIDIA H200)" in text and "| peak GPU GiB |" in text
     assert any(line.startswith("| ppo |") and line.endswith(" 3.00 |") for line in text.splitlines()), text
 
@@ -440,7 +440,7 @@ def test_gpu_tiny_pipeline_runs_end_to_end(tmp_path):
     out = tmp_path / "tiny"
     run_pipeline(out, "--device=cuda", timeout=900)
     assert (out / "report.md").exists()
-    with open(out / "metrics.json") as f:
+    with open(out / "metrics.json", encoding="utf-8") as f:
         m = json.load(f)
     assert m["device"].startswith("cuda") and m["gpu"]["name"] and m["gpu"]["peak_memory_gb"]["ppo"] > 0, m.get("gpu")
 
@@ -455,7 +455,7 @@ def test_gpu_stage_smoke(tmp_path, tok, stage):
     r = subprocess.run([sys.executable, "-m", stage, "--preset", "tiny", f"--sft_dir={sft}", f"--rm_dir={rm}",
                         f"--out_dir={tmp_path / 'out'}", "--device=cuda"] +
                        (["--progress=false"] if stage != "rlhf.best_of_n" else []),
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+                       cwd=ROOT, capture_output=True, encoding="utf-8", timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
 

@@ -139,7 +139,7 @@ def test_tiny_preset_smoke_run(run_dirs):
     out = cfg.out_dir
     for f in ("model.pt", "tokenizer.bpe", "summary.json", "metrics.jsonl", "loss.png", "dpo.png", "ckpt.pt"):
         assert os.path.exists(os.path.join(out, f)), f
-    with open(os.path.join(out, "summary.json")) as f:
+    with open(os.path.join(out, "summary.json"), encoding="utf-8") as f:
         saved = json.load(f)
     assert saved["stage"] == "dpo" and saved["steps"] == cfg.max_iters
     assert saved["val_loss_init"] == pytest.approx(math.log(2), abs=1e-5)   # π = π_ref at step 0

@@ -293,7 +293,7 @@ def test_standalone_evaluation_never_overwrites_the_pipelines_eval(run_dir):
     own; with the pipeline's settings it reuses (and keeps) RUN/eval."""
     pipe = {"pipeline": {"eval_split": "test", "eval_prompts": 12, "seed": 0, "eval_temperature": 1.0,
                          "eval_max_new_tokens": 10}}
-    (run_dir / "pipeline_config.json").write_text(json.dumps(pipe))
+    (run_dir / "pipeline_config.json").write_text(json.dumps(pipe), encoding="utf-8")
     same = ev.EvalConfig(n_prompts=12, max_new_tokens=10, batch_size=5)
     other = ev.EvalConfig(n_prompts=6, max_new_tokens=10, batch_size=5)
     assert ev.eval_dir_for(str(run_dir), same) == os.path.join(str(run_dir), "eval")

@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def run_cli(*args, timeout=120):
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "rlhf.experiments", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, encoding="utf-8", timeout=timeout)
 
 
 def png(path) -> bool:
@@ -107,7 +107,8 @@ def test_log_slope_and_sizes():
 def test_overoptimisation_tiny(tiny_run, tmp_path):
     out = tmp_path / "overopt"
     m = overoptimisation.main(["--preset", "tiny", f"--run={tiny_run}", f"--out={out}", "--progress=false"])
-    assert json.loads((out / "metrics.json").read_text())["ppo"]["points"] == json.loads(json.dumps(m["ppo"]["points"]))
+    saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert saved["ppo"]["points"] == json.loads(json.dumps(m["ppo"]["points"]))
     assert png(out / "overoptimisation.png")
     pts = m["ppo"]["points"]
     assert [p["iter"] for p in pts] == [0, 2, 4]                      # every eval_interval and the end
@@ -127,7 +128,7 @@ def test_overoptimisation_tiny(tiny_run, tmp_path):
     assert m["ppo"]["peak"]["gold"] == max(p["gold"] for p in pts)
     greedy = GoldEvaluator(8, seed=0, max_new_tokens=12)(sft, tok, temperature=0.0)["gold"]
     assert pts[0]["gold_greedy"] == pytest.approx(greedy) == pytest.approx(m["ppo"]["greedy"]["start"])
-    report = (out / "report.md").read_text()
+    report = (out / "report.md").read_text(encoding="utf-8")
     assert "](overoptimisation.png)" in report and "## Reading" in report and "**PPO" in report
     # a second run reuses the finished PPO and best-of-N (same settings) and reproduces the numbers
     mtime = os.path.getmtime(out / "ppo" / "model.pt")
@@ -142,8 +143,8 @@ def test_comparison_files_are_nested_prefixes(tiny_run, tmp_path):
     paths = {p: str(tiny_run / p) for p in ("sft", "reward_model", "pretrain")}
     base = rm_scaling.load_config(rm_scaling.reward_model.RMConfig, paths["reward_model"])
     files = rm_scaling.comparison_files(cfg, paths, base, str(tmp_path))
-    lines = {f: open(p).read().splitlines() for f, p in files.items()}
-    run_lines = (tiny_run / "reward_model" / "data" / "rm_train.jsonl").read_text().splitlines()
+    lines = {f: open(p, encoding="utf-8").read().splitlines() for f, p in files.items()}
+    run_lines = (tiny_run / "reward_model" / "data" / "rm_train.jsonl").read_text(encoding="utf-8").splitlines()
     assert lines[1.0] == run_lines and len(run_lines) == 32
     assert lines[0.5] == run_lines[:16] and lines[2.0][:32] == run_lines and len(lines[2.0]) == 64
     extra = [json.loads(x) for x in lines[2.0][32:]]
@@ -154,8 +155,9 @@ def test_comparison_files_are_nested_prefixes(tiny_run, tmp_path):
 def test_rm_scaling_tiny(tiny_run, tmp_path):
     out = tmp_path / "rm_scaling"
     m = rm_scaling.main(["--preset", "tiny", f"--run={tiny_run}", f"--out={out}", "--progress=false"])
-    assert json.loads((out / "metrics.json").read_text())["reading"] == json.loads(json.dumps(m["reading"]))
-    assert png(out / "rm_scaling.png") and "## Reading" in (out / "report.md").read_text()
+    saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert saved["reading"] == json.loads(json.dumps(m["reading"]))
+    assert png(out / "rm_scaling.png") and "## Reading" in (out / "report.md").read_text(encoding="utf-8")
     pts = m["comparisons"]
     assert [p["fraction"] for p in pts] == [0.5, 1.0, 2.0] and [p["train_prompts"] for p in pts] == [16, 32, 64]
     assert [p["steps"] for p in pts] == [2, 4, 8]                     # the run's epochs (1) over 8-prompt batches

@@ -220,7 +220,7 @@ def test_tiny_preset_smoke_run_and_resume(run_dirs, capsys):
     assert closing and re.search(r"RM score \(train samples\) -?\d+\.\d{3} -> -?\d+\.\d{3}; ", closing[0]), closing
     for f in ("model.pt", "summary.json", "metrics.jsonl", "grpo.png", "ckpt.pt", "config.json"):
         assert os.path.exists(os.path.join(cfg.out_dir, f)), f
-    with open(os.path.join(cfg.out_dir, "summary.json")) as f:
+    with open(os.path.join(cfg.out_dir, "summary.json"), encoding="utf-8") as f:
         saved = json.load(f)
     for k in ("gold_score", "sft_gold_score", "win_rate_vs_sft", "kl", "rm_score_train_last", "tied_groups"):
         assert k in saved, k
@@ -241,7 +241,7 @@ def test_tiny_run_with_the_rloo_baseline(run_dirs):
     assert s["iters"] == 2 and s["baseline"] == "rloo"
     for k in ("gold_score", "sft_gold_score", "kl"):
         assert s[k] is not None and s[k] == s[k], k                 # present, not NaN
-    with open(os.path.join(cfg.out_dir, "summary.json")) as f:
+    with open(os.path.join(cfg.out_dir, "summary.json"), encoding="utf-8") as f:
         assert json.load(f)["baseline"] == "rloo"
 
 

@@ -34,7 +34,7 @@ def _label(args, stdin="", subprocess_run=False):
     """Run `python -m rlhf.label ARGS` with `stdin` typed in; returns what it printed."""
     if subprocess_run:
         p = subprocess.run([sys.executable, "-m", "rlhf.label", *args], input=stdin, capture_output=True,
-                           text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, timeout=120)
+                           encoding="utf-8", cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, timeout=120)
         assert p.returncode == 0, p.stderr
         return p.stdout
     old = sys.stdin, sys.stdout

@@ -313,7 +313,7 @@ def text_files(root: pathlib.Path) -> list[pathlib.Path]:
     """Tracked (and untracked, not ignored) files per git; a plain walk when git is not there."""
     try:
         res = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=root,
-                             capture_output=True, text=True, check=True)
+                             capture_output=True, encoding="utf-8", check=True)
         files = [root / f for f in res.stdout.splitlines()]
     except (OSError, subprocess.CalledProcessError):
         files = []
@@ -411,7 +411,7 @@ PLANTED = {
 def test_layer_checker_catches_planted_violations(tmp_path, check, expected):
     for rel, src in PLANTED.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_text(src)
+        (tmp_path / rel).write_text(src, encoding="utf-8")
     found = check(tmp_path)
     for e in expected:
         assert any(e in v for v in found), f"{check.__name__} missed the planted `{e}`; it reported {found}"

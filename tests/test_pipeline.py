@@ -42,7 +42,7 @@ def tiny_run(tmp_path_factory):
 
 def test_tiny_pipeline_writes_metrics_report_and_plots(tiny_run):
     out, log, _ = tiny_run
-    m = json.loads((out / "metrics.json").read_text())
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     for key in REQUIRED:
         value = _get(m, key)
         assert isinstance(value, (int, float)) and value == value, key   # a number, not NaN / null
@@ -57,7 +57,7 @@ def test_tiny_pipeline_writes_metrics_report_and_plots(tiny_run):
     curve = m["best_of_n"]["curve"]                   # best-of-k, k = 1..4, from the same samples
     assert [c["n"] for c in curve] == [1, 2, 3, 4] and curve[-1]["gold"] == pytest.approx(m["best_of_n"]["gold_score"])
     assert m["best_of_n"]["at_ppo_kl"]["kl"] == pytest.approx(max(m["ppo"]["kl"], 0.0))
-    report = (out / "report.md").read_text()
+    report = (out / "report.md").read_text(encoding="utf-8")
     for name in ("loss_curves", "reward_model", "ppo_dashboard", "gold_by_stage", "best_of_n_vs_ppo"):
         png = out / "plots" / f"{name}.png"
         assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
@@ -68,25 +68,26 @@ def test_tiny_pipeline_writes_metrics_report_and_plots(tiny_run):
     # The cached evaluation rows: the same test prompts for every stage, each answered twice.
     ids = {}
     for stage in ("base", "sft", "ppo", "best_of_n"):
-        rows = [json.loads(line) for line in (out / "eval" / f"{stage}.jsonl").read_text().splitlines()]
+        rows = [json.loads(line) for line in (out / "eval" / f"{stage}.jsonl").read_text(encoding="utf-8").splitlines()]
         assert {r["decoding"] for r in rows} == {"greedy", "sampled"}
         ids[stage] = sorted(r["id"] for r in rows)
     assert ids["base"] == ids["sft"] == ids["ppo"] == ids["best_of_n"]
     assert "stage" in log and "gold greedy" in log    # the closing summary table
     # OUT/data/demonstrations.jsonl holds the demonstrations the SFT stage trained on (tiny: 64, demo_seed 0)
     from rlhf.world import make_demonstrations
-    demos = [json.loads(line)["messages"] for line in (out / "data" / "demonstrations.jsonl").read_text().splitlines()]
+    lines = (out / "data" / "demonstrations.jsonl").read_text(encoding="utf-8").splitlines()
+    demos = [json.loads(line)["messages"] for line in lines]
     assert demos == make_demonstrations(64, seed=0, split="train")
 
 
 def test_rerun_skips_finished_stages_and_is_fast(tiny_run):
     out, _, first_seconds = tiny_run
-    before = json.loads((out / "metrics.json").read_text())
+    before = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     log, seconds = _pipeline(out)
     for stage in ("pretrain", "sft", "reward_model", "ppo", "sft_large"):
         assert f"({stage}/) - finished earlier, reusing it" in log
     assert seconds < max(30.0, 0.5 * first_seconds)
-    after = json.loads((out / "metrics.json").read_text())
+    after = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     for key in ("base.gold_score", "sft.gold_score", "ppo.gold_score", "ppo.kl", "seconds.total"):
         assert _get(after, key) == _get(before, key)   # reused caches, not new samples
 
@@ -101,13 +102,13 @@ def test_rerun_with_other_settings_is_a_clear_error_not_a_silent_reuse(tiny_run,
     says so in one line and changes nothing (it once reused the old PPO and reported it under the new
     settings, and a tokenizer of another vocabulary under a model that needed this one)."""
     out, _, _ = tiny_run
-    before = (out / "pipeline_config.json").read_text()
+    before = (out / "pipeline_config.json").read_text(encoding="utf-8")
     with pytest.raises(SystemExit) as e:
         pipeline.main(["--preset", "tiny", "--out", str(out), "--progress=false", *args])
     msg = str(e.value)
     assert msg.startswith(f"error: {out / where} was made with other settings (") and "\n" not in msg, msg
     assert fragment in msg and "use another --out" in msg, msg
-    assert (out / "pipeline_config.json").read_text() == before
+    assert (out / "pipeline_config.json").read_text(encoding="utf-8") == before
 
 
 def test_a_stage_trained_by_its_own_command_is_reused_with_a_note(tiny_run, tmp_path, capsys):
@@ -116,8 +117,9 @@ def test_a_stage_trained_by_its_own_command_is_reused_with_a_note(tiny_run, tmp_
     out, _, _ = tiny_run
     copy = tmp_path / "by_hand"
     shutil.copytree(out, copy)
-    cfg = json.loads((copy / "ppo" / "config.json").read_text())
-    (copy / "ppo" / "config.json").write_text(json.dumps({**cfg, "eval_interval": 2, "n_eval_prompts": 8}))
+    cfg = json.loads((copy / "ppo" / "config.json").read_text(encoding="utf-8"))
+    (copy / "ppo" / "config.json").write_text(json.dumps({**cfg, "eval_interval": 2, "n_eval_prompts": 8}),
+                                              encoding="utf-8")
     pipeline.main(["--preset", "tiny", "--out", str(copy), "--progress=false", "--stop_after=ppo"])
     log = capsys.readouterr().out
     assert f"note: {copy / 'ppo'} was made with other settings than this preset gives (eval_interval=2 (now 0)" in log
@@ -241,7 +243,7 @@ def test_parameter_counts_count_the_tied_lm_head_once(tmp_path, tok):
 def test_targets_read_off_the_documented_runs():
     """The scorecard against the targets, on the documented default and headline runs' metrics (values
     checked by hand against README's Results)."""
-    with open(os.path.join(ROOT, "docs", "results", "metrics_default_run.json")) as f:
+    with open(os.path.join(ROOT, "docs", "results", "metrics_default_run.json"), encoding="utf-8") as f:
         got = [(value, met) for _, value, met in targets(json.load(f))]
     assert got[:6] == [("64.3% vs 78.2%", False),              # reward model vs the labelers' agreement
                        ("0.036 [-0.004, 0.078]", False),       # PPO - SFT greedy: the CI reaches below 0
@@ -249,7 +251,7 @@ def test_targets_read_off_the_documented_runs():
                        ("53.7%", False), ("69.7%", False),     # non-tied win rates: 69.7% is not 70%
                        ("0.51 nats", True)]                    # KL
     assert got[6][1] is None and got[7][1] is None             # no larger SFT-only model in this run
-    with open(os.path.join(ROOT, "docs", "results", "metrics_headline_run.json")) as f:
+    with open(os.path.join(ROOT, "docs", "results", "metrics_headline_run.json"), encoding="utf-8") as f:
         head = targets(json.load(f))[6:]
     assert [met for _, _, met in head] == [False, False] and "2.1× larger" in head[0][1]
 
@@ -271,6 +273,6 @@ def test_gpu_presets_run_end_to_end_on_the_cpu_cut_short(tmp_path, preset):
     cut = [f"--{stage}.{k}={v}" for stage, kv in CUT_SHORT.items() for k, v in kv.items()]
     run_pipeline(tmp_path / preset, "--device=cpu", "--eval_prompts=8", "--eval_batch_size=8", "--best_of_n=2", *cut,
                  preset=preset, timeout=1200)
-    with open(tmp_path / preset / "metrics.json") as f:
+    with open(tmp_path / preset / "metrics.json", encoding="utf-8") as f:
         m = json.load(f)
     assert m["headline"]["size_ratio"] >= 2, m["headline"]        # the preset's larger SFT-only model was built

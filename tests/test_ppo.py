@@ -446,7 +446,7 @@ def test_tiny_preset_smoke_run(run_dirs):
     assert result["iters"] == 3 and 0.0 <= result["gold_score"] <= 1.0
     traj = result["kl_coef_trajectory"]
     assert traj[0] == cfg.init_kl_coef and result["kl_coef"] < traj[-1] < traj[0]   # KL far below target: β falls
-    records = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+    records = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"), encoding="utf-8")]
     train = [r for r in records if "rm_score" in r]
     assert [r["iter"] for r in train] == [0, 1, 2]
     for key in ("rm_score", "kl", "kl_coef", "pg_loss", "vf_loss", "entropy", "approx_kl", "clipfrac",
@@ -461,7 +461,7 @@ def test_resume_reproduces_the_uninterrupted_run(run_dirs, tmp_path, monkeypatch
     cfg = cfg_for(run_dirs, max_iters=3, eval_interval=2, out_dir=str(tmp_path / "straight"))
     evaluator = ppo.gold_evaluator(cfg, GoldEvaluator)
     ppo.train_ppo(cfg, evaluator)
-    straight = [json.loads(l) for l in open(tmp_path / "straight" / "metrics.jsonl")]
+    straight = [json.loads(l) for l in open(tmp_path / "straight" / "metrics.jsonl", encoding="utf-8")]
 
     crashed = replace(cfg, out_dir=str(tmp_path / "crashed"))
     real, calls = ppo.collect_rollout, []
@@ -478,7 +478,7 @@ def test_resume_reproduces_the_uninterrupted_run(run_dirs, tmp_path, monkeypatch
     monkeypatch.setattr(ppo, "collect_rollout", real)
     result = ppo.train_ppo(replace(crashed, resume=True), evaluator)
     assert result["iters"] == 3
-    resumed = [json.loads(l) for l in open(tmp_path / "crashed" / "metrics.jsonl")]
+    resumed = [json.loads(l) for l in open(tmp_path / "crashed" / "metrics.jsonl", encoding="utf-8")]
     assert [r["iter"] for r in resumed] == [r["iter"] for r in straight]
     for a, b in zip(straight, resumed):
         for key in ("rm_score", "kl", "pg_loss", "gold"):
@@ -546,11 +546,11 @@ def test_ddp_two_processes_smoke(run_dirs, tmp_path):
            "--max_iters=2"]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, encoding="utf-8", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.load(open(os.path.join(out, "summary.json")))
+    summary = json.load(open(os.path.join(out, "summary.json"), encoding="utf-8"))
     assert summary["iters"] == 2
-    records = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+    records = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"), encoding="utf-8")]
     assert [r["iter"] for r in records if "rm_score" in r] == [0, 1]
 
 

@@ -185,11 +185,11 @@ def test_evaluate_rankings_hand_example():
 def test_bad_comparison_rows_rejected_with_line_number(tmp_path, sft_dir):
     good = {"prompt": "What is 3 plus 4?", "chosen": "7", "rejected": "8"}
     path = tmp_path / "pairs.jsonl"
-    path.write_text(json.dumps(good) + "\n" + json.dumps({"prompt": "hi", "chosen": "x"}) + "\n")
+    path.write_text(json.dumps(good) + "\n" + json.dumps({"prompt": "hi", "chosen": "x"}) + "\n", encoding="utf-8")
     with pytest.raises(D.DataError, match=r"pairs\.jsonl:2:"):
         D.load_preferences(str(path))
     path.write_text(json.dumps(good) + "\n" + json.dumps(good) + "\n"
-                    + json.dumps({"prompt": "hi", "chosen": "same", "rejected": "same"}) + "\n")
+                    + json.dumps({"prompt": "hi", "chosen": "same", "rejected": "same"}) + "\n", encoding="utf-8")
     with pytest.raises(D.DataError, match=r"pairs\.jsonl:3:.*identical"):
         D.load_preferences(str(path))
     # the stage reports the same line and stops with a one-line message
@@ -197,7 +197,7 @@ def test_bad_comparison_rows_rejected_with_line_number(tmp_path, sft_dir):
         R.main([f"--data={path}", f"--sft_dir={sft_dir}", f"--out_dir={tmp_path / 'rm'}", "--progress=false"])
     rank_path = tmp_path / "rankings.jsonl"
     rank_path.write_text(json.dumps({"prompt": "hi", "responses": ["a", "b"], "ranks": [0, 1]}) + "\n"
-                         + json.dumps({"prompt": "hi", "responses": ["a", "b"], "ranks": [0]}) + "\n")
+                         + json.dumps({"prompt": "hi", "responses": ["a", "b"], "ranks": [0]}) + "\n", encoding="utf-8")
     with pytest.raises(D.DataError, match=r"rankings\.jsonl:2:"):
         D.load_rankings(str(rank_path))
 
@@ -282,7 +282,7 @@ def test_pairs_file_uses_pairwise_loss(tmp_path, sft_dir):
 
 def test_help_runs_as_module():
     out = subprocess.run([sys.executable, "-m", "rlhf.reward_model", "--help"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60)
+                         encoding="utf-8", timeout=60)
     assert out.returncode == 0
     assert "--temperatures" in out.stdout and "--sft_dir" in out.stdout
 
@@ -333,13 +333,13 @@ def test_third_party_hh_file_trains_with_skip_bad_and_no_world_diagnostics(sft_d
     for i in (5, 17):                                   # the prompt differs before the final reply
         rows[i]["rejected"] = rows[i]["rejected"].replace("\n\nHuman: ", "\n\nHuman: Please: ", 1)
     path = tmp_path / "hh.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "rm"
     args = [sys.executable, "-m", "rlhf.reward_model", "--preset=tiny", f"--sft_dir={sft_dir}", f"--data={path}",
             f"--out_dir={out}", "--progress=false", "--max_iters=4"]
-    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(args, cwd=ROOT, capture_output=True, encoding="utf-8", timeout=300)
     assert r.returncode != 0 and f"{path}:6: HH chosen and rejected transcripts differ" in r.stderr  # strict
-    r = subprocess.run(args + ["--skip_bad=2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(args + ["--skip_bad=2"], cwd=ROOT, capture_output=True, encoding="utf-8", timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"skipped 2 bad records of {len(rows)}; first: {path}:6:" in r.stderr
     assert "probes" not in r.stdout and "vs gold" not in r.stdout and "family" not in r.stdout

@@ -27,7 +27,7 @@ N_RM_TRAIN = 12                          # the stand-in run's RM comparisons (ro
 
 
 def _lines(path) -> list[dict]:
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
@@ -61,7 +61,7 @@ def two_rounds(tiny_run, tmp_path_factory):
 @pytest.mark.slow   # a two-round tiny run: ~40 s, over the default suite's budget
 def test_metrics_plot_and_report(two_rounds):
     run, out, m = two_rounds
-    assert m == json.loads((out / "metrics.json").read_text())
+    assert m == json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert [rec["round"] for rec in m["rounds"]] == [0, 1, 2]
     for rec in m["rounds"]:
         for d in ("greedy", "sampled"):
@@ -90,22 +90,22 @@ def test_metrics_plot_and_report(two_rounds):
         assert isinstance(final["target"][d]["met"], bool)
     assert final["stages"]["rounds"]["kl"]["mean"] >= 0.0
     assert (out / "rounds.png").read_bytes()[:4] == b"\x89PNG"
-    report = (out / "report.md").read_text()
+    report = (out / "report.md").read_text(encoding="utf-8")
     assert "![rounds](rounds.png)" in report and "| 2 |" in report and "rounds vs sft" in report
 
 
 @pytest.mark.slow   # a two-round tiny run: ~40 s, over the default suite's budget
 def test_round_two_starts_from_round_one_and_keeps_sft_as_reference(two_rounds):
     run, out, _ = two_rounds
-    cfg1 = json.loads((out / "round_1" / "ppo" / "config.json").read_text())
-    cfg2 = json.loads((out / "round_2" / "ppo" / "config.json").read_text())
+    cfg1 = json.loads((out / "round_1" / "ppo" / "config.json").read_text(encoding="utf-8"))
+    cfg2 = json.loads((out / "round_2" / "ppo" / "config.json").read_text(encoding="utf-8"))
     assert cfg1["init_dir"] == "" and cfg1["rm_dir"] == str(run / "reward_model")
     assert cfg2["init_dir"] == str(out / "round_1" / "ppo") and cfg2["rm_dir"] == str(out / "round_1" / "reward_model")
     assert cfg1["sft_dir"] == cfg2["sft_dir"] == str(run / "sft")           # π_ref = SFT in every round
     sft, p1, p2 = (_flat(ckpt_io.load_model(d)[0]) for d in (run / "sft", out / "round_1" / "ppo", out / "round_2" / "ppo"))
     assert not torch.equal(p1, sft)                       # round 1 moved the policy ...
     assert (p2 - p1).norm() < (p2 - sft).norm()           # ... and round 2 continued from there, not from SFT
-    rm2 = json.loads((out / "round_2" / "reward_model" / "config.json").read_text())
+    rm2 = json.loads((out / "round_2" / "reward_model" / "config.json").read_text(encoding="utf-8"))
     assert rm2["init_rm"] == str(out / "round_1" / "reward_model")   # rm_init=previous: fine-tunes RM_1
 
 
@@ -141,7 +141,7 @@ def test_one_more_round_continues_from_the_last(two_rounds, tmp_path):
     shutil.copytree(out, more)
     three = _rounds(run, more, "--rounds=3")                          # rounds 0-2 reused, round 3 from round 2
     assert three["rounds"][:3] == m["rounds"] and len(three["rounds"]) == 4
-    cfg3 = json.loads((more / "round_3" / "ppo" / "config.json").read_text())
+    cfg3 = json.loads((more / "round_3" / "ppo" / "config.json").read_text(encoding="utf-8"))
     assert cfg3["init_dir"] == str(more / "round_2" / "ppo")
     assert three["final"]["models"]["rounds"] == str(more / "round_3" / "ppo")   # the final evaluation moved on
 

@@ -94,7 +94,7 @@ def test_report_and_plot_from_synthetic_seeds(tmp_path):
               "prompts": {"n": 3, "split": "test", "seed": 0}, "seconds": 1.0,
               "aggregate": seeds.aggregate(per_seed, by_seed, n_boot=100)}
     assert png(seeds.plot(result, str(tmp_path / "seeds.png")))
-    text = open(seeds.write_report(result, str(tmp_path / "report.md"))).read()
+    text = open(seeds.write_report(result, str(tmp_path / "report.md")), encoding="utf-8").read()
     assert "| PPO | 0.450 ± 0.010 [0.440, 0.460]" in text, "gold: mean ± sd [min, max] over the seeds"
     assert "above 0 in 3 of 3 seeds" in text and "seed 0 ranks 1 of 3" in text
     assert "](seeds.png)" in text and "## Per seed" in text
@@ -106,7 +106,7 @@ def test_one_seed_has_no_standard_deviation(tmp_path):
     assert agg["vs_sft"]["ppo"]["sampled"]["sd"] is None and agg["vs_sft"]["ppo"]["sampled"]["pooled"] is None
     result = {"config": {"run": "r", "out": "", "n_seeds": 1}, "preset": "default", "per_seed": per_seed,
               "prompts": {"n": 3, "split": "test", "seed": 0}, "seconds": 1.0, "aggregate": agg}
-    text = open(seeds.write_report(result, str(tmp_path / "report.md"))).read()
+    text = open(seeds.write_report(result, str(tmp_path / "report.md")), encoding="utf-8").read()
     assert "| PPO | 0.460 [0.460, 0.460]" in text and "seeds --run=r --n_seeds=1`" in text
 
 
@@ -127,11 +127,11 @@ def test_recipe_differences_see_all_but_the_seed_and_the_run_directory():
 def fake_stage(path, cfg, finished=True):
     """A directory that looks like a stage trained with cfg (config.json, summary.json, model.pt)."""
     os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, "config.json"), "w") as f:
+    with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
         json.dump(dataclasses.asdict(cfg), f)
     if finished:
         for name in ("summary.json", "model.pt"):
-            with open(os.path.join(path, name), "w") as f:
+            with open(os.path.join(path, name), "w", encoding="utf-8") as f:
                 f.write("{}")
 
 
@@ -165,7 +165,7 @@ def test_method_run_reuses_only_a_part_with_the_same_settings(tmp_path, monkeypa
     assert len(trained) == 3 and not trained[-1].resume
     # an interrupted run of the same settings (config.json and ckpt.pt, no summary) resumes
     os.remove(os.path.join(seed1, "grpo", "summary.json"))
-    open(os.path.join(seed1, "grpo", "ckpt.pt"), "w").close()
+    open(os.path.join(seed1, "grpo", "ckpt.pt"), "w", encoding="utf-8").close()
     seeds.method_run("grpo", other, seed1, 1, out)
     assert trained[-1].resume
 
@@ -183,12 +183,13 @@ def test_seeds_tiny_end_to_end(tmp_path):
     pipeline.main(["--preset", "tiny", "--out", str(run), "--progress=false"])
     out = tmp_path / "seeds"
     m = seeds.main(["--preset", "tiny", f"--run={run}", f"--out={out}", "--progress=false"])
-    assert json.loads((out / "metrics.json").read_text())["aggregate"] == json.loads(json.dumps(m["aggregate"]))
-    assert png(out / "seeds.png") and "## Reading" in (out / "report.md").read_text()
+    saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert saved["aggregate"] == json.loads(json.dumps(m["aggregate"]))
+    assert png(out / "seeds.png") and "## Reading" in (out / "report.md").read_text(encoding="utf-8")
     assert [p["seed"] for p in m["per_seed"]] == [0, 1]
     assert m["per_seed"][0]["run"] == str(run) and os.path.exists(out / "seed1" / "metrics.json")
-    cfg1 = json.loads((out / "seed1" / "pipeline_config.json").read_text())["stages"]
-    cfg0 = json.loads((run / "pipeline_config.json").read_text())["stages"]
+    cfg1 = json.loads((out / "seed1" / "pipeline_config.json").read_text(encoding="utf-8"))["stages"]
+    cfg0 = json.loads((run / "pipeline_config.json").read_text(encoding="utf-8"))["stages"]
     assert cfg1["ppo"]["seed"] == cfg0["ppo"]["seed"] + 1 and cfg1["sft"]["demo_seed"] == cfg0["sft"]["demo_seed"]
     assert set(m["aggregate"]["vs_sft"]) == {"best_of_n", "ppo", "grpo", "dpo"}
     for p in m["per_seed"]:                       # seed 0's GRPO and DPO were trained beside the run, not in it
@@ -196,8 +197,8 @@ def test_seeds_tiny_end_to_end(tmp_path):
     assert m["per_seed"][0]["dirs"]["dpo"] == str(out / "seed0" / "dpo")
     assert m["per_seed"][1]["dirs"]["dpo"] == str(out / "seed1" / "dpo")
     # another seed trains other weights: the seed-1 PPO answers differ from seed 0's somewhere
-    rows0 = (run / "eval" / "sft.jsonl").read_text()
-    rows1 = (out / "seed1" / "eval" / "sft.jsonl").read_text()
+    rows0 = (run / "eval" / "sft.jsonl").read_text(encoding="utf-8")
+    rows1 = (out / "seed1" / "eval" / "sft.jsonl").read_text(encoding="utf-8")
     assert rows0 != rows1, "seed 1's SFT model answered exactly as seed 0's: the training seed did not reach it"
     # a second invocation reuses every finished part
     mtime = os.path.getmtime(out / "seed1" / "dpo" / "model.pt")

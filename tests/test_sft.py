@@ -146,11 +146,11 @@ def test_sft_stage_gets_its_evaluator_from_the_caller():
 
 def test_load_sft_data_from_messages_and_alpaca_files(tmp_path):
     path = tmp_path / "demos.jsonl"
-    path.write_text("".join(json.dumps({"messages": c}) + "\n" for c in CONVS * 5))
+    path.write_text("".join(json.dumps({"messages": c}) + "\n" for c in CONVS * 5), encoding="utf-8")
     train, val = S.load_sft_data(S.SFTConfig(data=str(path), val_fraction=0.2))
     assert len(train) == 16 and len(val) == 4
     alpaca = tmp_path / "alpaca.jsonl"
-    alpaca.write_text(json.dumps({"instruction": "Add 1 and 2.", "input": "", "output": "3"}) + "\n")
+    alpaca.write_text(json.dumps({"instruction": "Add 1 and 2.", "input": "", "output": "3"}) + "\n", encoding="utf-8")
     train, val = S.load_sft_data(S.SFTConfig(data=str(alpaca)))
     assert train[0][-1] == {"role": "assistant", "content": "3"} and val == []
     with pytest.raises(SystemExit, match="no such file"):
@@ -169,10 +169,10 @@ def test_world_demonstrations_are_train_split_and_val_is_held_out():
 
 def test_help_and_missing_init_from(tmp_path):
     r = subprocess.run([sys.executable, "-m", "rlhf.sft", "--help"], cwd=ROOT, env=env(), capture_output=True,
-                       text=True, timeout=60)
+                       encoding="utf-8", timeout=60)
     assert r.returncode == 0 and "--init_from=" in r.stdout and "--n_demos=" in r.stdout
     r = subprocess.run([sys.executable, "-m", "rlhf.sft", "--preset=tiny", f"--init_from={tmp_path / 'nope'}",
-                        f"--out_dir={tmp_path / 'sft'}"], cwd=ROOT, env=env(), capture_output=True, text=True,
+                        f"--out_dir={tmp_path / 'sft'}"], cwd=ROOT, env=env(), capture_output=True, encoding="utf-8",
                        timeout=60)
     assert r.returncode != 0 and "no model.pt" in r.stderr
 
@@ -181,11 +181,11 @@ def test_help_and_missing_init_from(tmp_path):
 def test_pretrain_then_sft_tiny_smoke(tmp_path):
     pre, sft = tmp_path / "pretrain", tmp_path / "sft"
     r = subprocess.run([sys.executable, "-m", "rlhf.pretrain", "--preset=tiny", f"--out_dir={pre}",
-                        "--progress=false"], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
+                        "--progress=false"], cwd=ROOT, env=env(), capture_output=True, encoding="utf-8", timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     r = subprocess.run([sys.executable, "-m", "rlhf.sft", "--preset=tiny", f"--init_from={pre}",
                         f"--out_dir={sft}", "--progress=false"], cwd=ROOT, env=env(), capture_output=True,
-                       text=True, timeout=120)
+                       encoding="utf-8", timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "base model gold score" in r.stdout and "overall" in r.stdout
     summary = ck.read_summary(sft)

@@ -344,7 +344,7 @@ def test_load_rejects_merges_that_break_the_tiktoken_condition(tmp_path):
     a, b = ord("a"), ord("b")
     path = tmp_path / "bad.bpe"
     Tokenizer([(a, a), (a, b), (a, 257)]).save(path)  # save does not judge; load does
-    n_lines = len(path.read_text().splitlines())
+    n_lines = len(path.read_text(encoding="utf-8").splitlines())
     with pytest.raises(ValueError, match=rf"bad.bpe:{n_lines}: merge 2 is not what tiktoken"):
         Tokenizer.load(path)
 
@@ -454,7 +454,7 @@ def test_cli_trains_and_saves(tmp_path):
     src.write_text(make_corpus(200), encoding="utf-8")
     out = tmp_path / "tok.bpe"
     help_ = subprocess.run([sys.executable, "-m", "minigpt.tokenizer", "--help"], cwd=ROOT, capture_output=True,
-                           text=True, check=True)
+                           encoding="utf-8", check=True)
     assert "vocab_size" in help_.stdout
     subprocess.run([sys.executable, "-m", "minigpt.tokenizer", f"--input={src}", "--vocab_size=300",
                     f"--out={out}"], cwd=ROOT, check=True, capture_output=True)
@@ -465,7 +465,7 @@ def test_cli_trains_and_saves(tmp_path):
 def test_cli_without_input_is_a_one_line_error(tmp_path):
     out = tmp_path / "tok.bpe"
     run = subprocess.run([sys.executable, "-m", "minigpt.tokenizer", "--vocab_size=300", f"--out={out}"], cwd=ROOT,
-                         capture_output=True, text=True)
+                         capture_output=True, encoding="utf-8")
     assert run.returncode != 0 and not out.exists()
     assert run.stderr.strip().splitlines() == ["error: no training text: pass --input=FILE (python -m rlhf.world "
                                                "export writes the instruction world's corpus.txt)"]

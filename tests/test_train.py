@@ -257,7 +257,8 @@ def test_metrics_module_is_re_exported_by_the_trainer():
     for name in ("MetricsLogger", "read_metrics", "plot_metrics", "plot_panels"):
         assert getattr(T, name) is getattr(M, name) and name in T.__all__, name
     code = "import sys, minigpt.metrics; assert 'minigpt.trainer' not in sys.modules"
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, encoding="utf-8",
+                       timeout=60)
     assert r.returncode == 0, r.stderr                       # metrics.py does not import the loop
 
 
@@ -330,14 +331,14 @@ def test_resume_keeps_this_devices_optimizer_kernels(tmp_path):
 
 def test_help_lists_options():
     r = subprocess.run([sys.executable, "-m", "minigpt.train", "--help"], cwd=ROOT, env=env(),
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, encoding="utf-8", timeout=60)
     assert r.returncode == 0, r.stderr
     assert "--max_iters=" in r.stdout and "optimizer steps" in r.stdout and "tiny" in r.stdout
 
 
 def test_unknown_option_is_a_clear_error():
     r = subprocess.run([sys.executable, "-m", "minigpt.train", "--max_iter=3"], cwd=ROOT, env=env(),
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, encoding="utf-8", timeout=60)
     assert r.returncode != 0 and "did you mean --max_iters" in r.stderr
 
 
@@ -346,7 +347,7 @@ def _text_file(tmp_path):
     lines = [f"the {a} cat sat on the {b} mat number {i}." for i, (a, b) in
              enumerate(zip(["red", "big", "old", "shy"] * 200, ["blue", "flat", "new"] * 300))]
     path = tmp_path / "text.txt"
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines), encoding="utf-8")
     return str(path)
 
 
@@ -354,7 +355,7 @@ def test_pretrain_tiny_smoke_on_a_text_file(tmp_path):
     out = tmp_path / "pre"
     cmd = [sys.executable, "-m", "minigpt.train", "--preset=tiny", f"--out_dir={out}",
            f"--data={_text_file(tmp_path)}", "--progress=false"]
-    r = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
+    r = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, encoding="utf-8", timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "val loss" in r.stdout and "samples:" in r.stdout
     summary = ck.read_summary(out)
@@ -369,7 +370,7 @@ def test_pretrain_tiny_smoke_on_the_world_corpus(tmp_path):
     """python -m rlhf.pretrain: minigpt.train's pretraining on the world's corpus (minigpt knows no world)."""
     out = tmp_path / "pre"
     r = subprocess.run([sys.executable, "-m", "rlhf.pretrain", "--preset", "tiny", f"--out_dir={out}",
-                        "--progress=false"], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
+                        "--progress=false"], cwd=ROOT, env=env(), capture_output=True, encoding="utf-8", timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert ck.is_finished(out)
 
@@ -378,7 +379,7 @@ def test_minigpt_train_without_data_is_a_one_line_error(tmp_path):
     """minigpt.train has no default corpus (it knows nothing of rlhf): no --data is a clear error."""
     out = tmp_path / "pre"
     r = subprocess.run([sys.executable, "-m", "minigpt.train", "--preset", "tiny", f"--out_dir={out}",
-                        "--progress=false"], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
+                        "--progress=false"], cwd=ROOT, env=env(), capture_output=True, encoding="utf-8", timeout=120)
     assert r.returncode != 0
     assert r.stderr.strip().startswith("error: no training text") and "Traceback" not in r.stderr, r.stderr
     assert "rlhf.pretrain" in r.stderr
@@ -390,13 +391,13 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     common = ["--preset=tiny", f"--data={data}", "--progress=false", "--max_iters=12", "--eval_interval=6"]
     one, two = tmp_path / "one", tmp_path / "two"
     r = subprocess.run([sys.executable, "-m", "minigpt.train", *common, f"--out_dir={one}"], cwd=ROOT, env=env(),
-                       capture_output=True, text=True, timeout=180)
+                       capture_output=True, encoding="utf-8", timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
     os.makedirs(two)
     shutil.copy(one / "tokenizer.bpe", two / "tokenizer.bpe")  # same tokenizer (also retrained identically)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "minigpt.train", *common, f"--out_dir={two}"]
-    r = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=180)
+    r = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, encoding="utf-8", timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
     a = [x for x in train_records(str(one)) if x["split"] == "train"]
     b = [x for x in train_records(str(two)) if x["split"] == "train"]
@@ -406,14 +407,14 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     sa, sb = ck.safe_load(one / "model.pt")["model"], ck.safe_load(two / "model.pt")["model"]
     for k in sa:
         torch.testing.assert_close(sa[k], sb[k], rtol=1e-4, atol=1e-5, msg=k)
-    assert json.loads((two / "summary.json").read_text())["world_size"] == 2
+    assert json.loads((two / "summary.json").read_text(encoding="utf-8"))["world_size"] == 2
 
 
 def test_ctrl_c_on_the_command_line_saves_a_checkpoint_and_resume_continues(tmp_path):
     data, out = _text_file(tmp_path), tmp_path / "run"
     cmd = [sys.executable, "-m", "minigpt.train", "--preset=tiny", f"--data={data}", f"--out_dir={out}",
            "--progress=false", "--max_iters=100000", "--eval_interval=100000"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8")
     try:
         deadline = time.time() + 120
         while time.time() < deadline and len(T.read_metrics(str(out / "metrics.jsonl"))) < 4:
@@ -428,7 +429,7 @@ def test_ctrl_c_on_the_command_line_saves_a_checkpoint_and_resume_continues(tmp_
     step = ck.safe_load(out / "ckpt.pt")["step"]
     assert step >= 3 and not ck.is_finished(out)
     r = subprocess.run(cmd[:-2] + [f"--max_iters={step + 3}", "--resume"], cwd=ROOT, env=env(),
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, encoding="utf-8", timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"resumed {out}/ckpt.pt at step {step}" in r.stdout
     train = [x for x in train_records(str(out)) if x["split"] == "train"]

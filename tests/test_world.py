@@ -323,10 +323,10 @@ def test_label_agreement_responds_to_temperature():
 
 
 def test_cli_help_and_sample():
-    out = subprocess.run([sys.executable, "-m", "rlhf.world", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "rlhf.world", "--help"], capture_output=True, encoding="utf-8")
     assert out.returncode == 0 and "export" in out.stdout
     out = subprocess.run([sys.executable, "-m", "rlhf.world", "sample", "--n", "3", "--family", "sort"],
-                         capture_output=True, text=True)
+                         capture_output=True, encoding="utf-8")
     assert out.returncode == 0 and out.stdout.count("gold") == 3
 
 
@@ -338,19 +338,20 @@ def test_cli_export(tmp_path):
     assert {"corpus.txt", "demonstrations.jsonl", "prompts_train.jsonl", "prompts_val.jsonl",
             "prompts_test.jsonl", "rankings.jsonl", "comparisons.jsonl", "manifest.json"} <= names
     assert not any(n.startswith(".tmp") for n in names)
-    demos = [json.loads(line) for line in (tmp_path / "demonstrations.jsonl").read_text().splitlines()]
+    demos = [json.loads(line) for line in (tmp_path / "demonstrations.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(demos) == 50 and all(d["messages"][-1]["role"] == "assistant" for d in demos)
     for split, n in (("train", 60), ("val", 20), ("test", 20)):
-        rows = [json.loads(line) for line in (tmp_path / f"prompts_{split}.jsonl").read_text().splitlines()]
+        lines = (tmp_path / f"prompts_{split}.jsonl").read_text(encoding="utf-8").splitlines()
+        rows = [json.loads(line) for line in lines]
         assert len(rows) == n
         assert all(r["messages"][-1]["role"] == "user" and r["h"] in ("helpful", "honest", "harmless")
                    and split_of(r["messages"]) == split for r in rows)
-    for line in (tmp_path / "rankings.jsonl").read_text().splitlines():
+    for line in (tmp_path / "rankings.jsonl").read_text(encoding="utf-8").splitlines():
         r = json.loads(line)
         assert len(r["responses"]) == len(r["ranks"]) == 4 and min(r["ranks"]) == 0
-    pair = json.loads((tmp_path / "comparisons.jsonl").read_text().splitlines()[0])
+    pair = json.loads((tmp_path / "comparisons.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert set(pair) == {"prompt", "chosen", "rejected"}
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["demonstrations"] == 50 and manifest["seconds"]["total"] < 30
 
 
@@ -371,7 +372,7 @@ def test_export_demo_seed_picks_the_demonstrations_alone(tmp_path):
     kw = dict(n_demos=5, n_train=3, n_val=2, n_test=2, n_rankings=2, corpus_chars=2000, seed=0)
     export(str(tmp_path / "a"), **kw)
     export(str(tmp_path / "b"), **kw, demo_seed=3)
-    read = lambda d, f: (tmp_path / d / f).read_text()   # noqa: E731
+    read = lambda d, f: (tmp_path / d / f).read_text(encoding="utf-8")   # noqa: E731
     assert read("a", "corpus.txt") == read("b", "corpus.txt")                # the rest follows `seed`
     assert read("a", "prompts_train.jsonl") == read("b", "prompts_train.jsonl")
     demos = [json.loads(line)["messages"] for line in read("b", "demonstrations.jsonl").splitlines()]

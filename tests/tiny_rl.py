@@ -24,7 +24,7 @@ def run_pipeline(out, *args: str, preset: str = "tiny", timeout: int = 600) -> s
     """`python -m rlhf.pipeline --preset PRESET --out OUT --progress=false ARGS...` from the repository root;
     fails the test with the end of its output unless it exits 0. Returns its stdout."""
     p = subprocess.run([sys.executable, "-m", "rlhf.pipeline", "--preset", preset, "--out", str(out),
-                        "--progress=false", *args], capture_output=True, text=True, cwd=ROOT,
+                        "--progress=false", *args], capture_output=True, encoding="utf-8", cwd=ROOT,
                        env={**os.environ, "PYTHONPATH": ROOT}, timeout=timeout)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return p.stdout

@@ -24,6 +24,10 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from minigpt.configurator import utf8_console  # noqa: E402  (needs ROOT on sys.path)
 
 
 def _run(args: list[str]) -> None:
@@ -44,9 +48,9 @@ def run_small(out: str) -> float:
 
 def check(run: str) -> dict:
     """The four checks on a finished small run: {"checks": [{"check", "ok", "detail"}], "ok"}."""
-    with open(os.path.join(run, "metrics.json")) as f:
+    with open(os.path.join(run, "metrics.json"), encoding="utf-8") as f:
         m = json.load(f)
-    with open(os.path.join(run, "dpo", "summary.json")) as f:
+    with open(os.path.join(run, "dpo", "summary.json"), encoding="utf-8") as f:
         dpo = json.load(f)
     checks = []
 
@@ -108,4 +112,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    utf8_console()
     sys.exit(main(sys.argv[1:]))

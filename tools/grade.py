@@ -30,6 +30,7 @@ if ROOT not in sys.path:
 
 import pytest  # noqa: E402
 
+from minigpt.configurator import utf8_console  # noqa: E402
 from minigpt.files import atomic_write_text  # noqa: E402
 from tests.course import ASSIGNMENTS, BY_ID, EXERCISES, find_blank  # noqa: E402
 from tools.e2e import run_e2e  # noqa: E402
@@ -249,4 +250,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    utf8_console()
     sys.exit(main(sys.argv[1:]))

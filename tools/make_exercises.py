@@ -36,6 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from minigpt.configurator import utf8_console  # noqa: E402
 from tests.course import ASSIGNMENTS, BY_ID, not_implemented_message  # noqa: E402  (needs ROOT on sys.path)
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
@@ -187,4 +188,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    utf8_console()
     main(sys.argv[1:])

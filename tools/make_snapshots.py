@@ -21,6 +21,7 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 
 from minigpt.checkpoint import atomic_torch_save  # noqa: E402
+from minigpt.configurator import utf8_console  # noqa: E402
 from tests.grading import SNAPSHOT_DIR  # noqa: E402
 from tests.snapshot_cases import CASES, build  # noqa: E402
 
@@ -73,4 +74,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    utf8_console()
     sys.exit(main(sys.argv[1:]))

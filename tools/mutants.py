@@ -24,6 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from minigpt.configurator import utf8_console  # noqa: E402
 from tools.bug_catalogue import BUGS  # noqa: E402
 
 COPY = ("minigpt", "rlhf", "tests", "tools", "pyproject.toml")
@@ -54,10 +55,10 @@ def run_bug(bug) -> dict:
         out = os.path.join(d, "results.json")
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
         r = subprocess.run([sys.executable, "tools/grade.py", "--exercise", bug.exercise, "--json", out],
-                           cwd=d, env=env, capture_output=True, text=True, timeout=600)
+                           cwd=d, env=env, capture_output=True, encoding="utf-8", timeout=600)
         if not os.path.exists(out):
             return {"caught": True, "by": "(the grader itself failed)", "detail": (r.stderr or r.stdout)[-300:]}
-        with open(out) as f:
+        with open(out, encoding="utf-8") as f:
             test = json.load(f)["tests"][0]
         caught = test["score"] < test["max_score"]
         failing = [line for line in test["output"].splitlines()[1:] if ": failed" in line or ": blocked" in line]
@@ -90,10 +91,11 @@ def main(argv=None) -> int:
     print(f"caught {caught} of {len(valid)} bugs ({caught / max(len(valid), 1):.0%}) over {len(exercises)} exercises"
           + (f"; {len(results) - len(valid)} stale" if len(valid) < len(results) else ""))
     if args.json:
-        with open(args.json, "w") as f:
+        with open(args.json, "w", encoding="utf-8") as f:
             json.dump([{"exercise": b.exercise, "bug": b.name, **r} for b, r in zip(bugs, results)], f, indent=2)
     return 0 if caught == len(valid) == len(results) else 1
 
 
 if __name__ == "__main__":
+    utf8_console()
     sys.exit(main(sys.argv[1:]))

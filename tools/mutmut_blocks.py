@@ -25,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from minigpt.configurator import utf8_console  # noqa: E402
 from tools.make_exercises import BEGIN_RE, END  # noqa: E402  (the marker syntax, defined once)
 
 
@@ -60,7 +61,7 @@ def main() -> int:
         meta_path = os.path.join(ROOT, "mutants", rel + ".meta")
         if not os.path.exists(meta_path):
             raise SystemExit(f"error: {meta_path} not found: run `mutmut run` first")
-        with open(meta_path) as f:
+        with open(meta_path, encoding="utf-8") as f:
             exit_codes = json.load(f)["exit_code_by_key"]
         blocks = exercise_blocks(os.path.join(ROOT, rel))
         funcs = mutant_functions(os.path.join(ROOT, "mutants", rel))
@@ -94,4 +95,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    utf8_console()
     sys.exit(main())

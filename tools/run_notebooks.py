@@ -24,6 +24,10 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from minigpt.configurator import utf8_console  # noqa: E402  (needs ROOT on sys.path)
 NB_DIR = os.path.join(ROOT, "notebooks")
 CELL_TIMEOUT = 300  # seconds per cell; the longest SMALL cell (pretraining + SFT) takes about a minute
 
@@ -95,4 +99,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    utf8_console()
     sys.exit(main(sys.argv[1:]))

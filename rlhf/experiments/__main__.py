@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from minigpt.configurator import utf8_console
+
 EXPERIMENTS = {
     "overoptimisation": "proxy RM and gold score vs sqrt(KL): PPO at a weak fixed β, and best-of-N (Gao et al. 2022)",
     "rm_scaling": "RM accuracy, ceiling and right-vs-near-miss probe vs comparisons and RM size; PPO with some RMs",
@@ -53,4 +55,5 @@ def main(argv: list[str] | None = None) -> dict | None:
 
 
 if __name__ == "__main__":
+    utf8_console()
     main()

@@ -45,7 +45,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from minigpt import checkpoint as ckpt_io
-from minigpt.configurator import parse_config
+from minigpt.configurator import parse_config, utf8_console
 from minigpt.metrics import save_figure
 from minigpt.trainer import pick_device, run_entry_point
 from rlhf.best_of_n import best_of_n_kl, pick_best, sample_candidates
@@ -358,7 +358,7 @@ def write_report(result: dict, path: str) -> str:
     lines += ["", f"Compute: PPO {format_number(ppo_r['seconds_ppo'], 0)} s of training (its evaluations included), "
               f"best-of-N {format_number(bon['seconds_sampling'], 0)} s of sampling and scoring; this invocation "
               f"took {format_number(result['seconds']['total'], 0)} s (finished parts are read back)."]
-    return write_text(path, "\n".join(lines) + "\n")
+    return write_text(path, "\n".join(lines) + "\n", encoding="utf-8")
 
 
 # -----------------------------------------------------------------------------
@@ -400,4 +400,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    utf8_console()
     main()

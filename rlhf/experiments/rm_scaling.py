@@ -47,7 +47,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from minigpt import checkpoint as ckpt_io
-from minigpt.configurator import config_from_dict, parse_config
+from minigpt.configurator import config_from_dict, parse_config, utf8_console
 from minigpt.metrics import save_figure
 from minigpt.trainer import pick_device, run_entry_point
 from rlhf import pretrain, reward_model, sft
@@ -126,7 +126,7 @@ def comparison_files(cfg: RMScalingConfig, paths: dict, rm_cfg: reward_model.RMC
     """{fraction: rankings JSONL}: nested prefixes of the run's comparisons, extended for fractions > 1
     by comparisons simulated exactly as the RM stage does (SFT samples at rm_cfg.temperatures, the
     labeler's demonstration, a flawed world answer, chatter twins), with data seed extra_seed."""
-    with open(os.path.join(paths["reward_model"], "data", "rm_train.jsonl")) as f:
+    with open(os.path.join(paths["reward_model"], "data", "rm_train.jsonl"), encoding="utf-8") as f:
         lines = [line for line in f if line.strip()]
     n = len(lines)
     extra_path = os.path.join(out, "data", f"rm_train_extra_seed{cfg.extra_seed}.jsonl")
@@ -134,7 +134,7 @@ def comparison_files(cfg: RMScalingConfig, paths: dict, rm_cfg: reward_model.RMC
     if n_extra > 0:
         have = 0
         if os.path.exists(extra_path):
-            with open(extra_path) as f:
+            with open(extra_path, encoding="utf-8") as f:
                 have = sum(1 for line in f if line.strip())
         if have < n_extra:
             print(f"rm_scaling: simulating {n_extra} more ranked prompts (data seed {cfg.extra_seed}) ...", flush=True)
@@ -147,7 +147,7 @@ def comparison_files(cfg: RMScalingConfig, paths: dict, rm_cfg: reward_model.RMC
             rows = simulate_rankings("train", n_extra, policies, tokenizer,
                                      replace(rm_cfg, data_seed=cfg.extra_seed, progress=cfg.progress), gold=score)
             write_jsonl(extra_path, rows)
-        with open(extra_path) as f:
+        with open(extra_path, encoding="utf-8") as f:
             lines += [line for line in f if line.strip()][:n_extra]
     files = {}
     for frac in cfg.fractions:
@@ -396,7 +396,7 @@ def write_report(result: dict, path: str) -> str:
               + "".join(f"; PPO with the {p['label']} RM {format_number(p['seconds'], 0)} s" for p in result["ppo"])
               + f". This invocation took {result['seconds']['total']:.0f} s (finished parts are read back: "
               + ", ".join(f"{k} {v:.0f} s" for k, v in result["seconds"].items() if k != "total") + ")."]
-    return write_text(path, "\n".join(lines) + "\n")
+    return write_text(path, "\n".join(lines) + "\n", encoding="utf-8")
 
 
 # -----------------------------------------------------------------------------
@@ -496,4 +496,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    utf8_console()
     main()

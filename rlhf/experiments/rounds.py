@@ -58,7 +58,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from minigpt import checkpoint as ckpt_io
-from minigpt.configurator import parse_config, replace_checked
+from minigpt.configurator import parse_config, replace_checked, utf8_console
 from minigpt.metrics import save_figure
 from minigpt.trainer import pick_device
 from rlhf import data as D
@@ -570,4 +570,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    utf8_console()
     main()

@@ -46,7 +46,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from minigpt import checkpoint as ckpt_io
-from minigpt.configurator import parse_config, replace_checked
+from minigpt.configurator import parse_config, replace_checked, utf8_console
 from minigpt.metrics import save_figure
 from minigpt.trainer import run_entry_point
 from rlhf import dpo, evaluate as ev, grpo, pipeline
@@ -428,7 +428,7 @@ def write_report(result: dict, path: str) -> str:
                  for x in (ps["vs_sft"].get(m, {}) for m in agg["vs_sft"])]
         lines.append(f"| {ps['seed']} | `{ps['run']}` | " + " | ".join(cells) + " |")
     lines += ["", f"This invocation took {result['seconds']:.0f} s (finished parts are read back)."]
-    return write_text(path, "\n".join(lines) + "\n")
+    return write_text(path, "\n".join(lines) + "\n", encoding="utf-8")
 
 
 # -----------------------------------------------------------------------------
@@ -475,4 +475,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    utf8_console()
     main()

@@ -21,6 +21,7 @@ import random
 import sys
 import time
 
+from minigpt.configurator import utf8_console
 from minigpt.files import atomic_write_text
 from rlhf.world.corpus import corpus
 from rlhf.world.labelers import (DEFAULT_TEMPERATURE, label_agreement, make_demonstrations,
@@ -135,4 +136,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    utf8_console()
     sys.exit(main())
