@@ -307,16 +307,16 @@ def parse_config(cls, argv: list[str] | None = None, presets: dict[str, dict] | 
 
 
 def utf8_console() -> None:
-    """Make stdout and stderr write UTF-8, whatever the locale: Python before 3.15 encodes what goes to a
-    pipe or a file in the locale's code page (cp1252 on Windows), which has no β, σ or →, nor the U+FFFD
-    that a half-trained model's stray bytes decode to, so `--help > help.txt` or a sample printed to a log
-    ended in a UnicodeEncodeError. Streams that already write UTF-8 (most terminals, Jupyter) are left
-    alone. For the `__main__` block of an entry point: never at import, and not in main(), which tests
-    call with their own streams."""
-    for stream in (sys.stdout, sys.stderr):
+    """Make stdout and stderr write UTF-8 (and stdin read it), whatever the locale: Python before 3.15
+    encodes what goes to a pipe or a file in the locale's code page (cp1252 on Windows), which has no β, σ
+    or →, nor the U+FFFD that a half-trained model's stray bytes decode to, so `--help > help.txt` or a
+    sample printed to a log ended in a UnicodeEncodeError. Streams that are already UTF-8 (most terminals,
+    Jupyter) are left alone. For the `__main__` block of an entry point: never at import, and not in
+    main(), which tests call with their own streams."""
+    for stream, errors in ((sys.stdout, "backslashreplace"), (sys.stderr, "backslashreplace"), (sys.stdin, "replace")):
         encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
         if encoding != "utf8" and hasattr(stream, "reconfigure"):
-            stream.reconfigure(encoding="utf-8", errors="backslashreplace")
+            stream.reconfigure(encoding="utf-8", errors=errors)
 
 
 def config_to_dict(cfg) -> dict[str, Any]:

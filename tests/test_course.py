@@ -112,7 +112,7 @@ def test_a_test_that_needs_an_unwritten_exercise_is_reported_blocked(tmp_path):
         encoding="utf-8")
     with open(os.path.join(ROOT, "tests", "conftest.py"), encoding="utf-8") as f:
         (tmp_path / "conftest.py").write_text(f.read(), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": ROOT}
+    env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONIOENCODING": "utf-8"}   # pytest's report of "§6", any locale
     r = subprocess.run([sys.executable, "-m", "pytest", "-rs", "-p", "no:cacheprovider", "-o", "addopts=", str(test)],
                        cwd=tmp_path, env=env, capture_output=True, encoding="utf-8", timeout=120)
     assert "1 failed, 1 skipped" in r.stdout, r.stdout[-2000:]

@@ -53,7 +53,7 @@ def text_opens_without_encoding(path: str) -> list[int]:
         is_os_open = isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "os"
         if name == "open" and not is_os_open and "b" not in (_mode(node) or "b"):
             lines.append(node.lineno)
-        elif name in ("read_text", "write_text"):
+        elif name in ("read_text", "write_text") and isinstance(func, ast.Attribute):   # pathlib's methods
             lines.append(node.lineno)
         elif any(k.arg in ("text", "universal_newlines") and isinstance(k.value, ast.Constant) and k.value.value is True
                  for k in node.keywords):
@@ -91,7 +91,7 @@ def test_the_checks_see_each_kind_of_call(tmp_path):
     src = tmp_path / "example.py"
     src.write_text('open(p)\nopen(p, "w")\nopen(p, "rb")\nopen(p, encoding="utf-8")\nos.open(p, 0)\n'
                    'q.read_text()\nq.write_text(s)\nq.read_text(encoding="utf-8")\nopen(p, mode)\n'
-                   'run(a, text=True)\nrun(a, encoding="utf-8")\nf(text="a")\n', encoding="utf-8")
+                   'run(a, text=True)\nrun(a, encoding="utf-8")\nf(text="a")\nwrite_text(p, s)\n', encoding="utf-8")
     assert text_opens_without_encoding(str(src)) == [1, 2, 6, 7, 10]
     src.write_text('if __name__ == "__main__":\n    main()\n', encoding="utf-8")
     assert main_blocks_without_utf8_console(str(src)) == [1]

@@ -358,7 +358,7 @@ def write_report(result: dict, path: str) -> str:
     lines += ["", f"Compute: PPO {format_number(ppo_r['seconds_ppo'], 0)} s of training (its evaluations included), "
               f"best-of-N {format_number(bon['seconds_sampling'], 0)} s of sampling and scoring; this invocation "
               f"took {format_number(result['seconds']['total'], 0)} s (finished parts are read back)."]
-    return write_text(path, "\n".join(lines) + "\n", encoding="utf-8")
+    return write_text(path, "\n".join(lines) + "\n")
 
 
 # -----------------------------------------------------------------------------

@@ -396,7 +396,7 @@ def write_report(result: dict, path: str) -> str:
               + "".join(f"; PPO with the {p['label']} RM {format_number(p['seconds'], 0)} s" for p in result["ppo"])
               + f". This invocation took {result['seconds']['total']:.0f} s (finished parts are read back: "
               + ", ".join(f"{k} {v:.0f} s" for k, v in result["seconds"].items() if k != "total") + ")."]
-    return write_text(path, "\n".join(lines) + "\n", encoding="utf-8")
+    return write_text(path, "\n".join(lines) + "\n")
 
 
 # -----------------------------------------------------------------------------

@@ -428,7 +428,7 @@ def write_report(result: dict, path: str) -> str:
                  for x in (ps["vs_sft"].get(m, {}) for m in agg["vs_sft"])]
         lines.append(f"| {ps['seed']} | `{ps['run']}` | " + " | ".join(cells) + " |")
     lines += ["", f"This invocation took {result['seconds']:.0f} s (finished parts are read back)."]
-    return write_text(path, "\n".join(lines) + "\n", encoding="utf-8")
+    return write_text(path, "\n".join(lines) + "\n")
 
 
 # -----------------------------------------------------------------------------
