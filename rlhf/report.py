@@ -245,7 +245,7 @@ def write_report(run_dir: str, metrics: dict, results: dict, plots: dict[str, st
                     "ppo_dashboard": "PPO dashboard",
                     "best_of_n_vs_ppo": "PPO against best-of-N per nat of KL (sampled, held-out prompts)"}
         for name, path in plots.items():
-            rel = os.path.relpath(path, run_dir)
+            rel = os.path.relpath(path, run_dir).replace(os.sep, "/")     # a Markdown link, also on Windows
             L += [f"**{captions.get(name, name)}**", "", f"![{name}]({rel})", ""]
 
     t = sample_table(rows_by_stage, n_samples)
