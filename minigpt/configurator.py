@@ -31,9 +31,11 @@ Every entry point's `if __name__ == "__main__":` block first calls utf8_console(
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
 import inspect
+import os
 import re
 import sys
 import types
@@ -307,16 +309,27 @@ def parse_config(cls, argv: list[str] | None = None, presets: dict[str, dict] | 
 
 
 def utf8_console() -> None:
-    """Make stdout and stderr write UTF-8 (and stdin read it), whatever the locale: Python before 3.15
-    encodes what goes to a pipe or a file in the locale's code page (cp1252 on Windows), which has no β, σ
-    or →, nor the U+FFFD that a half-trained model's stray bytes decode to, so `--help > help.txt` or a
-    sample printed to a log ended in a UnicodeEncodeError. Streams that are already UTF-8 (most terminals,
-    Jupyter) are left alone. For the `__main__` block of an entry point: never at import, and not in
-    main(), which tests call with their own streams."""
+    """Make what an entry point prints reach a pipe or a file as UTF-8, whatever the locale.
+
+    Python before 3.15 encodes output to a pipe or a file in the locale's code page (cp1252 on Windows),
+    which has no β, σ or →, nor the U+FFFD that a half-trained model's stray bytes decode to: `--help >
+    help.txt` or a sample printed to a log ended in a UnicodeEncodeError. So a non-UTF-8 pipe or file
+    becomes UTF-8 (stdin is read as UTF-8 too), and a terminal keeps its encoding but shows what it cannot
+    encode as escapes. Streams already in UTF-8 (most terminals, Jupyter), streams that cannot be
+    reconfigured (pytest's) and an explicit PYTHONIOENCODING are left alone. For the `__main__` block of an
+    entry point: never at import, and not in main(), which tests call with their own streams."""
+    if os.environ.get("PYTHONIOENCODING"):
+        return
     for stream, errors in ((sys.stdout, "backslashreplace"), (sys.stderr, "backslashreplace"), (sys.stdin, "replace")):
-        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
-        if encoding != "utf8" and hasattr(stream, "reconfigure"):
-            stream.reconfigure(encoding="utf-8", errors=errors)
+        try:
+            if codecs.lookup(stream.encoding or "ascii").name == "utf-8":
+                continue
+            if stream.isatty():
+                stream.reconfigure(errors=errors)
+            else:
+                stream.reconfigure(encoding="utf-8", errors=errors)
+        except (AttributeError, AssertionError, LookupError, OSError, ValueError):   # None, closed, not reconfigurable
+            continue
 
 
 def config_to_dict(cfg) -> dict[str, Any]:

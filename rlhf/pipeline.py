@@ -45,7 +45,7 @@ from typing import Literal
 import torch
 
 from minigpt import checkpoint as ckpt_io
-from minigpt.configurator import convert, _field_types, format_help, parse_config, replace_checked, utf8_console
+from minigpt.configurator import _field_types, convert, format_help, parse_config, replace_checked, utf8_console
 from minigpt.tokenizer import train_bpe
 from minigpt.trainer import ResumeError, autocast_context, exercise_not_written, pick_device
 from rlhf import dpo, evaluate as ev, gold, ppo, pretrain, reward_model, sft
