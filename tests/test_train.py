@@ -224,7 +224,7 @@ def test_stop_on_interrupt_finishes_the_step_and_saves(tmp_path):
 
     def batches(split, index):
         if split == "train" and index == 3:
-            os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C arriving in the middle of step 3
+            signal.raise_signal(signal.SIGINT)  # a Ctrl-C arriving in the middle of step 3 (any OS)
         return synthetic_batches()(split, index)
 
     out = T.fit(tiny_gpt(), PT.lm_loss, batches, cfg)
@@ -410,6 +410,7 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     assert json.loads((two / "summary.json").read_text(encoding="utf-8"))["world_size"] == 2
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows delivers Ctrl-C to a process group, not by send_signal")
 def test_ctrl_c_on_the_command_line_saves_a_checkpoint_and_resume_continues(tmp_path):
     data, out = _text_file(tmp_path), tmp_path / "run"
     cmd = [sys.executable, "-m", "minigpt.train", "--preset=tiny", f"--data={data}", f"--out_dir={out}",
