@@ -21,6 +21,8 @@ import dataclasses
 import json
 import math
 import os
+import pickle
+import zipfile
 from typing import Any
 
 import torch
@@ -40,8 +42,12 @@ CONFIG_FILE = "config.json"
 # ----------------------------------------------------------------------------- atomic writes
 
 class CheckpointError(ValueError):
-    """A checkpoint of another kind than the caller needs (e.g. a reward model where a GPT is expected);
-    the entry points turn it into a one-line error."""
+    """A run file that cannot be used: a checkpoint of another kind than the caller needs (e.g. a reward
+    model where a GPT is expected), or a file that does not load (truncated, hand-edited, a Git LFS
+    pointer). The entry points turn it into a one-line error that names the file."""
+
+
+REMEDY = "delete it (or its stage's directory) and run that stage again"
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -79,8 +85,13 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """torch.load with weights_only=True (no arbitrary code) onto the CPU by default."""
-    return torch.load(os.fspath(path), map_location=map_location, weights_only=True)
+    """torch.load with weights_only=True (no arbitrary code) onto the CPU by default. A file that does not
+    load (cut short, overwritten, not a checkpoint at all) is a CheckpointError naming it."""
+    try:
+        return torch.load(os.fspath(path), map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{os.fspath(path)}: not a readable checkpoint ({type(e).__name__}: cut short, "
+                              f"overwritten, or a Git LFS pointer?); {REMEDY}") from None
 
 
 # ----------------------------------------------------------------------------- models
@@ -227,9 +238,36 @@ def config_differences(run_dir: str | os.PathLike, cfg, ignore: tuple[str, ...] 
             and in_run(saved.get(k, defaults[k]), then_root) != in_run(v, now_root)}
 
 
-def read_json_file(path: str | os.PathLike):
-    """The JSON in `path`, or None when there is no such file."""
+def read_json_file(path: str | os.PathLike) -> dict | None:
+    """The JSON object in `path` (every JSON file a stage writes holds one), or None when there is no such
+    file. One that does not parse is a CheckpointError naming path:line."""
     if not os.path.exists(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); {REMEDY}") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path}: not UTF-8 text; {REMEDY}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, found {type(obj).__name__}; {REMEDY}")
+    return obj
+
+
+def read_json_lines(path: str | os.PathLike) -> list:
+    """The records of a JSON-lines file a stage writes (metrics.jsonl, eval rows); blank lines skipped, and
+    a last line without its newline that does not parse (an append cut short by a crash). Any other line
+    that does not parse is a CheckpointError naming path:line."""
+    path, rows = os.fspath(path), []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    if not line.endswith("\n"):          # only the last line can lack its newline
+                        break
+                    raise CheckpointError(f"{path}:{n}: not valid JSON ({e.msg}); {REMEDY}") from None
+    return rows

@@ -62,10 +62,7 @@ class MetricsLogger:
 
 def read_metrics(path: str) -> list[dict]:
     """All records of a metrics.jsonl file ([] when it does not exist)."""
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return ckpt_io.read_json_lines(path) if os.path.exists(path) else []
 
 
 def plot_metrics(records: list[dict] | str, path: str, title: str = "", key: str = "loss") -> str:

@@ -34,7 +34,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-from minigpt.checkpoint import CheckpointError, atomic_write_json, load_model, read_summary
+from minigpt.checkpoint import (CheckpointError, atomic_write_json, load_model, read_json_file, read_json_lines,
+                                read_summary)
 from minigpt.configurator import parse_config, utf8_console
 from minigpt.trainer import pick_device
 from rlhf.data import write_jsonl
@@ -94,8 +95,7 @@ def _fingerprint(stage_dir: str | None, cfg: EvalConfig, extra: dict | None = No
 
 def read_rows(path: str) -> list[dict]:
     """Rows of a cached eval/STAGE.jsonl."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_json_lines(path)
 
 
 def load_cached(eval_dir: str, stage: str, fingerprint: dict | None = None) -> list[dict] | None:
@@ -104,11 +104,14 @@ def load_cached(eval_dir: str, stage: str, fingerprint: dict | None = None) -> l
     meta_path = os.path.join(eval_dir, f"{stage}.meta.json")
     if not (os.path.exists(rows_path) and os.path.exists(meta_path)):
         return None
-    if fingerprint is not None:
-        with open(meta_path, encoding="utf-8") as f:
-            if json.load(f).get("fingerprint") != json.loads(json.dumps(fingerprint)):
-                return None
-    return read_rows(rows_path)
+    try:
+        saved = read_json_file(meta_path)
+        if fingerprint is not None and saved.get("fingerprint") != json.loads(json.dumps(fingerprint)):
+            return None
+        return read_rows(rows_path)
+    except CheckpointError as e:               # a cache: an unreadable one is computed again
+        print(f"note: {e.args[0].split(';')[0]}: computing {stage}'s answers again")
+        return None
 
 
 def save_cached(eval_dir: str, stage: str, rows: list[dict], fingerprint: dict, extra: dict | None = None):
@@ -119,11 +122,7 @@ def save_cached(eval_dir: str, stage: str, rows: list[dict], fingerprint: dict, 
 
 
 def read_meta(eval_dir: str, stage: str) -> dict:
-    path = os.path.join(eval_dir, f"{stage}.meta.json")
-    if not os.path.exists(path):
-        return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return read_json_file(os.path.join(eval_dir, f"{stage}.meta.json")) or {}
 
 
 def evaluate_model(model, tokenizer, examples: list, cfg: EvalConfig, rm=None, rm_tokenizer=None,
@@ -198,10 +197,9 @@ def eval_dir_for(run_dir: str, cfg: EvalConfig) -> str:
     reused), else a directory of its own named by the settings, e.g. RUN/eval-val-n300-seed0-t1.0-new48."""
     own = {"eval_split": cfg.split, "eval_prompts": cfg.n_prompts, "seed": cfg.seed,
            "eval_temperature": cfg.temperature, "eval_max_new_tokens": cfg.max_new_tokens}
-    path = os.path.join(run_dir, "pipeline_config.json")
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            pipe = json.load(f).get("pipeline", {})
+    saved = read_json_file(os.path.join(run_dir, "pipeline_config.json"))
+    if saved is not None:
+        pipe = saved.get("pipeline", {})
         if all(pipe.get(k) == v for k, v in own.items()):
             return os.path.join(run_dir, "eval")
     return os.path.join(run_dir, f"eval-{cfg.split}-n{cfg.n_prompts}-seed{cfg.seed}-t{cfg.temperature:g}-"

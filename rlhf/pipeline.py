@@ -34,7 +34,6 @@ an estimated hour on one modern GPU, never run): `python -m rlhf.pipeline --pres
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -449,9 +448,8 @@ class Timings:
         self.wall: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
         self.gpu: dict = {}                  # {"name": ..., "peak_memory_gb": {stage: GiB}} once measured
-        if os.path.exists(self.path):
-            with open(self.path, encoding="utf-8") as f:
-                saved = json.load(f)
+        saved = ckpt_io.read_json_file(self.path)
+        if saved is not None:
             if "wall" in saved:
                 self.wall, self.cpu, self.gpu = saved["wall"], saved.get("cpu", {}), saved.get("gpu", {})
             else:                        # an older flat {stage: seconds} file

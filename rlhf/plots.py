@@ -11,15 +11,16 @@ Matplotlib is used through its object API (Figure + Agg canvas), so no global ba
 
 from __future__ import annotations
 
-import json
 import os
+import sys
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from minigpt.checkpoint import CheckpointError, read_json_file, read_summary
 from minigpt.configurator import utf8_console
-from minigpt.metrics import save_figure
+from minigpt.metrics import read_metrics, save_figure
 from rlhf.best_of_n import plot_best_of_n
 from rlhf.ppo import plot_dashboard
 
@@ -41,33 +42,14 @@ def _save(fig, path: str, dpi: int = 100) -> str:
     return save_figure(fig, path, dpi)
 
 
-def _records(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:      # a line cut by a crash: skip it
-                    continue
-    return out
-
-
 def _summary(run_dir: str) -> dict:
-    path = os.path.join(run_dir, "summary.json")
-    if not os.path.exists(path):
-        return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return read_summary(run_dir) or {}
 
 
 def plot_loss_curves(stage_dirs: dict[str, str], path: str) -> str | None:
     """One panel per supervised stage (pretrain, SFT, reward model...): train loss (faint + smoothed)
     and validation loss against the optimizer step."""
-    panels = [(name, _records(os.path.join(d, "metrics.jsonl"))) for name, d in stage_dirs.items()]
+    panels = [(name, read_metrics(os.path.join(d, "metrics.jsonl"))) for name, d in stage_dirs.items()]
     panels = [(n, r) for n, r in panels if any(x.get("loss") is not None for x in r)]
     if not panels:
         return None
@@ -99,7 +81,7 @@ def plot_reward_model(rm_dir: str, path: str) -> str | None:
     """Left: held-out pairwise accuracy during training against the labelers' agreement (the ceiling).
     Right: calibration, predicted P(i beats j) = σ(r_i − r_j) vs the share the labeler preferred."""
     summary = _summary(rm_dir)
-    recs = _records(os.path.join(rm_dir, "metrics.jsonl"))
+    recs = read_metrics(os.path.join(rm_dir, "metrics.jsonl"))
     if not summary and not recs:
         return None
     fig = _figure(9, 3.8)
@@ -139,7 +121,7 @@ def plot_reward_model(rm_dir: str, path: str) -> str | None:
 def plot_ppo_dashboard(ppo_dir: str, path: str) -> str | None:
     """The PPO stage's own dashboard (rlhf.ppo.plot_dashboard) of its metrics.jsonl."""
     metrics = os.path.join(ppo_dir, "metrics.jsonl")
-    if not _records(metrics):
+    if not read_metrics(metrics):
         return None
     return plot_dashboard(metrics, path, title="PPO")
 
@@ -259,10 +241,10 @@ def plot_all(run_dir: str, stages: dict[str, dict] | None = None, metrics: dict 
     out = os.path.join(run_dir, "plots")
     if stages is None:
         path = os.path.join(run_dir, "eval", "results.json")
-        stages = json.load(open(path, encoding="utf-8"))["stages"] if os.path.exists(path) else {}
+        stages = (read_json_file(path) or {}).get("stages", {})
     if metrics is None:
         path = os.path.join(run_dir, "metrics.json")
-        metrics = json.load(open(path, encoding="utf-8")) if os.path.exists(path) else {}
+        metrics = read_json_file(path) or {}
     loss_dirs = {name: os.path.join(run_dir, d) for name, d in
                  (("pretrain", "pretrain"), ("SFT", "sft"), ("reward model", "reward_model"),
                   ("pretrain (large)", "pretrain_large"), ("SFT (large)", "sft_large"))
@@ -277,10 +259,21 @@ def plot_all(run_dir: str, stages: dict[str, dict] | None = None, metrics: dict 
     return {k: v for k, v in drawn.items() if v}
 
 
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        raise SystemExit("usage: python -m rlhf.plots RUN_DIR")
+    if not os.path.isdir(argv[0]):
+        raise SystemExit(f"error: {argv[0]}: no such run directory")
+    try:
+        paths = plot_all(argv[0])
+    except CheckpointError as e:                    # a run file that does not load: one line naming it
+        raise SystemExit(f"error: {e}") from None
+    for name, p in paths.items():
+        print(f"{name}: {p}")
+    return paths
+
+
 if __name__ == "__main__":
     utf8_console()
-    import sys
-    if len(sys.argv) != 2 or sys.argv[1] in ("-h", "--help"):
-        raise SystemExit("usage: python -m rlhf.plots RUN_DIR")
-    for name, p in plot_all(sys.argv[1]).items():
-        print(f"{name}: {p}")
+    main()

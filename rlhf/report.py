@@ -8,11 +8,10 @@ cached evaluation rows (eval/STAGE.jsonl), so the report can always be regenerat
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
-from minigpt.checkpoint import atomic_write_text
+from minigpt.checkpoint import CheckpointError, atomic_write_text, read_json_file
 from minigpt.configurator import utf8_console
 from rlhf.evaluate import read_rows
 from rlhf.plots import LABELS, plot_all
@@ -273,13 +272,17 @@ def main(argv=None) -> str:
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
         raise SystemExit("usage: python -m rlhf.report RUN_DIR")
     run_dir = argv[0]
-    with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as f:
-        metrics = json.load(f)
-    with open(os.path.join(run_dir, "eval", "results.json"), encoding="utf-8") as f:
-        results = json.load(f)
-    rows = {s: read_rows(os.path.join(run_dir, "eval", f"{s}.jsonl")) for s in STAGES
-            if os.path.exists(os.path.join(run_dir, "eval", f"{s}.jsonl"))}
-    path = write_report(run_dir, metrics, results, plot_all(run_dir, results["stages"], metrics), rows)
+    try:
+        metrics = read_json_file(os.path.join(run_dir, "metrics.json"))
+        results = read_json_file(os.path.join(run_dir, "eval", "results.json"))
+        if metrics is None or results is None:
+            raise SystemExit(f"error: {run_dir}: no metrics.json or eval/results.json (a finished run of "
+                             f"`python -m rlhf.pipeline --out {run_dir}` has both)")
+        rows = {s: read_rows(os.path.join(run_dir, "eval", f"{s}.jsonl")) for s in STAGES
+                if os.path.exists(os.path.join(run_dir, "eval", f"{s}.jsonl"))}
+        path = write_report(run_dir, metrics, results, plot_all(run_dir, results["stages"], metrics), rows)
+    except CheckpointError as e:                    # a run file that does not load: one line naming it
+        raise SystemExit(f"error: {e}") from None
     print(path)
     return path
 

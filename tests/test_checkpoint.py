@@ -115,3 +115,32 @@ def test_save_and_load_model_round_trip(tmp_path):
     model.eval()
     torch.testing.assert_close(model(x)[0], model2(x)[0])
     assert tok2.encode("hello there") == tok.encode("hello there")
+
+
+def test_run_files_that_do_not_load_are_checkpoint_errors_naming_them(tmp_path):
+    """Every JSON, JSON-lines and torch file a stage wrote is read through one door that turns a damaged file
+    into a CheckpointError naming path(:line), which the entry points print as one line."""
+    js = tmp_path / "summary.json"
+    js.write_text('{"a": 1,\n "b": oops}', encoding="utf-8")
+    with pytest.raises(ck.CheckpointError, match=r"summary\.json:2: not valid JSON"):
+        ck.read_json_file(js)
+    js.write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(ck.CheckpointError, match="expected a JSON object, found list"):
+        ck.read_json_file(js)
+    assert ck.read_json_file(tmp_path / "missing.json") is None
+
+    lines = tmp_path / "metrics.jsonl"
+    lines.write_text('{"step": 1}\n{oops\n{"step": 3}\n', encoding="utf-8")
+    with pytest.raises(ck.CheckpointError, match=r"metrics\.jsonl:2: not valid JSON"):
+        ck.read_json_lines(lines)
+    lines.write_text('{"step": 1}\n\n{"step": 2, "lo', encoding="utf-8")      # an append cut short by a crash
+    assert ck.read_json_lines(lines) == [{"step": 1}]
+
+    model = tmp_path / "model.pt"
+    ck.atomic_torch_save({"w": torch.ones(64)}, model)
+    model.write_bytes(model.read_bytes()[:100])                                  # cut short
+    with pytest.raises(ck.CheckpointError, match=r"model\.pt: not a readable checkpoint"):
+        ck.safe_load(model)
+    model.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 9\n", encoding="utf-8")
+    with pytest.raises(ck.CheckpointError, match="Git LFS pointer"):
+        ck.safe_load(model)

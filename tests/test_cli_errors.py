@@ -192,3 +192,30 @@ def test_chat_and_the_ppo_benchmark_check_the_device_too(tmp_path, module):
     args = [str(run_dir), "--prompt=hi"] if module == "rlhf.chat" else [f"--run={run_dir}"]
     r = run_cli(module, *args, "--device=gpu")
     assert_one_line_error(r, "--device=gpu", "use auto, cpu, cuda, cuda:N or mps")
+
+
+def _a_run_with_damaged_files(root):
+    """A run directory whose files do not load: metrics.json cut short, a model.pt that is a Git LFS pointer."""
+    (root / "sft").mkdir(parents=True)
+    (root / "metrics.json").write_text('{"preset": "tiny", "ppo": {"gold', encoding="utf-8")
+    (root / "sft" / "model.pt").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 9\n",
+                                           encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize("module, args, fragments", [
+    ("rlhf.report", [], ["metrics.json:1: not valid JSON", "run that stage again"]),
+    ("rlhf.plots", [], ["metrics.json:1: not valid JSON"]),
+    ("rlhf.chat", ["--prompt=hi"], ["model.pt: not a readable checkpoint", "Git LFS pointer"]),
+])
+def test_a_run_file_that_does_not_load_is_one_line_naming_it(tmp_path, module, args, fragments):
+    """Hand-edited JSON, a checkpoint cut short or fetched as a Git LFS pointer: one line naming the file and
+    what to do, not json's or torch's traceback."""
+    run = _a_run_with_damaged_files(tmp_path / "run")
+    r = run_cli(module, str(run / "sft") if module == "rlhf.chat" else str(run), *args)
+    assert_one_line_error(r, *fragments)
+
+
+def test_report_and_plots_of_a_directory_that_is_not_a_run(tmp_path):
+    assert_one_line_error(run_cli("rlhf.report", str(tmp_path)), "no metrics.json or eval/results.json")
+    assert_one_line_error(run_cli("rlhf.plots", str(tmp_path / "nowhere")), "no such run directory")
