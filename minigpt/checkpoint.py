@@ -238,9 +238,10 @@ def config_differences(run_dir: str | os.PathLike, cfg, ignore: tuple[str, ...] 
             and in_run(saved.get(k, defaults[k]), then_root) != in_run(v, now_root)}
 
 
-def read_json_file(path: str | os.PathLike) -> dict | None:
-    """The JSON object in `path` (every JSON file a stage writes holds one), or None when there is no such
-    file. One that does not parse is a CheckpointError naming path:line."""
+def read_json_file(path: str | os.PathLike, want: type | None = dict):
+    """The JSON in `path`, or None when there is no such file. One that does not parse, or that holds
+    something other than `want` (a JSON object, as every file a stage writes; None: anything), is a
+    CheckpointError naming path(:line)."""
     if not os.path.exists(path):
         return None
     path = os.fspath(path)
@@ -251,8 +252,10 @@ def read_json_file(path: str | os.PathLike) -> dict | None:
         raise CheckpointError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); {REMEDY}") from None
     except UnicodeDecodeError:
         raise CheckpointError(f"{path}: not UTF-8 text; {REMEDY}") from None
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, found {type(obj).__name__}; {REMEDY}")
+    if want is not None and not isinstance(obj, want):
+        found = {dict: "a JSON object", list: "a JSON list"}
+        raise CheckpointError(f"{path}: expected {found.get(want, want.__name__)}, found {type(obj).__name__}; "
+                              f"{REMEDY}")
     return obj
 
 

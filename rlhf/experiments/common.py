@@ -122,7 +122,7 @@ def tracked_ppo(cfg: ppo.PPOConfig) -> tuple[dict, list[dict]]:
     Both are also in cfg.out_dir (summary.json, evaluations.json); a finished run with the same config is
     read back, not retrained."""
     path = os.path.join(cfg.out_dir, "evaluations.json")
-    evals = read_json(path)
+    evals = read_json(path, want=list)
     if finished_with(cfg.out_dir, cfg) and evals is not None:
         return ckpt_io.read_summary(cfg.out_dir), evals
     device = pick_device(cfg.device)
