@@ -219,3 +219,11 @@ def test_a_run_file_that_does_not_load_is_one_line_naming_it(tmp_path, module, a
 def test_report_and_plots_of_a_directory_that_is_not_a_run(tmp_path):
     assert_one_line_error(run_cli("rlhf.report", str(tmp_path)), "no metrics.json or eval/results.json")
     assert_one_line_error(run_cli("rlhf.plots", str(tmp_path / "nowhere")), "no such run directory")
+
+
+def test_labelling_from_a_checkpoint_that_does_not_load(tmp_path):
+    run = _a_run_with_damaged_files(tmp_path / "run")
+    r = run_cli("rlhf.label", "rank", f"--out={tmp_path / 'ranks.jsonl'}", f"--model={run / 'sft'}", "--n=2",
+                "--simulate")
+    assert_one_line_error(r, "model.pt: not a readable checkpoint")
+    assert not (tmp_path / "ranks.jsonl").exists()
