@@ -17,6 +17,7 @@ plain Python containers, never pickled code.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -48,6 +49,16 @@ class CheckpointError(ValueError):
 
 
 REMEDY = "delete it (or its stage's directory) and run that stage again"
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    """For a command-line main: a CheckpointError raised inside ends the command with `error: ...` and exit
+    status 1, not a traceback. (The stages' mains get the same from minigpt.trainer.run_entry_point.)"""
+    try:
+        yield
+    except CheckpointError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:

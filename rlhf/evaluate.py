@@ -34,8 +34,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-from minigpt.checkpoint import (CheckpointError, atomic_write_json, load_model, read_json_file, read_json_lines,
-                                read_summary)
+from minigpt.checkpoint import (CheckpointError, atomic_write_json, load_model, one_line_errors, read_json_file,
+                                read_json_lines, read_summary)
 from minigpt.configurator import parse_config, utf8_console
 from minigpt.trainer import pick_device
 from rlhf.data import write_jsonl
@@ -109,8 +109,8 @@ def load_cached(eval_dir: str, stage: str, fingerprint: dict | None = None) -> l
         if fingerprint is not None and saved.get("fingerprint") != json.loads(json.dumps(fingerprint)):
             return None
         return read_rows(rows_path)
-    except CheckpointError as e:               # a cache: an unreadable one is computed again
-        print(f"note: {e.args[0].split(';')[0]}: computing {stage}'s answers again")
+    except CheckpointError:                    # a cache: an unreadable one is computed again
+        print(f"note: {rows_path} or its .meta.json does not load: computing {stage}'s answers again")
         return None
 
 
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"error: {d}: no model.pt in it nor in {'/, '.join(STAGE_DIRS.values())}/; "
                              f"run `python -m rlhf.pipeline --out {d}` first")
     eval_dir = eval_dir_for(run_dir, cfg)     # never overwrites the pipeline's eval/ with other settings
-    try:
+    with one_line_errors():                       # e.g. a reward model's directory: nothing to answer with
         if compare:
             results = compare_runs(run_dir, compare, cfg)
             name = os.path.basename(os.path.normpath(compare))
@@ -367,8 +367,6 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             results = evaluate_run(run_dir, cfg, eval_dir=eval_dir)
             path = os.path.join(eval_dir, "results.json")
-    except CheckpointError as e:                  # e.g. a reward model's directory: nothing to answer with
-        raise SystemExit(f"error: {e}") from None
     atomic_write_json(path, results)
     print(format_results(results))
     print(f"-> {path}")

@@ -29,7 +29,7 @@ import random
 import sys
 import zlib
 
-from minigpt.checkpoint import CheckpointError, load_model
+from minigpt.checkpoint import load_model, one_line_errors
 from minigpt.configurator import utf8_console
 from rlhf.chat import resolve_checkpoint
 from rlhf.data import DataError, append_jsonl, load_demonstrations, load_prompts, load_rankings
@@ -214,10 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("error: rank mode needs --model DIR (a checkpoint to sample from)")
     if args.k < 2:
         raise SystemExit("error: --k must be at least 2")
-    try:
+    with one_line_errors():                      # e.g. a reward model's directory, or a model.pt cut short
         model, tok = load_model(resolve_checkpoint(args.model))
-    except CheckpointError as e:                 # e.g. a reward model's directory, or a model.pt cut short
-        raise SystemExit(f"error: {e}") from None
     label_rankings(items, args.out, model, tok, k=args.k, temperature=args.temperature,
                    max_new_tokens=args.max_new_tokens, simulate=args.simulate, seed=args.seed)
     return 0

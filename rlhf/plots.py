@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from minigpt.checkpoint import CheckpointError, read_json_file, read_summary
+from minigpt.checkpoint import one_line_errors, read_json_file, read_summary
 from minigpt.configurator import utf8_console
 from minigpt.metrics import read_metrics, save_figure
 from rlhf.best_of_n import plot_best_of_n
@@ -40,10 +40,6 @@ def _figure(w: float, h: float):
 def _save(fig, path: str, dpi: int = 100) -> str:
     fig.tight_layout()
     return save_figure(fig, path, dpi)
-
-
-def _summary(run_dir: str) -> dict:
-    return read_summary(run_dir) or {}
 
 
 def plot_loss_curves(stage_dirs: dict[str, str], path: str) -> str | None:
@@ -80,7 +76,7 @@ def plot_loss_curves(stage_dirs: dict[str, str], path: str) -> str | None:
 def plot_reward_model(rm_dir: str, path: str) -> str | None:
     """Left: held-out pairwise accuracy during training against the labelers' agreement (the ceiling).
     Right: calibration, predicted P(i beats j) = σ(r_i − r_j) vs the share the labeler preferred."""
-    summary = _summary(rm_dir)
+    summary = read_summary(rm_dir) or {}
     recs = read_metrics(os.path.join(rm_dir, "metrics.jsonl"))
     if not summary and not recs:
         return None
@@ -265,10 +261,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("usage: python -m rlhf.plots RUN_DIR")
     if not os.path.isdir(argv[0]):
         raise SystemExit(f"error: {argv[0]}: no such run directory")
-    try:
+    with one_line_errors():                         # a run file that does not load: one line naming it
         paths = plot_all(argv[0])
-    except CheckpointError as e:                    # a run file that does not load: one line naming it
-        raise SystemExit(f"error: {e}") from None
     for name, p in paths.items():
         print(f"{name}: {p}")
     return paths

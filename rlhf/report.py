@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from minigpt.checkpoint import CheckpointError, atomic_write_text, read_json_file
+from minigpt.checkpoint import atomic_write_text, one_line_errors, read_json_file
 from minigpt.configurator import utf8_console
 from rlhf.evaluate import read_rows
 from rlhf.plots import LABELS, plot_all
@@ -272,7 +272,7 @@ def main(argv=None) -> str:
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
         raise SystemExit("usage: python -m rlhf.report RUN_DIR")
     run_dir = argv[0]
-    try:
+    with one_line_errors():                         # a run file that does not load: one line naming it
         metrics = read_json_file(os.path.join(run_dir, "metrics.json"))
         results = read_json_file(os.path.join(run_dir, "eval", "results.json"))
         if metrics is None or results is None:
@@ -281,8 +281,6 @@ def main(argv=None) -> str:
         rows = {s: read_rows(os.path.join(run_dir, "eval", f"{s}.jsonl")) for s in STAGES
                 if os.path.exists(os.path.join(run_dir, "eval", f"{s}.jsonl"))}
         path = write_report(run_dir, metrics, results, plot_all(run_dir, results["stages"], metrics), rows)
-    except CheckpointError as e:                    # a run file that does not load: one line naming it
-        raise SystemExit(f"error: {e}") from None
     print(path)
     return path
 

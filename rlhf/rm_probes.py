@@ -72,10 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--split", default="val", choices=["val", "test"], help="prompt split")
     ap.add_argument("--seed", type=int, default=0, help="prompt set and near-miss seed")
     args = ap.parse_args(argv)
-    try:
+    with ckpt_io.one_line_errors():                 # e.g. an SFT run's directory
         rm, tok = load_reward_model(args.rm_dir)
-    except ckpt_io.CheckpointError as e:            # e.g. an SFT run's directory
-        raise SystemExit(f"error: {e}") from None
     if rm is None:
         print(f"error: {args.rm_dir}: no model.pt of a reward model", file=sys.stderr)
         raise SystemExit(2)
