@@ -5,7 +5,8 @@ reuse them instead of copying. The run's records (metrics.jsonl and its plots) l
 and are re-exported here, so `from minigpt.trainer import read_metrics` works as before:
 
     LoopConfig                      the loop's fields (every stage's config inherits them)
-    pick_device, autocast_context   cuda -> mps -> cpu; bf16 autocast on CUDA (and the CPU with --dtype=bfloat16)
+    pick_device, autocast_context   cuda -> mps -> cpu; bf16 autocast on a CUDA GPU with bf16 hardware (and
+                                    on the CPU with --dtype=bfloat16), float32 elsewhere (compute_dtype)
     seed_everything, get_rng_state, set_rng_state, make_generator (on any device)
     setup_distributed, teardown_distributed, shard (minigpt.distributed)
     configure_optimizer, lr_at      AdamW with weight-decay groups; linear warmup + cosine decay
@@ -50,7 +51,7 @@ from minigpt.distributed import (DistInfo, all_reduce_mean, barrier, mean_over_p
 from minigpt.metrics import MetricsLogger, plot_metrics, plot_panels, read_metrics
 
 __all__ = [
-    "LoopConfig", "pick_device", "autocast_context", "seed_everything", "get_rng_state", "set_rng_state",
+    "LoopConfig", "pick_device", "autocast_context", "compute_dtype", "has_bf16_hardware", "seed_everything", "get_rng_state", "set_rng_state",
     "make_generator", "setup_distributed", "teardown_distributed", "shard", "DistInfo", "configure_optimizer",
     "lr_at", "set_lr", "forward_backward", "optimizer_step", "evaluate", "NonFiniteLossError", "check_finite",
     "MetricsLogger", "read_metrics", "plot_metrics", "plot_panels", "save_training_state", "load_training_state",
@@ -66,7 +67,7 @@ class LoopConfig:
     out_dir: str = "runs/default/pretrain"  # run directory: ckpt.pt, model.pt, tokenizer.bpe, metrics.jsonl, loss.png
     seed: int = 1337                 # seeds init, batch sampling and dropout: same seed, same CPU -> same numbers
     device: str = "auto"             # auto = cuda, else mps, else cpu; or name one ("cpu", "cuda:1")
-    dtype: str = "auto"              # auto = bf16 autocast on CUDA, float32 elsewhere; float32; bfloat16 (CUDA, CPU)
+    dtype: str = "auto"              # auto = bf16 autocast on a GPU with bf16 hardware, else float32; float32; bfloat16
     compile: bool = False            # torch.compile the model (faster on GPU; slow to start, needs a compiler)
     resume: bool = False             # continue from out_dir/ckpt.pt (same config -> the same loss curve)
     max_iters: int = 600             # optimizer steps
@@ -121,21 +122,51 @@ def _mps_available() -> bool:
 
 
 DTYPES = ("auto", "float32", "bfloat16")   # the values of every stage's --dtype
+_NOTED_FLOAT32: set = set()                 # GPUs already told "float32 here" (one note per process)
+
+
+def has_bf16_hardware(device: torch.device | str) -> bool:
+    """Whether a CUDA GPU computes in bf16 natively: Ampere (compute capability 8.0) and later (A100, RTX 30xx,
+    L4, H100). Older GPUs (Colab's T4 7.5, V100 7.0, Kaggle's P100 6.0) only emulate bf16, slowly, and torch
+    versions before the emulation refuse bf16 autocast there outright. ROCm GPUs count as having it."""
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_capability(torch.device(device))[0] >= 8
+
+
+def compute_dtype(device: torch.device | str, dtype: str = "auto") -> torch.dtype:
+    """The precision every stage computes in (see docs/DESIGN.md, "Precision"): torch.bfloat16 means bf16
+    autocast, torch.float32 none. "auto" is bf16 on a CUDA GPU with bf16 hardware and float32 everywhere
+    else (an older GPU, MPS, the CPU); "bfloat16" is bf16 on such a GPU or the CPU (which is how the CPU tests
+    check the GPU's precision path; CPUs without bf16 instructions emulate it, slowly). There is no float16:
+    it would need loss scaling in every stage. An unknown dtype, or bfloat16 where it is not set up (MPS, a
+    GPU without bf16 hardware), is a one-line error (SystemExit)."""
+    if dtype not in DTYPES:
+        raise SystemExit(f"error: --dtype={dtype}: choose one of {', '.join(DTYPES)}")
+    device = torch.device(device)
+    if dtype == "float32" or (dtype == "auto" and device.type != "cuda"):
+        return torch.float32
+    if device.type not in ("cuda", "cpu"):                          # bfloat16 asked for on MPS
+        raise SystemExit(f"error: --dtype=bfloat16 on {device.type}: bf16 autocast is only set up for cuda and "
+                         f"cpu here; use --dtype=auto (float32 there)")
+    if device.type == "cpu" or has_bf16_hardware(device):         # bfloat16 on the CPU; auto or bfloat16 on CUDA
+        return torch.bfloat16
+    name, (major, minor) = torch.cuda.get_device_name(device), torch.cuda.get_device_capability(device)
+    if dtype == "bfloat16":
+        raise SystemExit(f"error: --dtype=bfloat16: this GPU ({name}, compute capability {major}.{minor}) has no "
+                         f"bf16 hardware (8.0 and later do); use --dtype=auto, which trains in float32 here")
+    if str(device) not in _NOTED_FLOAT32:
+        _NOTED_FLOAT32.add(str(device))
+        print(f"note: {name} (compute capability {major}.{minor}) has no bf16 hardware, so the stages compute in "
+              f"float32 here (bf16 autocast needs 8.0 or later)", flush=True)
+    return torch.float32
 
 
 def autocast_context(device: torch.device | str, dtype: str = "auto"):
-    """The precision every stage computes in (see docs/DESIGN.md, "Precision"): bf16 autocast when dtype
-    is "auto" on CUDA, or "bfloat16" on CUDA or the CPU (which is how the CPU tests check the GPU's
-    precision path; CPUs without bf16 instructions emulate it, slowly); otherwise float32, as a no-op
-    context. An unknown dtype, or bfloat16 on MPS (not checked here), is a one-line error (SystemExit)."""
-    if dtype not in DTYPES:
-        raise SystemExit(f"error: --dtype={dtype}: choose one of {', '.join(DTYPES)}")
-    device_type = torch.device(device).type
-    if dtype == "bfloat16" and device_type not in ("cuda", "cpu"):
-        raise SystemExit(f"error: --dtype=bfloat16 on {device_type}: bf16 autocast is only set up for cuda and "
-                         f"cpu here; use --dtype=auto (float32 there)")
-    if dtype == "bfloat16" or (dtype == "auto" and device_type == "cuda"):
-        return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+    """The context every stage's forward passes run under: bf16 autocast where compute_dtype(device, dtype)
+    says bf16, otherwise a no-op context (float32). Errors as compute_dtype."""
+    if compute_dtype(device, dtype) == torch.bfloat16:
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
     return nullcontext()
 
 

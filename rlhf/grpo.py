@@ -91,7 +91,7 @@ class GRPOConfig:
     prompt_seed: int = 2              # seed of the world prompt pool (the same pool as PPO's)
     seed: int = 1337                  # seeds sampling and shuffling: same seed, same CPU -> same run
     device: str = "auto"              # auto = cuda, else mps, else cpu
-    dtype: str = "auto"               # auto = bf16 autocast on CUDA, float32 elsewhere; float32; bfloat16 (CUDA, CPU)
+    dtype: str = "auto"               # auto = bf16 autocast on a GPU with bf16 hardware, else float32; float32; bfloat16
     resume: bool = False              # continue from out_dir/ckpt.pt
     progress: bool = True             # tqdm progress bar (rank 0)
     # ---- 1. rollout

@@ -46,7 +46,7 @@ import torch
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import _field_types, convert, format_help, parse_config, replace_checked, utf8_console
 from minigpt.tokenizer import train_bpe
-from minigpt.trainer import ResumeError, autocast_context, exercise_not_written, pick_device
+from minigpt.trainer import ResumeError, autocast_context, compute_dtype, exercise_not_written, pick_device
 from rlhf import dpo, evaluate as ev, gold, ppo, pretrain, reward_model, sft
 from rlhf.best_of_n import best_of_n_kl, best_of_n_rows, gold_at_kl, n_for_kl
 from rlhf.plots import plot_all
@@ -439,15 +439,16 @@ class Progress:
 class Timings:
     """Seconds per stage, kept in OUT/timings.json across re-runs: wall-clock, and CPU time of this process
     (time.process_time: what the stage would cost on an idle machine, roughly, when the CPU is shared).
-    On a CUDA device also each stage's peak GPU memory (torch.cuda.max_memory_allocated) and the GPU's name,
-    kept like the seconds, so a re-run elsewhere (the report regenerated on a laptop) still shows them."""
+    On a CUDA device also each stage's peak GPU memory (torch.cuda.max_memory_allocated), the precision it
+    computed in (bf16 autocast, or float32 on a GPU without bf16 hardware) and the GPU's name, kept like the
+    seconds, so a re-run elsewhere (the report regenerated on a laptop) still shows them."""
 
     def __init__(self, run_dir: str, device: torch.device | None = None):
         self.path = os.path.join(run_dir, "timings.json")
         self.device = device if device is not None and device.type == "cuda" else None
         self.wall: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
-        self.gpu: dict = {}                  # {"name": ..., "peak_memory_gb": {stage: GiB}} once measured
+        self.gpu: dict = {}                  # {"name": ..., "peak_memory_gb": {stage: GiB}, "precision": {stage: ...}}
         saved = ckpt_io.read_json_file(self.path)
         if saved is not None:
             if "wall" in saved:
@@ -460,13 +461,18 @@ class Timings:
         if self.device is not None:
             torch.cuda.reset_peak_memory_stats(self.device)
 
-    def stop(self, stage: str) -> None:
+    def stop(self, stage: str, dtype: str | None = None) -> None:
+        """End `stage`'s timing; dtype: the stage's --dtype, for the precision it computed in on CUDA (None:
+        a stage that computes nothing on the GPU)."""
         self.wall[stage] = time.time() - self.t0
         self.cpu[stage] = time.process_time() - self.c0
         if self.device is not None:
             self.gpu["name"] = torch.cuda.get_device_name(self.device)
             peak = torch.cuda.max_memory_allocated(self.device) / 2**30
             self.gpu.setdefault("peak_memory_gb", {})[stage] = round(peak, 2)
+            if dtype is not None:
+                bf16 = compute_dtype(self.device, dtype) == torch.bfloat16
+                self.gpu.setdefault("precision", {})[stage] = "bf16 autocast" if bf16 else "float32"
         ckpt_io.atomic_write_json(self.path, {"wall": self.wall, "cpu": self.cpu, "gpu": self.gpu})
 
     def seconds(self, this_run: float) -> dict:
@@ -605,7 +611,8 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
             raise SystemExit(f"error: stage {stage} stopped before finishing (interrupted?); "
                              f"re-run the same command to resume it")
         if not result.get("cached"):
-            timings.stop(stage)
+            # best-of-N samples and scores in float32 (as evaluation); data and tokenizer use no GPU
+            timings.stop(stage, scfg[stage].dtype if stage in scfg else "float32" if stage == "best_of_n" else None)
 
     if "eval" not in stages:
         print(f"\nstopped after {cfg.stop_after} (--stop_after); re-run without it to continue")
@@ -618,7 +625,7 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
                               skip=() if cfg.best_of_n > 0 else ("best_of_n",))   # --best_of_n=0: not judged
     ckpt_io.atomic_write_json(os.path.join(out, "eval", "results.json"), results)
     if results["fresh"] or "eval" not in timings.wall:   # a re-run that only read the caches keeps the old time
-        timings.stop("eval")
+        timings.stop("eval", "float32")                  # evaluation samples and scores in float32
     metrics = build_metrics(out, results, cfg, preset, timings.seconds(time.time() - t_run))
     if timings.gpu:                                      # stages run on CUDA: which GPU, each one's peak memory
         metrics["gpu"] = timings.gpu

@@ -253,11 +253,12 @@ def write_report(run_dir: str, metrics: dict, results: dict, plots: dict[str, st
 
     if secs:
         cpu = secs.get("cpu", {})
-        mem = gpu.get("peak_memory_gb", {})
-        L += ["## Time", "", "| stage | wall-clock seconds | CPU seconds |" + (" peak GPU GiB |" if mem else ""),
-              "|---|---|---|" + ("---|" if mem else "")]
+        mem, prec = gpu.get("peak_memory_gb", {}), gpu.get("precision", {})
+        L += ["## Time", "", "| stage | wall-clock seconds | CPU seconds |" + (" peak GPU GiB |" if mem else "") +
+              (" precision |" if prec else ""), "|---|---|---|" + ("---|" if mem else "") + ("---|" if prec else "")]
         L += [f"| {k} | {_f(v, 1)} | {_f(cpu.get(k), 1) if k in cpu else ''} |" +
-              (f" {_f(mem.get(k), 2) if k in mem else ''} |" if mem else "") for k, v in secs.items()
+              (f" {_f(mem.get(k), 2) if k in mem else ''} |" if mem else "") +
+              (f" {prec.get(k, '')} |" if prec else "") for k, v in secs.items()
               if k not in ("cpu", "this_run")] + [""]
     out = metrics.get("out", run_dir)
     L += [f"Regenerate: `python -m rlhf.pipeline --preset {metrics.get('preset', 'default')} --out {out}` (finished "

@@ -31,8 +31,9 @@ from minigpt import checkpoint as ckpt_io
 from minigpt.distributed import DistInfo, all_reduce_max, all_reduce_mean, setup_distributed
 from minigpt.generate import generate
 from minigpt.model import save_pretrained
-from minigpt.trainer import (LoopConfig, autocast_context, configure_optimizer, load_training_state, optimizer_step,
-                             save_training_state)
+from minigpt import trainer
+from minigpt.trainer import (LoopConfig, autocast_context, compute_dtype, configure_optimizer, load_training_state,
+                             optimizer_step, save_training_state)
 from rlhf import best_of_n, data as D, dpo, grpo, losses as L, pipeline, ppo
 from rlhf.chat import ChatSession
 from rlhf.comparisons import sample_responses
@@ -47,6 +48,8 @@ from tests.tiny_rl import convs_of, prompts_of, run_pipeline, tiny_gpt, tiny_rm 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_GENERATOR, REAL_MULTINOMIAL = torch.Generator, torch.multinomial
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+cuda_bf16 = pytest.mark.skipif(not (torch.cuda.is_available() and trainer.has_bf16_hardware("cuda")),
+                               reason="needs a CUDA GPU with bf16 hardware (compute capability 8.0 or later)")
 
 
 class RecordingGenerator(REAL_GENERATOR):
@@ -265,7 +268,7 @@ def test_the_rl_math_keeps_to_its_inputs_device(name):
 # CUDA by the `gpu` copies of these tests.
 
 BF16 = "bfloat16"
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, cuda])]
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, cuda, cuda_bf16])]
 # How close "the same numbers" must be. CPU: from the measurements quoted in the tests, with margin on both
 # sides. CUDA: not measured yet (cuBLAS and SDPA choose kernels by shape, so batches padded differently may
 # round differently); the looser bounds the first GPU checks used, and the bug must still stand out.
@@ -277,6 +280,34 @@ def test_bf16_where_it_is_not_set_up_is_a_clear_error():
     with pytest.raises(SystemExit, match="only set up for cuda and cpu"):
         autocast_context("mps", BF16)                       # the device need not exist to be refused
     assert isinstance(autocast_context("mps", "auto"), nullcontext)     # float32 on MPS by default
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """Stand in for a CUDA GPU of a given compute capability: fake_gpu("Tesla T4", (7, 5))."""
+    def install(name, capability):
+        monkeypatch.setattr(torch.version, "hip", None)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+        monkeypatch.setattr(trainer, "_NOTED_FLOAT32", set())
+    return install
+
+
+def test_a_gpu_without_bf16_hardware_computes_in_float32(fake_gpu, capsys):
+    """Colab's T4 (7.5), V100 (7.0) and Kaggle's P100 (6.0) only emulate bf16 (slowly; older torch refuses bf16
+    autocast there with a RuntimeError), so --dtype=auto computes in float32 on them, with one note, and
+    --dtype=bfloat16 is a one-line error; from Ampere (8.0) on, auto is bf16 autocast."""
+    fake_gpu("Tesla T4", (7, 5))
+    assert compute_dtype("cuda", "auto") == torch.float32, "a T4 has no bf16 hardware: auto should be float32 there"
+    assert isinstance(autocast_context("cuda", "auto"), nullcontext), "no autocast on a GPU without bf16 hardware"
+    out = capsys.readouterr().out
+    assert out.count("note:") == 1 and "Tesla T4" in out and "float32" in out, f"want one note naming the GPU: {out!r}"
+    with pytest.raises(SystemExit, match=r"Tesla T4, compute capability 7\.5\) has no bf16 hardware"):
+        compute_dtype("cuda", "bfloat16")
+    assert compute_dtype("cuda", "float32") == torch.float32
+    fake_gpu("NVIDIA A100-SXM4-40GB", (8, 0))
+    assert compute_dtype("cuda", "auto") == compute_dtype("cuda:0", "bfloat16") == torch.bfloat16
+    assert compute_dtype("cuda", "float32") == torch.float32 and capsys.readouterr().out == ""
 
 
 def log_ratio_gaps(forward, ro, rows_split, device) -> tuple[float, float]:
@@ -411,26 +442,32 @@ def test_tiny_pipeline_runs_under_bf16_autocast_on_cpu(bf16_run):
 
 
 def test_gpu_name_and_peak_memory_per_stage_reach_the_report(bf16_run, tmp_path, monkeypatch):
-    """On CUDA the pipeline records each stage's peak memory on its own GPU, and the GPU's name, in
-    timings.json (torch.cuda's counters are stood in for here); a later re-run on a machine without CUDA
+    """On CUDA the pipeline records each stage's peak memory on its own GPU, its precision and the GPU's name
+    in timings.json (torch.cuda's counters are stood in for here); a later re-run on a machine without CUDA
     (the report regenerated on a laptop) reads them from there and names the GPU in the report."""
     asked = []
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: asked.append(device))
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: asked.append(device) or 3 * 2**30)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: asked.append(device) or "NVIDIA H200")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: asked.append(device) or (9, 0))
+    monkeypatch.setattr(torch.version, "hip", None)
     run = tmp_path / "run"
     shutil.copytree(bf16_run, run)
     timings = pipeline.Timings(str(run), torch.device("cuda", 1))
     timings.start()
-    timings.stop("ppo")
+    timings.stop("ppo", "auto")
+    timings.start()
+    timings.stop("tokenizer")                                                     # no GPU work: no precision
     assert asked and all(d == torch.device("cuda", 1) for d in asked), asked      # the run's GPU, not GPU 0
     monkeypatch.undo()
     run_pipeline(run, "--device=cpu")
     with open(run / "metrics.json", encoding="utf-8") as f:
-        assert json.load(f)["gpu"] == {"name": "NVIDIA H200", "peak_memory_gb": {"ppo": 3.0}}
+        assert json.load(f)["gpu"] == {"name": "NVIDIA H200", "peak_memory_gb": {"ppo": 3.0, "tokenizer": 3.0},
+                                       "precision": {"ppo": "bf16 autocast"}}
     text = (run / "report.md").read_text(encoding="utf-8")
-    assert "(NVIDIA H200)" in text and "| peak GPU GiB |" in text
-    assert any(line.startswith("| ppo |") and line.endswith(" 3.00 |") for line in text.splitlines()), text
+    assert "(NVIDIA H200)" in text and "| peak GPU GiB | precision |" in text
+    assert any(line.startswith("| ppo |") and line.endswith(" 3.00 | bf16 autocast |")
+               for line in text.splitlines()), text
 
 
 # ----------------------------------------------------------------------------- on a real GPU
@@ -444,6 +481,8 @@ def test_gpu_tiny_pipeline_runs_end_to_end(tmp_path):
     with open(out / "metrics.json", encoding="utf-8") as f:
         m = json.load(f)
     assert m["device"].startswith("cuda") and m["gpu"]["name"] and m["gpu"]["peak_memory_gb"]["ppo"] > 0, m.get("gpu")
+    want = "bf16 autocast" if trainer.has_bf16_hardware("cuda") else "float32"     # float32 on a T4, V100, P100
+    assert m["gpu"]["precision"]["ppo"] == want, m["gpu"]
 
 
 @pytest.mark.gpu
