@@ -17,6 +17,8 @@ and are re-exported here, so `from minigpt.trainer import read_metrics` works as
     StopOnInterrupt                 Ctrl-C: finish the step, save, stop
     fit(model, loss_fn, get_batch, cfg, ...)    the whole supervised loop
     start_stage, run_entry_point    a stage's start (device, process group, run dir) and its CLI errors
+    out_of_memory_error, oom_account, smaller_step   a GPU out-of-memory error as one line, with the setting
+                                    that makes a step need less
 
 Batch sources are pure functions `get_batch(split, index) -> batch` of a split name and a micro-batch
 counter (train: step * grad_accum + micro_step; val: 0..eval_iters-1), drawing from a generator seeded
@@ -56,7 +58,8 @@ __all__ = [
     "lr_at", "set_lr", "forward_backward", "optimizer_step", "evaluate", "NonFiniteLossError", "check_finite",
     "MetricsLogger", "read_metrics", "plot_metrics", "plot_panels", "save_training_state", "load_training_state",
     "ResumeError",
-    "StopOnInterrupt", "fit", "start_stage", "run_entry_point",
+    "StopOnInterrupt", "fit", "start_stage", "run_entry_point", "out_of_memory_error",
+    "oom_account", "smaller_step",
 ]
 
 # ----------------------------------------------------------------------------- configs
@@ -614,13 +617,45 @@ def exercise_not_written(e: NotImplementedError) -> BaseException:
     return SystemExit(f"error: {e}: not written yet (`python tools/grade.py` shows which exercises pass)")
 
 
+def out_of_memory_error(e: BaseException, cfg, flag: str = "--") -> SystemExit:
+    """A GPU out-of-memory error (torch.OutOfMemoryError) as a one-line error to raise: what torch said
+    (oom_account) and the setting of `cfg` that makes a step need less (smaller_step)."""
+    return SystemExit(f"error: out of GPU memory ({oom_account(e)}); {smaller_step(cfg, flag)}")
+
+
+def oom_account(e: BaseException) -> str:
+    """torch's out-of-memory message on one line, up to how much memory is free."""
+    said = " ".join(str(e).split())
+    end = said.find(" is free.")
+    return said[:end + len(" is free.")] if end >= 0 else said[:200]
+
+
+def smaller_step(cfg, flag: str = "--") -> str:
+    """The setting of a stage's config that makes its training step need less memory: PPO's and GRPO's
+    micro_batch_size (the same update, in more pieces), else half the batch_size with twice the grad_accum
+    (as many rows per optimizer step). flag: how settings are spelled ("--" for a stage's own command,
+    "--ppo." in the pipeline's)."""
+    micro = getattr(cfg, "micro_batch_size", None)
+    if micro is not None and micro > 1:
+        return (f"a smaller micro-batch computes the same update in more pieces: {flag}micro_batch_size="
+                f"{micro // 2} (now {micro})")
+    if getattr(cfg, "batch_size", 1) > 1:
+        b, g = cfg.batch_size, cfg.grad_accum
+        return (f"half the rows per micro-batch, twice the micro-batches per step: {flag}batch_size={b // 2} "
+                f"{flag}grad_accum={2 * g} (now {b} and {g})")
+    return "a micro-batch is one row already: use a GPU with more memory or a smaller model"
+
+
 def run_entry_point(train_fn, cfg, errors: tuple = ()):
     """What every stage's main() does with its train function: a NaN loss (or one of `errors`, e.g. bad data)
-    becomes a one-line `error: ...` and exit status 1; Ctrl-C (ckpt.pt already saved) exits with 130."""
+    or running out of GPU memory becomes a one-line `error: ...` and exit status 1; Ctrl-C (ckpt.pt already
+    saved) exits with 130."""
     try:
         return train_fn(cfg)
     except (NonFiniteLossError, ResumeError, ckpt_io.CheckpointError, *errors) as e:
         raise SystemExit(f"error: {e}") from None
+    except torch.cuda.OutOfMemoryError as e:
+        raise out_of_memory_error(e, cfg) from None
     except NotImplementedError as e:
         raise exercise_not_written(e) from None
     except KeyboardInterrupt:

@@ -46,7 +46,8 @@ import torch
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import _field_types, convert, format_help, parse_config, replace_checked, utf8_console
 from minigpt.tokenizer import train_bpe
-from minigpt.trainer import ResumeError, autocast_context, compute_dtype, exercise_not_written, pick_device
+from minigpt.trainer import (ResumeError, autocast_context, compute_dtype, exercise_not_written, oom_account,
+                             pick_device, smaller_step)
 from rlhf import dpo, evaluate as ev, gold, ppo, pretrain, reward_model, sft
 from rlhf.best_of_n import best_of_n_kl, best_of_n_rows, gold_at_kl, n_for_kl
 from rlhf.plots import plot_all
@@ -539,6 +540,18 @@ def check_reuse(scfg: dict, stages: list[str], out: str, preset: str, stage_raw:
               f"own stage command; reusing it", flush=True)
 
 
+def oom_in_stage(e: BaseException, stage: str, out: str, stage_cfg, cfg: PipelineConfig) -> SystemExit:
+    """Running out of GPU memory in `stage` as one line: torch's account and the pipeline flag that makes the
+    stage need less. A training stage's directory holds its settings from the start, and a re-run with other
+    settings refuses to reuse it, so the line says to delete it first."""
+    if stage_cfg is not None:
+        fix = f"delete {os.path.join(out, stage)}, then run again with {smaller_step(stage_cfg, f'--{stage}.')}"
+    else:                                                # best-of-N and evaluation generate in these batches
+        b = cfg.eval_batch_size
+        fix = f"fewer prompts per generation batch need less: --eval_batch_size={b // 2} (now {b})"
+    return SystemExit(f"error: out of GPU memory in stage {stage} ({oom_account(e)}); {fix}")
+
+
 def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict | None = None) -> dict:
     """Run (or resume) every stage into cfg.out; returns metrics.json's content."""
     t_run = time.time()
@@ -606,7 +619,10 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
         if done:
             continue
         timings.start()
-        result = runners[stage](stage) or {}
+        try:
+            result = runners[stage](stage) or {}
+        except torch.cuda.OutOfMemoryError as e:
+            raise oom_in_stage(e, stage, out, scfg.get(stage), cfg) from None
         if stage != "best_of_n" and not ckpt_io.is_finished(stage_dir):
             raise SystemExit(f"error: stage {stage} stopped before finishing (interrupted?); "
                              f"re-run the same command to resume it")
@@ -621,8 +637,11 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
     progress.start("eval")
     timings.start()
     ecfg = eval_config(cfg)
-    results = ev.evaluate_run(out, ecfg, kl_pairs=(("ppo", "sft"),), progress=cfg.progress,
-                              skip=() if cfg.best_of_n > 0 else ("best_of_n",))   # --best_of_n=0: not judged
+    try:
+        results = ev.evaluate_run(out, ecfg, kl_pairs=(("ppo", "sft"),), progress=cfg.progress,
+                                  skip=() if cfg.best_of_n > 0 else ("best_of_n",))   # --best_of_n=0: not judged
+    except torch.cuda.OutOfMemoryError as e:
+        raise oom_in_stage(e, "eval", out, None, cfg) from None
     ckpt_io.atomic_write_json(os.path.join(out, "eval", "results.json"), results)
     if results["fresh"] or "eval" not in timings.wall:   # a re-run that only read the caches keeps the old time
         timings.stop("eval", "float32")                  # evaluation samples and scores in float32

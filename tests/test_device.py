@@ -310,6 +310,26 @@ def test_a_gpu_without_bf16_hardware_computes_in_float32(fake_gpu, capsys):
     assert compute_dtype("cuda", "float32") == torch.float32 and capsys.readouterr().out == ""
 
 
+def test_out_of_gpu_memory_in_a_stage_command_is_one_line_naming_the_setting_that_needs_less():
+    """A stage's own command that runs out of GPU memory: one line (torch's account up to the free memory,
+    then the flag), exit status 1. PPO and GRPO split their update into micro-batches; the other stages
+    halve the micro-batch and double the accumulation, keeping the rows per optimizer step."""
+    said = ("CUDA out of memory. Tried to allocate 512.00 MiB. GPU 0 has a total capacity of 15.77 GiB of which "
+            "100.00 MiB is free. Process 7 has 15.66 GiB memory in use.\nOf the allocated memory ...")
+
+    def out_of_memory(cfg):
+        raise torch.cuda.OutOfMemoryError(said)
+    for cfg, want in [(LoopConfig(batch_size=32, grad_accum=2), "--batch_size=16 --grad_accum=4 (now 32 and 2)"),
+                      (ppo.PPOConfig(micro_batch_size=16), "--micro_batch_size=8 (now 16)"),
+                      (grpo.GRPOConfig(micro_batch_size=1), "a micro-batch is one row already")]:
+        with pytest.raises(SystemExit) as e:
+            trainer.run_entry_point(out_of_memory, cfg)
+        msg = str(e.value)
+        assert msg.startswith("error: out of GPU memory (CUDA out of memory. Tried to allocate 512.00 MiB. GPU 0 "
+                              "has a total capacity of 15.77 GiB of which 100.00 MiB is free.); "), msg
+        assert want in msg and "\n" not in msg, msg
+
+
 def log_ratio_gaps(forward, ro, rows_split, device) -> tuple[float, float]:
     """(largest, mean) |log π - log π_old| over the rollout's response tokens, π from `forward` run under bf16
     autocast on the micro-batches rows_split, trimmed of padding as the update feeds them."""

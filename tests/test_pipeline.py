@@ -10,6 +10,7 @@ import shutil
 import time
 
 import pytest
+import torch
 
 from minigpt import checkpoint as ckpt_io
 from minigpt.train import model_config_from
@@ -150,6 +151,46 @@ def test_a_blank_exercise_stops_the_pipeline_with_one_line(tmp_path, monkeypatch
     msg = str(e.value)
     assert msg.startswith("error: exercise a3.labeler — see exercises/a3_reward.md §2: not written yet"), msg
     assert "tools/grade.py" in msg and "\n" not in msg
+
+
+# torch's own account of a CUDA out-of-memory error (2.x), which spans more than one line in some versions
+OOM = ("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 14.75 GiB of which 1.03 GiB "
+       "is free. Including non-PyTorch memory, this process has 13.71 GiB memory in use.\nIf reserved but "
+       "unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True")
+
+
+def test_out_of_gpu_memory_is_one_line_with_the_flag_that_fits_and_the_flag_works(tiny_run, tmp_path, monkeypatch):
+    """A GPU too small for a stage (a T4 with a large preset): one line with torch's account of the memory and
+    the pipeline flag that makes the stage need less, not a traceback; following it finishes the stage.
+    (On the CPU, torch.OutOfMemoryError is raised by a stand-in stage.)"""
+    out, _, _ = tiny_run
+    run = tmp_path / "oom"
+    shutil.copytree(out, run)
+    shutil.rmtree(run / "ppo")
+    real_train_ppo = pipeline.ppo.train_ppo
+
+    def out_of_memory(*a, **k):
+        raise torch.cuda.OutOfMemoryError(OOM)
+    monkeypatch.setattr(pipeline.ppo, "train_ppo", out_of_memory)
+    with pytest.raises(SystemExit) as e:
+        pipeline.main(["--preset", "tiny", "--out", str(run), "--progress=false", "--stop_after=ppo"])
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("error: out of GPU memory in stage ppo (CUDA out of memory. Tried "
+                                              "to allocate 2.00 GiB. GPU 0 has a total capacity of 14.75 GiB of "
+                                              "which 1.03 GiB is free.)"), msg
+    micro = pipeline.build_stage_configs(pipeline.PipelineConfig(out=str(run)), "tiny")["ppo"].micro_batch_size
+    flag = f"--ppo.micro_batch_size={micro // 2}"
+    assert f"delete {run / 'ppo'}, then run again with" in msg and f"{flag} (now {micro})" in msg, msg
+
+    monkeypatch.setattr(pipeline.ppo, "train_ppo", real_train_ppo)
+    pipeline.main(["--preset", "tiny", "--out", str(run), "--progress=false", "--stop_after=ppo", flag])
+    assert ckpt_io.is_finished(run / "ppo")
+
+    monkeypatch.setattr(pipeline.ev, "evaluate_run", out_of_memory)       # evaluation generates in batches
+    with pytest.raises(SystemExit) as e:
+        pipeline.main(["--preset", "tiny", "--out", str(run), "--progress=false", flag])
+    assert str(e.value).startswith("error: out of GPU memory in stage eval (CUDA out of memory.") and \
+        str(e.value).endswith("--eval_batch_size=12 (now 24)"), str(e.value)
 
 
 def test_best_of_n_plot_is_drawn_only_with_a_curve_and_a_ppo_point(tmp_path):
