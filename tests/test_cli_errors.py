@@ -147,8 +147,9 @@ def test_help_texts_read_cleanly():
     r = run_cli("rlhf.world", "--help")
     first = r.stdout.splitlines()[2] if len(r.stdout.splitlines()) > 2 else ""
     assert r.returncode == 0 and first and r.stdout.count(first) == 1, r.stdout[:500]
-    r = run_cli("bench.model", "--help")
-    assert r.returncode == 0 and "usage: python -m bench.model" in r.stdout and "issue" not in r.stdout
+    for module in ("bench.model", "bench.memory"):
+        r = run_cli(module, "--help")
+        assert r.returncode == 0 and f"usage: python -m {module}" in r.stdout and "issue" not in r.stdout
     for module in ("rlhf.ppo", "rlhf.grpo"):  # "# ---- 4. update" section markers are not field comments
         r = run_cli(module, "--preset=tiny", "--help")
         assert r.returncode == 0 and "----" not in r.stdout, r.stdout
