@@ -47,6 +47,10 @@ def setup_distributed(device_type: str = "cpu") -> DistInfo:
                          f"torch.distributed has no backend for {device_type} tensors")
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     world_size = int(os.environ["WORLD_SIZE"])
+    if device_type == "cuda" and local_rank >= torch.cuda.device_count():   # one GPU per process
+        n = torch.cuda.device_count()
+        raise SystemExit(f"error: torchrun started a process for GPU {local_rank} (LOCAL_RANK), but this machine "
+                         f"has {n} CUDA GPU(s): use --nproc_per_node={n} or fewer")
     device = f"cuda:{local_rank}" if device_type == "cuda" else "cpu"
     if not dist.is_initialized():
         if device_type == "cuda":

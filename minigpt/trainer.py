@@ -53,13 +53,13 @@ from minigpt.distributed import (DistInfo, all_reduce_mean, barrier, mean_over_p
 from minigpt.metrics import MetricsLogger, plot_metrics, plot_panels, read_metrics
 
 __all__ = [
-    "LoopConfig", "pick_device", "autocast_context", "compute_dtype", "has_bf16_hardware", "seed_everything", "get_rng_state", "set_rng_state",
+    "LoopConfig", "pick_device", "autocast_context", "compute_dtype", "has_bf16_hardware", "seed_everything",
+    "get_rng_state", "set_rng_state",
     "make_generator", "setup_distributed", "teardown_distributed", "shard", "DistInfo", "configure_optimizer",
     "lr_at", "set_lr", "forward_backward", "optimizer_step", "evaluate", "NonFiniteLossError", "check_finite",
     "MetricsLogger", "read_metrics", "plot_metrics", "plot_panels", "save_training_state", "load_training_state",
     "ResumeError",
-    "StopOnInterrupt", "fit", "start_stage", "run_entry_point", "out_of_memory_error",
-    "oom_account", "smaller_step",
+    "StopOnInterrupt", "fit", "start_stage", "run_entry_point", "out_of_memory_error", "oom_account", "smaller_step",
 ]
 
 # ----------------------------------------------------------------------------- configs

@@ -202,6 +202,18 @@ def test_torchrun_on_mps_is_a_clear_error(monkeypatch):
         setup_distributed("mps")
 
 
+def test_torchrun_with_more_processes_than_gpus_is_a_clear_error(monkeypatch):
+    """--nproc_per_node=4 on a 2-GPU machine: processes 2 and 3 would ask for a GPU that is not there
+    (CUDA's "invalid device ordinal" traceback); they stop with one line saying how many GPUs there are."""
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(SystemExit, match=r"for GPU 3 \(LOCAL_RANK\), but this machine has 2 CUDA GPU\(s\): use "
+                                         r"--nproc_per_node=2 or fewer"):
+        setup_distributed("cuda")
+
+
 # ----------------------------------------------------------------------------- the RL math follows its inputs
 # The "meta" device (shapes without data) stands in for a GPU: a tensor the code creates on the CPU
 # (torch.ones(K, K) without device=...) and combines with its inputs fails there as it fails on CUDA.
