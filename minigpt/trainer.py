@@ -19,6 +19,7 @@ and are re-exported here, so `from minigpt.trainer import read_metrics` works as
     start_stage, run_entry_point    a stage's start (device, process group, run dir) and its CLI errors
     out_of_memory_error, oom_account, smaller_step   a GPU out-of-memory error as one line, with the setting
                                     that makes a step need less
+    compile_failed, compile_error   a torch.compile failure as one line (run without --compile)
 
 Batch sources are pure functions `get_batch(split, index) -> batch` of a split name and a micro-batch
 counter (train: step * grad_accum + micro_step; val: 0..eval_iters-1), drawing from a generator seeded
@@ -60,6 +61,7 @@ __all__ = [
     "MetricsLogger", "read_metrics", "plot_metrics", "plot_panels", "save_training_state", "load_training_state",
     "ResumeError",
     "StopOnInterrupt", "fit", "start_stage", "run_entry_point", "out_of_memory_error", "oom_account", "smaller_step",
+    "compile_failed", "compile_error",
 ]
 
 # ----------------------------------------------------------------------------- configs
@@ -646,16 +648,36 @@ def smaller_step(cfg, flag: str = "--") -> str:
     return "a micro-batch is one row already: use a GPU with more memory or a smaller model"
 
 
+def compile_failed(e: BaseException) -> bool:
+    """Whether `e` comes from torch.compile's machinery (TorchDynamo, or Inductor: e.g. no working C++
+    compiler, or a GPU too old for Triton) rather than from the model's own code."""
+    return any(c.__module__.startswith(("torch._dynamo", "torch._inductor")) for c in type(e).__mro__)
+
+
+def compile_error(e: BaseException, flag: str = "--compile=True") -> SystemExit:
+    """A torch.compile failure as a one-line error to raise: the first line of what went wrong (the backend's
+    own exception, where torch wraps one), and the way round it."""
+    inner = getattr(e, "inner_exception", None)            # BackendCompilerFailed wraps the backend's error
+    text = f"{type(inner).__name__}: {inner}" if inner is not None else str(e)
+    said = next((line.strip() for line in text.splitlines() if line.strip()), type(e).__name__)
+    return SystemExit(f"error: torch.compile failed on this machine ({said[:200]}); run again without {flag} "
+                      f"(the same training, only slower)")
+
+
 def run_entry_point(train_fn, cfg, errors: tuple = ()):
     """What every stage's main() does with its train function: a NaN loss (or one of `errors`, e.g. bad data)
-    or running out of GPU memory becomes a one-line `error: ...` and exit status 1; Ctrl-C (ckpt.pt already
-    saved) exits with 130."""
+    running out of GPU memory or a torch.compile failure (--compile=True) becomes a one-line `error: ...` and
+    exit status 1; Ctrl-C (ckpt.pt already saved) exits with 130."""
     try:
         return train_fn(cfg)
     except (NonFiniteLossError, ResumeError, ckpt_io.CheckpointError, *errors) as e:
         raise SystemExit(f"error: {e}") from None
     except torch.cuda.OutOfMemoryError as e:
         raise out_of_memory_error(e, cfg) from None
+    except Exception as e:
+        if getattr(cfg, "compile", False) and compile_failed(e):
+            raise compile_error(e) from None
+        raise
     except NotImplementedError as e:
         raise exercise_not_written(e) from None
     except KeyboardInterrupt:

@@ -46,8 +46,8 @@ import torch
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import _field_types, convert, format_help, parse_config, replace_checked, utf8_console
 from minigpt.tokenizer import train_bpe
-from minigpt.trainer import (ResumeError, autocast_context, compute_dtype, exercise_not_written, oom_account,
-                             pick_device, smaller_step)
+from minigpt.trainer import (ResumeError, autocast_context, compile_error, compile_failed, compute_dtype,
+                             exercise_not_written, oom_account, pick_device, smaller_step)
 from rlhf import dpo, evaluate as ev, gold, ppo, pretrain, reward_model, sft
 from rlhf.best_of_n import best_of_n_kl, best_of_n_rows, gold_at_kl, n_for_kl
 from rlhf.plots import plot_all
@@ -623,6 +623,10 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
             result = runners[stage](stage) or {}
         except torch.cuda.OutOfMemoryError as e:
             raise oom_in_stage(e, stage, out, scfg.get(stage), cfg) from None
+        except Exception as e:               # --STAGE.compile=True on a machine where torch.compile fails
+            if getattr(scfg.get(stage), "compile", False) and compile_failed(e):
+                raise compile_error(e, f"--{stage}.compile=True") from None
+            raise
         if stage != "best_of_n" and not ckpt_io.is_finished(stage_dir):
             raise SystemExit(f"error: stage {stage} stopped before finishing (interrupted?); "
                              f"re-run the same command to resume it")

@@ -14,8 +14,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_cli(*args, timeout=120):
-    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+def run_cli(*args, timeout=120, **env_vars):
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", **env_vars}
     return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, encoding="utf-8",
                           timeout=timeout)
 
@@ -140,6 +140,22 @@ def test_comparison_stages_without_their_sft_run_leave_nothing_behind(tmp_path, 
     r = run_cli(module, "--preset=tiny", f"--sft_dir={tmp_path / 'no_sft'}", f"--out_dir={out}", "--progress=false")
     assert_one_line_error(r, "no model.pt")
     assert not out.exists()
+
+
+def test_a_machine_where_torch_compile_fails_gets_one_line_with_the_way_round_it(tmp_path):
+    """--compile=True where torch.compile cannot work (here: no C++ compiler for Inductor's CPU kernels, as on
+    a laptop without build tools; a GPU too old for Triton fails the same way): one line saying so and how
+    to train anyway, not Inductor's traceback."""
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(f"{w} {i}" for i, w in enumerate(["cat", "tac", "sort", "quon", "dasha"] * 400)),
+                    encoding="utf-8")
+    r = run_cli("minigpt.train", "--preset=tiny", "--compile=True", f"--data={text}", "--max_iters=2",
+                f"--out_dir={tmp_path / 'run'}", "--progress=false", CXX=str(tmp_path / "no-such-compiler"))
+    err = r.stderr.strip()       # (a CUDA build of torch on a machine without CUDA prints a line of its own)
+    assert r.returncode == 1 and "Traceback" not in err, err
+    assert err.splitlines()[-1].startswith("error: torch.compile failed on this machine (") and \
+        "no-such-compiler" in err and err.endswith("run again without --compile=True (the same training, only "
+                                                   "slower)"), err
 
 
 def test_help_texts_read_cleanly():

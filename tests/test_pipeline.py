@@ -193,6 +193,26 @@ def test_out_of_gpu_memory_is_one_line_with_the_flag_that_fits_and_the_flag_work
         str(e.value).endswith("--eval_batch_size=12 (now 24)"), str(e.value)
 
 
+def test_a_torch_compile_failure_in_a_stage_names_the_flag_to_drop(tiny_run, tmp_path, monkeypatch):
+    """--pretrain.compile=True where torch.compile fails (no C++ compiler, a GPU too old for Triton): one line
+    naming the pipeline flag to drop (compile is how a stage runs, not what it trains, so the re-run reuses
+    what exists). tests/test_cli_errors.py makes torch.compile really fail; a stand-in raises its error here."""
+    out, _, _ = tiny_run
+    run = tmp_path / "compile"
+    shutil.copytree(out, run)
+    shutil.rmtree(run / "pretrain_large")
+
+    def compile_fails(*a, **k):
+        raise torch._dynamo.exc.TorchDynamoException("InvalidCxxCompiler: No working C++ compiler found\nmore")
+    monkeypatch.setattr(pipeline.pretrain, "train_world_pretrain", compile_fails)
+    with pytest.raises(SystemExit) as e:
+        pipeline.main(["--preset", "tiny", "--out", str(run), "--progress=false", "--stop_after=pretrain_large",
+                       "--pretrain_large.compile=True"])
+    assert str(e.value) == ("error: torch.compile failed on this machine (InvalidCxxCompiler: No working C++ "
+                            "compiler found); run again without --pretrain_large.compile=True (the same training, "
+                            "only slower)"), str(e.value)
+
+
 def test_best_of_n_plot_is_drawn_only_with_a_curve_and_a_ppo_point(tmp_path):
     from rlhf.plots import plot_best_of_n_vs_ppo
     path = str(tmp_path / "bon.png")
