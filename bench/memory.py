@@ -14,11 +14,11 @@ torch.cuda does not count either), cuBLAS workspaces and the caching allocator's
 fragmentation, so a GPU needs somewhat more than it prints. A GPU without bf16 hardware (T4, V100, P100)
 trains in float32 (docs/DESIGN.md, "Precision"): read the float32 column there.
 
-The pretraining steps are the largest of a preset (the longest sequences, block_size, at the largest batch);
-SFT, the reward model, PPO and DPO train the same model on prompts and answers of tens of tokens, but keep
-more models resident (PPO: policy, value, reference and reward model). On a GPU the pipeline measures every
-stage's real peak (torch.cuda.max_memory_allocated), in report.md. Halving the micro-batch with
-`--pretrain.batch_size=B/2 --pretrain.grad_accum=2` halves the activations and keeps the rows per step.
+It estimates the pretraining steps, which train on a preset's longest sequences (block_size). SFT, the reward
+model, PPO and DPO train the same model on prompts and answers of tens of tokens but keep more models
+resident (PPO: policy, value, reference and reward model); those it does not estimate. On a GPU the pipeline
+measures every stage's real peak (torch.cuda.max_memory_allocated), in report.md. Halving the micro-batch
+with `--pretrain.batch_size=B/2 --pretrain.grad_accum=2` halves the activations and keeps the rows per step.
 """
 
 import argparse
