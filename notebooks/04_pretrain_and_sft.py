@@ -33,6 +33,9 @@ import math, os, pathlib, sys, tempfile, time
 ROOT = pathlib.Path.cwd().resolve()
 while not (ROOT / "minigpt").is_dir() and ROOT.parent != ROOT:
     ROOT = ROOT.parent
+if not (ROOT / "minigpt").is_dir():   # e.g. a cloud notebook that has not cloned the repository yet
+    raise SystemExit(f"no minigpt-rlhf clone at or above {pathlib.Path.cwd()}: start Jupyter inside your clone, or "
+                     f"on a cloud notebook clone it and %cd into it first (notebooks/README.md, 'On a cloud GPU')")
 sys.path[:0] = [str(ROOT), str(ROOT / "notebooks")]
 
 import torch

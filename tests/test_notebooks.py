@@ -100,3 +100,20 @@ def test_rendered_copies_show_the_current_notebooks():
         assert outputs and not [o for o in outputs if o.get("output_type") == "error"], f"{name}: no or failed outputs"
         assert any("image/png" in o.get("data", {}) for o in outputs), f"{name}: no figure in the rendered copy"
 
+
+
+@pytest.mark.parametrize("name", _notebooks())
+def test_setup_outside_a_clone_says_how_to_get_one(name, tmp_path, monkeypatch):
+    """A cloud notebook (Colab, Kaggle) starts outside any copy of the repository: the Setup cell stops with one
+    line saying how to get one (notebooks/README.md, "On a cloud GPU"), not `No module named 'nbutil'`."""
+    with open(os.path.join(NB_DIR, name + ".py"), encoding="utf-8") as f:
+        source = f.read()
+    start = source.index("# Make this clone's packages importable")
+    setup = source[start:source.index("sys.path[:0]", start)]
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=r"no minigpt-rlhf clone at or above .*clone it and %cd into it first"):
+        exec("import pathlib\n" + setup, {})
+    monkeypatch.chdir(NB_DIR)                            # inside a clone: found, nothing raised
+    namespace: dict = {}
+    exec("import pathlib\n" + setup, namespace)
+    assert namespace["ROOT"] == __import__("pathlib").Path(ROOT).resolve()
