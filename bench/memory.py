@@ -40,8 +40,9 @@ GIB = 2 ** 30
 
 
 class LiveBytes(TorchDispatchMode):
-    """Counts the bytes of every tensor storage that an op creates, until the storage is freed: `now` is
-    what is alive, `peak` the most that ever was. Storages already alive are counted with `add`."""
+    """Counts the bytes of every tensor storage an op returns, from the first time it is seen until it is
+    freed: `now` is what is alive, `peak` the most that ever was. Storages made before the mode count from
+    their first use (or `add`); a storage that grows in place (resize_) keeps its first size."""
 
     def __init__(self):
         super().__init__()

@@ -141,7 +141,8 @@ def main(argv=None):
                    "on a machine shared with other jobs, where oversubscribed threads make small ops crawl")
     p.add_argument("--no_tokenizer", action="store_true", help="skip the tokenizer line")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                   help="training precision: bfloat16 = the stages' bf16 autocast (their default on CUDA)")
+                   help="training precision: bfloat16 = the stages' bf16 autocast (their default on a GPU with "
+                        "bf16 hardware)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (as the stages' --compile=True)")
     args = p.parse_args(argv)
     dev = args.device

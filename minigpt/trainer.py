@@ -34,6 +34,7 @@ import hashlib
 import math
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -94,12 +95,27 @@ class LoopConfig:
 
 # ----------------------------------------------------------------------------- device, precision, seeds
 
+_NOTED: set = set()                          # notes already printed (each once per process)
+
+
+def note_once(text: str) -> None:
+    """Print `note: text` the first time it comes up in this process (under torchrun: on rank 0 only)."""
+    if text not in _NOTED and os.environ.get("RANK", "0") == "0":
+        _NOTED.add(text)
+        print(f"note: {text}", flush=True)
+
+
 def pick_device(name: str = "auto") -> torch.device:
-    """'auto' -> cuda if available, else mps, else cpu; otherwise torch.device(name), which must exist here.
-    A name torch does not know, or a GPU this torch cannot see, is a one-line error (SystemExit)."""
+    """'auto' -> cuda if available (and this torch has kernels for the GPU), else mps, else cpu; otherwise
+    torch.device(name), which must exist here. A name torch does not know, or a GPU this torch cannot see
+    or has no kernels for, is a one-line error (SystemExit)."""
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            local = int(os.environ.get("LOCAL_RANK", "0"))     # under torchrun: this process's own GPU
+            missing = missing_gpu_kernels(torch.device("cuda", local if local < torch.cuda.device_count() else 0))
+            if not missing:
+                return torch.device("cuda")
+            note_once(f"{missing}; running on the CPU instead")
         if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -117,9 +133,38 @@ def pick_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise SystemExit(f"error: --device={name}: there are {torch.cuda.device_count()} CUDA device(s), "
                          f"numbered from 0")
+    missing = missing_gpu_kernels(device) if device.type == "cuda" else ""
+    if missing:
+        raise SystemExit(f"error: --device={name}: {missing}")
     if device.type == "mps" and not _mps_available():
         raise SystemExit(f"error: --device={name}: MPS (Apple GPU) is not available here; use --device=cpu")
     return device
+
+
+def missing_gpu_kernels(device: torch.device) -> str:
+    """An empty string when this torch build carries kernels the CUDA GPU can run, else a sentence saying
+    it does not. A GPU runs kernels built for its own major architecture at an equal or lower minor (sm_80
+    on an 8.6 GPU), or PTX for an equal or lower one, compiled when loaded. Recent CUDA builds of PyTorch
+    leave out the GPUs before Turing (Pascal 6.x: P100, GTX 10xx; from torch 2.11 also Volta 7.0: V100),
+    which then fail at their first kernel ("no kernel image is available"); its CUDA 12.6 builds still
+    carry them."""
+    if torch.version.hip:
+        return ""
+    archs = torch.cuda.get_arch_list()                   # e.g. ["sm_75", "sm_80", ..., "compute_120"]
+    built = [re.fullmatch(r"(sm|compute)_(\d+)[a-z]?", a) for a in archs]
+    if not archs or not all(built):
+        return ""                                        # nothing to go by: let torch try
+    major, minor = torch.cuda.get_device_capability(device)
+    for m in built:
+        arch = divmod(int(m.group(2)), 10)               # "sm_86" -> (8, 6), "sm_120" -> (12, 0)
+        if (m.group(1) == "sm" and arch[0] == major and arch[1] <= minor) or \
+                (m.group(1) == "compute" and arch <= (major, minor)):
+            return ""
+    older = (major, minor) < min(divmod(int(m.group(2)), 10) for m in built)
+    fix = ("a CUDA 12.6 build of torch has them: pip install torch --index-url https://download.pytorch.org/whl/cu126"
+           if older else "install a torch built with a newer CUDA (pytorch.org's install selector)")
+    return (f"this torch ({torch.__version__}) has no kernels for {torch.cuda.get_device_name(device)} (compute "
+            f"capability {major}.{minor}; it is built for {', '.join(archs)}); {fix}")
 
 
 def _mps_available() -> bool:
@@ -127,7 +172,6 @@ def _mps_available() -> bool:
 
 
 DTYPES = ("auto", "float32", "bfloat16")   # the values of every stage's --dtype
-_NOTED_FLOAT32: set = set()                 # GPUs already told "float32 here" (one note per process)
 
 
 def has_bf16_hardware(device: torch.device | str) -> bool:
@@ -160,10 +204,8 @@ def compute_dtype(device: torch.device | str, dtype: str = "auto") -> torch.dtyp
     if dtype == "bfloat16":
         raise SystemExit(f"error: --dtype=bfloat16: this GPU ({name}, compute capability {major}.{minor}) has no "
                          f"bf16 hardware (8.0 and later do); use --dtype=auto, which trains in float32 here")
-    if str(device) not in _NOTED_FLOAT32:
-        _NOTED_FLOAT32.add(str(device))
-        print(f"note: {name} (compute capability {major}.{minor}) has no bf16 hardware, so the stages compute in "
-              f"float32 here (bf16 autocast needs 8.0 or later)", flush=True)
+    note_once(f"{name} (compute capability {major}.{minor}) has no bf16 hardware, so the stages compute in "
+              f"float32 here (bf16 autocast needs 8.0 or later)")
     return torch.float32
 
 
@@ -597,10 +639,10 @@ def start_stage(cfg: LoopConfig, make_run_dir: bool = True):
     and create the run directory on rank 0 (then wait for it). Returns (device, dist_info, run_dir); the
     caller must call teardown_distributed() when done (a try/finally)."""
     device = pick_device(cfg.device)
-    autocast_context(device, getattr(cfg, "dtype", "auto"))    # an unknown --dtype fails here, before any work
     info = setup_distributed(device.type)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
+    autocast_context(device, getattr(cfg, "dtype", "auto"))    # an unknown --dtype fails here, before any work
     if info.enabled and info.is_main:    # under torchrun: say how many processes share the work
         print(f"distributed: {info.world_size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), "
               f"rank 0 writes {cfg.out_dir}", flush=True)
@@ -621,8 +663,11 @@ def exercise_not_written(e: NotImplementedError) -> BaseException:
 
 def out_of_memory_error(e: BaseException, cfg, flag: str = "--") -> SystemExit:
     """A GPU out-of-memory error (torch.OutOfMemoryError) as a one-line error to raise: what torch said
-    (oom_account) and the setting of `cfg` that makes a step need less (smaller_step)."""
-    return SystemExit(f"error: out of GPU memory ({oom_account(e)}); {smaller_step(cfg, flag)}")
+    (oom_account) and the settings of `cfg` that make a step need less (smaller_step)."""
+    step = smaller_step(cfg, flag)
+    fix = (f"run again with {step[0]} ({step[1]}), or on a GPU with more memory" if step else
+           "use a GPU with more memory or a smaller model")
+    return SystemExit(f"error: out of GPU memory ({oom_account(e)}); {fix}")
 
 
 def oom_account(e: BaseException) -> str:
@@ -632,20 +677,22 @@ def oom_account(e: BaseException) -> str:
     return said[:end + len(" is free.")] if end >= 0 else said[:200]
 
 
-def smaller_step(cfg, flag: str = "--") -> str:
-    """The setting of a stage's config that makes its training step need less memory: PPO's and GRPO's
-    micro_batch_size (the same update, in more pieces), else half the batch_size with twice the grad_accum
-    (as many rows per optimizer step). flag: how settings are spelled ("--" for a stage's own command,
-    "--ppo." in the pipeline's)."""
+def smaller_step(cfg, flag: str = "--") -> tuple[str, str] | None:
+    """(flags, why): the settings of a stage's config that make its training step need less memory, spelled
+    with `flag` ("--" for a stage's own command, "--ppo." in the pipeline's). PPO's and GRPO's
+    micro_batch_size (the same update in more pieces), else half the batch_size with twice the grad_accum
+    (as many rows per optimizer step). None when no setting would: one row per micro-batch already, no
+    such settings, or a batch that does not halve into whole rows for every process (torchrun splits it)."""
     micro = getattr(cfg, "micro_batch_size", None)
-    if micro is not None and micro > 1:
-        return (f"a smaller micro-batch computes the same update in more pieces: {flag}micro_batch_size="
-                f"{micro // 2} (now {micro})")
-    if getattr(cfg, "batch_size", 1) > 1:
-        b, g = cfg.batch_size, cfg.grad_accum
-        return (f"half the rows per micro-batch, twice the micro-batches per step: {flag}batch_size={b // 2} "
-                f"{flag}grad_accum={2 * g} (now {b} and {g})")
-    return "a micro-batch is one row already: use a GPU with more memory or a smaller model"
+    if micro is not None:
+        return (f"{flag}micro_batch_size={micro // 2}", f"now {micro}: the same update in more pieces") \
+            if micro > 1 else None
+    b, g = getattr(cfg, "batch_size", None), getattr(cfg, "grad_accum", None)
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if b is None or g is None or b % 2 or (b // 2) % processes:
+        return None
+    return (f"{flag}batch_size={b // 2} {flag}grad_accum={2 * g}",
+            f"now {b} and {g}: half the rows per micro-batch, as many per optimizer step")
 
 
 def compile_failed(e: BaseException) -> bool:
@@ -674,11 +721,11 @@ def run_entry_point(train_fn, cfg, errors: tuple = ()):
         raise SystemExit(f"error: {e}") from None
     except torch.cuda.OutOfMemoryError as e:
         raise out_of_memory_error(e, cfg) from None
-    except Exception as e:
-        if getattr(cfg, "compile", False) and compile_failed(e):
-            raise compile_error(e) from None
-        raise
     except NotImplementedError as e:
         raise exercise_not_written(e) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except Exception as e:                    # (after NotImplementedError: a blank exercise is an Exception too)
+        if getattr(cfg, "compile", False) and compile_failed(e):
+            raise compile_error(e) from None
+        raise

@@ -541,14 +541,18 @@ def check_reuse(scfg: dict, stages: list[str], out: str, preset: str, stage_raw:
 
 
 def oom_in_stage(e: BaseException, stage: str, out: str, stage_cfg, cfg: PipelineConfig) -> SystemExit:
-    """Running out of GPU memory in `stage` as one line: torch's account and the pipeline flag that makes the
+    """Running out of GPU memory in `stage` as one line: torch's account and the pipeline flags that make the
     stage need less. A training stage's directory holds its settings from the start, and a re-run with other
     settings refuses to reuse it, so the line says to delete it first."""
-    if stage_cfg is not None:
-        fix = f"delete {os.path.join(out, stage)}, then run again with {smaller_step(stage_cfg, f'--{stage}.')}"
-    else:                                                # best-of-N and evaluation generate in these batches
+    if stage_cfg is None:                                # best-of-N and evaluation generate in these batches
         b = cfg.eval_batch_size
-        fix = f"fewer prompts per generation batch need less: --eval_batch_size={b // 2} (now {b})"
+        step = (f"--eval_batch_size={b // 2}", f"now {b}: fewer prompts per generation batch") if b > 1 else None
+        where = ""
+    else:
+        step = smaller_step(stage_cfg, f"--{stage}.")
+        where = f"delete {os.path.join(out, stage)} and "
+    fix = (f"{where}run again with {step[0]} ({step[1]}), or on a GPU with more memory" if step else
+           "use a GPU with more memory or a smaller preset")
     return SystemExit(f"error: out of GPU memory in stage {stage} ({oom_account(e)}); {fix}")
 
 

@@ -159,17 +159,22 @@ OOM = ("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capaci
        "unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True")
 
 
-def test_out_of_gpu_memory_is_one_line_with_the_flag_that_fits_and_the_flag_works(tiny_run, tmp_path, monkeypatch):
+def test_out_of_gpu_memory_is_one_line_with_the_flag_that_needs_less_and_following_it_works(tiny_run, tmp_path,
+                                                                                         monkeypatch):
     """A GPU too small for a stage (a T4 with a large preset): one line with torch's account of the memory and
-    the pipeline flag that makes the stage need less, not a traceback; following it finishes the stage.
-    (On the CPU, torch.OutOfMemoryError is raised by a stand-in stage.)"""
+    the pipeline flag that makes the stage need less, not a traceback; doing what it says (delete the stage's
+    directory, which already holds the settings it started with, and run with the flag) finishes the stage.
+    (On the CPU, torch.OutOfMemoryError is raised by a stand-in stage, after writing its config as PPO does.)"""
     out, _, _ = tiny_run
     run = tmp_path / "oom"
     shutil.copytree(out, run)
     shutil.rmtree(run / "ppo")
     real_train_ppo = pipeline.ppo.train_ppo
 
-    def out_of_memory(*a, **k):
+    def out_of_memory(cfg, *a, **k):
+        if hasattr(cfg, "out_dir"):
+            os.makedirs(cfg.out_dir, exist_ok=True)
+            ckpt_io.write_config(cfg.out_dir, cfg)             # a stage records its settings when it starts
         raise torch.cuda.OutOfMemoryError(OOM)
     monkeypatch.setattr(pipeline.ppo, "train_ppo", out_of_memory)
     with pytest.raises(SystemExit) as e:
@@ -180,9 +185,12 @@ def test_out_of_gpu_memory_is_one_line_with_the_flag_that_fits_and_the_flag_work
                                               "which 1.03 GiB is free.)"), msg
     micro = pipeline.build_stage_configs(pipeline.PipelineConfig(out=str(run)), "tiny")["ppo"].micro_batch_size
     flag = f"--ppo.micro_batch_size={micro // 2}"
-    assert f"delete {run / 'ppo'}, then run again with" in msg and f"{flag} (now {micro})" in msg, msg
+    assert f"; delete {run / 'ppo'} and run again with {flag} (now {micro}: " in msg, msg
 
     monkeypatch.setattr(pipeline.ppo, "train_ppo", real_train_ppo)
+    with pytest.raises(SystemExit, match="was made with other settings"):      # why the line says to delete it
+        pipeline.main(["--preset", "tiny", "--out", str(run), "--progress=false", "--stop_after=ppo", flag])
+    shutil.rmtree(run / "ppo")
     pipeline.main(["--preset", "tiny", "--out", str(run), "--progress=false", "--stop_after=ppo", flag])
     assert ckpt_io.is_finished(run / "ppo")
 
@@ -190,7 +198,7 @@ def test_out_of_gpu_memory_is_one_line_with_the_flag_that_fits_and_the_flag_work
     with pytest.raises(SystemExit) as e:
         pipeline.main(["--preset", "tiny", "--out", str(run), "--progress=false", flag])
     assert str(e.value).startswith("error: out of GPU memory in stage eval (CUDA out of memory.") and \
-        str(e.value).endswith("--eval_batch_size=12 (now 24)"), str(e.value)
+        "; run again with --eval_batch_size=12 (now 24: " in str(e.value), str(e.value)
 
 
 def test_a_torch_compile_failure_in_a_stage_names_the_flag_to_drop(tiny_run, tmp_path, monkeypatch):
