@@ -42,7 +42,8 @@ RESULTS = os.path.join(ROOT, "docs", "results")   # the documented default run (
 
 @contextlib.contextmanager
 def quietly():
-    """Send what the code inside prints (stage logs, progress) to RUN_DIR/notebook.log instead of the notebook."""
+    """Send what the code inside prints (stage logs, progress) to RUN_DIR/notebook.log instead of the notebook,
+    all but its `note: ...` lines (e.g. a GPU that computes in float32, or one this torch cannot use)."""
     os.makedirs(RUN_DIR, exist_ok=True)
     log = io.StringIO()
     try:
@@ -51,6 +52,9 @@ def quietly():
     finally:
         with open(os.path.join(RUN_DIR, "notebook.log"), "a", encoding="utf-8") as f:
             f.write(log.getvalue())
+        for line in log.getvalue().splitlines():
+            if line.startswith("note: "):
+                print(line)
 
 
 def run_stages(upto: str | None = None, **pipeline) -> None:

@@ -117,3 +117,18 @@ def test_setup_outside_a_clone_says_how_to_get_one(name, tmp_path, monkeypatch):
     namespace: dict = {}
     exec("import pathlib\n" + setup, namespace)
     assert namespace["ROOT"] == __import__("pathlib").Path(ROOT).resolve()
+
+
+def test_quiet_stage_output_still_shows_its_notes(tmp_path, monkeypatch, capsys):
+    """The notebooks run the stages quietly (their logs go to RUN_DIR/notebook.log), but a `note:` line is for
+    the reader (on a Colab T4: float32; on a GPU this torch cannot use: the CPU), so it still reaches the
+    notebook."""
+    monkeypatch.syspath_prepend(NB_DIR)
+    import nbutil
+    monkeypatch.setattr(nbutil, "RUN_DIR", str(tmp_path))
+    with nbutil.quietly():
+        print("step 10: loss 2.31")
+        print("note: Tesla T4 (compute capability 7.5) has no bf16 hardware, so the stages compute in float32 here")
+    out = capsys.readouterr().out
+    assert out == "note: Tesla T4 (compute capability 7.5) has no bf16 hardware, so the stages compute in float32 here\n"
+    assert "step 10: loss 2.31" in (tmp_path / "notebook.log").read_text(encoding="utf-8")
