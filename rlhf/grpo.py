@@ -68,9 +68,8 @@ from minigpt.trainer import (autocast_context, configure_optimizer, make_generat
 from rlhf import data as D
 from rlhf.losses import (entropy_from_logits, group_advantages, kl_k3,  # noqa: F401  (G.group_advantages)
                          masked_mean, ppo_policy_loss, rloo_advantages, token_logprobs)
-from rlhf.reward import RewardModel
 from rlhf.rl_loop import IterationRun, data_parallel
-from rlhf.rl_update import disable_dropout, eval_record, frozen, load_prompt_pool, minibatch_updates
+from rlhf.rl_update import eval_record, load_prompt_pool, load_rl_models, minibatch_updates
 from rlhf.rollout import (render_prompts, response_logits, response_logprobs, rm_reward, sample,
                           sampling_generator, trim_padding)
 from rlhf.stats import format_number
@@ -270,17 +269,8 @@ GRPO_PANELS = [("rm_score", "RM score (train samples)"), ("gold", "gold (val, sa
 
 def build_models(cfg: GRPOConfig, device) -> tuple:
     """(policy, ref_model, reward_model, tokenizer): policy and reference from the SFT run, the frozen RM;
-    dropout off everywhere (rlhf.rl_update.disable_dropout)."""
-    for d, what in ((cfg.sft_dir, "rlhf.sft"), (cfg.rm_dir, "rlhf.reward_model")):
-        if not os.path.exists(os.path.join(d, ckpt_io.MODEL_FILE)):
-            raise SystemExit(f"error: {d}: no {ckpt_io.MODEL_FILE}; "
-                             f"run `python -m {what}` (with the same --preset) first")
-    policy, tokenizer = ckpt_io.load_model(cfg.sft_dir, device)
-    ref_model, _ = ckpt_io.load_model(cfg.sft_dir, device)
-    reward_model = RewardModel.load(cfg.rm_dir, device)
-    if reward_model.config.vocab_size != policy.config.vocab_size:
-        raise SystemExit(f"error: {cfg.rm_dir} and {cfg.sft_dir} do not share a tokenizer")
-    return disable_dropout(policy), frozen(ref_model), frozen(reward_model), tokenizer
+    dropout off everywhere (rlhf.rl_update.load_rl_models)."""
+    return load_rl_models(cfg.sft_dir, cfg.rm_dir, device)
 
 
 def train_grpo(cfg: GRPOConfig, evaluator=None, final_evaluator=None) -> dict:

@@ -87,9 +87,8 @@ from minigpt.trainer import (autocast_context, configure_optimizer, make_generat
 from rlhf import data as D
 from rlhf.losses import (AdaptiveKLController, entropy_from_logits, gae, kl_shaped_rewards, masked_mean,
                          masked_whiten, ppo_policy_loss, ppo_value_loss, token_logprobs)
-from rlhf.reward import RewardModel
 from rlhf.rl_loop import IterationRun, data_parallel
-from rlhf.rl_update import disable_dropout, eval_record, frozen, load_prompt_pool, minibatch_updates
+from rlhf.rl_update import disable_dropout, eval_record, load_prompt_pool, load_rl_models, minibatch_updates
 from rlhf.rollout import (render_prompts, response_logits, rm_reward, sample, sampling_generator,
                           shift_to_response, trim_padding, used_columns)
 from rlhf.stats import format_number
@@ -416,27 +415,16 @@ def plot_dashboard(records: list[dict] | str, path: str, title: str = "PPO") -> 
 
 def build_models(cfg: PPOConfig, device) -> tuple:
     """(policy, ref_model, reward_model, value_model, tokenizer): the policy from init_dir (default: the SFT
-    run), the reference π_ref always from the SFT run, the frozen RM, and the value model initialised from
-    the RM (checklist 9); dropout off everywhere (8)."""
-    for d, what in ((cfg.sft_dir, "rlhf.sft"), (cfg.rm_dir, "rlhf.reward_model"), (cfg.init_dir, "rlhf.ppo")):
-        if d and not os.path.exists(os.path.join(d, ckpt_io.MODEL_FILE)):
-            raise SystemExit(f"error: {d}: no {ckpt_io.MODEL_FILE}; "
-                             f"run `python -m {what}` (with the same --preset) first")
-    policy, tokenizer = ckpt_io.load_model(cfg.init_dir or cfg.sft_dir, device)   # e.g. an earlier PPO round
-    ref_model, _ = ckpt_io.load_model(cfg.sft_dir, device)
-    reward_model = RewardModel.load(cfg.rm_dir, device)
-    if reward_model.config.vocab_size != policy.config.vocab_size:
-        raise SystemExit(f"error: {cfg.rm_dir} (vocab {reward_model.config.vocab_size}) and {cfg.sft_dir} "
-                         f"(vocab {policy.config.vocab_size}) do not share a tokenizer")
-    if cfg.value_model == "separate":
-        value_model = copy.deepcopy(reward_model)                      # InstructGPT: V starts as the RM
-    elif cfg.value_model == "shared":
-        value_model = SharedValueHead(policy.config.n_embd, init_from=reward_model.head).to(device)
-    else:
+    run), the reference π_ref always from the SFT run, the frozen RM (rlhf.rl_update.load_rl_models), and
+    the value model initialised from the RM (checklist 9); dropout off everywhere (8)."""
+    if cfg.value_model not in ("separate", "shared"):
         raise SystemExit(f"error: --value_model must be 'separate' or 'shared', got {cfg.value_model!r}")
-    disable_dropout(policy)
-    disable_dropout(value_model)
-    return policy, frozen(ref_model), frozen(reward_model), value_model, tokenizer
+    policy, ref_model, reward_model, tokenizer = load_rl_models(cfg.sft_dir, cfg.rm_dir, device, cfg.init_dir)
+    if cfg.value_model == "separate":
+        value_model = copy.deepcopy(reward_model).requires_grad_(True)     # InstructGPT: V starts as the RM
+    else:
+        value_model = SharedValueHead(policy.config.n_embd, init_from=reward_model.head).to(device)
+    return policy, ref_model, reward_model, disable_dropout(value_model), tokenizer
 
 
 def train_ppo(cfg: PPOConfig, evaluator=None) -> dict:

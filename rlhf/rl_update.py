@@ -1,5 +1,6 @@
-"""What the policy-gradient stages share: frozen copies without dropout, the prompt pool, the minibatch
-update loop, and the in-training evaluation (PPO and GRPO; DPO uses disable_dropout too).
+"""What the policy-gradient stages share: frozen copies without dropout, loading the policy, reference and
+reward model, the prompt pool, the minibatch update loop, and the in-training evaluation (PPO and GRPO;
+DPO uses disable_dropout too).
 
     rollout batch (B rows) --epochs x shuffled minibatches--> one optimizer step per minibatch
                                    +-- micro-batches whose gradients accumulate (forward_backward)
@@ -11,12 +12,15 @@ that feeds them does not, so it lives here once rather than in one stage that th
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn as nn
 
+from minigpt import checkpoint as ckpt_io
 from minigpt.trainer import check_finite, forward_backward, optimizer_step
 from rlhf import data as D
+from rlhf.reward import RewardModel
 from rlhf.rollout import score_responses
 from rlhf.world import make_prompts
 
@@ -37,6 +41,24 @@ def disable_dropout(model: nn.Module) -> nn.Module:
 def frozen(model: nn.Module) -> nn.Module:
     """disable_dropout, and no gradients: a reference policy or a reward model during RL."""
     return disable_dropout(model).requires_grad_(False)
+
+
+def load_rl_models(sft_dir: str, rm_dir: str, device, init_dir: str = "") -> tuple:
+    """(policy, ref_model, reward_model, tokenizer) for an RL stage: the policy from init_dir (default: the
+    SFT run; e.g. an earlier PPO round), the reference π_ref always from the SFT run, and the frozen reward
+    model; dropout off everywhere (checklist 8). A run that is missing, or an RM whose vocabulary is not the
+    policy's, is a one-line error naming what to run."""
+    for d, what in ((sft_dir, "rlhf.sft"), (rm_dir, "rlhf.reward_model"), (init_dir, "rlhf.ppo")):
+        if d and not os.path.exists(os.path.join(d, ckpt_io.MODEL_FILE)):
+            raise SystemExit(f"error: {d}: no {ckpt_io.MODEL_FILE}; "
+                             f"run `python -m {what}` (with the same --preset) first")
+    policy, tokenizer = ckpt_io.load_model(init_dir or sft_dir, device)
+    ref_model, _ = ckpt_io.load_model(sft_dir, device)
+    reward_model = RewardModel.load(rm_dir, device)
+    if reward_model.config.vocab_size != policy.config.vocab_size:
+        raise SystemExit(f"error: {rm_dir} (vocab {reward_model.config.vocab_size}) and {sft_dir} "
+                         f"(vocab {policy.config.vocab_size}) do not share a tokenizer")
+    return disable_dropout(policy), frozen(ref_model), frozen(reward_model), tokenizer
 
 
 def load_prompt_pool(prompts_file: str, n_prompts: int, prompt_seed: int) -> list[list[dict]]:

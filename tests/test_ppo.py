@@ -346,8 +346,9 @@ def test_value_model_is_initialised_from_the_reward_model(run_dirs):
         assert torch.equal(a, b), k
     assert value.head.weight.data_ptr() != rm.head.weight.data_ptr()   # a copy: training V leaves r alone
     assert not any(p.requires_grad for p in rm.parameters())
+    assert all(p.requires_grad for p in value.parameters()), "the value model is trained (only r is frozen)"
     _, _, rm2, shared, _ = ppo.build_models(replace(cfg, value_model="shared"), torch.device("cpu"))
-    assert isinstance(shared, ppo.SharedValueHead)
+    assert isinstance(shared, ppo.SharedValueHead) and all(p.requires_grad for p in shared.parameters())
     assert torch.equal(shared.head.weight, rm2.head.weight) and torch.equal(shared.head.bias, rm2.head.bias)
 
 
