@@ -55,8 +55,8 @@ from minigpt.distributed import (DistInfo, all_reduce_mean, barrier, mean_over_p
 from minigpt.metrics import MetricsLogger, plot_metrics, plot_panels, read_metrics
 
 __all__ = [
-    "LoopConfig", "pick_device", "autocast_context", "compute_dtype", "has_bf16_hardware", "seed_everything",
-    "get_rng_state", "set_rng_state",
+    "LoopConfig", "pick_device", "missing_gpu_kernels", "note_once", "autocast_context", "compute_dtype",
+    "has_bf16_hardware", "seed_everything", "get_rng_state", "set_rng_state",
     "make_generator", "setup_distributed", "teardown_distributed", "shard", "DistInfo", "configure_optimizer",
     "lr_at", "set_lr", "forward_backward", "optimizer_step", "evaluate", "NonFiniteLossError", "check_finite",
     "MetricsLogger", "read_metrics", "plot_metrics", "plot_panels", "save_training_state", "load_training_state",
@@ -111,8 +111,7 @@ def pick_device(name: str = "auto") -> torch.device:
     or has no kernels for, is a one-line error (SystemExit)."""
     if name == "auto":
         if torch.cuda.is_available():
-            local = int(os.environ.get("LOCAL_RANK", "0"))     # under torchrun: this process's own GPU
-            missing = missing_gpu_kernels(torch.device("cuda", local if local < torch.cuda.device_count() else 0))
+            missing = missing_gpu_kernels(torch.device("cuda"))
             if not missing:
                 return torch.device("cuda")
             note_once(f"{missing}; running on the CPU instead")
@@ -150,6 +149,9 @@ def missing_gpu_kernels(device: torch.device) -> str:
     carry them."""
     if torch.version.hip:
         return ""
+    if device.index is None:                             # "cuda": under torchrun this process's own GPU
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device("cuda", local if local < torch.cuda.device_count() else 0)
     archs = torch.cuda.get_arch_list()                   # e.g. ["sm_75", "sm_80", ..., "compute_120"]
     built = [re.fullmatch(r"(sm|compute)_(\d+)[a-z]?", a) for a in archs]
     if not archs or not all(built):
@@ -712,7 +714,7 @@ def compile_error(e: BaseException, flag: str = "--compile=True") -> SystemExit:
 
 
 def run_entry_point(train_fn, cfg, errors: tuple = ()):
-    """What every stage's main() does with its train function: a NaN loss (or one of `errors`, e.g. bad data)
+    """What every stage's main() does with its train function: a NaN loss (or one of `errors`, e.g. bad data),
     running out of GPU memory or a torch.compile failure (--compile=True) becomes a one-line `error: ...` and
     exit status 1; Ctrl-C (ckpt.pt already saved) exits with 130."""
     try:
