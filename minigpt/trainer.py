@@ -33,11 +33,13 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import platform
 import random
 import re
 import signal
 import sys
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -143,28 +145,42 @@ def pick_device(name: str = "auto") -> torch.device:
 def missing_gpu_kernels(device: torch.device) -> str:
     """An empty string when this torch build carries kernels the CUDA GPU can run, else a sentence saying
     it does not. A GPU runs kernels built for its own major architecture at an equal or lower minor (sm_80
-    on an 8.6 GPU), or PTX for an equal or lower one, compiled when loaded. Recent CUDA builds of PyTorch
+    on an 8.6 GPU), or PTX for an equal or lower one, compiled when loaded; newer torch also has a table of
+    its own (e.g. Jetson Thor, renumbered 10.1 -> 11.0), which counts too. Recent CUDA builds of PyTorch
     leave out the GPUs before Turing (Pascal 6.x: P100, GTX 10xx; from torch 2.11 also Volta 7.0: V100),
-    which then fail at their first kernel ("no kernel image is available"); its CUDA 12.6 builds still
-    carry them."""
+    which then fail at their first kernel ("no kernel image is available"); its CUDA 12.6 builds for x86-64
+    still carry them. A list this cannot read refuses nothing."""
     if torch.version.hip:
         return ""
     if device.index is None:                             # "cuda": under torchrun this process's own GPU
         local = int(os.environ.get("LOCAL_RANK", "0"))
         device = torch.device("cuda", local if local < torch.cuda.device_count() else 0)
-    archs = torch.cuda.get_arch_list()                   # e.g. ["sm_75", "sm_80", ..., "compute_120"]
+    archs = torch.cuda.get_arch_list()                   # e.g. ["sm_75", "sm_80", ..., "sm_120"]
     built = [re.fullmatch(r"(sm|compute)_(\d+)[a-z]?", a) for a in archs]
     if not archs or not all(built):
         return ""                                        # nothing to go by: let torch try
     major, minor = torch.cuda.get_device_capability(device)
+    torch_table = getattr(torch.cuda, "_code_compatible_with_device", None)   # (device_cc, code_cc) -> bool
     for m in built:
-        arch = divmod(int(m.group(2)), 10)               # "sm_86" -> (8, 6), "sm_120" -> (12, 0)
+        code = int(m.group(2))
+        arch = divmod(code, 10)                          # "sm_86" -> (8, 6), "sm_120" -> (12, 0)
         if (m.group(1) == "sm" and arch[0] == major and arch[1] <= minor) or \
                 (m.group(1) == "compute" and arch <= (major, minor)):
             return ""
+        if torch_table is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    if torch_table(10 * major + minor, code):
+                        return ""
+                except Exception:                        # a private helper: its absence or change refuses nothing
+                    pass
     older = (major, minor) < min(divmod(int(m.group(2)), 10) for m in built)
-    fix = ("a CUDA 12.6 build of torch has them: pip install torch --index-url https://download.pytorch.org/whl/cu126"
-           if older else "install a torch built with a newer CUDA (pytorch.org's install selector)")
+    if older and major >= 5 and platform.machine().lower() in ("x86_64", "amd64"):
+        fix = ("torch's CUDA 12.6 build has them: pip uninstall -y torch && pip install torch --index-url "
+               "https://download.pytorch.org/whl/cu126")
+    else:
+        fix = "install a torch build that supports it (pytorch.org lists which CUDA builds cover which GPUs)"
     return (f"this torch ({torch.__version__}) has no kernels for {torch.cuda.get_device_name(device)} (compute "
             f"capability {major}.{minor}; it is built for {', '.join(archs)}); {fix}")
 
@@ -641,10 +657,13 @@ def start_stage(cfg: LoopConfig, make_run_dir: bool = True):
     and create the run directory on rank 0 (then wait for it). Returns (device, dist_info, run_dir); the
     caller must call teardown_distributed() when done (a try/finally)."""
     device = pick_device(cfg.device)
+    dtype = getattr(cfg, "dtype", "auto")
+    if dtype not in DTYPES:                                       # before any work (and any process group)
+        raise SystemExit(f"error: --dtype={dtype}: choose one of {', '.join(DTYPES)}")
     info = setup_distributed(device.type)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
-    autocast_context(device, getattr(cfg, "dtype", "auto"))    # an unknown --dtype fails here, before any work
+    autocast_context(device, dtype)          # bfloat16 where it is not set up fails here, on this process's GPU
     if info.enabled and info.is_main:    # under torchrun: say how many processes share the work
         print(f"distributed: {info.world_size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), "
               f"rank 0 writes {cfg.out_dir}", flush=True)

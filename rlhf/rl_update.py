@@ -49,7 +49,7 @@ def load_rl_models(sft_dir: str, rm_dir: str, device, init_dir: str = "") -> tup
     model; dropout off everywhere (checklist 8). A run that is missing, or an RM whose vocabulary is not the
     policy's, is a one-line error naming what to run."""
     for d, what in ((sft_dir, "rlhf.sft"), (rm_dir, "rlhf.reward_model"), (init_dir, "rlhf.ppo")):
-        if d and not os.path.exists(os.path.join(d, ckpt_io.MODEL_FILE)):
+        if (d or what != "rlhf.ppo") and not os.path.exists(os.path.join(d, ckpt_io.MODEL_FILE)):  # init_dir: optional
             raise SystemExit(f"error: {d}: no {ckpt_io.MODEL_FILE}; "
                              f"run `python -m {what}` (with the same --preset) first")
     policy, tokenizer = ckpt_io.load_model(init_dir or sft_dir, device)

@@ -305,14 +305,15 @@ def fake_gpu(monkeypatch):
     return install
 
 
-CU128 = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"]   # torch 2.11's CUDA 12.8 build
+CU128 = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]          # torch 2.11's CUDA 12.8 build
+CU130 = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"]   # 13.0: PTX as well
 CU126 = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
 
 
 @pytest.mark.parametrize("archs, capability, runs", [
     (CU128, (7, 5), True),      # Colab's T4
     (CU128, (8, 9), True),      # L4, RTX 40xx: sm_86 kernels run on 8.9
-    (CU128, (13, 0), True),     # a GPU newer than the build: compute_120 PTX is compiled for it
+    (CU130, (13, 0), True),     # a GPU newer than the build: compute_120 PTX is compiled for it
     (CU128, (7, 0), False),     # V100
     (CU128, (6, 0), False),     # Kaggle's P100
     (CU126, (6, 1), True),      # GTX 1080 on the CUDA 12.6 build: sm_60 kernels
@@ -337,10 +338,21 @@ def test_a_gpu_this_torch_has_no_kernels_for_is_named_not_crashed_on(fake_gpu, m
     with pytest.raises(SystemExit, match=r"error: --device=cuda: this torch \(.*\) has no kernels for Tesla V100-SXM2-"
                                          r"32GB \(compute capability .*; it is built for sm_") as e:
         trainer.pick_device("cuda")
-    assert ("whl/cu126" in str(e.value)) == (capability < (7, 5)), str(e.value)   # older GPUs: the 12.6 build
+    older = capability < (7, 5) and __import__("platform").machine().lower() in ("x86_64", "amd64")
+    assert ("whl/cu126" in str(e.value)) == older, str(e.value)               # older GPUs: the 12.6 build
     assert trainer.pick_device("auto").type == "cpu" and trainer.pick_device("auto").type == "cpu"
     out = capsys.readouterr().out
     assert out.count("note:") == 1 and out.strip().endswith("running on the CPU instead"), out
+
+
+@pytest.mark.skipif(not hasattr(torch.cuda, "_code_compatible_with_device"), reason="torch has no table of its own")
+def test_torchs_own_compatibility_table_counts_too(fake_gpu, monkeypatch):
+    """Jetson Thor was renumbered 10.1 -> 11.0 (CUDA 13): sm_101 kernels run on it though the majors differ;
+    torch's own table knows, so the GPU is not refused."""
+    fake_gpu("NVIDIA Jetson Thor", (11, 0))
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_87", "sm_101"])
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert trainer.missing_gpu_kernels(torch.device("cuda", 0)) == ""
 
 
 def test_a_gpu_without_bf16_hardware_computes_in_float32(fake_gpu, capsys, monkeypatch):
