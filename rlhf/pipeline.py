@@ -35,6 +35,7 @@ an estimated hour on one modern GPU, never run): `python -m rlhf.pipeline --pres
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import time
@@ -501,6 +502,11 @@ def upstream_settings(pre_cfg) -> dict:
             "tokenizer_chars": pre_cfg.tokenizer_chars, "vocab_size": pre_cfg.vocab_size}
 
 
+# Settings a started or finished stage may be re-run with other values of: how it computes, not what it trains
+# (the precision; PPO's micro-batches, which split the same update into other pieces).
+HOW_IT_COMPUTES = ("dtype", "micro_batch_size")
+
+
 def stage_differences(stage: str, scfg: dict, out: str) -> dict:
     """{field: (what the stage in OUT was trained or started with, what this run asks for)}: {} when the
     same, or when the stage has not started. data/ and tokenizer/ compare the pretraining settings they
@@ -514,7 +520,7 @@ def stage_differences(stage: str, scfg: dict, out: str) -> dict:
     if stage not in scfg:
         return {}
     c = scfg[stage]
-    return ckpt_io.config_differences(c.out_dir, c, ignore=("dtype",) + derived_fields(c)) or {}
+    return ckpt_io.config_differences(c.out_dir, c, ignore=HOW_IT_COMPUTES + derived_fields(c)) or {}
 
 
 def check_reuse(scfg: dict, stages: list[str], out: str, preset: str, stage_raw: dict | None) -> None:
@@ -542,15 +548,17 @@ def check_reuse(scfg: dict, stages: list[str], out: str, preset: str, stage_raw:
 
 def oom_in_stage(e: BaseException, stage: str, out: str, stage_cfg, cfg: PipelineConfig) -> SystemExit:
     """Running out of GPU memory in `stage` as one line: torch's account and the pipeline flags that make the
-    stage need less. A training stage's directory holds its settings from the start, and a re-run with other
-    settings refuses to reuse it, so the line says to delete it first."""
+    stage need less. PPO's micro-batch is how it computes (HOW_IT_COMPUTES): the re-run resumes the stage
+    from its last checkpoint. Other flags change what a stage trains, and a re-run refuses to reuse a stage
+    started with other settings (it records them at its start), so the line says to delete it first."""
     if stage_cfg is None:                                # best-of-N and evaluation generate in these batches
         b = cfg.eval_batch_size
         step = (f"--eval_batch_size={b // 2}", f"now {b}: fewer prompts per generation batch") if b > 1 else None
         where = ""
     else:
         step = smaller_step(stage_cfg, f"--{stage}.")
-        where = f"delete {os.path.join(out, stage)} and "
+        fields = re.findall(r"--\w+\.(\w+)=", step[0]) if step else []
+        where = "" if set(fields) <= set(HOW_IT_COMPUTES) else f"delete {os.path.join(out, stage)} and "
     fix = (f"{where}run again with {step[0]} ({step[1]}), or on a GPU with more memory" if step else
            "use a GPU with more memory or a smaller preset")
     return SystemExit(f"error: out of GPU memory in stage {stage} ({oom_account(e)}); {fix}")

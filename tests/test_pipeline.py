@@ -162,8 +162,9 @@ OOM = ("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capaci
 def test_out_of_gpu_memory_is_one_line_with_the_flag_that_needs_less_and_following_it_works(tiny_run, tmp_path,
                                                                                          monkeypatch):
     """A GPU too small for a stage (a T4 with a large preset): one line with torch's account of the memory and
-    the pipeline flag that makes the stage need less, not a traceback; doing what it says (delete the stage's
-    directory, which already holds the settings it started with, and run with the flag) finishes the stage.
+    the pipeline flag that makes the stage need less, not a traceback; doing what it says finishes the stage.
+    PPO's micro-batch is how it computes, so the stage started with another one is simply run again; a flag
+    that changes what a stage trains (SFT's batch) needs the started stage deleted first, and says so.
     (On the CPU, torch.OutOfMemoryError is raised by a stand-in stage, after writing its config as PPO does.)"""
     out, _, _ = tiny_run
     run = tmp_path / "oom"
@@ -185,14 +186,19 @@ def test_out_of_gpu_memory_is_one_line_with_the_flag_that_needs_less_and_followi
                                               "which 1.03 GiB is free.)"), msg
     micro = pipeline.build_stage_configs(pipeline.PipelineConfig(out=str(run)), "tiny")["ppo"].micro_batch_size
     flag = f"--ppo.micro_batch_size={micro // 2}"
-    assert f"; delete {run / 'ppo'} and run again with {flag} (now {micro}: " in msg, msg
+    assert f"; run again with {flag} (now {micro}: the same update in more pieces)" in msg, msg
 
     monkeypatch.setattr(pipeline.ppo, "train_ppo", real_train_ppo)
-    with pytest.raises(SystemExit, match="was made with other settings"):      # why the line says to delete it
-        pipeline.main(["--preset", "tiny", "--out", str(run), "--progress=false", "--stop_after=ppo", flag])
-    shutil.rmtree(run / "ppo")
     pipeline.main(["--preset", "tiny", "--out", str(run), "--progress=false", "--stop_after=ppo", flag])
     assert ckpt_io.is_finished(run / "ppo")
+
+    sft = pipeline.build_stage_configs(pipeline.PipelineConfig(out=str(run)), "tiny")["sft"]
+    msg = str(pipeline.oom_in_stage(torch.cuda.OutOfMemoryError(OOM), "sft", str(run), sft,
+                                    pipeline.PipelineConfig()))
+    flags = f"--sft.batch_size={sft.batch_size // 2} --sft.grad_accum={2 * sft.grad_accum}"
+    assert f"; delete {run / 'sft'} and run again with {flags} " in msg, msg
+    with pytest.raises(SystemExit, match="was made with other settings"):       # why that line says delete
+        pipeline.main(["--preset", "tiny", "--out", str(run), "--progress=false", "--stop_after=sft", *flags.split()])
 
     monkeypatch.setattr(pipeline.ev, "evaluate_run", out_of_memory)       # evaluation generates in batches
     with pytest.raises(SystemExit) as e:
