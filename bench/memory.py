@@ -33,7 +33,7 @@ from minigpt.config import GPTConfig
 from minigpt.configurator import utf8_console
 from minigpt.model import GPT
 from minigpt.train import model_config_from
-from minigpt.trainer import autocast_context, has_bf16_hardware
+from minigpt.trainer import autocast_context, has_bf16_hardware, pick_device
 from rlhf.pipeline import PIPELINE_PRESETS, PipelineConfig, build_stage_configs
 
 GIB = 2 ** 30
@@ -142,11 +142,10 @@ def main(argv=None):
         except ValueError as e:
             raise SystemExit(f"error: {e}") from None
         steps = [("pretraining", config, args.batch_size)]
-    on_cuda = args.device.startswith("cuda")
-    if on_cuda and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device={args.device}: this torch sees no CUDA GPU")
+    device = str(pick_device(args.device))              # an unknown or unusable device: one line
+    on_cuda = device.startswith("cuda")
     head = f"{'step':<16} {'model':<22} {'params':>8} {'micro-batch':>12} {'float32':>9} {'bf16':>9}"
-    print(head + ("   measured on " + torch.cuda.get_device_name(args.device) if on_cuda else ""))
+    print(head + ("   measured on " + torch.cuda.get_device_name(device) if on_cuda else ""))
     for name, config, batch in steps:
         with FakeTensorMode():
             n_params = sum(p.numel() for p in GPT(config).parameters())
@@ -155,10 +154,10 @@ def main(argv=None):
         line = (f"{name:<16} {shape:<22} {n_params / 1e6:>7.1f}M {f'{batch}x{config.block_size}':>12} "
                 f"{est['float32']:>7.2f} G {est['bfloat16']:>7.2f} G")
         if on_cuda:
-            real = measure_cuda(config, batch, args.device, "float32") / GIB
+            real = measure_cuda(config, batch, device, "float32") / GIB
             line += f"   {real:.2f} G"
-            if has_bf16_hardware(args.device):
-                line += f" / {measure_cuda(config, batch, args.device, 'bfloat16') / GIB:.2f} G"
+            if has_bf16_hardware(device):
+                line += f" / {measure_cuda(config, batch, device, 'bfloat16') / GIB:.2f} G"
         print(line)
     print("GiB of tensors (parameters, gradients, AdamW state, activations); a GPU also needs its CUDA context "
           "and allocator slack on top. GPUs without bf16 hardware (T4, V100, P100) train in float32.")

@@ -24,7 +24,7 @@ import torch
 from minigpt.config import GPTConfig
 from minigpt.configurator import utf8_console
 from minigpt.model import GPT
-from minigpt.trainer import autocast_context
+from minigpt.trainer import autocast_context, pick_device
 
 
 def sync(device):
@@ -126,7 +126,7 @@ def bench_tokenizer():
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.model", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:N or mps")
+    p.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--steps", type=int, default=5, help="timed training steps (after 2 warm-up steps)")
     p.add_argument("--batch_size", type=int, default=8, help="training batch size")
     p.add_argument("--n_layer", type=int, default=4, help="transformer blocks")
@@ -145,7 +145,7 @@ def main(argv=None):
                         "bf16 hardware)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (as the stages' --compile=True)")
     args = p.parse_args(argv)
-    dev = args.device
+    dev = str(pick_device(args.device))            # an unknown or unusable device: one line, as in the stages
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -202,11 +202,11 @@ def test_asking_for_a_gpu_this_torch_cannot_see(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("module", ["rlhf.chat", "bench.ppo"])
-def test_chat_and_the_ppo_benchmark_check_the_device_too(tmp_path, module):
+@pytest.mark.parametrize("module", ["rlhf.chat", "bench.ppo", "bench.model", "bench.memory"])
+def test_chat_and_the_benchmarks_check_the_device_too(tmp_path, module):
     """Entry points outside the pipeline's stages pick their device the same way (one line, not a traceback)."""
     run_dir = tmp_path / "run"                  # no model in it: the device is checked first
-    args = [str(run_dir), "--prompt=hi"] if module == "rlhf.chat" else [f"--run={run_dir}"]
+    args = {"rlhf.chat": [str(run_dir), "--prompt=hi"], "bench.ppo": [f"--run={run_dir}"]}.get(module, [])
     r = run_cli(module, *args, "--device=gpu")
     assert_one_line_error(r, "--device=gpu", "use auto, cpu, cuda, cuda:N or mps")
 
