@@ -18,6 +18,7 @@ tests run the real thing on CUDA (skipped without one):
 import json
 import math
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -338,7 +339,7 @@ def test_a_gpu_this_torch_has_no_kernels_for_is_named_not_crashed_on(fake_gpu, m
     with pytest.raises(SystemExit, match=r"error: --device=cuda: this torch \(.*\) has no kernels for Tesla V100-SXM2-"
                                          r"32GB \(compute capability .*; it is built for sm_") as e:
         trainer.pick_device("cuda")
-    older = capability < (7, 5) and __import__("platform").machine().lower() in ("x86_64", "amd64")
+    older = capability < (7, 5) and platform.machine().lower() in ("x86_64", "amd64")
     assert ("whl/cu126" in str(e.value)) == older, str(e.value)               # older GPUs: the 12.6 build
     assert trainer.pick_device("auto").type == "cpu" and trainer.pick_device("auto").type == "cpu"
     out = capsys.readouterr().out

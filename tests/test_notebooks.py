@@ -12,6 +12,7 @@ paired jupytext sources notebooks/NN_name.py and carry no outputs.
 """
 
 import os
+import pathlib
 
 import pytest
 
@@ -116,7 +117,7 @@ def test_setup_outside_a_clone_says_how_to_get_one(name, tmp_path, monkeypatch):
     monkeypatch.chdir(NB_DIR)                            # inside a clone: found, nothing raised
     namespace: dict = {}
     exec("import pathlib\n" + setup, namespace)
-    assert namespace["ROOT"] == __import__("pathlib").Path(ROOT).resolve()
+    assert namespace["ROOT"] == pathlib.Path(ROOT).resolve()
 
 
 def test_quiet_stage_output_still_shows_its_notes(tmp_path, monkeypatch, capsys):
