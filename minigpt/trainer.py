@@ -358,7 +358,12 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 # ----------------------------------------------------------------------------- one optimizer step
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite: the run stops and keeps its last good checkpoint."""
+    """The loss became NaN or infinite: the run stops and keeps its last good checkpoint. `step` and `loss`
+    say where (for callers that word their own advice, as the pipeline does)."""
+
+    def __init__(self, message: str, step: int | None = None, loss: float | None = None):
+        super().__init__(message)
+        self.step, self.loss = step, loss
 
 
 def check_finite(loss: float, step: int, run_dir: str | None = None) -> None:
@@ -372,7 +377,7 @@ def check_finite(loss: float, step: int, run_dir: str | None = None) -> None:
         where = (f"; the last good checkpoint ({path}, step {saved}) is kept" if saved is not None
                  else "; no checkpoint was written yet")
     raise NonFiniteLossError(f"step {step}: loss is {loss}; stopping before the update{where}. "
-                             "Try a lower --learning_rate or --grad_clip.")
+                             "Try a lower --learning_rate or --grad_clip.", step=step, loss=loss)
 
 
 def forward_backward(model, loss_fn: Callable, micro_batches: list, ctx=None,

@@ -47,10 +47,11 @@ import torch
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import _field_types, convert, format_help, parse_config, replace_checked, utf8_console
 from minigpt.tokenizer import train_bpe
-from minigpt.trainer import (ResumeError, autocast_context, compile_error, compile_failed, compute_dtype,
-                             exercise_not_written, oom_account, pick_device, smaller_step)
+from minigpt.trainer import (NonFiniteLossError, ResumeError, autocast_context, compile_error, compile_failed,
+                             compute_dtype, exercise_not_written, oom_account, pick_device, smaller_step)
 from rlhf import dpo, evaluate as ev, gold, ppo, pretrain, reward_model, sft
 from rlhf.best_of_n import best_of_n_kl, best_of_n_rows, gold_at_kl, n_for_kl
+from rlhf.formats import DataError
 from rlhf.plots import plot_all
 from rlhf.report import targets_met, write_report
 from rlhf.world.__main__ import export
@@ -564,6 +565,24 @@ def oom_in_stage(e: BaseException, stage: str, out: str, stage_cfg, cfg: Pipelin
     return SystemExit(f"error: out of GPU memory in stage {stage} ({oom_account(e)}); {fix}")
 
 
+def stage_failure(e: Exception, stage: str, out: str, stage_cfg, cfg: PipelineConfig) -> SystemExit | None:
+    """The one-line error for a stage that stopped in a way the user can act on, with the pipeline's own
+    flags (--STAGE.key): out of GPU memory, a NaN loss, a bad data file, torch.compile failing under
+    --STAGE.compile=True. None for anything else (a bug keeps its traceback)."""
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return oom_in_stage(e, stage, out, stage_cfg, cfg)
+    if isinstance(e, NonFiniteLossError):            # its own advice names the stage command's flags
+        knobs = " or ".join(f"--{stage}.{k}" + (f" (now {getattr(stage_cfg, k)})" if hasattr(stage_cfg, k) else "")
+                            for k in ("learning_rate", "grad_clip"))
+        return SystemExit(f"error: stage {stage}: the loss became {e.loss} at step {e.step}; delete "
+                          f"{os.path.join(out, stage)} and run again with a lower {knobs}")
+    if isinstance(e, (DataError, FileNotFoundError)):
+        return SystemExit(f"error: stage {stage}: {e}")
+    if getattr(stage_cfg, "compile", False) and compile_failed(e):
+        return compile_error(e, f"--{stage}.compile=True")
+    return None
+
+
 def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict | None = None) -> dict:
     """Run (or resume) every stage into cfg.out; returns metrics.json's content."""
     t_run = time.time()
@@ -633,12 +652,11 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
         timings.start()
         try:
             result = runners[stage](stage) or {}
-        except torch.cuda.OutOfMemoryError as e:
-            raise oom_in_stage(e, stage, out, scfg.get(stage), cfg) from None
-        except Exception as e:               # --STAGE.compile=True on a machine where torch.compile fails
-            if getattr(scfg.get(stage), "compile", False) and compile_failed(e):
-                raise compile_error(e, f"--{stage}.compile=True") from None
-            raise
+        except Exception as e:
+            failure = stage_failure(e, stage, out, scfg.get(stage), cfg)
+            if failure is None:              # a bug (or a blank exercise, which main() reports): as it is
+                raise
+            raise failure from None
         if stage != "best_of_n" and not ckpt_io.is_finished(stage_dir):
             raise SystemExit(f"error: stage {stage} stopped before finishing (interrupted?); "
                              f"re-run the same command to resume it")

@@ -207,6 +207,30 @@ def test_out_of_gpu_memory_is_one_line_with_the_flag_that_needs_less_and_followi
         "; run again with --eval_batch_size=12 (now 24: " in str(e.value), str(e.value)
 
 
+def test_a_nan_loss_or_a_bad_data_file_in_a_stage_is_one_line_with_the_pipelines_flags(tiny_run, tmp_path, capsys):
+    """A stage that stops on a NaN loss (a learning rate far too high, or a student's buggy loss) or on a bad
+    data file ends the pipeline with one line naming the stage and, for the NaN, the --STAGE. flags to change;
+    not the stage's traceback."""
+    with pytest.raises(SystemExit) as e:
+        pipeline.main(["--preset", "tiny", "--out", str(tmp_path / "nan"), "--progress=false",
+                       "--stop_after=pretrain", "--pretrain.learning_rate=1e9"])
+    msg = str(e.value)
+    assert msg.startswith("error: stage pretrain: the loss became nan at step ") and "\n" not in msg, msg
+    assert msg.endswith(f"delete {tmp_path / 'nan' / 'pretrain'} and run again with a lower "
+                        f"--pretrain.learning_rate (now 1000000000.0) or --pretrain.grad_clip (now 1.0)"), msg
+
+    out, _, _ = tiny_run
+    run = tmp_path / "bad_prompts"
+    shutil.copytree(out, run)
+    shutil.rmtree(run / "ppo")
+    bad = tmp_path / "prompts.jsonl"
+    bad.write_text('{"prompt": "What is 2 plus 2?"}\n{"prompt": \n', encoding="utf-8")
+    with pytest.raises(SystemExit) as e:
+        pipeline.main(["--preset", "tiny", "--out", str(run), "--progress=false", "--stop_after=ppo",
+                       f"--ppo.prompts={bad}"])
+    assert str(e.value).startswith(f"error: stage ppo: {bad}:2: ") and "\n" not in str(e.value), str(e.value)
+
+
 def test_a_torch_compile_failure_in_a_stage_names_the_flag_to_drop(tiny_run, tmp_path, monkeypatch):
     """--pretrain.compile=True where torch.compile fails (no C++ compiler, a GPU too old for Triton): one line
     naming the pipeline flag to drop (compile is how a stage runs, not what it trains, so the re-run reuses
