@@ -193,6 +193,39 @@ def _unknown(name: str, known) -> SystemExit:
     return SystemExit(f"error: unknown option --{name}{hint}; run with --help to list the options")
 
 
+def bounds_of(cls) -> dict[str, str]:
+    """The value rules of a config class: its BOUNDS class attribute merged over its bases (a subclass's rule
+    for a field wins). BOUNDS = {field: rule}, a rule being ">= 1", "> 0" or an interval "in [0, 1)"."""
+    rules: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        rules.update(klass.__dict__.get("BOUNDS", {}))
+    return rules
+
+
+def _obeys(value, rule: str) -> bool:
+    op, _, rest = rule.partition(" ")
+    if op == ">=":
+        return value >= float(rest)
+    if op == ">":
+        return value > float(rest)
+    m = re.fullmatch(r"in ([\[(])(\S+), (\S+)([\])])", rule)
+    if m is None:
+        raise ValueError(f"not a bounds rule: {rule!r}")
+    low, high = float(m.group(2)), float(m.group(3))
+    return ((value >= low) if m.group(1) == "[" else (value > low)) and \
+        ((value <= high) if m.group(4) == "]" else (value < high))
+
+
+def check_bounds(cfg, flag: str = "--") -> None:
+    """A one-line error (SystemExit) for the first field of `cfg` outside its class's BOUNDS, spelled as the
+    user typed it (flag "--" for a stage's command, "--ppo." in the pipeline's): a batch of 0, a negative
+    learning rate or a NaN would otherwise end in a traceback far from the cause, or train nothing."""
+    for name, rule in bounds_of(type(cfg)).items():
+        value = getattr(cfg, name)
+        if value is not None and not _obeys(value, rule):     # None: an optional setting that is off
+            raise SystemExit(f"error: {flag}{name}={value}: must be {rule}")
+
+
 def replace_checked(cfg, overrides: dict[str, Any], where: str = "override"):
     """dataclasses.replace with a type check of every value and a clear error for unknown keys."""
     types_ = _field_types(type(cfg))
@@ -301,6 +334,7 @@ def parse_config(cls, argv: list[str] | None = None, presets: dict[str, dict] | 
         except ValueError as e:
             raise SystemExit(f"error: {e}") from None
     cfg = dataclasses.replace(cfg, **overrides)
+    check_bounds(cfg)
 
     if want_help:
         print(format_help(cls, presets, cfg, prog))

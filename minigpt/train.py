@@ -35,6 +35,8 @@ from minigpt.trainer import LoopConfig, fit, make_generator, run_entry_point, se
 @dataclass
 class TrainConfig(LoopConfig):
     """Pretraining: next-token prediction on a plain-text corpus (stage 1)."""
+    BOUNDS = {"eval_iters": ">= 1", "block_size": ">= 2", "n_layer": ">= 1", "n_head": ">= 1", "n_embd": ">= 1",
+              "dropout": "in [0, 1)", "num_samples": ">= 1", "sample_temperature": ">= 0"}
     data: str = ""                   # UTF-8 text file to train on (rlhf.pretrain supplies the world's corpus instead)
     val_fraction: float = 0.1        # last fraction of the token stream held out for validation
     vocab_size: int = 1024           # BPE vocabulary (256 bytes + merges + specials) when a tokenizer is trained

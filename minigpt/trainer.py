@@ -72,6 +72,9 @@ __all__ = [
 @dataclass
 class LoopConfig:
     """Fields of the shared training loop; every stage's config inherits them."""
+    # value rules (minigpt.configurator.check_bounds): a bad one is a one-line error naming the flag
+    BOUNDS = {"max_iters": ">= 0", "batch_size": ">= 1", "grad_accum": ">= 1", "learning_rate": ">= 0",
+              "min_lr": ">= 0", "weight_decay": ">= 0", "beta1": "in [0, 1)", "beta2": "in [0, 1)"}
     out_dir: str = "runs/default/pretrain"  # run directory: ckpt.pt, model.pt, tokenizer.bpe, metrics.jsonl, loss.png
     seed: int = 1337                 # seeds init, batch sampling and dropout: same seed, same CPU -> same numbers
     device: str = "auto"             # auto = cuda, else mps, else cpu; or name one ("cpu", "cuda:1")

@@ -57,6 +57,7 @@ DECODINGS = ("greedy", "sampled")
 @dataclass
 class EvalConfig:
     """Evaluation of checkpoints on the world's held-out test prompts."""
+    BOUNDS = {"batch_size": ">= 1", "temperature": ">= 0", "n_boot": ">= 100"}
     n_prompts: int = 200          # test prompts (one fixed set per seed, never trained on)
     split: Literal["test", "val"] = "test"  # "test" to report; "val" while tuning (never tune on the test prompts)
     seed: int = 0                 # which test set, and the seed of sampled decoding and the bootstrap

@@ -45,7 +45,8 @@ from typing import Literal
 import torch
 
 from minigpt import checkpoint as ckpt_io
-from minigpt.configurator import _field_types, convert, format_help, parse_config, replace_checked, utf8_console
+from minigpt.configurator import (_field_types, check_bounds, convert, format_help, parse_config, replace_checked,
+                                  utf8_console)
 from minigpt.tokenizer import train_bpe
 from minigpt.trainer import (NonFiniteLossError, ResumeError, autocast_context, compile_error, compile_failed,
                              compute_dtype, exercise_not_written, oom_account, pick_device, smaller_step)
@@ -60,6 +61,8 @@ from rlhf.world.__main__ import export
 @dataclass
 class PipelineConfig:
     """One command from the instruction world to report.md (see the module docstring)."""
+    BOUNDS = {"eval_prompts": ">= 1", "eval_batch_size": ">= 1", "eval_max_new_tokens": ">= 0",
+              "eval_temperature": ">= 0", "n_boot": ">= 100"}   # value rules (minigpt.configurator.check_bounds)
     out: str = "runs/default"          # run directory; every stage writes a sub-directory of it
     seed: int = 0                      # seed of the evaluation prompts, sampled decoding and bootstrap
     device: str = "auto"               # auto = cuda, else mps, else cpu (passed to every stage)
@@ -248,6 +251,7 @@ def build_stage_configs(cfg: PipelineConfig, preset: str, stage_raw: dict | None
             c = replace(c, **{k: convert(v, types_[k], f"{stage}.{k}") for k, v in raw.items()})
         except ValueError as e:
             raise SystemExit(f"error: {e}") from None
+        check_bounds(c, flag=f"--{stage}.")             # e.g. --ppo.kl_target=0: one line naming it
         wire = dict(wiring[stage], device=cfg.device)
         if cfg.dtype != "auto":
             wire["dtype"] = cfg.dtype

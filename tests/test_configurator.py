@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
 
-from minigpt.configurator import config_from_dict, config_to_dict, convert, field_comments, parse_config
+from minigpt.configurator import (bounds_of, check_bounds, config_from_dict, config_to_dict, convert, field_comments,
+                                  parse_config)
+from minigpt.train import TrainConfig
+from rlhf import best_of_n, dpo, evaluate, grpo, pipeline, ppo, pretrain, reward_model, sft
 
 
 @dataclass
@@ -94,3 +98,79 @@ def test_field_comments():
 def test_round_trip_dict():
     cfg = parse_config(Cfg, ["--steps=3", "--limit=4"], PRESETS)
     assert config_from_dict(Cfg, {**config_to_dict(cfg), "removed_field": 1}) == cfg
+
+
+@dataclass
+class Bounded:
+    """A toy config with value rules."""
+    BOUNDS = {"batch": ">= 1", "lr": ">= 0", "p": "in [0, 1)", "beta": "> 0", "cap": "> 0"}
+    batch: int = 8              # rows per step
+    lr: float = 1e-3            # learning rate
+    p: float = 0.0              # a probability below 1
+    beta: float = 0.1           # strictly positive
+    cap: float | None = None    # optional: None = off
+
+
+@dataclass
+class MoreBounded(Bounded):
+    """A subclass that tightens one rule and adds one."""
+    BOUNDS = {"batch": ">= 2", "q": "in (0, 1]"}
+    q: float = 1.0              # in (0, 1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch=0"], "error: --batch=0: must be >= 1"),
+    (["--lr=-1e-3"], "error: --lr=-0.001: must be >= 0"),
+    (["--lr=nan"], "error: --lr=nan: must be >= 0"),                 # NaN compares false: refused too
+    (["--p=1"], "error: --p=1.0: must be in [0, 1)"),
+    (["--beta=0"], "error: --beta=0.0: must be > 0"),
+    (["--cap=-2"], "error: --cap=-2.0: must be > 0"),
+])
+def test_a_value_outside_its_bounds_is_one_line_naming_the_flag(argv, message):
+    with pytest.raises(SystemExit) as e:
+        parse_config(Bounded, argv)
+    assert str(e.value) == message
+
+
+def test_bounds_edges_none_and_subclasses():
+    """Edges belong to closed ends only; None (an optional setting that is off) is never out of bounds; a
+    subclass's rule for a field wins over its base's."""
+    cfg = parse_config(Bounded, ["--batch=1", "--lr=0", "--p=0", "--beta=1e-9"])
+    assert (cfg.batch, cfg.lr, cfg.p, cfg.cap) == (1, 0.0, 0.0, None)
+    assert bounds_of(MoreBounded) == {"batch": ">= 2", "lr": ">= 0", "p": "in [0, 1)", "beta": "> 0", "cap": "> 0",
+                                      "q": "in (0, 1]"}
+    with pytest.raises(SystemExit, match=r"--batch=1: must be >= 2"):
+        parse_config(MoreBounded, ["--batch=1"])
+    with pytest.raises(SystemExit, match=r"--q=0.0: must be in \(0, 1\]"):
+        parse_config(MoreBounded, ["--q=0"])
+    check_bounds(MoreBounded(q=1.0))
+
+
+def test_every_stage_config_names_real_fields_and_its_presets_obey_its_bounds():
+    """The project's rules (BOUNDS on each stage config) name fields that exist, and the defaults, every
+    module preset and every pipeline preset's stage configs obey them (or a preset would not start)."""
+    classes = [(TrainConfig, {}), (pretrain.WorldPretrainConfig, pretrain.PRESETS), (sft.SFTConfig, sft.PRESETS),
+               (reward_model.RMConfig, reward_model.PRESETS), (ppo.PPOConfig, ppo.PRESETS),
+               (grpo.GRPOConfig, grpo.PRESETS), (dpo.DPOConfig, dpo.PRESETS), (best_of_n.BestOfNConfig, best_of_n.PRESETS),
+               (evaluate.EvalConfig, {}),
+               (pipeline.PipelineConfig, {k: v["pipeline"] for k, v in pipeline.PIPELINE_PRESETS.items()})]
+    for cls, presets in classes:
+        names = {f.name for f in dataclasses.fields(cls)}
+        assert bounds_of(cls) and set(bounds_of(cls)) <= names, (cls.__name__, set(bounds_of(cls)) - names)
+        check_bounds(cls())
+        for preset in presets.values():
+            check_bounds(dataclasses.replace(cls(), **preset))
+    for preset in pipeline.PIPELINE_PRESETS:
+        for stage, cfg in pipeline.build_stage_configs(pipeline.PipelineConfig(), preset).items():
+            check_bounds(cfg, flag=f"--{stage}.")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ppo.kl_target=0"], "error: --ppo.kl_target=0.0: must be > 0"),          # (none = a fixed β)
+    (["--pretrain.grad_accum=0"], "error: --pretrain.grad_accum=0: must be >= 1"),  # trained nothing, silently
+    (["--n_boot=1"], "error: --n_boot=1: must be >= 100"),
+])
+def test_the_pipeline_checks_its_own_and_each_stages_bounds_before_any_work(tmp_path, argv, message):
+    with pytest.raises(SystemExit) as e:
+        pipeline.main(["--preset", "tiny", "--out", str(tmp_path / "run"), "--progress=false", *argv])
+    assert str(e.value) == message and not (tmp_path / "run").exists()
