@@ -410,6 +410,7 @@ def train_bpe(text: str, vocab_size: int, special_tokens: Iterable[str] = SPECIA
 
 @dataclass
 class TokenizerConfig:
+    BOUNDS = {"vocab_size": ">= 262"}   # 256 bytes + the 6 special tokens (minigpt.configurator.check_bounds)
     input: str = ""           # text file to train on (required; python -m rlhf.world export writes corpus.txt)
     vocab_size: int = 1024    # 256 bytes + merges + the 6 special tokens
     out: str = "tokenizer.bpe"  # where to save (text format, see Tokenizer.save)
@@ -421,6 +422,8 @@ def main(argv: list[str] | None = None) -> Tokenizer:
     if not cfg.input:
         raise SystemExit("error: no training text: pass --input=FILE "
                          "(python -m rlhf.world export writes the instruction world's corpus.txt)")
+    if not os.path.isfile(cfg.input):
+        raise SystemExit(f"error: --input={cfg.input}: no such file")
     with open(cfg.input, "r", encoding="utf-8", errors="replace") as f:
         text = f.read()
     t0 = time.time()

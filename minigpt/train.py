@@ -36,7 +36,8 @@ from minigpt.trainer import LoopConfig, fit, make_generator, run_entry_point, se
 class TrainConfig(LoopConfig):
     """Pretraining: next-token prediction on a plain-text corpus (stage 1)."""
     BOUNDS = {"eval_iters": ">= 1", "block_size": ">= 2", "n_layer": ">= 1", "n_head": ">= 1", "n_embd": ">= 1",
-              "dropout": "in [0, 1)", "num_samples": ">= 1", "sample_temperature": ">= 0"}
+              "dropout": "in [0, 1)", "num_samples": ">= 1", "sample_temperature": ">= 0",
+              "vocab_size": ">= 262"}    # 256 bytes + 6 special tokens
     data: str = ""                   # UTF-8 text file to train on (rlhf.pretrain supplies the world's corpus instead)
     val_fraction: float = 0.1        # last fraction of the token stream held out for validation
     vocab_size: int = 1024           # BPE vocabulary (256 bytes + merges + specials) when a tokenizer is trained
@@ -136,8 +137,13 @@ def get_tokenizer(cfg: TrainConfig, text: str, run_dir: str, info: DistInfo):
 
 
 def model_config_from(cfg: TrainConfig, vocab_size: int) -> GPTConfig:
-    return GPTConfig(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
-                     n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias)
+    """The GPTConfig of a pretraining config; a shape GPTConfig refuses (n_embd not divisible by n_head) is a
+    one-line error (SystemExit)."""
+    try:
+        return GPTConfig(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer,
+                         n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def sample_text(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float,
@@ -212,8 +218,10 @@ def train_pretrain(cfg: TrainConfig, text: str | None = None) -> dict:
                        "world_size": info.world_size, "loss_curve": result["loss_curve"], "samples": samples}
             ckpt_io.save_model(run_dir, model, tok, extra={"stage": "pretrain", "step": result["step"]})
             ckpt_io.write_summary(run_dir, summary)
-            print(f"\npretrain: val loss {val_loss:.4f} (perplexity {summary['val_ppl']:.2f}), "
-                  f"{summary['tokens_per_s']:,.0f} tokens/s, {summary['seconds']:.1f}s -> {run_dir}")
+            shown = (f"val loss {val_loss:.4f}" + (f" (perplexity {summary['val_ppl']:.2f})" if summary["val_ppl"] else "")
+                     if val_loss is not None else "no val loss (no steps)")
+            print(f"\npretrain: {shown}, {summary['tokens_per_s'] or 0:,.0f} tokens/s, {summary['seconds']:.1f}s "
+                  f"-> {run_dir}")
         barrier(info)
         if result["interrupted"]:  # Ctrl-C: ckpt.pt is saved; callers (the pipeline) must not go on
             raise KeyboardInterrupt

@@ -191,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.temperature < 0:
         raise SystemExit(f"error: --temperature={args.temperature}: must be >= 0 (0 = greedy)")
+    if args.top_k < 0:
+        raise SystemExit(f"error: --top_k={args.top_k}: must be >= 0 (0 = all tokens)")
 
     device = pick_device(args.device)             # a device this machine lacks is a one-line error
     ckpt = resolve_checkpoint(args.path)

@@ -593,6 +593,8 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
     out = cfg.out
     device = pick_device(cfg.device)
     autocast_context(device, cfg.dtype)              # a bad --device or --dtype: one line, before any work
+    if not out:
+        raise SystemExit("error: --out is empty: name the run directory (e.g. --out runs/mine)")
     if os.path.exists(out) and not os.path.isdir(out):
         raise SystemExit(f"error: --out={out} is a file; the run directory must be a directory (or not exist yet)")
     scfg = build_stage_configs(cfg, preset, stage_raw)

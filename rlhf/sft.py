@@ -234,7 +234,8 @@ def train_sft(cfg: SFTConfig, evaluator: Callable | None = None) -> dict:
                     "samples": sft["rows"][:6]})
             ckpt_io.save_model(run_dir, model, tok, extra={"stage": "sft", "step": result["step"]})
             ckpt_io.write_summary(run_dir, summary)
-            print(f"\nsft: val loss {val_loss:.4f}, {result['tokens_per_s'] or 0:,.0f} tokens/s, "
+            shown = f"val loss {val_loss:.4f}" if val_loss is not None else "no val loss (no steps)"
+            print(f"\nsft: {shown}, {result['tokens_per_s'] or 0:,.0f} tokens/s, "
                   f"{summary['seconds']:.1f}s -> {run_dir}")
         barrier(info)
         if result["interrupted"]:  # Ctrl-C: ckpt.pt is saved; callers (the pipeline) must not go on

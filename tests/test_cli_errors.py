@@ -244,3 +244,21 @@ def test_labelling_from_a_checkpoint_that_does_not_load(tmp_path):
                 "--simulate")
     assert_one_line_error(r, "model.pt: not a readable checkpoint")
     assert not (tmp_path / "ranks.jsonl").exists()
+
+
+def test_more_bad_values_found_by_probing_are_one_line(tmp_path):
+    """Values a newcomer types that the bounds cannot see: a head count that does not divide the width, an
+    empty --out, a missing tokenizer input, a negative top-k in chat; and pretraining of 0 steps, which
+    finishes with its untrained model."""
+    r = run_cli("minigpt.tokenizer", f"--input={tmp_path / 'missing.txt'}")
+    assert_one_line_error(r, "--input=", "missing.txt: no such file")
+    r = run_cli("rlhf.pipeline", "--preset=tiny", "--out=", "--progress=false")
+    assert_one_line_error(r, "--out is empty")
+    r = run_cli("rlhf.pipeline", "--preset=tiny", f"--out={tmp_path / 'run'}", "--progress=false",
+                "--pretrain.n_head=3", "--stop_after=pretrain")
+    assert_one_line_error(r, "n_embd=32 must be divisible by n_head=3")
+    r = run_cli("rlhf.pipeline", "--preset=tiny", f"--out={tmp_path / 'zero'}", "--progress=false",
+                "--pretrain.max_iters=0", "--stop_after=pretrain")
+    assert r.returncode == 0 and "\npretrain: val loss " in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    r = run_cli("rlhf.chat", str(tmp_path / "zero" / "pretrain"), "--prompt=hi", "--top_k=-1")
+    assert_one_line_error(r, "--top_k=-1: must be >= 0 (0 = all tokens)")
