@@ -410,7 +410,8 @@ def train_bpe(text: str, vocab_size: int, special_tokens: Iterable[str] = SPECIA
 
 @dataclass
 class TokenizerConfig:
-    BOUNDS = {"vocab_size": ">= 262"}   # 256 bytes + the 6 special tokens (minigpt.configurator.check_bounds)
+    # value rules, checked before any work (minigpt.configurator.check_bounds)
+    BOUNDS = {"vocab_size": ">= 262"}   # 256 bytes + the 6 special tokens
     input: str = ""           # text file to train on (required; python -m rlhf.world export writes corpus.txt)
     vocab_size: int = 1024    # 256 bytes + merges + the 6 special tokens
     out: str = "tokenizer.bpe"  # where to save (text format, see Tokenizer.save)

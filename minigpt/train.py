@@ -35,6 +35,7 @@ from minigpt.trainer import LoopConfig, fit, make_generator, run_entry_point, se
 @dataclass
 class TrainConfig(LoopConfig):
     """Pretraining: next-token prediction on a plain-text corpus (stage 1)."""
+    # value rules, checked before any work (minigpt.configurator.check_bounds)
     BOUNDS = {"eval_iters": ">= 1", "block_size": ">= 2", "n_layer": ">= 1", "n_head": ">= 1", "n_embd": ">= 1",
               "dropout": "in [0, 1)", "num_samples": ">= 1", "sample_temperature": ">= 0",
               "vocab_size": ">= 262"}    # 256 bytes + 6 special tokens

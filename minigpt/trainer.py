@@ -72,7 +72,7 @@ __all__ = [
 @dataclass
 class LoopConfig:
     """Fields of the shared training loop; every stage's config inherits them."""
-    # value rules (minigpt.configurator.check_bounds): a bad one is a one-line error naming the flag
+    # value rules, checked before any work (minigpt.configurator.check_bounds)
     BOUNDS = {"max_iters": ">= 0", "batch_size": ">= 1", "grad_accum": ">= 1", "learning_rate": ">= 0",
               "min_lr": ">= 0", "weight_decay": ">= 0", "beta1": "in [0, 1)", "beta2": "in [0, 1)"}
     out_dir: str = "runs/default/pretrain"  # run directory: ckpt.pt, model.pt, tokenizer.bpe, metrics.jsonl, loss.png

@@ -158,6 +158,7 @@ def best_of_n_rows(policy, tokenizer, rm, rm_tokenizer, examples: list, n: int, 
 @dataclass
 class BestOfNConfig:
     """Best-of-N on the SFT policy: gold score against the KL bound log N - (N-1)/N, for several N."""
+    # value rules, checked before any work (minigpt.configurator.check_bounds)
     BOUNDS = {"batch_size": ">= 1", "n_prompts": ">= 1", "temperature": "> 0", "n_boot": ">= 100"}
     out_dir: str = "runs/default/best_of_n"  # where best_of_n.json and best_of_n.png go
     sft_dir: str = "runs/default/sft"  # the policy that is sampled

@@ -57,6 +57,7 @@ DECODINGS = ("greedy", "sampled")
 @dataclass
 class EvalConfig:
     """Evaluation of checkpoints on the world's held-out test prompts."""
+    # value rules, checked before any work (minigpt.configurator.check_bounds)
     BOUNDS = {"batch_size": ">= 1", "temperature": ">= 0", "n_boot": ">= 100"}
     n_prompts: int = 200          # test prompts (one fixed set per seed, never trained on)
     split: Literal["test", "val"] = "test"  # "test" to report; "val" while tuning (never tune on the test prompts)

@@ -81,9 +81,10 @@ from rlhf.stats import format_number
 @dataclass
 class GRPOConfig:
     """GRPO: PPO's clipped objective with group-normalised rewards as advantages and no value model."""
+    # value rules, checked before any work (minigpt.configurator.check_bounds)
     BOUNDS = {"max_iters": ">= 0", "prompts_per_iter": ">= 1", "micro_batch_size": ">= 1", "n_minibatches": ">= 1",
               "ppo_epochs": ">= 1", "max_new_tokens": ">= 1", "temperature": "> 0", "clip_range": "> 0",
-              "beta": ">= 0", "learning_rate": ">= 0"}   # value rules (minigpt.configurator.check_bounds)
+              "beta": ">= 0", "learning_rate": ">= 0"}
     # ---- where things are
     out_dir: str = "runs/default/grpo"  # run directory: model.pt, ckpt.pt, metrics.jsonl, grpo.png, summary.json
     sft_dir: str = "runs/default/sft"  # SFT run: the initial policy and the frozen reference π_ref

@@ -101,11 +101,12 @@ from rlhf.world import corpus
 @dataclass
 class PPOConfig:
     """PPO: optimise the SFT policy against the reward model with a KL penalty to the SFT model."""
+    # value rules, checked before any work (minigpt.configurator.check_bounds)
     BOUNDS = {"max_iters": ">= 0", "batch_size": ">= 1", "micro_batch_size": ">= 1", "n_minibatches": ">= 1",
               "ppo_epochs": ">= 1", "max_new_tokens": ">= 1", "temperature": "> 0", "score_clip": "> 0",
               "gamma": "in [0, 1]", "lam": "in [0, 1]", "init_kl_coef": ">= 0", "kl_target": "> 0",
               "kl_horizon": "> 0", "clip_range": "> 0", "clip_range_value": "> 0", "learning_rate": ">= 0",
-              "ptx_coef": ">= 0", "ptx_batch_size": ">= 1", "ptx_block_size": ">= 2"}   # (minigpt.configurator)
+              "ptx_coef": ">= 0", "ptx_batch_size": ">= 1", "ptx_block_size": ">= 2"}
     # ---- where things are
     out_dir: str = "runs/default/ppo"  # run directory: model.pt, ckpt.pt, metrics.jsonl, dashboard.png, summary.json
     sft_dir: str = "runs/default/sft"  # SFT run: the initial policy and the frozen reference π_ref

@@ -69,6 +69,7 @@ from rlhf.stats import format_number
 @dataclass
 class RMConfig(LoopConfig):
     """Reward model: rank K responses per prompt, learn r(x, y) with the K-choose-2 pairwise loss."""
+    # value rules, checked before any work (minigpt.configurator.check_bounds)
     BOUNDS = {"n_train_prompts": ">= 1", "n_val_prompts": ">= 1", "gen_batch_size": ">= 1",
               "calibration_bins": ">= 1"}
     out_dir: str = "runs/default/reward_model"  # run directory (model.pt, summary.json, data/, plots)

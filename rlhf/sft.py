@@ -53,6 +53,7 @@ from rlhf.world import make_demonstrations
 @dataclass
 class SFTConfig(LoopConfig):
     """Supervised fine-tuning on demonstrations (stage 2)."""
+    # value rules, checked before any work (minigpt.configurator.check_bounds)
     BOUNDS = {"n_demos": ">= 1", "n_val_demos": ">= 1", "eval_iters": ">= 1", "eval_batch_size": ">= 1"}
     out_dir: str = "runs/default/sft"  # run directory of this stage
     init_from: str = "runs/default/pretrain"  # run directory of the pretrained model (its model.pt + tokenizer.bpe)
