@@ -570,6 +570,22 @@ def oom_in_stage(e: BaseException, stage: str, out: str, stage_cfg, cfg: Pipelin
     return SystemExit(f"error: out of GPU memory in stage {stage} ({oom_account(e)}); {fix}")
 
 
+def check_room_for_answers(scfg: dict, cfg: PipelineConfig, stages: list[str]) -> None:
+    """Every stage of this run that generates puts a prompt and its answer in the pretrained model's
+    block_size; one that leaves under 4 tokens for the prompt is a one-line error now, before pretraining,
+    rather than a traceback in the stage that generates (rlhf.rollout.render_prompts' rule)."""
+    lengths = [(f"--{s}.max_new_tokens", scfg[s].max_new_tokens) for s in ("sft", "reward_model", "ppo")
+               if s in stages]
+    if "eval" in stages or "best_of_n" in stages:
+        lengths.append(("--eval_max_new_tokens", cfg.eval_max_new_tokens))
+    for model in ("pretrain", "pretrain_large") if "pretrain_large" in stages else ("pretrain",):
+        block = scfg[model].block_size
+        for flag, n in lengths:
+            if block - n < 4:
+                raise SystemExit(f"error: {flag}={n} leaves no room for a prompt in --{model}.block_size={block} "
+                                 f"(it needs at least {n + 4})")
+
+
 def stage_failure(e: Exception, stage: str, out: str, stage_cfg, cfg: PipelineConfig) -> SystemExit | None:
     """The one-line error for a stage that stopped in a way the user can act on, with the pipeline's own
     flags (--STAGE.key): out of GPU memory, a NaN loss, a bad data file, torch.compile failing under
@@ -605,6 +621,7 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
         if cfg.stop_after not in stages:
             raise SystemExit(f"error: --stop_after={cfg.stop_after}: not a stage of this run ({', '.join(stages)})")
         stages = stages[:stages.index(cfg.stop_after) + 1]
+    check_room_for_answers(scfg, cfg, stages)
     check_reuse(scfg, stages, out, preset, stage_raw)
     os.makedirs(out, exist_ok=True)
     ckpt_io.atomic_write_json(os.path.join(out, "pipeline_config.json"),

@@ -375,3 +375,21 @@ def test_gpu_presets_run_end_to_end_on_the_cpu_cut_short(tmp_path, preset):
     with open(tmp_path / preset / "metrics.json", encoding="utf-8") as f:
         m = json.load(f)
     assert m["headline"]["size_ratio"] >= 2, m["headline"]        # the preset's larger SFT-only model was built
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--pretrain.block_size=16"], "error: --reward_model.max_new_tokens=16 leaves no room for a prompt in "
+                                   "--pretrain.block_size=16 (it needs at least 20)"),
+    (["--eval_max_new_tokens=1000"], "error: --eval_max_new_tokens=1000 leaves no room for a prompt in "
+                                     "--pretrain.block_size=64 (it needs at least 1004)"),
+])
+def test_a_block_too_short_for_a_later_stages_answers_stops_before_pretraining(tmp_path, argv, message):
+    """A context that cannot hold a prompt and a stage's answer would surface as a traceback in that stage,
+    after pretraining; the pipeline checks every generating stage of the run first. Stages the run stops
+    before are not held against it."""
+    with pytest.raises(SystemExit) as e:
+        pipeline.main(["--preset", "tiny", "--out", str(tmp_path / "run"), "--progress=false", *argv])
+    assert str(e.value) == message and not (tmp_path / "run").exists()
+    pipeline.check_room_for_answers(pipeline.build_stage_configs(pipeline.PipelineConfig(), "tiny",
+                                                                 {"pretrain": {"block_size": "16"}}),
+                                    pipeline.PipelineConfig(), ["data", "tokenizer", "pretrain", "sft"])
