@@ -57,7 +57,8 @@ from minigpt.distributed import (DistInfo, all_reduce_mean, barrier, mean_over_p
 from minigpt.metrics import MetricsLogger, plot_metrics, plot_panels, read_metrics
 
 __all__ = [
-    "LoopConfig", "pick_device", "missing_gpu_kernels", "note_once", "autocast_context", "compute_dtype",
+    "LoopConfig", "pick_device", "missing_gpu_kernels", "note_once", "autocast_context", "check_dtype_name",
+    "compute_dtype",
     "has_bf16_hardware", "seed_everything", "get_rng_state", "set_rng_state",
     "make_generator", "setup_distributed", "teardown_distributed", "shard", "DistInfo", "configure_optimizer",
     "lr_at", "set_lr", "forward_backward", "optimizer_step", "evaluate", "NonFiniteLossError", "check_finite",
@@ -159,16 +160,15 @@ def missing_gpu_kernels(device: torch.device) -> str:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         device = torch.device("cuda", local if local < torch.cuda.device_count() else 0)
     archs = torch.cuda.get_arch_list()                   # e.g. ["sm_75", "sm_80", ..., "sm_120"]
-    built = [re.fullmatch(r"(sm|compute)_(\d+)[a-z]?", a) for a in archs]
-    if not archs or not all(built):
+    matches = [re.fullmatch(r"(sm|compute)_(\d+)[a-z]?", a) for a in archs]
+    if not archs or not all(matches):
         return ""                                        # nothing to go by: let torch try
+    built = [(m.group(1), int(m.group(2))) for m in matches]   # ("sm", 86), ("compute", 120)
     major, minor = torch.cuda.get_device_capability(device)
     torch_table = getattr(torch.cuda, "_code_compatible_with_device", None)   # (device_cc, code_cc) -> bool
-    for m in built:
-        code = int(m.group(2))
-        arch = divmod(code, 10)                          # "sm_86" -> (8, 6), "sm_120" -> (12, 0)
-        if (m.group(1) == "sm" and arch[0] == major and arch[1] <= minor) or \
-                (m.group(1) == "compute" and arch <= (major, minor)):
+    for kind, code in built:
+        arch = divmod(code, 10)                          # 86 -> (8, 6), 120 -> (12, 0)
+        if (kind == "sm" and arch[0] == major and arch[1] <= minor) or (kind == "compute" and arch <= (major, minor)):
             return ""
         if torch_table is not None:
             with warnings.catch_warnings():
@@ -178,7 +178,7 @@ def missing_gpu_kernels(device: torch.device) -> str:
                         return ""
                 except Exception:                        # a private helper: its absence or change refuses nothing
                     pass
-    older = (major, minor) < min(divmod(int(m.group(2)), 10) for m in built)
+    older = (major, minor) < min(divmod(code, 10) for _, code in built)
     if older and major >= 5 and platform.machine().lower() in ("x86_64", "amd64"):
         fix = ("torch's CUDA 12.6 build has them: pip uninstall -y torch && pip install torch --index-url "
                "https://download.pytorch.org/whl/cu126")
@@ -193,6 +193,12 @@ def _mps_available() -> bool:
 
 
 DTYPES = ("auto", "float32", "bfloat16")   # the values of every stage's --dtype
+
+
+def check_dtype_name(dtype: str) -> None:
+    """An unknown --dtype is a one-line error (SystemExit)."""
+    if dtype not in DTYPES:
+        raise SystemExit(f"error: --dtype={dtype}: choose one of {', '.join(DTYPES)}")
 
 
 def has_bf16_hardware(device: torch.device | str) -> bool:
@@ -211,8 +217,7 @@ def compute_dtype(device: torch.device | str, dtype: str = "auto") -> torch.dtyp
     check the GPU's precision path; CPUs without bf16 instructions emulate it, slowly). There is no float16:
     it would need loss scaling in every stage. An unknown dtype, or bfloat16 where it is not set up (MPS, a
     GPU without bf16 hardware), is a one-line error (SystemExit)."""
-    if dtype not in DTYPES:
-        raise SystemExit(f"error: --dtype={dtype}: choose one of {', '.join(DTYPES)}")
+    check_dtype_name(dtype)
     device = torch.device(device)
     if dtype == "float32" or (dtype == "auto" and device.type != "cuda"):
         return torch.float32
@@ -666,8 +671,7 @@ def start_stage(cfg: LoopConfig, make_run_dir: bool = True):
     caller must call teardown_distributed() when done (a try/finally)."""
     device = pick_device(cfg.device)
     dtype = getattr(cfg, "dtype", "auto")
-    if dtype not in DTYPES:                                       # before any work (and any process group)
-        raise SystemExit(f"error: --dtype={dtype}: choose one of {', '.join(DTYPES)}")
+    check_dtype_name(dtype)                                       # before any work (and any process group)
     info = setup_distributed(device.type)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
@@ -690,13 +694,15 @@ def exercise_not_written(e: NotImplementedError) -> BaseException:
     return SystemExit(f"error: {e}: not written yet (`python tools/grade.py` shows which exercises pass)")
 
 
-def out_of_memory_error(e: BaseException, cfg, flag: str = "--") -> SystemExit:
+def out_of_memory_error(e: BaseException, step: tuple[str, str] | None, where: str = "", first: str = "",
+                        smaller: str = "model") -> SystemExit:
     """A GPU out-of-memory error (torch.OutOfMemoryError) as a one-line error to raise: what torch said
-    (oom_account) and the settings of `cfg` that make a step need less (smaller_step)."""
-    step = smaller_step(cfg, flag)
-    fix = (f"run again with {step[0]} ({step[1]}), or on a GPU with more memory" if step else
-           "use a GPU with more memory or a smaller model")
-    return SystemExit(f"error: out of GPU memory ({oom_account(e)}); {fix}")
+    (oom_account), then `step` ((flags, why), e.g. smaller_step(cfg)) to run again with, after `first`
+    (e.g. "delete DIR and "); without a step, a GPU with more memory or a smaller `smaller`. `where`: e.g.
+    " in stage ppo"."""
+    fix = (f"{first}run again with {step[0]} ({step[1]}), or on a GPU with more memory" if step else
+           f"use a GPU with more memory or a smaller {smaller}")
+    return SystemExit(f"error: out of GPU memory{where} ({oom_account(e)}); {fix}")
 
 
 def oom_account(e: BaseException) -> str:
@@ -749,7 +755,7 @@ def run_entry_point(train_fn, cfg, errors: tuple = ()):
     except (NonFiniteLossError, ResumeError, ckpt_io.CheckpointError, *errors) as e:
         raise SystemExit(f"error: {e}") from None
     except torch.cuda.OutOfMemoryError as e:
-        raise out_of_memory_error(e, cfg) from None
+        raise out_of_memory_error(e, smaller_step(cfg)) from None
     except NotImplementedError as e:
         raise exercise_not_written(e) from None
     except KeyboardInterrupt:

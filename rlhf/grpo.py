@@ -70,7 +70,7 @@ from rlhf.losses import (entropy_from_logits, group_advantages, kl_k3,  # noqa: 
                          masked_mean, ppo_policy_loss, rloo_advantages, token_logprobs)
 from rlhf.rl_loop import IterationRun, data_parallel
 from rlhf.rl_update import eval_record, load_prompt_pool, load_rl_models, minibatch_updates
-from rlhf.rollout import (render_prompts, response_logits, response_logprobs, rm_reward, sample,
+from rlhf.rollout import (MIN_PROMPT_TOKENS, render_prompts, response_logits, response_logprobs, rm_reward, sample,
                           sampling_generator, trim_padding)
 from rlhf.stats import format_number
 
@@ -301,7 +301,7 @@ def _train_grpo(cfg: GRPOConfig, device: torch.device, info: DistInfo, evaluator
     policy, ref_model, reward_model, tokenizer = build_models(cfg, device)
     reward_fn = rm_reward(reward_model, tokenizer, cfg.micro_batch_size)     # the RM judges each reply's text
     stop_id, pad_id = D.stop_token_id(tokenizer), D.pad_token_id(tokenizer)
-    if policy.config.block_size - cfg.max_new_tokens < 4:
+    if policy.config.block_size - cfg.max_new_tokens < MIN_PROMPT_TOKENS:
         raise SystemExit(f"error: --max_new_tokens={cfg.max_new_tokens} leaves no room for a prompt "
                          f"in block_size={policy.config.block_size}")
     conversations = load_prompt_pool(cfg.prompts, cfg.n_prompts, cfg.prompt_seed)

@@ -49,12 +49,14 @@ from minigpt.configurator import (_field_types, check_bounds, convert, format_he
                                   utf8_console)
 from minigpt.tokenizer import train_bpe
 from minigpt.trainer import (NonFiniteLossError, ResumeError, autocast_context, compile_error, compile_failed,
-                             compute_dtype, exercise_not_written, oom_account, pick_device, smaller_step)
+                             compute_dtype, exercise_not_written, out_of_memory_error, pick_device,
+                             smaller_step)
 from rlhf import dpo, evaluate as ev, gold, ppo, pretrain, reward_model, sft
 from rlhf.best_of_n import best_of_n_kl, best_of_n_rows, gold_at_kl, n_for_kl
 from rlhf.formats import DataError
 from rlhf.plots import plot_all
 from rlhf.report import targets_met, write_report
+from rlhf.rollout import MIN_PROMPT_TOKENS
 from rlhf.world.__main__ import export
 
 
@@ -557,23 +559,22 @@ def oom_in_stage(e: BaseException, stage: str, out: str, stage_cfg, cfg: Pipelin
     stage need less. PPO's micro-batch is how it computes (HOW_IT_COMPUTES): the re-run resumes the stage
     from its last checkpoint. Other flags change what a stage trains, and a re-run refuses to reuse a stage
     started with other settings (it records them at its start), so the line says to delete it first."""
+    first = ""
     if stage_cfg is None:                                # best-of-N and evaluation generate in these batches
         b = cfg.eval_batch_size
         step = (f"--eval_batch_size={b // 2}", f"now {b}: fewer prompts per generation batch") if b > 1 else None
-        where = ""
     else:
         step = smaller_step(stage_cfg, f"--{stage}.")
         fields = re.findall(r"--\w+\.(\w+)=", step[0]) if step else []
-        where = "" if set(fields) <= set(HOW_IT_COMPUTES) else f"delete {os.path.join(out, stage)} and "
-    fix = (f"{where}run again with {step[0]} ({step[1]}), or on a GPU with more memory" if step else
-           "use a GPU with more memory or a smaller preset")
-    return SystemExit(f"error: out of GPU memory in stage {stage} ({oom_account(e)}); {fix}")
+        if not set(fields) <= set(HOW_IT_COMPUTES):
+            first = f"delete {os.path.join(out, stage)} and "
+    return out_of_memory_error(e, step, where=f" in stage {stage}", first=first, smaller="preset")
 
 
 def check_room_for_answers(scfg: dict, cfg: PipelineConfig, stages: list[str]) -> None:
     """Every stage of this run that generates puts a prompt and its answer in the pretrained model's
-    block_size; one that leaves under 4 tokens for the prompt is a one-line error now, before pretraining,
-    rather than a traceback in the stage that generates (rlhf.rollout.render_prompts' rule)."""
+    block_size; one that leaves under MIN_PROMPT_TOKENS for the prompt is a one-line error now, before
+    pretraining, rather than a traceback in the stage that generates (rlhf.rollout.render_prompts' rule)."""
     lengths = [(f"--{s}.max_new_tokens", scfg[s].max_new_tokens) for s in ("sft", "reward_model", "ppo")
                if s in stages]
     if "eval" in stages or "best_of_n" in stages:
@@ -581,9 +582,9 @@ def check_room_for_answers(scfg: dict, cfg: PipelineConfig, stages: list[str]) -
     for model in ("pretrain", "pretrain_large") if "pretrain_large" in stages else ("pretrain",):
         block = scfg[model].block_size
         for flag, n in lengths:
-            if block - n < 4:
+            if block - n < MIN_PROMPT_TOKENS:
                 raise SystemExit(f"error: {flag}={n} leaves no room for a prompt in --{model}.block_size={block} "
-                                 f"(it needs at least {n + 4})")
+                                 f"(it needs at least {n + MIN_PROMPT_TOKENS})")
 
 
 def stage_failure(e: Exception, stage: str, out: str, stage_cfg, cfg: PipelineConfig) -> SystemExit | None:

@@ -89,8 +89,8 @@ from rlhf.losses import (AdaptiveKLController, entropy_from_logits, gae, kl_shap
                          masked_whiten, ppo_policy_loss, ppo_value_loss, token_logprobs)
 from rlhf.rl_loop import IterationRun, data_parallel
 from rlhf.rl_update import disable_dropout, eval_record, load_prompt_pool, load_rl_models, minibatch_updates
-from rlhf.rollout import (render_prompts, response_logits, rm_reward, sample, sampling_generator,
-                          shift_to_response, trim_padding, used_columns)
+from rlhf.rollout import (MIN_PROMPT_TOKENS, render_prompts, response_logits, rm_reward, sample,
+                          sampling_generator, shift_to_response, trim_padding, used_columns)
 from rlhf.stats import format_number
 from rlhf.world import corpus
 
@@ -455,7 +455,7 @@ def _train_ppo(cfg: PPOConfig, device: torch.device, info: DistInfo, evaluator) 
     stop_id, pad_id = D.stop_token_id(tokenizer), D.pad_token_id(tokenizer)
     if stop_id == pad_id:                                                    # checklist 14
         raise SystemExit("error: the stop token <|end|> must not be the padding token")
-    if policy.config.block_size - cfg.max_new_tokens < 4:
+    if policy.config.block_size - cfg.max_new_tokens < MIN_PROMPT_TOKENS:
         raise SystemExit(f"error: --max_new_tokens={cfg.max_new_tokens} leaves no room for a prompt "
                          f"in block_size={policy.config.block_size}")
     conversations = load_prompt_pool(cfg.prompts, cfg.n_prompts, cfg.prompt_seed)

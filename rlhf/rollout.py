@@ -60,11 +60,14 @@ def sampling_generator(model, seed: int, *keys) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
+MIN_PROMPT_TOKENS = 4   # the least room a prompt needs beside max_new_tokens in block_size (its chat shell)
+
+
 def render_prompts(conversations: list, tokenizer, block_size: int, max_new_tokens: int) -> list[list[int]]:
     """Each conversation (ending with a user turn) in the chat template, ending with <|assistant|>, cut on
     the left (rlhf.data.render_prompt's rule) to leave room for max_new_tokens in block_size."""
     room = block_size - max_new_tokens
-    if room < 4:
+    if room < MIN_PROMPT_TOKENS:
         raise ValueError(f"block_size={block_size} leaves no room for a prompt with max_new_tokens={max_new_tokens}")
     return [D.render_prompt(c, tokenizer, max_len=room) for c in conversations]
 
