@@ -195,7 +195,8 @@ def _unknown(name: str, known) -> SystemExit:
 
 def bounds_of(cls) -> dict[str, str]:
     """The value rules of a config class: its BOUNDS class attribute merged over its bases (a subclass's rule
-    for a field wins). BOUNDS = {field: rule}, a rule being ">= 1", "> 0" or an interval "in [0, 1)"."""
+    for a field wins). BOUNDS = {field: rule}, a rule being ">= 1", "> 0" or an interval "in [0, 1)"; for a
+    list field the rule holds for each of its values."""
     rules: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         rules.update(klass.__dict__.get("BOUNDS", {}))
@@ -222,7 +223,12 @@ def check_bounds(cfg, flag: str = "--") -> None:
     learning rate or a NaN would otherwise end in a traceback far from the cause, or train nothing."""
     for name, rule in bounds_of(type(cfg)).items():
         value = getattr(cfg, name)
-        if value is not None and not _obeys(value, rule):     # None: an optional setting that is off
+        if isinstance(value, (list, tuple)):                  # a list: the rule holds for every value in it
+            bad = [v for v in value if not _obeys(v, rule)]
+            if bad:
+                raise SystemExit(f"error: {flag}{name}={','.join(map(str, value))}: {bad[0]} is not {rule}; "
+                                 f"every value must be {rule}")
+        elif value is not None and not _obeys(value, rule):   # None: an optional setting that is off
             raise SystemExit(f"error: {flag}{name}={value}: must be {rule}")
 
 

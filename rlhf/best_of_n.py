@@ -159,7 +159,7 @@ def best_of_n_rows(policy, tokenizer, rm, rm_tokenizer, examples: list, n: int, 
 class BestOfNConfig:
     """Best-of-N on the SFT policy: gold score against the KL bound log N - (N-1)/N, for several N."""
     # value rules, checked before any work (minigpt.configurator.check_bounds)
-    BOUNDS = {"batch_size": ">= 1", "n_prompts": ">= 1", "temperature": "> 0", "n_boot": ">= 100"}
+    BOUNDS = {"ns": ">= 1", "batch_size": ">= 1", "n_prompts": ">= 1", "temperature": "> 0", "n_boot": ">= 100"}
     out_dir: str = "runs/default/best_of_n"  # where best_of_n.json and best_of_n.png go
     sft_dir: str = "runs/default/sft"  # the policy that is sampled
     rm_dir: str = "runs/default/reward_model"  # the reward model that picks
@@ -267,6 +267,8 @@ def plot_best_of_n(result: dict, path: str) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(BestOfNConfig, argv, PRESETS, prog="python -m rlhf.best_of_n")
+    if not cfg.ns:
+        raise SystemExit("error: --ns is empty: give the N values to compare, e.g. --ns=1,2,4,8")
     return run_entry_point(run_best_of_n, cfg, errors=(FileNotFoundError, ValueError))
 
 

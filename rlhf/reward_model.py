@@ -71,7 +71,7 @@ class RMConfig(LoopConfig):
     """Reward model: rank K responses per prompt, learn r(x, y) with the K-choose-2 pairwise loss."""
     # value rules, checked before any work (minigpt.configurator.check_bounds)
     BOUNDS = {"n_train_prompts": ">= 1", "n_val_prompts": ">= 1", "gen_batch_size": ">= 1",
-              "calibration_bins": ">= 1"}
+              "calibration_bins": ">= 1", "temperatures": ">= 0", "base_temperatures": ">= 0"}   # 0: greedy
     out_dir: str = "runs/default/reward_model"  # run directory (model.pt, summary.json, data/, plots)
     max_iters: int = 0               # optimizer steps; 0 = epochs * train prompts / batch_size
     batch_size: int = 16             # prompts per micro-batch, each with all its K responses (one forward each)

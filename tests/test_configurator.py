@@ -103,12 +103,13 @@ def test_round_trip_dict():
 @dataclass
 class Bounded:
     """A toy config with value rules."""
-    BOUNDS = {"batch": ">= 1", "lr": ">= 0", "p": "in [0, 1)", "beta": "> 0", "cap": "> 0"}
+    BOUNDS = {"batch": ">= 1", "lr": ">= 0", "p": "in [0, 1)", "beta": "> 0", "cap": "> 0", "ns": ">= 1"}
     batch: int = 8              # rows per step
     lr: float = 1e-3            # learning rate
     p: float = 0.0              # a probability below 1
     beta: float = 0.1           # strictly positive
     cap: float | None = None    # optional: None = off
+    ns: list[int] = field(default_factory=lambda: [1, 2])  # a list: the rule holds for each value
 
 
 @dataclass
@@ -125,6 +126,7 @@ class MoreBounded(Bounded):
     (["--p=1"], "error: --p=1.0: must be in [0, 1)"),
     (["--beta=0"], "error: --beta=0.0: must be > 0"),
     (["--cap=-2"], "error: --cap=-2.0: must be > 0"),
+    (["--ns=1,0,4"], "error: --ns=1,0,4: 0 is not >= 1; every value must be >= 1"),   # each value of a list
 ])
 def test_a_value_outside_its_bounds_is_one_line_naming_the_flag(argv, message):
     with pytest.raises(SystemExit) as e:
@@ -135,10 +137,10 @@ def test_a_value_outside_its_bounds_is_one_line_naming_the_flag(argv, message):
 def test_bounds_edges_none_and_subclasses():
     """Edges belong to closed ends only; None (an optional setting that is off) is never out of bounds; a
     subclass's rule for a field wins over its base's."""
-    cfg = parse_config(Bounded, ["--batch=1", "--lr=0", "--p=0", "--beta=1e-9"])
-    assert (cfg.batch, cfg.lr, cfg.p, cfg.cap) == (1, 0.0, 0.0, None)
+    cfg = parse_config(Bounded, ["--batch=1", "--lr=0", "--p=0", "--beta=1e-9", "--ns="])
+    assert (cfg.batch, cfg.lr, cfg.p, cfg.cap, cfg.ns) == (1, 0.0, 0.0, None, [])   # an empty list has no bad value
     assert bounds_of(MoreBounded) == {"batch": ">= 2", "lr": ">= 0", "p": "in [0, 1)", "beta": "> 0", "cap": "> 0",
-                                      "q": "in (0, 1]"}
+                                      "ns": ">= 1", "q": "in (0, 1]"}
     with pytest.raises(SystemExit, match=r"--batch=1: must be >= 2"):
         parse_config(MoreBounded, ["--batch=1"])
     with pytest.raises(SystemExit, match=r"--q=0.0: must be in \(0, 1\]"):
@@ -174,3 +176,18 @@ def test_the_pipeline_checks_its_own_and_each_stages_bounds_before_any_work(tmp_
     with pytest.raises(SystemExit) as e:
         pipeline.main(["--preset", "tiny", "--out", str(tmp_path / "run"), "--progress=false", *argv])
     assert str(e.value) == message and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("module, argv, message", [
+    (best_of_n, ["--ns=1,0"], "error: --ns=1,0: 0 is not >= 1; every value must be >= 1"),   # was argmax's IndexError
+    (best_of_n, ["--ns="], "error: --ns is empty: give the N values to compare, e.g. --ns=1,2,4,8"),  # was max()'s
+    (reward_model, ["--temperatures=1,-1"],
+     "error: --temperatures=1.0,-1.0: -1.0 is not >= 0; every value must be >= 0"),
+    (dpo, ["--temperatures=-0.5"], "error: --temperatures=-0.5: -0.5 is not >= 0; every value must be >= 0"),
+])
+def test_a_list_setting_is_checked_value_by_value_before_any_work(tmp_path, module, argv, message):
+    """A bad value inside a list (best-of-N's N, the sampling temperatures) is one line naming the flag, before
+    any model is loaded (no run directories exist here)."""
+    with pytest.raises(SystemExit) as e:
+        module.main(["--preset", "tiny", f"--out_dir={tmp_path / 'out'}", f"--sft_dir={tmp_path / 'no_sft'}", *argv])
+    assert str(e.value) == message and not (tmp_path / "out").exists()
