@@ -97,8 +97,9 @@ def pick_best(scores: torch.Tensor, n: int) -> torch.Tensor:
 @torch.no_grad()
 def sample_candidates(policy, reward_model, tokenizer, conversations: list, n: int, max_new_tokens: int,
                       temperature: float = 1.0, seed: int = 0, batch_size: int = 64,
-                      no_stop_reward: float | None = -2.0) -> dict:
-    """n samples per conversation and the RM's score of each, as PPO would score them.
+                      no_stop_reward: float | None = -2.0, progress: str | None = None) -> dict:
+    """n samples per conversation and the RM's score of each, as PPO would score them (progress: the
+    description of a tqdm bar over the batches, None = no bar).
 
     Returns {"responses": [[str] * n] * P, "stopped": bool tensor (P, n), "scores": (P, n)} where a
     response without <|end|> scores no_stop_reward (as in rlhf.ppo), else the RM's score of its text
@@ -108,7 +109,8 @@ def sample_candidates(policy, reward_model, tokenizer, conversations: list, n: i
     flat = [c for c in conversations for _ in range(n)]                # prompt i at rows i*n .. i*n+n-1
     g = sampling_generator(policy, seed, "best_of_n")
     texts, stopped, scores = [], [], []
-    for convs, s in sample_batches(policy, tokenizer, flat, max_new_tokens, temperature, batch_size, generator=g):
+    for convs, s in sample_batches(policy, tokenizer, flat, max_new_tokens, temperature, batch_size, generator=g,
+                                   progress=progress):
         r = score_samples(reward_model, tokenizer, convs, s, batch_size)     # (b,)
         if no_stop_reward is not None:
             r = torch.where(s.stopped, r, torch.full_like(r, no_stop_reward))
@@ -174,6 +176,7 @@ class BestOfNConfig:
     no_stop_reward: float | None = -2.0  # score of a response without <|end|> (as PPO's); None = the RM's
     n_boot: int = 1000                # bootstrap resamples of the gold CI
     device: str = "auto"              # auto = cuda, else mps, else cpu
+    progress: bool = True             # a progress bar over the sampling batches
 
 
 PRESETS: dict[str, dict] = {
@@ -194,7 +197,8 @@ def run_best_of_n(cfg: BestOfNConfig) -> dict:
     examples = make_prompts(cfg.split, cfg.n_prompts, seed=cfg.seed)
     n_max = max(cfg.ns)
     cand = sample_candidates(policy, rm, tokenizer, [ex.conversation for ex in examples], n_max,
-                             cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.batch_size, cfg.no_stop_reward)
+                             cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.batch_size, cfg.no_stop_reward,
+                             progress=f"best-of-{n_max} samples" if cfg.progress else None)
     gold = torch.tensor([[score(ex.conversation, r, stopped=bool(s)) for r, s in zip(rs, ss)]
                          for ex, rs, ss in zip(examples, cand["responses"], cand["stopped"].tolist())])  # (P, n_max)
     rows = []
@@ -212,7 +216,8 @@ def run_best_of_n(cfg: BestOfNConfig) -> dict:
         ppo_policy, _ = ckpt_io.load_model(cfg.ppo_dir, device)
         convs = [ex.conversation for ex in examples]
         one = sample_candidates(ppo_policy, rm, tokenizer, convs, 1, cfg.max_new_tokens, cfg.temperature,
-                                cfg.seed + 1, cfg.batch_size, cfg.no_stop_reward)
+                                cfg.seed + 1, cfg.batch_size, cfg.no_stop_reward,
+                                progress="PPO samples" if cfg.progress else None)
         g = [score(c, r[0], stopped=bool(s[0])) for c, r, s in zip(convs, one["responses"], one["stopped"].tolist())]
         mean, lo, hi = bootstrap_ci(g, n_boot=cfg.n_boot, seed=cfg.seed)
         kl = kl_to_reference(ppo_policy, policy, tokenizer, convs, cfg.max_new_tokens, cfg.batch_size,

@@ -68,7 +68,7 @@ def simulate_rankings(split: str, n_prompts: int, policies: list[tuple[str, GPT,
     labeler's ranking, n_labelers = 2, which measures the ceiling) and, when the caller hands in the
     judge `gold(conversation, response, stopped) -> [0, 1]` (rlhf.gold.score), gold: its scores.
     """
-    examples = world.make_prompts(split, n_prompts, seed=cfg.data_seed)
+    examples = world.make_prompts(split, n_prompts, seed=cfg.data_seed, progress=cfg.progress)
     convs = [ex.conversation for ex in examples]
     cands: list[list[tuple[str, bool, str]]] = [[] for _ in examples]   # (text, stopped, source)
     if cfg.include_demo:

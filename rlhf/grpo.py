@@ -304,7 +304,7 @@ def _train_grpo(cfg: GRPOConfig, device: torch.device, info: DistInfo, evaluator
     if policy.config.block_size - cfg.max_new_tokens < MIN_PROMPT_TOKENS:
         raise SystemExit(f"error: --max_new_tokens={cfg.max_new_tokens} leaves no room for a prompt "
                          f"in block_size={policy.config.block_size}")
-    conversations = load_prompt_pool(cfg.prompts, cfg.n_prompts, cfg.prompt_seed)
+    conversations = load_prompt_pool(cfg.prompts, cfg.n_prompts, cfg.prompt_seed, cfg.progress)
     pool = render_prompts(conversations, tokenizer, policy.config.block_size, cfg.max_new_tokens)
     if len(pool) < cfg.prompts_per_iter:
         raise SystemExit(f"error: {len(pool)} prompts, fewer than --prompts_per_iter={cfg.prompts_per_iter}")

@@ -274,7 +274,7 @@ def export_data(data_dir: str, pre_cfg, cfg: PipelineConfig, n_demos: int, demo_
     n_demos and demo_seed = the SFT stage's, so that OUT/data/demonstrations.jsonl is what SFT trained on."""
     manifest = export(data_dir, n_demos=n_demos, n_train=2000, n_val=300, n_test=cfg.eval_prompts,
                       n_rankings=200, k=4, corpus_chars=pre_cfg.corpus_chars, seed=pre_cfg.corpus_seed,
-                      demo_seed=demo_seed)
+                      demo_seed=demo_seed, progress=cfg.progress)
     return {"stage": "data", **{k: v for k, v in manifest.items() if k != "bytes"},
             "settings": upstream_settings(pre_cfg)}
 

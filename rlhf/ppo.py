@@ -458,7 +458,7 @@ def _train_ppo(cfg: PPOConfig, device: torch.device, info: DistInfo, evaluator) 
     if policy.config.block_size - cfg.max_new_tokens < MIN_PROMPT_TOKENS:
         raise SystemExit(f"error: --max_new_tokens={cfg.max_new_tokens} leaves no room for a prompt "
                          f"in block_size={policy.config.block_size}")
-    conversations = load_prompt_pool(cfg.prompts, cfg.n_prompts, cfg.prompt_seed)
+    conversations = load_prompt_pool(cfg.prompts, cfg.n_prompts, cfg.prompt_seed, cfg.progress)
     pool = render_prompts(conversations, tokenizer, policy.config.block_size, cfg.max_new_tokens)
     if len(pool) < cfg.batch_size:
         raise SystemExit(f"error: {len(pool)} prompts, fewer than --batch_size={cfg.batch_size}")

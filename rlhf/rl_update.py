@@ -61,12 +61,13 @@ def load_rl_models(sft_dir: str, rm_dir: str, device, init_dir: str = "") -> tup
     return disable_dropout(policy), frozen(ref_model), frozen(reward_model), tokenizer
 
 
-def load_prompt_pool(prompts_file: str, n_prompts: int, prompt_seed: int) -> list[list[dict]]:
+def load_prompt_pool(prompts_file: str, n_prompts: int, prompt_seed: int,
+                     progress: bool = False) -> list[list[dict]]:
     """Training prompts (conversations ending with a user turn): a JSONL file, else n_prompts prompts of the
-    world's train split (prompts only: no answers, no judge)."""
+    world's train split (prompts only: no answers, no judge; progress: a bar if making them takes over 2 s)."""
     if prompts_file:
         return D.load_prompts(prompts_file)
-    return [ex.conversation for ex in make_prompts("train", n_prompts, seed=prompt_seed)]
+    return [ex.conversation for ex in make_prompts("train", n_prompts, seed=prompt_seed, progress=progress)]
 
 
 def minibatch_updates(model: nn.Module, optimizer: torch.optim.Optimizer, n_rows: int, loss_fn, make_batch,

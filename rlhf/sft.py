@@ -145,8 +145,9 @@ def load_sft_data(cfg: SFTConfig) -> tuple[list, list]:
         val = [convs[i] for i in order[:n_val]]
         train = [convs[i] for i in order[n_val:]]
         return train, val
-    train = make_demonstrations(cfg.n_demos, seed=cfg.demo_seed, split="train")
-    val = make_demonstrations(cfg.n_val_demos, seed=cfg.demo_seed, split="val") if cfg.n_val_demos > 0 else []
+    train = make_demonstrations(cfg.n_demos, seed=cfg.demo_seed, split="train", progress=cfg.progress)
+    val = make_demonstrations(cfg.n_val_demos, seed=cfg.demo_seed, split="val",
+                              progress=cfg.progress) if cfg.n_val_demos > 0 else []
     return train, val
 
 

@@ -231,6 +231,14 @@ def test_deterministic_by_seed():
     assert corpus(5000, seed=2) == corpus(5000, seed=2) != corpus(5000, seed=3)
 
 
+def test_the_progress_bar_changes_no_prompt_and_stays_silent_when_quick(capsys):
+    """progress=True (a stage's --progress) draws the same prompts; a bar appears only after 2 s, so the quick
+    calls of tests and small presets print nothing."""
+    assert make_prompts("val", 300, seed=4, progress=True) == make_prompts("val", 300, seed=4)
+    assert make_demonstrations(50, seed=2, progress=True) == make_demonstrations(50, seed=2)
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_splits_never_overlap(seed):
     texts = {}

@@ -47,9 +47,10 @@ def cmd_sample(args) -> None:
 
 def export(out: str, n_demos: int = 2000, n_train: int = 4000, n_val: int = 500, n_test: int = 500,
            n_rankings: int = 1000, k: int = 4, corpus_chars: int = 3_000_000, seed: int = 0,
-           temperature: float = DEFAULT_TEMPERATURE, demo_seed: int | None = None) -> dict:
+           temperature: float = DEFAULT_TEMPERATURE, demo_seed: int | None = None, progress: bool = False) -> dict:
     """Write every dataset of the world into `out` (see the module docstring); returns the manifest.
-    demo_seed: seed of demonstrations.jsonl alone (None = seed), so it can match an SFT run's own demo_seed."""
+    demo_seed: seed of demonstrations.jsonl alone (None = seed), so it can match an SFT run's own demo_seed.
+    progress: a bar while the demonstrations' and the splits' prompts are made, when that takes over 2 s."""
     t0 = time.time()
     os.makedirs(out, exist_ok=True)
     seconds = {}
@@ -60,14 +61,14 @@ def export(out: str, n_demos: int = 2000, n_train: int = 4000, n_val: int = 500,
     seconds["corpus"] = time.time() - t
 
     t = time.time()
-    demos = make_demonstrations(n_demos, seed=seed if demo_seed is None else demo_seed)
+    demos = make_demonstrations(n_demos, seed=seed if demo_seed is None else demo_seed, progress=progress)
     atomic_write_jsonl(os.path.join(out, "demonstrations.jsonl"), ({"messages": c} for c in demos))
     seconds["demonstrations"] = time.time() - t
 
     t = time.time()
     counts = {}
     for split, n in zip(SPLITS, (n_train, n_val, n_test)):
-        exs = make_prompts(split, n, seed=seed)
+        exs = make_prompts(split, n, seed=seed, progress=progress)
         atomic_write_jsonl(os.path.join(out, f"prompts_{split}.jsonl"),
                            ({"messages": e.conversation, "family": e.family, "h": e.h, "id": e.id,
                              "difficulty": e.difficulty} for e in exs))
@@ -129,7 +130,7 @@ def main(argv=None) -> None:
         cmd_sample(args)
     elif args.cmd == "export":
         m = export(args.out, args.n_demos, args.n_train, args.n_val, args.n_test, args.n_rankings, args.k,
-                   args.corpus_chars, args.seed, args.temperature)
+                   args.corpus_chars, args.seed, args.temperature, progress=True)
         print(json.dumps(m, indent=2))
     else:
         print(json.dumps(label_agreement(args.temperature, n_prompts=args.n), indent=2))

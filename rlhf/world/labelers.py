@@ -178,11 +178,12 @@ def demonstrate(example: Example | list[dict], rng: random.Random, config: Label
 
 
 def make_demonstrations(n: int, seed: int = 0, config: LabelerConfig | None = None, split: str = "train",
-                        families=None) -> list[list[dict]]:
-    """n demonstration conversations (prompt turns + one assistant turn) on `split` prompts."""
+                        families=None, progress: bool = False) -> list[list[dict]]:
+    """n demonstration conversations (prompt turns + one assistant turn) on `split` prompts (progress: a bar
+    while their prompts are made, when that takes over 2 s)."""
     rng = random.Random(f"demos:{seed}")
     out = []
-    for ex in make_prompts(split, n, seed=seed, families=families):
+    for ex in make_prompts(split, n, seed=seed, families=families, progress=progress):
         out.append(ex.conversation + [{"role": "assistant", "content": demonstrate(ex, rng, config)}])
     return out
 
