@@ -265,7 +265,7 @@ def load_comparisons(cfg: DPOConfig, tokenizer, sft_model, is_main: bool, info) 
     data_dir = os.path.join(cfg.out_dir, "data")
     train_path, val_path = os.path.join(data_dir, "dpo_train.jsonl"), os.path.join(data_dir, "dpo_val.jsonl")
     if is_main and not (cfg.resume and os.path.exists(train_path) and os.path.exists(val_path)):
-        sim = LabelingConfig(data_seed=cfg.data_seed, max_new_tokens=cfg.sample_tokens)
+        sim = LabelingConfig(data_seed=cfg.data_seed, max_new_tokens=cfg.sample_tokens, progress=cfg.progress)
         policies = [("sft", sft_model, list(cfg.temperatures))]
         t0 = time.time()
         D.write_jsonl(train_path, simulate_rankings("train", cfg.n_train_prompts, policies, tokenizer, sim))
