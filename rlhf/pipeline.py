@@ -451,7 +451,9 @@ class Timings:
     (time.process_time: what the stage would cost on an idle machine, roughly, when the CPU is shared).
     On a CUDA device also each stage's peak GPU memory (torch.cuda.max_memory_allocated), the precision it
     computed in (bf16 autocast, or float32 on a GPU without bf16 hardware) and the GPU's name, kept like the
-    seconds, so a re-run elsewhere (the report regenerated on a laptop) still shows them."""
+    seconds, so a re-run elsewhere (the report regenerated on a laptop) still shows them. A stage stopped
+    before finishing (Ctrl-C, out of memory, a time limit) keeps the time it spent as "partial", added to
+    its seconds when a later run resumes it from its checkpoint, dropped when the stage starts afresh."""
 
     def __init__(self, run_dir: str, device: torch.device | None = None):
         self.path = os.path.join(run_dir, "timings.json")
@@ -459,23 +461,36 @@ class Timings:
         self.wall: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
         self.gpu: dict = {}                  # {"name": ..., "peak_memory_gb": {stage: GiB}, "precision": {stage: ...}}
+        self.partial: dict[str, list[float]] = {}   # {stage: [wall, cpu]} of earlier attempts it resumes from
         saved = ckpt_io.read_json_file(self.path)
         if saved is not None:
             if "wall" in saved:
                 self.wall, self.cpu, self.gpu = saved["wall"], saved.get("cpu", {}), saved.get("gpu", {})
+                self.partial = saved.get("partial", {})
             else:                        # an older flat {stage: seconds} file
                 self.wall = saved
 
-    def start(self) -> None:
+    def start(self, stage: str, resumes: bool = False) -> None:
+        """resumes: the stage continues from an earlier attempt's checkpoint (else that attempt's time,
+        spent on work now thrown away, is not counted)."""
+        if not resumes:
+            self.partial.pop(stage, None)
         self.t0, self.c0 = time.time(), time.process_time()
         if self.device is not None:
             torch.cuda.reset_peak_memory_stats(self.device)
 
+    def stopped_early(self, stage: str) -> None:
+        """`stage` stopped before finishing: keep its time for the run that resumes it."""
+        wall, cpu = self.partial.get(stage, [0.0, 0.0])
+        self.partial[stage] = [wall + time.time() - self.t0, cpu + time.process_time() - self.c0]
+        self._save()
+
     def stop(self, stage: str, dtype: str | None = None) -> None:
         """End `stage`'s timing; dtype: the stage's --dtype, for the precision it computed in on CUDA (None:
         a stage that computes nothing on the GPU)."""
-        self.wall[stage] = time.time() - self.t0
-        self.cpu[stage] = time.process_time() - self.c0
+        wall, cpu = self.partial.pop(stage, [0.0, 0.0])
+        self.wall[stage] = wall + time.time() - self.t0
+        self.cpu[stage] = cpu + time.process_time() - self.c0
         if self.device is not None:
             self.gpu["name"] = torch.cuda.get_device_name(self.device)
             peak = torch.cuda.max_memory_allocated(self.device) / 2**30
@@ -483,7 +498,11 @@ class Timings:
             if dtype is not None:
                 bf16 = compute_dtype(self.device, dtype) == torch.bfloat16
                 self.gpu.setdefault("precision", {})[stage] = "bf16 autocast" if bf16 else "float32"
-        ckpt_io.atomic_write_json(self.path, {"wall": self.wall, "cpu": self.cpu, "gpu": self.gpu})
+        self._save()
+
+    def _save(self) -> None:
+        ckpt_io.atomic_write_json(self.path, {"wall": self.wall, "cpu": self.cpu, "gpu": self.gpu,
+                                              "partial": self.partial})
 
     def seconds(self, this_run: float) -> dict:
         """metrics.json's "seconds": wall per stage, total (all stages, this run or earlier), this run, CPU."""
@@ -674,15 +693,17 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
         progress.start(stage, skipped=done)
         if done:
             continue
-        timings.start()
+        timings.start(stage, resumes=getattr(scfg.get(stage), "resume", False))
         try:
             result = runners[stage](stage) or {}
-        except Exception as e:
-            failure = stage_failure(e, stage, out, scfg.get(stage), cfg)
+        except BaseException as e:           # a second Ctrl-C, out of memory, a NaN, a bug: the time still counts
+            timings.stopped_early(stage)     # if a later run resumes the stage from its checkpoint
+            failure = stage_failure(e, stage, out, scfg.get(stage), cfg) if isinstance(e, Exception) else None
             if failure is None:              # a bug (or a blank exercise, which main() reports): as it is
                 raise
             raise failure from None
         if stage != "best_of_n" and not ckpt_io.is_finished(stage_dir):
+            timings.stopped_early(stage)     # a first Ctrl-C: the stage saved its checkpoint and returned
             raise SystemExit(f"error: stage {stage} stopped before finishing (interrupted?); "
                              f"re-run the same command to resume it")
         if not result.get("cached"):
@@ -694,7 +715,7 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
         return {}
     # ---- evaluation, plots, report
     progress.start("eval")
-    timings.start()
+    timings.start("eval")
     ecfg = eval_config(cfg)
     try:
         results = ev.evaluate_run(out, ecfg, kl_pairs=(("ppo", "sft"),), progress=cfg.progress,

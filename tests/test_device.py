@@ -561,9 +561,9 @@ def test_gpu_name_and_peak_memory_per_stage_reach_the_report(bf16_run, tmp_path,
     run = tmp_path / "run"
     shutil.copytree(bf16_run, run)
     timings = pipeline.Timings(str(run), torch.device("cuda", 1))
-    timings.start()
+    timings.start("ppo")
     timings.stop("ppo", "auto")
-    timings.start()
+    timings.start("tokenizer")
     timings.stop("tokenizer")                                                     # no GPU work: no precision
     assert asked and all(d == torch.device("cuda", 1) for d in asked), asked      # the run's GPU, not GPU 0
     monkeypatch.undo()

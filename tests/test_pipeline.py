@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import time
+import types
 
 import pytest
 import torch
@@ -249,6 +250,64 @@ def test_a_torch_compile_failure_in_a_stage_names_the_flag_to_drop(tiny_run, tmp
     assert str(e.value) == ("error: torch.compile failed on this machine (InvalidCxxCompiler: No working C++ "
                             "compiler found); run again without --pretrain_large.compile=True (the same training, "
                             "only slower)"), str(e.value)
+
+
+def test_a_stage_resumed_after_a_stop_counts_the_time_of_both_attempts(tmp_path, monkeypatch):
+    """timings.json: a stage stopped before finishing (Ctrl-C, out of memory, a time limit) keeps the seconds
+    it spent, which count when a later run resumes it from its checkpoint and not when it starts afresh
+    (its earlier work thrown away). A fake clock stands in for time."""
+    clock = {"wall": 0.0, "cpu": 0.0}
+    monkeypatch.setattr(pipeline, "time", types.SimpleNamespace(time=lambda: clock["wall"],
+                                                                process_time=lambda: clock["cpu"]))
+
+    def spend(wall, cpu):
+        clock["wall"] += wall
+        clock["cpu"] += cpu
+
+    t = pipeline.Timings(str(tmp_path))
+    t.start("ppo")
+    spend(300.0, 200.0)
+    t.stopped_early("ppo")                                # the first call's time limit
+    t.start("sft")
+    spend(50.0, 40.0)
+    t.stopped_early("sft")
+    t = pipeline.Timings(str(tmp_path))                   # the next run reads timings.json
+    t.start("ppo", resumes=True)
+    spend(100.0, 60.0)
+    t.stop("ppo")
+    t.start("sft", resumes=False)                         # interrupted before its first checkpoint: redone
+    spend(70.0, 50.0)
+    t.stop("sft")
+    assert (t.wall, t.cpu, t.partial) == ({"ppo": 400.0, "sft": 70.0}, {"ppo": 260.0, "sft": 50.0}, {})
+
+
+def test_a_stage_stopped_by_ctrl_c_keeps_its_time_for_the_resumed_run(tiny_run, tmp_path, monkeypatch):
+    """The pipeline marks the stage's time as partial when the stage returns unfinished (a first Ctrl-C: the
+    stage saves its checkpoint and returns) and when it raises, and the resumed stage's seconds include it.
+    (Stand-in PPO stages: the first saves a checkpoint and returns unfinished, the second finishes.)"""
+    out, _, _ = tiny_run
+    run = tmp_path / "resumed"
+    shutil.copytree(out, run)
+    shutil.rmtree(run / "ppo")
+
+    def stopped(cfg, *a, **k):
+        os.makedirs(cfg.out_dir, exist_ok=True)
+        with open(os.path.join(cfg.out_dir, ckpt_io.RESUME_FILE), "wb"):
+            pass
+        time.sleep(0.3)
+    monkeypatch.setattr(pipeline.ppo, "train_ppo", stopped)
+    with pytest.raises(SystemExit, match="stage ppo stopped before finishing"):
+        pipeline.main(["--preset", "tiny", "--out", str(run), "--progress=false", "--stop_after=ppo"])
+    partial = json.loads((run / "timings.json").read_text(encoding="utf-8"))["partial"]["ppo"][0]
+    assert partial >= 0.3, partial
+
+    def finishes(cfg, *a, **k):
+        assert cfg.resume                                 # the checkpoint is resumed...
+        ckpt_io.write_summary(cfg.out_dir, {})
+    monkeypatch.setattr(pipeline.ppo, "train_ppo", finishes)
+    pipeline.main(["--preset", "tiny", "--out", str(run), "--progress=false", "--stop_after=ppo"])
+    saved = json.loads((run / "timings.json").read_text(encoding="utf-8"))
+    assert saved["wall"]["ppo"] >= partial and saved["partial"] == {}     # ...and its time counted
 
 
 def test_best_of_n_plot_is_drawn_only_with_a_curve_and_a_ppo_point(tmp_path):
