@@ -452,3 +452,31 @@ def test_a_block_too_short_for_a_later_stages_answers_stops_before_pretraining(t
     pipeline.check_room_for_answers(pipeline.build_stage_configs(pipeline.PipelineConfig(), "tiny",
                                                                  {"pretrain": {"block_size": "16"}}),
                                     pipeline.PipelineConfig(), ["data", "tokenizer", "pretrain", "sft"])
+
+
+def test_the_gpu_check_cuts_a_step_at_its_budget_with_a_ctrl_c_and_reports_a_finished_run(tiny_run, tmp_path,
+                                                                                           capsys):
+    """tools/gpu_check.py, the one command a GPU session runs: a step still running at the end of its budget
+    gets a Ctrl-C (a stage then saves its checkpoint), even while it prints nothing; a finished pipeline's
+    targets and time reach summary.md, and its report and metrics are copied beside it. (On the CPU: the GPU
+    tests and the memory step are left out, and the tiny run is reused.)"""
+    from tools import gpu_check
+    log = tmp_path / "child.log"
+    child = "import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    print('saved the checkpoint')\n"
+    status, wall = gpu_check.run_step(["-c", child], str(log), seconds_left=2.0)
+    assert status == "cut (out of budget)" and wall < 30, (status, wall)
+    assert "saved the checkpoint" in log.read_text(encoding="utf-8")        # it had its Ctrl-C, and its say
+    assert gpu_check.run_step(["-c", "raise SystemExit(3)"], str(log), 60.0)[0] == "failed (exit 3)"
+
+    out, _, _ = tiny_run
+    shutil.copytree(out, tmp_path / "runs" / "tiny")
+    rc = gpu_check.main(["--out", str(tmp_path / "check"), "--runs", str(tmp_path / "runs"), "--presets", "tiny",
+                         "--skip_tests"])
+    summary = (tmp_path / "check" / "summary.md").read_text(encoding="utf-8")
+    assert rc == 0 and "--progress=false`: **passed**" in summary, summary
+    assert "### Against the targets (" in summary and "| reward model within 3 points" in summary, summary
+    assert "\n| ppo | " in summary and "- stages finished: data, tokenizer, pretrain, sft," in summary, summary
+    assert sorted(os.listdir(tmp_path / "check")) == ["summary.md", "tiny_metrics.json", "tiny_report.md"]
+    for argv, message in ((["--presets", "a,b,c"], "at most two"), (["--budget", "-1"], "must be >= 0")):
+        with pytest.raises(SystemExit, match=message):
+            gpu_check.main(["--out", str(tmp_path / "x"), *argv])
