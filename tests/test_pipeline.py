@@ -7,6 +7,7 @@ and the configuration plumbing (presets, --stage.key=value overrides, wiring of 
 import json
 import os
 import shutil
+import signal
 import time
 import types
 
@@ -463,7 +464,11 @@ def test_the_gpu_check_cuts_a_step_at_its_budget_with_a_ctrl_c_and_reports_a_fin
     from tools import gpu_check
     log = tmp_path / "child.log"
     child = "import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    print('saved the checkpoint')\n"
-    status, wall = gpu_check.run_step(["-c", child], str(log), seconds_left=2.0)
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)        # as when started in the background (`&`, nohup)
+    try:
+        status, wall = gpu_check.run_step(["-c", child], str(log), seconds_left=2.0)
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert status == "cut (out of budget)" and wall < 30, (status, wall)
     assert "saved the checkpoint" in log.read_text(encoding="utf-8")        # it had its Ctrl-C, and its say
     assert gpu_check.run_step(["-c", "raise SystemExit(3)"], str(log), 60.0)[0] == "failed (exit 3)"

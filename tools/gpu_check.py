@@ -63,6 +63,13 @@ def environment() -> list[str]:
     return lines
 
 
+def listen_to_ctrl_c() -> None:
+    """In the child before it starts: the default Ctrl-C handling. A process started in the background (`&` in
+    a script, nohup) ignores SIGINT, and its children inherit that: Python would then never raise
+    KeyboardInterrupt, and a stage cut at the budget's end would be killed without saving its checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_step(cmd: list[str], log_path: str, seconds_left: float, echo=lambda line: False) -> tuple[str, float]:
     """Run `python cmd...` in the repository root, its output into log_path (lines for which echo() is true
     also to the console). Past seconds_left it gets a Ctrl-C, GRACE_S to stop, then a kill.
@@ -72,7 +79,8 @@ def run_step(cmd: list[str], log_path: str, seconds_left: float, echo=lambda lin
         log.write("$ python " + " ".join(cmd) + "\n")
         log.flush()
         child = subprocess.Popen([sys.executable, *cmd], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 encoding="utf-8", errors="replace", env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                 encoding="utf-8", errors="replace", env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                 preexec_fn=listen_to_ctrl_c if os.name == "posix" else None)
 
         def copy_output():                           # a thread, so that the budget is checked while it is quiet
             for line in child.stdout:
