@@ -39,6 +39,19 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable, mode: str = "wb", 
         raise
 
 
+def make_dir(path: str | os.PathLike, flag: str = "") -> str:
+    """os.makedirs(path, exist_ok=True), or a one-line SystemExit naming the flag (e.g. "--out") and the path
+    when it cannot be made (a file in the way, no permission, a read-only place) instead of a traceback."""
+    path = os.fspath(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        reason = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else \
+            (e.strerror or type(e).__name__).lower()
+        raise SystemExit(f"error: {flag + '=' if flag else ''}{path}: cannot create this directory ({reason})") from None
+    return path
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` (UTF-8, "\\n" line ends) to `path` atomically."""
     atomic_write(path, lambda f: f.write(text), "w", encoding="utf-8", newline="\n")

@@ -54,6 +54,7 @@ from minigpt import checkpoint as ckpt_io
 from minigpt.distributed import (DistInfo, all_reduce_mean, barrier, mean_over_processes, setup_distributed,
                                  shard, teardown_distributed)
 # re-exported: stages import the loop's pieces from minigpt.trainer
+from minigpt.files import make_dir
 from minigpt.metrics import MetricsLogger, plot_metrics, plot_panels, read_metrics
 
 __all__ = [
@@ -466,6 +467,7 @@ def save_training_state(run_dir: str, model, optimizer, step: int, cfg=None, ext
         state["model_config"] = asdict(raw.config)
     if cfg is not None:
         state["config"] = asdict(cfg)
+        state["config_class"] = type(cfg).__name__            # which stage saved it (load_training_state checks)
     state.update(extra or {})
     return ckpt_io.save_checkpoint(run_dir, state)
 
@@ -474,12 +476,18 @@ class ResumeError(ValueError):
     """--resume cannot continue this run directory (no checkpoint, or one of another model shape)."""
 
 
-def load_training_state(run_dir: str, model, optimizer=None, restore_rng: bool = True) -> dict | None:
+def load_training_state(run_dir: str, model, optimizer=None, restore_rng: bool = True, cfg=None) -> dict | None:
     """Load run_dir/ckpt.pt into model (and optimizer, and the RNGs). Returns the state dict or None.
-    A checkpoint of another model shape is a ResumeError naming the settings that differ."""
+    A checkpoint of another model shape is a ResumeError naming the settings that differ, and so is one that
+    another stage saved (cfg: this stage's config, whose class must be the saved one's): an SFT run's
+    checkpoint fits a pretraining model, and resuming it would write pretraining over the SFT model."""
     state = ckpt_io.load_checkpoint(run_dir)
     if state is None:
         return None
+    saved_class = state.get("config_class")                   # absent from checkpoints of older versions
+    if cfg is not None and saved_class is not None and saved_class != type(cfg).__name__:
+        raise ResumeError(f"{run_dir}/ckpt.pt was saved by another stage ({saved_class}, not "
+                          f"{type(cfg).__name__}); choose another --out_dir, or drop --resume")
     raw = ckpt_io.unwrap_model(model)
     saved, now = state.get("model_config") or {}, asdict(raw.config) if hasattr(raw, "config") else {}
     diff = [f"{k}={saved[k]} (now {now[k]})" for k in saved if k in now and saved[k] != now[k] and k != "dropout"]
@@ -494,7 +502,11 @@ def load_training_state(run_dir: str, model, optimizer=None, restore_rng: bool =
         saved = state["optimizer"]
         for group, now in zip(saved["param_groups"], optimizer.param_groups):
             group.update({k: now[k] for k in ("fused", "foreach") if k in now})
-        optimizer.load_state_dict(saved)
+        try:
+            optimizer.load_state_dict(saved)
+        except ValueError:                     # other parameter groups: another stage's optimizer
+            raise ResumeError(f"{run_dir}/ckpt.pt holds another stage's optimizer; choose another --out_dir, "
+                              f"or drop --resume") from None
     if restore_rng and "rng" in state:
         set_rng_state(state["rng"])
     return state
@@ -552,7 +564,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, get_batch: Callable, cfg: Loo
     run_dir = run_dir if run_dir is not None else cfg.out_dir
     is_main = info.is_main
     if is_main:
-        os.makedirs(run_dir, exist_ok=True)
+        make_dir(run_dir, "--out_dir" if run_dir == cfg.out_dir else "")
     ctx = autocast_context(device, cfg.dtype)
     raw_model = ckpt_io.unwrap_model(model)
     raw_model.to(device)
@@ -562,7 +574,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, get_batch: Callable, cfg: Loo
 
     # ---- resume
     step = 0
-    state = load_training_state(run_dir, raw_model, optimizer) if cfg.resume else None
+    state = load_training_state(run_dir, raw_model, optimizer, cfg=cfg) if cfg.resume else None
     if state is not None:
         step = state["step"]
         logger.truncate(step)
@@ -681,7 +693,7 @@ def start_stage(cfg: LoopConfig, make_run_dir: bool = True):
               f"rank 0 writes {cfg.out_dir}", flush=True)
     if make_run_dir:
         if info.is_main:
-            os.makedirs(cfg.out_dir, exist_ok=True)
+            make_dir(cfg.out_dir, "--out_dir")
         barrier(info)
     return device, info, cfg.out_dir
 

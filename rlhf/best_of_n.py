@@ -41,6 +41,7 @@ from matplotlib.figure import Figure
 
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config, utf8_console
+from minigpt.files import make_dir
 from minigpt.metrics import save_figure
 from minigpt.trainer import pick_device, run_entry_point
 from rlhf.evaluate import DECODINGS, EvalConfig, example_row
@@ -224,7 +225,7 @@ def run_best_of_n(cfg: BestOfNConfig) -> dict:
                              cfg.seed + 2, cfg.temperature)
         result["ppo"] = {"gold": mean, "gold_lo": lo, "gold_hi": hi, "kl": kl["mean"], "kl_ci": kl["ci"],
                          "rm": one["scores"].mean().item(), "matched_n": n_for_kl(max(kl["mean"], 0.0))}
-    os.makedirs(cfg.out_dir, exist_ok=True)
+    make_dir(cfg.out_dir, "--out_dir")
     ckpt_io.atomic_write_json(os.path.join(cfg.out_dir, "best_of_n.json"), result)
     result["plot"] = plot_best_of_n(result, os.path.join(cfg.out_dir, "best_of_n.png"))
     for r in rows:

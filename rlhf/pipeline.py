@@ -47,6 +47,7 @@ import torch
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import (_field_types, check_bounds, convert, format_help, parse_config, replace_checked,
                                   utf8_console)
+from minigpt.files import make_dir
 from minigpt.tokenizer import train_bpe
 from minigpt.trainer import (NonFiniteLossError, ResumeError, autocast_context, compile_error, compile_failed,
                              compute_dtype, exercise_not_written, out_of_memory_error, pick_device,
@@ -643,7 +644,7 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
         stages = stages[:stages.index(cfg.stop_after) + 1]
     check_room_for_answers(scfg, cfg, stages)
     check_reuse(scfg, stages, out, preset, stage_raw)
-    os.makedirs(out, exist_ok=True)
+    make_dir(out, "--out")
     ckpt_io.atomic_write_json(os.path.join(out, "pipeline_config.json"),
                               {"preset": preset, "pipeline": asdict(cfg), "stage_overrides": stage_raw or {},
                                "stages": {k: asdict(v) for k, v in scfg.items()}})

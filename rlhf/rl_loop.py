@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from minigpt import checkpoint as ckpt_io
 from minigpt.distributed import DistInfo
+from minigpt.files import make_dir
 from minigpt.trainer import (MetricsLogger, ResumeError, StopOnInterrupt, load_training_state, read_metrics,
                              save_training_state)
 
@@ -55,7 +56,7 @@ class IterationRun:
         """Restore ckpt.pt when cfg.resume (the returned state holds the extra_state entries), else start a
         fresh metrics.jsonl; write config.json. Returns the state or None."""
         cfg = self.cfg
-        state = load_training_state(cfg.out_dir, self.policy, self.optimizer) if cfg.resume else None
+        state = load_training_state(cfg.out_dir, self.policy, self.optimizer, cfg=cfg) if cfg.resume else None
         if cfg.resume and state is None:
             raise ResumeError(f"--resume: {cfg.out_dir} has no ckpt.pt to continue from; drop --resume to start "
                               f"a fresh run")
@@ -65,7 +66,7 @@ class IterationRun:
             self.log(f"resumed {cfg.out_dir}/ckpt.pt at iteration {self.first}")
         else:
             if self.info.is_main:
-                os.makedirs(cfg.out_dir, exist_ok=True)
+                make_dir(cfg.out_dir, "--out_dir")
             self.logger.reset()
         if self.info.is_main:
             ckpt_io.write_config(cfg.out_dir, cfg)

@@ -262,3 +262,33 @@ def test_more_bad_values_found_by_probing_are_one_line(tmp_path):
     assert r.returncode == 0 and "\npretrain: val loss " in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
     r = run_cli("rlhf.chat", str(tmp_path / "zero" / "pretrain"), "--prompt=hi", "--top_k=-1")
     assert_one_line_error(r, "--top_k=-1: must be >= 0 (0 = all tokens)")
+
+
+def test_an_output_directory_that_cannot_be_made_is_one_line_naming_the_flag(tmp_path, tok):
+    """A file where the run directory should go, or a place nobody may write: one line naming the flag, not
+    os.makedirs' traceback (found by probing --out=/proc/x)."""
+    from minigpt import checkpoint as ckpt_io
+    from tests.tiny_rl import tiny_gpt
+    ckpt_io.save_model(str(tmp_path / "pretrain"), tiny_gpt(tok.vocab_size), tok)
+    in_the_way = tmp_path / "a_file"
+    in_the_way.write_text("not a directory\n", encoding="utf-8")
+    r = run_cli("rlhf.pipeline", "--preset=tiny", f"--out={in_the_way / 'run'}", "--progress=false")
+    assert_one_line_error(r, f"--out={in_the_way / 'run'}: cannot create this directory (a file is in the way)")
+    r = run_cli("rlhf.sft", "--preset=tiny", f"--out_dir={in_the_way}", f"--init_from={tmp_path / 'pretrain'}",
+                "--progress=false")
+    assert_one_line_error(r, f"--out_dir={in_the_way}: cannot create this directory (a file is in the way)")
+    r = run_cli("rlhf.world", "export", f"--out={in_the_way / 'data'}")
+    assert_one_line_error(r, f"--out={in_the_way / 'data'}: cannot create this directory")
+    assert in_the_way.read_text(encoding="utf-8") == "not a directory\n"
+
+
+def test_an_experiment_never_writes_into_the_run_it_reads(tmp_path):
+    """--out equal to --run wrote the experiment's metrics.json and report.md over the pipeline run's own
+    (found by probing); it is refused, trailing slash or not, and the default stays RUN/experiments/NAME."""
+    from rlhf.experiments.common import output_dir
+    run = str(tmp_path / "run")
+    for out in (run, run + "/", str(tmp_path / "." / "run")):
+        with pytest.raises(SystemExit, match=r"is the --run directory: the experiment would write over"):
+            output_dir(run, out, "seeds")
+    assert output_dir(run, "", "seeds") == os.path.join(run, "experiments", "seeds")
+    assert output_dir(run, str(tmp_path / "elsewhere"), "seeds") == str(tmp_path / "elsewhere")

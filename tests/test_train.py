@@ -327,6 +327,32 @@ def test_resume_keeps_this_devices_optimizer_kernels(tmp_path):
     assert opt.param_groups[0]["lr"] == saved["param_groups"][0]["lr"]   # the rest is the checkpoint's
 
 
+def test_resume_refuses_another_stages_checkpoint(tmp_path):
+    """A checkpoint records which stage's config saved it: resuming it with another stage's config (pretraining
+    pointed at an SFT run's directory, whose model has the same shape) is a ResumeError, not pretraining
+    written over the SFT model; the same stage resumes. Another stage's optimizer (other parameter groups,
+    as in a checkpoint of an older version, which records no stage) is a ResumeError too."""
+    @dataclasses.dataclass
+    class SFTLike(T.LoopConfig):
+        """Another stage's config."""
+        n_demos: int = 8        # a field of its own
+
+    model = tiny_gpt()
+    cfg = loop_cfg(tmp_path)
+    opt = T.configure_optimizer(model, cfg, "cpu")
+    T.save_training_state(str(tmp_path), model, opt, 3, SFTLike(out_dir=str(tmp_path)))
+    with pytest.raises(T.ResumeError, match=r"ckpt.pt was saved by another stage \(SFTLike, not LoopConfig\)"):
+        T.load_training_state(str(tmp_path), model, opt, cfg=cfg)
+    assert T.load_training_state(str(tmp_path), model, opt, cfg=SFTLike(out_dir=str(tmp_path)))["step"] == 3
+
+    state = ck.load_checkpoint(str(tmp_path))
+    del state["config_class"]
+    state["optimizer"]["param_groups"] = state["optimizer"]["param_groups"][:1]   # one group, not two
+    ck.atomic_torch_save(state, tmp_path / "ckpt.pt")
+    with pytest.raises(T.ResumeError, match="holds another stage's optimizer"):
+        T.load_training_state(str(tmp_path), model, opt, cfg=cfg)
+
+
 # ----------------------------------------------------------------------------- entry points (subprocess)
 
 def test_help_lists_options():

@@ -39,7 +39,7 @@ import torch  # noqa: E402  (after ROOT is on sys.path, as the imports below)
 
 from minigpt import checkpoint as ckpt_io  # noqa: E402
 from minigpt.configurator import utf8_console  # noqa: E402
-from minigpt.files import atomic_write_text  # noqa: E402
+from minigpt.files import atomic_write_text, make_dir  # noqa: E402
 from rlhf.pipeline import STAGE_NAMES  # noqa: E402
 
 GRACE_S = 60          # after the Ctrl-C at the budget's end: time for the stage to save its checkpoint
@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: --budget={args.budget:g}: must be >= 0 (0 = no limit)")
     t_start = time.time()
     deadline = t_start + args.budget if args.budget else float("inf")
-    os.makedirs(args.out, exist_ok=True)
-    os.makedirs(args.runs, exist_ok=True)
+    make_dir(args.out, "--out")
+    make_dir(args.runs, "--runs")
     env = environment()
     sections: list[list[str]] = []
     failed = False

@@ -46,8 +46,13 @@ def run_paths(run: str, parts: tuple[str, ...]) -> dict[str, str]:
 
 
 def output_dir(run: str, out: str, name: str) -> str:
-    """--out, or RUN/experiments/NAME when it is empty."""
-    return out or os.path.join(run, "experiments", name)
+    """--out, or RUN/experiments/NAME when it is empty; never the run directory itself, whose metrics.json
+    and report.md (and, for some experiments, stage directories) the experiment would write over."""
+    default = os.path.join(run, "experiments", name)
+    if out and os.path.realpath(out) == os.path.realpath(run):
+        raise SystemExit(f"error: --out={out} is the --run directory: the experiment would write over the run's "
+                         f"own files; leave --out out (the default is {default}) or choose another directory")
+    return out or default
 
 
 def config_matches(run_dir: str, cfg, ignore: tuple[str, ...] = ()) -> bool:

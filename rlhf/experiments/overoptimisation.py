@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config, utf8_console
+from minigpt.files import make_dir
 from minigpt.metrics import save_figure
 from minigpt.trainer import pick_device, run_entry_point
 from rlhf.best_of_n import best_of_n_kl, pick_best, sample_candidates
@@ -372,7 +373,7 @@ def run(cfg: OveroptimisationConfig) -> dict:
         raise SystemExit(f"error: --ns must list N >= 1, got {cfg.ns}")
     paths = run_paths(cfg.run, ("sft", "reward_model"))
     out = output_dir(cfg.run, cfg.out, "overoptimisation")
-    os.makedirs(out, exist_ok=True)
+    make_dir(out, "--out")
     t = time.time()
     ppo_result, _ = run_ppo(cfg, paths, out)
     seconds_ppo = time.time() - t

@@ -48,6 +48,7 @@ from matplotlib.figure import Figure
 
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import config_from_dict, parse_config, utf8_console
+from minigpt.files import make_dir
 from minigpt.metrics import save_figure
 from minigpt.trainer import pick_device, run_entry_point
 from rlhf import pretrain, reward_model, sft
@@ -419,7 +420,7 @@ def run(cfg: RMScalingConfig) -> dict:
         raise SystemExit(f"error: {paths['reward_model']} was not trained on simulated comparisons "
                          f"(data/rm_train.jsonl, rm_val.jsonl); rm_scaling varies those")
     out = output_dir(cfg.run, cfg.out, "rm_scaling")
-    os.makedirs(out, exist_ok=True)
+    make_dir(out, "--out")
     device = pick_device(cfg.device)
     n_probe = cfg.n_probe_prompts or base.n_val_prompts
     seconds = {}

@@ -59,6 +59,7 @@ from tqdm.auto import tqdm
 
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config, replace_checked, utf8_console
+from minigpt.files import make_dir
 from minigpt.metrics import save_figure
 from minigpt.trainer import pick_device
 from rlhf import data as D
@@ -501,7 +502,7 @@ def run_rounds(cfg: RoundsConfig) -> dict:
         raise SystemExit(f"error: --stage_preset={cfg.stage_preset}: not a preset of {' and '.join(missing)}")
     run_paths(cfg.run, ("sft", "reward_model"))      # a one-line error when RUN is not a finished pipeline run
     out = out_dir(cfg)
-    os.makedirs(out, exist_ok=True)
+    make_dir(out, "--out")
     ckpt_io.atomic_write_json(os.path.join(out, "config.json"), asdict(cfg))
     device = pick_device(cfg.device)
     t0 = time.time()

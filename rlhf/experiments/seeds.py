@@ -47,6 +47,7 @@ from matplotlib.figure import Figure
 
 from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config, replace_checked, utf8_console
+from minigpt.files import make_dir
 from minigpt.metrics import save_figure
 from minigpt.trainer import run_entry_point
 from rlhf import dpo, evaluate as ev, grpo, pipeline
@@ -446,7 +447,7 @@ def run(cfg: SeedsConfig) -> dict:
         raise SystemExit(f"error: {cfg.run}: the pipeline has not finished (no metrics.json); run "
                          f"`python -m rlhf.pipeline --out {cfg.run}` again")
     out = output_dir(cfg.run, cfg.out, "seeds")
-    os.makedirs(out, exist_ok=True)
+    make_dir(out, "--out")
     per_seed, rows_by_seed, prompts = [], [], None
     for k in range(cfg.n_seeds):
         run_dir = seed_run(recipe, cfg, k, out)

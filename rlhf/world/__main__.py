@@ -22,7 +22,7 @@ import sys
 import time
 
 from minigpt.configurator import utf8_console
-from minigpt.files import atomic_write_text
+from minigpt.files import atomic_write_text, make_dir
 from rlhf.world.corpus import corpus
 from rlhf.world.labelers import (DEFAULT_TEMPERATURE, label_agreement, make_demonstrations,
                                  make_rankings, pairwise_agreement, perturb)
@@ -52,7 +52,7 @@ def export(out: str, n_demos: int = 2000, n_train: int = 4000, n_val: int = 500,
     demo_seed: seed of demonstrations.jsonl alone (None = seed), so it can match an SFT run's own demo_seed.
     progress: a bar while the demonstrations' and the splits' prompts are made, when that takes over 2 s."""
     t0 = time.time()
-    os.makedirs(out, exist_ok=True)
+    make_dir(out, "--out")
     seconds = {}
 
     t = time.time()
