@@ -48,7 +48,8 @@ def make_dir(path: str | os.PathLike, flag: str = "") -> str:
     except OSError as e:
         reason = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else \
             (e.strerror or type(e).__name__).lower()
-        raise SystemExit(f"error: {flag + '=' if flag else ''}{path}: cannot create this directory ({reason})") from None
+        named = f"{flag}={path}" if flag else path
+        raise SystemExit(f"error: {named}: cannot create this directory ({reason})") from None
     return path
 
 
