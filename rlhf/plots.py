@@ -257,12 +257,19 @@ def plot_all(run_dir: str, stages: dict[str, dict] | None = None, metrics: dict 
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or argv[0] in ("-h", "--help"):
-        raise SystemExit("usage: python -m rlhf.plots RUN_DIR")
+    if argv and argv[0] in ("-h", "--help"):
+        print("usage: python -m rlhf.plots RUN_DIR\n\nDraw a pipeline run's plots into RUN_DIR/plots/ "
+              "(loss curves, reward model, PPO dashboard, gold by stage, best-of-N against PPO).")
+        raise SystemExit(0)
+    if len(argv) != 1:
+        raise SystemExit("error: name one run directory: python -m rlhf.plots RUN_DIR")
     if not os.path.isdir(argv[0]):
         raise SystemExit(f"error: {argv[0]}: no such run directory")
     with one_line_errors():                         # a run file that does not load: one line naming it
         paths = plot_all(argv[0])
+    if not paths:
+        raise SystemExit(f"error: {argv[0]}: nothing to plot (no stage directory or evaluation of a pipeline run; "
+                         f"`python -m rlhf.pipeline --out {argv[0]}` makes them)")
     for name, p in paths.items():
         print(f"{name}: {p}")
     return paths

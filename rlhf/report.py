@@ -270,8 +270,12 @@ def write_report(run_dir: str, metrics: dict, results: dict, plots: dict[str, st
 
 def main(argv=None) -> str:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or argv[0] in ("-h", "--help"):
-        raise SystemExit("usage: python -m rlhf.report RUN_DIR")
+    if argv and argv[0] in ("-h", "--help"):
+        print("usage: python -m rlhf.report RUN_DIR\n\nWrite a finished pipeline run's RUN_DIR/report.md again "
+              "(and its plots) from metrics.json and eval/.")
+        raise SystemExit(0)
+    if len(argv) != 1:
+        raise SystemExit("error: name one run directory: python -m rlhf.report RUN_DIR")
     run_dir = argv[0]
     with one_line_errors():                         # a run file that does not load: one line naming it
         metrics = read_json_file(os.path.join(run_dir, "metrics.json"))
@@ -279,6 +283,9 @@ def main(argv=None) -> str:
         if metrics is None or results is None:
             raise SystemExit(f"error: {run_dir}: no metrics.json or eval/results.json (a finished run of "
                              f"`python -m rlhf.pipeline --out {run_dir}` has both)")
+        if "stages" not in results:
+            raise SystemExit(f"error: {os.path.join(run_dir, 'eval', 'results.json')}: no \"stages\" (not written "
+                             f"by the pipeline's evaluation; `python -m rlhf.pipeline --out {run_dir}` writes it)")
         rows = {s: read_rows(os.path.join(run_dir, "eval", f"{s}.jsonl")) for s in STAGES
                 if os.path.exists(os.path.join(run_dir, "eval", f"{s}.jsonl"))}
         path = write_report(run_dir, metrics, results, plot_all(run_dir, results["stages"], metrics), rows)

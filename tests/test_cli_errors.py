@@ -236,6 +236,14 @@ def test_a_run_file_that_does_not_load_is_one_line_naming_it(tmp_path, module, a
 def test_report_and_plots_of_a_directory_that_is_not_a_run(tmp_path):
     assert_one_line_error(run_cli("rlhf.report", str(tmp_path)), "no metrics.json or eval/results.json")
     assert_one_line_error(run_cli("rlhf.plots", str(tmp_path / "nowhere")), "no such run directory")
+    assert_one_line_error(run_cli("rlhf.plots", str(tmp_path)), "nothing to plot")     # printed nothing, status 0
+    (tmp_path / "metrics.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "results.json").write_text("{}", encoding="utf-8")
+    assert_one_line_error(run_cli("rlhf.report", str(tmp_path)), "results.json: no \"stages\"")   # KeyError
+    for module in ("rlhf.report", "rlhf.plots"):                                   # --help: status 0, not 1
+        r = run_cli(module, "--help")
+        assert r.returncode == 0 and r.stdout.startswith(f"usage: python -m {module} RUN_DIR"), r.stdout + r.stderr
 
 
 def test_labelling_from_a_checkpoint_that_does_not_load(tmp_path):

@@ -12,6 +12,7 @@ from minigpt.configurator import (bounds_of, check_bounds, config_from_dict, con
                                   parse_config)
 from minigpt.train import TrainConfig
 from rlhf import best_of_n, dpo, evaluate, grpo, pipeline, ppo, pretrain, reward_model, sft
+from rlhf.experiments import overoptimisation, rm_scaling, rounds, seeds
 
 
 @dataclass
@@ -155,7 +156,10 @@ def test_every_stage_config_names_real_fields_and_its_presets_obey_its_bounds():
                (reward_model.RMConfig, reward_model.PRESETS), (ppo.PPOConfig, ppo.PRESETS),
                (grpo.GRPOConfig, grpo.PRESETS), (dpo.DPOConfig, dpo.PRESETS), (best_of_n.BestOfNConfig, best_of_n.PRESETS),
                (evaluate.EvalConfig, {}),
-               (pipeline.PipelineConfig, {k: v["pipeline"] for k, v in pipeline.PIPELINE_PRESETS.items()})]
+               (pipeline.PipelineConfig, {k: v["pipeline"] for k, v in pipeline.PIPELINE_PRESETS.items()}),
+               (overoptimisation.OveroptimisationConfig, overoptimisation.PRESETS),
+               (rm_scaling.RMScalingConfig, rm_scaling.PRESETS), (rounds.RoundsConfig, rounds.PRESETS),
+               (seeds.SeedsConfig, seeds.PRESETS)]
     for cls, presets in classes:
         names = {f.name for f in dataclasses.fields(cls)}
         assert bounds_of(cls) and set(bounds_of(cls)) <= names, (cls.__name__, set(bounds_of(cls)) - names)
@@ -184,10 +188,18 @@ def test_the_pipeline_checks_its_own_and_each_stages_bounds_before_any_work(tmp_
     (reward_model, ["--temperatures=1,-1"],
      "error: --temperatures=1.0,-1.0: -1.0 is not >= 0; every value must be >= 0"),
     (dpo, ["--temperatures=-0.5"], "error: --temperatures=-0.5: -0.5 is not >= 0; every value must be >= 0"),
+    (overoptimisation, ["--ppo_iters=-3"], "error: --ppo_iters=-3: must be >= 1"),    # ran, "-3 iterations"
+    (overoptimisation, ["--kl_coef=nan"], "error: --kl_coef=nan: must be >= 0"),      # trained, then NaN
+    (rm_scaling, ["--fractions=1,nan"], "error: --fractions=1.0,nan: nan is not > 0; every value must be > 0"),
+    (rounds, ["--rm_replay=-1"], "error: --rm_replay=-1.0: must be >= 0"),            # random.sample's ValueError
+    (rounds, ["--target_win_rate=2"], "error: --target_win_rate=2.0: must be in [0, 1]"),
 ])
-def test_a_list_setting_is_checked_value_by_value_before_any_work(tmp_path, module, argv, message):
-    """A bad value inside a list (best-of-N's N, the sampling temperatures) is one line naming the flag, before
-    any model is loaded (no run directories exist here)."""
+def test_lists_and_the_experiments_settings_are_checked_before_any_work(tmp_path, module, argv, message):
+    """A bad value inside a list (best-of-N's N, the sampling temperatures, rm_scaling's fractions) and the
+    experiments' settings (found by probing: they had no rules) are one line naming the flag, before any model
+    is loaded (no run directories exist here)."""
+    places = ([f"--out={tmp_path / 'out'}", f"--run={tmp_path / 'no_run'}"] if module.__name__.startswith(
+        "rlhf.experiments") else [f"--out_dir={tmp_path / 'out'}", f"--sft_dir={tmp_path / 'no_sft'}"])
     with pytest.raises(SystemExit) as e:
-        module.main(["--preset", "tiny", f"--out_dir={tmp_path / 'out'}", f"--sft_dir={tmp_path / 'no_sft'}", *argv])
+        module.main(["--preset", "tiny", *places, *argv])
     assert str(e.value) == message and not (tmp_path / "out").exists()

@@ -60,6 +60,10 @@ from rlhf.world import make_prompts, score
 @dataclass
 class OveroptimisationConfig:
     """Proxy and gold reward against sqrt(KL) for PPO with a weak fixed β and for best-of-N (Gao et al. 2022)."""
+    # value rules, checked before any work (minigpt.configurator.check_bounds)
+    BOUNDS = {"ppo_iters": ">= 1", "kl_coef": ">= 0", "learning_rate": "> 0", "eval_interval": ">= 1",
+              "n_prompts": ">= 1", "ns": ">= 1", "bon_prompts_per_batch": ">= 1", "bon_batch_size": ">= 1",
+              "n_boot": ">= 100"}
     run: str = "runs/default"        # the finished pipeline run: its sft/ (the start) and reward_model/ (the proxy)
     out: str = ""                    # output directory ("" = RUN/experiments/overoptimisation)
     ppo_preset: str = "default"      # rlhf.ppo preset the PPO settings start from (the fields below override it)
@@ -369,8 +373,8 @@ def write_report(result: dict, path: str) -> str:
 def run(cfg: OveroptimisationConfig) -> dict:
     """PPO and best-of-N on the same prompts -> OUT/metrics.json, OUT/overoptimisation.png, OUT/report.md."""
     t0 = time.time()
-    if not cfg.ns or min(cfg.ns) < 1:
-        raise SystemExit(f"error: --ns must list N >= 1, got {cfg.ns}")
+    if not cfg.ns or list(cfg.ns) != sorted(set(cfg.ns)):       # the curve runs from the first N to the last
+        raise SystemExit(f"error: --ns={','.join(map(str, cfg.ns))}: list the N values increasing, e.g. 1,2,4,8")
     paths = run_paths(cfg.run, ("sft", "reward_model"))
     out = output_dir(cfg.run, cfg.out, "overoptimisation")
     make_dir(out, "--out")

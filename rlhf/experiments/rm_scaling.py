@@ -66,6 +66,9 @@ from rlhf.stats import format_number, paired_bootstrap_ci
 @dataclass
 class RMScalingConfig:
     """Reward-model accuracy and probes against comparisons and RM size; PPO's gold gain with some of the RMs."""
+    # value rules, checked before any work (minigpt.configurator.check_bounds)
+    BOUNDS = {"fractions": "> 0", "ppo_fractions": "> 0", "ppo_iters": ">= 1", "n_eval_prompts": ">= 1",
+              "n_probe_prompts": ">= 0", "n_boot": ">= 100"}
     run: str = "runs/default"        # the finished pipeline run: sft/, reward_model/ (config, comparisons, model),
                                      # pretrain/, tokenizer/
     out: str = ""                    # output directory ("" = RUN/experiments/rm_scaling)
@@ -414,6 +417,8 @@ def run(cfg: RMScalingConfig) -> dict:
         raise SystemExit(f"error: --ppo_fractions {missing} are not in --fractions {cfg.fractions}")
     for spec in cfg.sizes:
         parse_size(spec)                                   # a malformed size fails before anything runs
+    if cfg.ppo_fractions:
+        ppo_config(cfg.ppo_preset)                         # an unknown PPO preset too (not after the RMs trained)
     paths = run_paths(cfg.run, ("sft", "reward_model", "tokenizer", "pretrain"))
     base = load_config(reward_model.RMConfig, paths["reward_model"])
     if base.data or not os.path.exists(os.path.join(paths["reward_model"], "data", "rm_val.jsonl")):

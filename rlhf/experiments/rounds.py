@@ -61,7 +61,7 @@ from minigpt import checkpoint as ckpt_io
 from minigpt.configurator import parse_config, replace_checked, utf8_console
 from minigpt.files import make_dir
 from minigpt.metrics import save_figure
-from minigpt.trainer import pick_device
+from minigpt.trainer import pick_device, run_entry_point
 from rlhf import data as D
 from rlhf import evaluate as ev
 from rlhf import ppo, reward_model
@@ -76,6 +76,11 @@ from rlhf.world import canonical_text
 @dataclass
 class RoundsConfig:
     """Iterated RLHF on a finished pipeline run (see the module docstring)."""
+    # value rules, checked before any work (minigpt.configurator.check_bounds)
+    BOUNDS = {"rounds": ">= 1", "ppo_iters": ">= 1", "kl_targets": "> 0", "ppo_learning_rate": ">= 0",
+              "n_train_prompts": ">= 1", "n_val_prompts": ">= 1", "temperatures": ">= 0", "rm_replay": ">= 0",
+              "rm_epochs": "> 0", "rm_learning_rate": ">= 0", "n_val_eval": ">= 1", "eval_prompts": ">= 1",
+              "eval_max_new_tokens": ">= 1", "n_boot": ">= 100", "target_win_rate": "in [0, 1]"}
     run: str = "runs/default"          # finished pipeline run, only read: sft/ (π_ref, round 0's policy),
                                        # reward_model/ (round 0's RM, its comparisons), eval/ (cached answers)
     out: str = ""                      # output directory ("" = RUN/experiments/rounds)
@@ -560,14 +565,19 @@ def print_final(m: dict) -> None:
           f"({m['seconds']['this_run']:.0f}s this run); {m['out']}/metrics.json, {m['out']}/report.md, {m['plot']}")
 
 
-def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_config(RoundsConfig, argv, PRESETS, prog="python -m rlhf.experiments rounds")
+def run_or_say_where_to_go_on(cfg: RoundsConfig) -> dict:
     try:
         return run_rounds(cfg)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished rounds in {out_dir(cfg)} are kept; run the same command again to continue",
               file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_config(RoundsConfig, argv, PRESETS, prog="python -m rlhf.experiments rounds")
+    # a damaged run file (a malformed comparison, another stage's checkpoint) is one line, as in the stages
+    return run_entry_point(run_or_say_where_to_go_on, cfg, errors=(D.DataError, FileNotFoundError))
 
 
 if __name__ == "__main__":

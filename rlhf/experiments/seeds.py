@@ -60,6 +60,8 @@ from rlhf.stats import bootstrap_ci
 @dataclass
 class SeedsConfig:
     """The pipeline's headline table (and GRPO, DPO) over several training seeds, on the same test prompts."""
+    # value rules, checked before any work (minigpt.configurator.check_bounds)
+    BOUNDS = {"n_seeds": ">= 1"}
     run: str = "runs/default"        # the finished pipeline run: seed 0, and the recipe the other seeds repeat
     out: str = ""                    # output directory ("" = RUN/experiments/seeds); seed k runs in OUT/seedK
     n_seeds: int = 3                 # seeds in the table: the run itself and n_seeds - 1 repeats
