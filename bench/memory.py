@@ -30,7 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from minigpt.config import GPTConfig
-from minigpt.configurator import utf8_console
+from minigpt.configurator import CommandParser, bounded, utf8_console
 from minigpt.model import GPT
 from minigpt.train import model_config_from
 from minigpt.trainer import autocast_context, has_bf16_hardware, pick_device
@@ -119,16 +119,16 @@ def preset_steps(preset: str) -> list[tuple[str, GPTConfig, int]]:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(prog="python -m bench.memory", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="", help="a pipeline preset (tiny, small, default, headline, gpu, gpt2): "
                    "its pretraining steps; otherwise the shape below")
-    p.add_argument("--n_layer", type=int, default=12, help="transformer blocks")
-    p.add_argument("--n_head", type=int, default=12, help="attention heads")
-    p.add_argument("--n_embd", type=int, default=768, help="residual width")
-    p.add_argument("--block_size", type=int, default=512, help="training sequence length")
-    p.add_argument("--vocab_size", type=int, default=8192, help="vocabulary size")
-    p.add_argument("--batch_size", type=int, default=64, help="rows per micro-batch")
+    p.add_argument("--n_layer", type=bounded(int, ">= 1"), default=12, help="transformer blocks")
+    p.add_argument("--n_head", type=bounded(int, ">= 1"), default=12, help="attention heads")
+    p.add_argument("--n_embd", type=bounded(int, ">= 1"), default=768, help="residual width")
+    p.add_argument("--block_size", type=bounded(int, ">= 1"), default=512, help="training sequence length")
+    p.add_argument("--vocab_size", type=bounded(int, ">= 1"), default=8192, help="vocabulary size")
+    p.add_argument("--batch_size", type=bounded(int, ">= 1"), default=64, help="rows per micro-batch")
     p.add_argument("--device", default="cpu", help="cpu: estimate only; cuda: also run the steps and measure")
     args = p.parse_args(argv)
     if args.preset:

@@ -22,7 +22,7 @@ import time
 import torch
 
 from minigpt.config import GPTConfig
-from minigpt.configurator import utf8_console
+from minigpt.configurator import CommandParser, bounded, utf8_console
 from minigpt.model import GPT
 from minigpt.trainer import autocast_context, pick_device
 
@@ -124,21 +124,24 @@ def bench_tokenizer():
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m bench.model", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(prog="python -m bench.model", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps")
-    p.add_argument("--steps", type=int, default=5, help="timed training steps (after 2 warm-up steps)")
-    p.add_argument("--batch_size", type=int, default=8, help="training batch size")
-    p.add_argument("--n_layer", type=int, default=4, help="transformer blocks")
-    p.add_argument("--n_embd", type=int, default=256, help="residual width")
-    p.add_argument("--n_head", type=int, default=4, help="attention heads")
-    p.add_argument("--block_size", type=int, default=256, help="context length (training sequence length)")
-    p.add_argument("--vocab_size", type=int, default=512, help="vocabulary size (a small trained BPE)")
-    p.add_argument("--new_tokens", type=int, default=200, help="tokens generated per generation run")
-    p.add_argument("--prompt_len", type=int, default=16, help="prompt length for generation")
+    p.add_argument("--steps", type=bounded(int, ">= 1"), default=5,
+                   help="timed training steps (after 2 warm-up steps)")
+    p.add_argument("--batch_size", type=bounded(int, ">= 1"), default=8, help="training batch size")
+    p.add_argument("--n_layer", type=bounded(int, ">= 1"), default=4, help="transformer blocks")
+    p.add_argument("--n_embd", type=bounded(int, ">= 1"), default=256, help="residual width")
+    p.add_argument("--n_head", type=bounded(int, ">= 1"), default=4, help="attention heads")
+    p.add_argument("--block_size", type=bounded(int, ">= 1"), default=256,
+                   help="context length (training sequence length)")
+    p.add_argument("--vocab_size", type=bounded(int, ">= 1"), default=512, help="vocabulary size (a small trained BPE)")
+    p.add_argument("--new_tokens", type=bounded(int, ">= 1"), default=200, help="tokens generated per generation run")
+    p.add_argument("--prompt_len", type=bounded(int, ">= 1"), default=16, help="prompt length for generation")
     p.add_argument("--explicit", action="store_true", help="also time the explicit (non-SDPA) attention")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = PyTorch's default); use 1 "
-                   "on a machine shared with other jobs, where oversubscribed threads make small ops crawl")
+    p.add_argument("--threads", type=bounded(int, ">= 0"), default=0,
+                   help="torch CPU threads (0 = PyTorch's default); use 1 on a machine shared with other jobs, "
+                   "where oversubscribed threads make small ops crawl")
     p.add_argument("--no_tokenizer", action="store_true", help="skip the tokenizer line")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                    help="training precision: bfloat16 = the stages' bf16 autocast (their default on a GPU with "

@@ -13,7 +13,6 @@ max_new_tokens and nothing trimmed (how the update ran before either cut). The l
 are the same in all three (tests/test_ppo.py); only the compute differs.
 """
 
-import argparse
 import copy
 import os
 import time
@@ -22,7 +21,7 @@ from dataclasses import fields, replace
 import torch
 import torch.nn.functional as F
 
-from minigpt.configurator import utf8_console
+from minigpt.configurator import CommandParser, bounded, utf8_console
 from minigpt.trainer import autocast_context, configure_optimizer, make_generator, pick_device
 from rlhf import data as D
 from rlhf import ppo
@@ -65,10 +64,11 @@ def timed_update(model, opt, ro, cfg, seed: int, trim: bool, ctx=None) -> float:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m bench.ppo", description=__doc__.split("\n\n")[0])
+    ap = CommandParser(prog="python -m bench.ppo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", default="runs/default", help="pipeline run directory with sft/ and reward_model/")
-    ap.add_argument("--iters", type=int, default=3, help="PPO iterations timed (after one warm-up iteration)")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--iters", type=bounded(int, ">= 1"), default=3,
+                    help="PPO iterations timed (after one warm-up iteration)")
+    ap.add_argument("--threads", type=bounded(int, ">= 0"), default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--device", default="cpu", help="cpu (the figures in README), cuda, cuda:N, mps or auto")
     args = ap.parse_args(argv)
     device = pick_device(args.device)      # first: a device this machine lacks is a one-line error

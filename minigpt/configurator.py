@@ -18,6 +18,8 @@ Rules (applied left to right, later wins):
        list[X] / tuple[X, ...]  comma-separated: "--families=reverse,sort"
   3. `--help` / `-h` prints every field with its type, default (after the preset) and its comment.
 An unknown key, a bad value or an unknown preset exits with a one-line message (SystemExit).
+The commands that take positional arguments or subcommands use argparse through CommandParser, whose
+errors are one line too, and bounded(int, ">= 1") checks a number against the same rules as BOUNDS.
 Every entry point's `if __name__ == "__main__":` block first calls utf8_console(), so that what it prints
 (help texts with β and σ, a model's samples) reaches a pipe or a file whatever the locale's encoding.
 
@@ -31,6 +33,7 @@ Every entry point's `if __name__ == "__main__":` block first calls utf8_console(
 
 from __future__ import annotations
 
+import argparse
 import codecs
 import dataclasses
 import difflib
@@ -230,6 +233,29 @@ def check_bounds(cfg, flag: str = "--") -> None:
                                  f"every value must be {rule}")
         elif value is not None and not _obeys(value, rule):   # None: an optional setting that is off
             raise SystemExit(f"error: {flag}{name}={value}: must be {rule}")
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors: `error: ...` and where the options are listed, instead of
+    the usage text followed by `prog: error: ...` (subcommands' parsers are CommandParsers too)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} ({self.prog} --help lists the options)\n")
+
+
+def bounded(kind: type, rule: str):
+    """An argparse `type` that converts with `kind` (int or float) and checks the value against a BOUNDS rule
+    (">= 1", "> 0", "in [0, 1)"): `add_argument("--n", type=bounded(int, ">= 1"))`."""
+    def convert_and_check(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: not a{'n' if kind is int else ''} {kind.__name__}") from None
+        if not _obeys(value, rule):
+            raise argparse.ArgumentTypeError(f"{text}: must be {rule}")
+        return value
+    convert_and_check.__name__ = kind.__name__       # argparse names the type in its own messages
+    return convert_and_check
 
 
 def replace_checked(cfg, overrides: dict[str, Any], where: str = "override"):

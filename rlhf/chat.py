@@ -20,14 +20,13 @@ The base (pretrained) model has never seen the template, so it rambles; the SFT 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import torch
 
 from minigpt.checkpoint import load_model
-from minigpt.configurator import utf8_console
+from minigpt.configurator import CommandParser, utf8_console
 from minigpt.generate import check_generator, sample_next
 from minigpt.trainer import pick_device
 from rlhf.data import render_prompt, stop_token_id
@@ -179,7 +178,7 @@ def run_interactive(session: ChatSession, stdin=None, stdout=None, name: str = "
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m rlhf.chat", description=__doc__.splitlines()[0])
+    ap = CommandParser(prog="python -m rlhf.chat", description=__doc__.splitlines()[0])
     ap.add_argument("path", help="a checkpoint directory (model.pt + tokenizer.bpe) or a pipeline run directory")
     ap.add_argument("--prompt", default=None, help="answer this one message and exit (no interactive loop)")
     ap.add_argument("--temperature", type=float, default=0.7, help="sampling temperature; 0 = greedy")

@@ -26,14 +26,13 @@ Quick look at a file (its format, record count and first record in the template)
     python -m rlhf.data FILE.jsonl
 """
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass
 
 import torch
 
-from minigpt.configurator import utf8_console
+from minigpt.configurator import CommandParser, bounded, utf8_console
 from rlhf.formats import (  # re-exported: rlhf.data is the package's data door
     DataError, Preference, Ranking, append_jsonl, check_conversation, load_any, load_demonstrations,
     load_preferences, load_prompts, load_rankings, ranking_pairs, to_row, write_jsonl)
@@ -336,11 +335,11 @@ def pack(rendered, block_size):
 # the CLI: a quick look at a data file
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m rlhf.data",
-                                 description="Load a JSONL data file, report its format and show a record.")
+    ap = CommandParser(prog="python -m rlhf.data",
+                       description="Load a JSONL data file, report its format and show a record.")
     ap.add_argument("path", help="a demonstrations / prompts / pairs / HH-RLHF / rankings JSONL file")
-    ap.add_argument("--n", type=int, default=1, help="how many records to print")
-    ap.add_argument("--skip_bad", type=int, default=None,
+    ap.add_argument("--n", type=bounded(int, ">= 1"), default=1, help="how many records to print")
+    ap.add_argument("--skip_bad", type=bounded(int, ">= 0"), default=None,
                     help="a file from elsewhere: skip up to this many malformed records (one summary line)")
     args = ap.parse_args(argv)
     try:

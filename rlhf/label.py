@@ -23,14 +23,13 @@ file already answers (resume). --simulate answers with the world's simulated lab
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import sys
 import zlib
 
 from minigpt.checkpoint import load_model, one_line_errors
-from minigpt.configurator import utf8_console
+from minigpt.configurator import CommandParser, bounded, utf8_console
 from rlhf.chat import resolve_checkpoint
 from rlhf.data import DataError, append_jsonl, load_demonstrations, load_prompts, load_rankings
 from rlhf.rollout import generate_responses
@@ -192,17 +191,17 @@ def label_rankings(items, out_path: str, model, tokenizer, k: int = 4, temperatu
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m rlhf.label", description=__doc__.splitlines()[0])
+    ap = CommandParser(prog="python -m rlhf.label", description=__doc__.splitlines()[0])
     ap.add_argument("mode", choices=MODES, help="demos: write answers; rank: order K samples of --model")
     ap.add_argument("--out", required=True, help="JSONL file to append to (created if missing; resumed if not)")
     ap.add_argument("--prompts", default=None, help="prompts JSONL file (default: the world's prompts)")
-    ap.add_argument("--n", type=int, default=20, help="how many prompts")
+    ap.add_argument("--n", type=bounded(int, ">= 1"), default=20, help="how many prompts")
     ap.add_argument("--split", default="train", choices=("train", "val", "test"), help="world split to draw from")
     ap.add_argument("--seed", type=int, default=0, help="seed of the world prompts, the samples, the simulator")
     ap.add_argument("--model", default=None, help="rank mode: checkpoint (or pipeline run) directory to sample")
-    ap.add_argument("--k", type=int, default=4, help="rank mode: samples per prompt")
-    ap.add_argument("--temperature", type=float, default=1.0, help="rank mode: sampling temperature")
-    ap.add_argument("--max_new_tokens", type=int, default=48, help="rank mode: longest sample")
+    ap.add_argument("--k", type=bounded(int, ">= 2"), default=4, help="rank mode: samples per prompt")
+    ap.add_argument("--temperature", type=bounded(float, ">= 0"), default=1.0, help="rank mode: sampling temperature")
+    ap.add_argument("--max_new_tokens", type=bounded(int, ">= 1"), default=48, help="rank mode: longest sample")
     ap.add_argument("--simulate", action="store_true", help="answer with the world's simulated labeler")
     args = ap.parse_args(argv)
 

@@ -19,12 +19,11 @@ A reward model that learned "chatter means correct" scores low on the last one; 
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 
 from minigpt import checkpoint as ckpt_io
-from minigpt.configurator import utf8_console
+from minigpt.configurator import CommandParser, bounded, utf8_console
 from rlhf.reward import load_reward_model
 from rlhf.rm_metrics import agree
 from rlhf.rollout import score_responses
@@ -66,9 +65,10 @@ def format_probes(p: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m rlhf.rm_probes", description=__doc__.split("\n")[0])
+    ap = CommandParser(prog="python -m rlhf.rm_probes", description=__doc__.split("\n")[0])
     ap.add_argument("rm_dir", help="a reward-model run directory (model.pt + tokenizer.bpe)")
-    ap.add_argument("--n", type=int, default=300, help="prompts drawn (only the helpful ones are probed)")
+    ap.add_argument("--n", type=bounded(int, ">= 1"), default=300,
+                    help="prompts drawn (only the helpful ones are probed)")
     ap.add_argument("--split", default="val", choices=["val", "test"], help="prompt split")
     ap.add_argument("--seed", type=int, default=0, help="prompt set and near-miss seed")
     args = ap.parse_args(argv)

@@ -15,7 +15,6 @@ The unit tests say each function is right; this says the pieces fit together and
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -27,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from minigpt.configurator import utf8_console  # noqa: E402  (needs ROOT on sys.path)
+from minigpt.configurator import CommandParser, utf8_console  # noqa: E402  (needs ROOT on sys.path)
 
 
 def _run(args: list[str]) -> None:
@@ -102,7 +101,7 @@ def run_e2e(out: str = "runs/e2e", run: str | None = None) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python tools/e2e.py", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="python tools/e2e.py", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/e2e", help="where the small run goes (default runs/e2e)")
     parser.add_argument("--run", help="check this finished run instead of training one")
     args = parser.parse_args(argv)

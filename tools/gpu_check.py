@@ -38,7 +38,7 @@ if ROOT not in sys.path:
 import torch  # noqa: E402  (after ROOT is on sys.path, as the imports below)
 
 from minigpt import checkpoint as ckpt_io  # noqa: E402
-from minigpt.configurator import utf8_console  # noqa: E402
+from minigpt.configurator import CommandParser, bounded, utf8_console  # noqa: E402
 from minigpt.files import atomic_write_text, make_dir  # noqa: E402
 from rlhf.pipeline import STAGE_NAMES  # noqa: E402
 
@@ -142,23 +142,22 @@ def pipeline_summary(preset: str, run_dir: str, out: str, finished: bool) -> lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tools/gpu_check.py", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    parser = CommandParser(prog="python tools/gpu_check.py", description=__doc__.splitlines()[0],
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog="\n".join(__doc__.splitlines()[2:]))
     parser.add_argument("--out", default="gpu_check", help="where summary.md and the logs go (default gpu_check)")
     parser.add_argument("--runs", default="runs/gpu_check", help="the pipelines' run directories (default "
                         "runs/gpu_check): a second call reuses and resumes them")
     parser.add_argument("--presets", default="default,gpu", help="pipeline presets to run, comma-separated "
                         "(default default,gpu; empty: none)")
-    parser.add_argument("--budget", type=float, default=0, help="seconds for everything (0 = no limit)")
+    parser.add_argument("--budget", type=bounded(float, ">= 0"), default=0,
+                        help="seconds for everything (0 = no limit)")
     parser.add_argument("--skip_tests", action="store_true", help="leave out the GPU tests")
     parser.add_argument("--memory", default="gpt2", help="bench.memory's preset on the GPU (empty: leave out)")
     args = parser.parse_args(argv)
     presets = [p for p in args.presets.split(",") if p]
     if len(presets) > 2:
         raise SystemExit("error: --presets: at most two per call (OUT keeps 8 files); run the others in a second call")
-    if args.budget < 0:
-        raise SystemExit(f"error: --budget={args.budget:g}: must be >= 0 (0 = no limit)")
     t_start = time.time()
     deadline = t_start + args.budget if args.budget else float("inf")
     make_dir(args.out, "--out")

@@ -16,7 +16,6 @@ table names the exercise to write first. The register of exercises and points is
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import io
 import json
@@ -30,7 +29,7 @@ if ROOT not in sys.path:
 
 import pytest  # noqa: E402
 
-from minigpt.configurator import utf8_console  # noqa: E402
+from minigpt.configurator import CommandParser, utf8_console  # noqa: E402
 from minigpt.files import atomic_write_text  # noqa: E402
 from tests.course import ASSIGNMENTS, BY_ID, EXERCISES, find_blank  # noqa: E402
 from tools.e2e import run_e2e  # noqa: E402
@@ -221,8 +220,8 @@ def write_json(path: str, obj: dict) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python tools/grade.py",
-                                     description="Run the graded tests exercise by exercise and print the points.")
+    parser = CommandParser(prog="python tools/grade.py",
+                           description="Run the graded tests exercise by exercise and print the points.")
     parser.add_argument("--assignment", choices=list(ASSIGNMENTS), help="grade only this assignment")
     parser.add_argument("--exercise", help="grade only this exercise (e.g. a4.gae)")
     parser.add_argument("--json", help="also write Gradescope's results.json format here")

@@ -26,7 +26,6 @@ exercises/INSTRUCTORS.md says how to grade a submission and package the autograd
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -36,7 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from minigpt.configurator import utf8_console  # noqa: E402
+from minigpt.configurator import CommandParser, utf8_console  # noqa: E402
 from tests.course import ASSIGNMENTS, BY_ID, not_implemented_message  # noqa: E402  (needs ROOT on sys.path)
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
@@ -162,8 +161,8 @@ def make_student_copy(out_dir: str | None, root: str = ROOT, assignment: str | N
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python tools/make_exercises.py",
-                                     description="Write the student copy: marked solutions become NotImplementedError.")
+    parser = CommandParser(prog="python tools/make_exercises.py",
+                           description="Write the student copy: marked solutions become NotImplementedError.")
     parser.add_argument("--out", help="where to write the student copy (a new or empty directory)")
     parser.add_argument("--assignment", choices=list(ASSIGNMENTS),
                         help="blank this assignment and the later ones; the earlier ones keep their solutions")

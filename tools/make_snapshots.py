@@ -10,7 +10,6 @@ files hold no working reference implementation.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -21,7 +20,7 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 
 from minigpt.checkpoint import atomic_torch_save  # noqa: E402
-from minigpt.configurator import utf8_console  # noqa: E402
+from minigpt.configurator import CommandParser, utf8_console  # noqa: E402
 from tests.grading import SNAPSHOT_DIR  # noqa: E402
 from tests.snapshot_cases import CASES, build  # noqa: E402
 
@@ -47,8 +46,8 @@ def _same(a, b) -> bool:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python tools/make_snapshots.py",
-                                     description="Store the graded tests' expected values from the reference code.")
+    parser = CommandParser(prog="python tools/make_snapshots.py",
+                           description="Store the graded tests' expected values from the reference code.")
     parser.add_argument("--check", action="store_true", help="compare with the stored values; write nothing")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

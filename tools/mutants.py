@@ -11,7 +11,6 @@ A bug whose `old` text is no longer in the file is reported as stale (update the
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -24,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from minigpt.configurator import utf8_console  # noqa: E402
+from minigpt.configurator import CommandParser, utf8_console  # noqa: E402
 from tools.bug_catalogue import BUGS  # noqa: E402
 
 COPY = ("minigpt", "rlhf", "tests", "tools", "pyproject.toml")
@@ -70,8 +69,8 @@ def run_bug(bug) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python tools/mutants.py",
-                                     description="Apply each catalogued student bug and check the graded tests catch it.")
+    parser = CommandParser(prog="python tools/mutants.py",
+                           description="Apply each catalogued student bug and check the graded tests catch it.")
     parser.add_argument("--exercise", help="only the bugs of this exercise")
     parser.add_argument("--jobs", type=int, default=1, help="bugs checked in parallel")
     parser.add_argument("--json", help="also write the results here")

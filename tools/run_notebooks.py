@@ -16,7 +16,6 @@ another as they do for a student: 04 trains SFT, 05 the reward model on it, 06 P
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -27,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from minigpt.configurator import utf8_console  # noqa: E402  (needs ROOT on sys.path)
+from minigpt.configurator import CommandParser, utf8_console  # noqa: E402  (needs ROOT on sys.path)
 NB_DIR = os.path.join(ROOT, "notebooks")
 CELL_TIMEOUT = 300  # seconds per cell; the longest SMALL cell (pretraining + SFT) takes about a minute
 
@@ -77,7 +76,7 @@ def write(name: str, nb) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python tools/run_notebooks.py", description=__doc__.splitlines()[0])
+    ap = CommandParser(prog="python tools/run_notebooks.py", description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", help="notebooks to run (default: all), e.g. 06_ppo")
     ap.add_argument("--check", action="store_true", help="execute without writing the executed copies")
     args = ap.parse_args(argv)

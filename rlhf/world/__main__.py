@@ -21,7 +21,7 @@ import random
 import sys
 import time
 
-from minigpt.configurator import utf8_console
+from minigpt.configurator import CommandParser, bounded, utf8_console
 from minigpt.files import atomic_write_text, make_dir
 from rlhf.world.corpus import corpus
 from rlhf.world.labelers import (DEFAULT_TEMPERATURE, label_agreement, make_demonstrations,
@@ -101,30 +101,31 @@ def export(out: str, n_demos: int = 2000, n_train: int = 4000, n_val: int = 500,
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m rlhf.world", description=__doc__,      # the docstring once
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(prog="python -m rlhf.world", description=__doc__,      # the docstring once
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("sample", help="print prompts, gold answers, perturbed answers and scores")
-    s.add_argument("--n", type=int, default=5, help="number of prompts (default 5)")
+    s.add_argument("--n", type=bounded(int, ">= 1"), default=5, help="number of prompts (default 5)")
     s.add_argument("--family", choices=FAMILIES, default=None, help="only this family")
     s.add_argument("--split", choices=SPLITS, default="train")
     s.add_argument("--seed", type=int, default=0)
     e = sub.add_parser("export", help="write corpus, demonstrations, prompts, rankings, comparisons")
     e.add_argument("--out", required=True, help="output directory")
-    e.add_argument("--n-demos", "--n_demos", type=int, default=2000, help="SFT demonstrations (few, imperfect)")
-    e.add_argument("--n-train", "--n_train", type=int, default=4000, help="train prompts (RM / PPO)")
-    e.add_argument("--n-val", "--n_val", type=int, default=500)
-    e.add_argument("--n-test", "--n_test", type=int, default=500)
-    e.add_argument("--n-rankings", "--n_rankings", type=int, default=1000,
+    e.add_argument("--n-demos", "--n_demos", type=bounded(int, ">= 1"), default=2000,
+                   help="SFT demonstrations (few, imperfect)")
+    e.add_argument("--n-train", "--n_train", type=bounded(int, ">= 1"), default=4000, help="train prompts (RM / PPO)")
+    e.add_argument("--n-val", "--n_val", type=bounded(int, ">= 1"), default=500)
+    e.add_argument("--n-test", "--n_test", type=bounded(int, ">= 1"), default=500)
+    e.add_argument("--n-rankings", "--n_rankings", type=bounded(int, ">= 1"), default=1000,
                    help="example rankings of gold + perturbations")
-    e.add_argument("--k", type=int, default=4, help="responses per ranking")
-    e.add_argument("--corpus-chars", "--corpus_chars", type=int, default=3_000_000)
-    e.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+    e.add_argument("--k", type=bounded(int, ">= 2"), default=4, help="responses per ranking")
+    e.add_argument("--corpus-chars", "--corpus_chars", type=bounded(int, ">= 1"), default=3_000_000)
+    e.add_argument("--temperature", type=bounded(float, ">= 0"), default=DEFAULT_TEMPERATURE,
                    help="Bradley-Terry noise of the ranker (0 = noiseless)")
     e.add_argument("--seed", type=int, default=0)
     a = sub.add_parser("agreement", help="labeler agreement with the gold order at a temperature")
-    a.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
-    a.add_argument("--n", type=int, default=300)
+    a.add_argument("--temperature", type=bounded(float, ">= 0"), default=DEFAULT_TEMPERATURE)
+    a.add_argument("--n", type=bounded(int, ">= 1"), default=300)
     args = p.parse_args(argv)
     if args.cmd == "sample":
         cmd_sample(args)
