@@ -53,6 +53,17 @@ def make_dir(path: str | os.PathLike, flag: str = "") -> str:
     return path
 
 
+def check_output_file(path: str | os.PathLike, flag: str) -> str:
+    """Before long work whose result goes to `path` (a --json report, say): a one-line SystemExit naming the
+    flag when no file can be written there (a directory in the way, a parent that cannot be made), rather
+    than a traceback once the work is done. Makes the parent directory."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise SystemExit(f"error: {flag}={path}: a directory; name a file")
+    make_dir(os.path.dirname(os.path.abspath(path)), flag)
+    return path
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` (UTF-8, "\\n" line ends) to `path` atomically."""
     atomic_write(path, lambda f: f.write(text), "w", encoding="utf-8", newline="\n")

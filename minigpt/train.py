@@ -37,7 +37,7 @@ class TrainConfig(LoopConfig):
     """Pretraining: next-token prediction on a plain-text corpus (stage 1)."""
     # value rules, checked before any work (minigpt.configurator.check_bounds)
     BOUNDS = {"eval_iters": ">= 1", "block_size": ">= 2", "n_layer": ">= 1", "n_head": ">= 1", "n_embd": ">= 1",
-              "dropout": "in [0, 1)", "num_samples": ">= 1", "sample_temperature": ">= 0",
+              "dropout": "in [0, 1)", "num_samples": ">= 1", "sample_tokens": ">= 1", "sample_temperature": ">= 0",
               "vocab_size": ">= 262"}    # 256 bytes + 6 special tokens
     data: str = ""                   # UTF-8 text file to train on (rlhf.pretrain supplies the world's corpus instead)
     val_fraction: float = 0.1        # last fraction of the token stream held out for validation
@@ -110,6 +110,8 @@ def load_text(cfg: TrainConfig) -> str:
                          "python -m rlhf.pretrain trains on the instruction world's corpus")
     if not os.path.exists(cfg.data):
         raise SystemExit(f"error: --data={cfg.data}: no such file")
+    if os.path.isdir(cfg.data):
+        raise SystemExit(f"error: --data={cfg.data}: a directory; name one text file")
     with open(cfg.data, "rb") as f:
         raw = f.read()
     try:

@@ -37,6 +37,7 @@ from typing import Literal, Sequence
 from minigpt.checkpoint import (CheckpointError, atomic_write_json, load_model, one_line_errors, read_json_file,
                                 read_json_lines, read_summary)
 from minigpt.configurator import parse_config, utf8_console
+from minigpt.files import make_dir
 from minigpt.trainer import pick_device
 from rlhf.data import write_jsonl
 from rlhf.gold import gold_scores, kl_to_reference
@@ -58,7 +59,8 @@ DECODINGS = ("greedy", "sampled")
 class EvalConfig:
     """Evaluation of checkpoints on the world's held-out test prompts."""
     # value rules, checked before any work (minigpt.configurator.check_bounds)
-    BOUNDS = {"batch_size": ">= 1", "temperature": ">= 0", "n_boot": ">= 100"}
+    BOUNDS = {"n_prompts": ">= 1", "max_new_tokens": ">= 1", "batch_size": ">= 1", "temperature": ">= 0",
+              "n_boot": ">= 100", "n_samples_report": ">= 0"}
     n_prompts: int = 200          # test prompts (one fixed set per seed, never trained on)
     split: Literal["test", "val"] = "test"  # "test" to report; "val" while tuning (never tune on the test prompts)
     seed: int = 0                 # which test set, and the seed of sampled decoding and the bootstrap
@@ -118,7 +120,7 @@ def load_cached(eval_dir: str, stage: str, fingerprint: dict | None = None) -> l
 
 def save_cached(eval_dir: str, stage: str, rows: list[dict], fingerprint: dict, extra: dict | None = None):
     """Write eval/STAGE.jsonl (atomically) and eval/STAGE.meta.json (its fingerprint and stage-level numbers)."""
-    os.makedirs(eval_dir, exist_ok=True)
+    make_dir(eval_dir)
     write_jsonl(os.path.join(eval_dir, f"{stage}.jsonl"), rows)
     atomic_write_json(os.path.join(eval_dir, f"{stage}.meta.json"), {"fingerprint": fingerprint, **(extra or {})})
 

@@ -65,7 +65,7 @@ from rlhf.world.__main__ import export
 class PipelineConfig:
     """One command from the instruction world to report.md (see the module docstring)."""
     # value rules, checked before any work (minigpt.configurator.check_bounds)
-    BOUNDS = {"eval_prompts": ">= 1", "eval_batch_size": ">= 1", "eval_max_new_tokens": ">= 0",
+    BOUNDS = {"eval_prompts": ">= 1", "eval_batch_size": ">= 1", "eval_max_new_tokens": ">= 1",
               "eval_temperature": ">= 0", "n_boot": ">= 100"}
     out: str = "runs/default"          # run directory; every stage writes a sub-directory of it
     seed: int = 0                      # seed of the evaluation prompts, sampled decoding and bootstrap

@@ -300,3 +300,21 @@ def test_an_experiment_never_writes_into_the_run_it_reads(tmp_path):
             output_dir(run, out, "seeds")
     assert output_dir(run, "", "seeds") == os.path.join(run, "experiments", "seeds")
     assert output_dir(run, str(tmp_path / "elsewhere"), "seeds") == str(tmp_path / "elsewhere")
+
+
+def test_bad_paths_and_values_of_the_other_entry_points_are_one_line(tmp_path):
+    """Found by probing the entry points beside the stages: each was a traceback (or, for world sample, silence)."""
+    r = run_cli("minigpt.train", "--preset=tiny", f"--data={tmp_path}", f"--out_dir={tmp_path / 'out'}")
+    assert_one_line_error(r, f"--data={tmp_path}: a directory; name one text file")     # IsADirectoryError
+    r = subprocess.run([sys.executable, "tools/grade.py", "--exercise", "a1.merge_pair", f"--json={tmp_path}"],
+                       cwd=ROOT, capture_output=True, encoding="utf-8", timeout=120)
+    assert_one_line_error(r, f"--json={tmp_path}: a directory; name a file")           # after grading, before
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.json").write_text("{}", encoding="utf-8")
+    r = subprocess.run([sys.executable, "tools/e2e.py", f"--run={tmp_path / 'run'}"], cwd=ROOT,
+                       capture_output=True, encoding="utf-8", timeout=120)
+    assert_one_line_error(r, "dpo/summary.json not found: not a run of this check")   # FileNotFoundError
+    r = run_cli("rlhf.world", "sample", "--n", "0")
+    assert_one_line_error(r, "argument --n: 0: must be >= 1 (python -m rlhf.world sample --help lists")
+    r = run_cli("rlhf.evaluate", str(tmp_path / "run"), "--n_prompts=0")
+    assert_one_line_error(r, "--n_prompts=0: must be >= 1")                              # ran, on -1 prompts

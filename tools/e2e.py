@@ -15,7 +15,6 @@ The unit tests say each function is right; this says the pieces fit together and
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -26,7 +25,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from minigpt.configurator import CommandParser, utf8_console  # noqa: E402  (needs ROOT on sys.path)
+from minigpt.checkpoint import one_line_errors, read_json_file  # noqa: E402  (needs ROOT on sys.path)
+from minigpt.configurator import CommandParser, utf8_console  # noqa: E402
 
 
 def _run(args: list[str]) -> None:
@@ -47,10 +47,8 @@ def run_small(out: str) -> float:
 
 def check(run: str) -> dict:
     """The four checks on a finished small run: {"checks": [{"check", "ok", "detail"}], "ok"}."""
-    with open(os.path.join(run, "metrics.json"), encoding="utf-8") as f:
-        m = json.load(f)
-    with open(os.path.join(run, "dpo", "summary.json"), encoding="utf-8") as f:
-        dpo = json.load(f)
+    m = read_json_file(os.path.join(run, "metrics.json"))          # a damaged file: CheckpointError naming it
+    dpo = read_json_file(os.path.join(run, "dpo", "summary.json"))
     checks = []
 
     d = m["base"]["gold_diff_vs_sft"]                                  # base - SFT, greedy
@@ -107,7 +105,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.run and not os.path.exists(os.path.join(args.run, "metrics.json")):
         raise SystemExit(f"error: {args.run}/metrics.json not found: run python tools/e2e.py --out {args.run} first")
-    return 0 if run_e2e(args.out, args.run)["ok"] else 1
+    if args.run and not os.path.exists(os.path.join(args.run, "dpo", "summary.json")):
+        raise SystemExit(f"error: {args.run}/dpo/summary.json not found: not a run of this check (a pipeline run "
+                         f"and DPO after it); run python tools/e2e.py --out {args.run} first")
+    with one_line_errors():
+        return 0 if run_e2e(args.out, args.run)["ok"] else 1
 
 
 if __name__ == "__main__":

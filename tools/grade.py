@@ -30,7 +30,7 @@ if ROOT not in sys.path:
 import pytest  # noqa: E402
 
 from minigpt.configurator import CommandParser, utf8_console  # noqa: E402
-from minigpt.files import atomic_write_text  # noqa: E402
+from minigpt.files import atomic_write_text, check_output_file  # noqa: E402
 from tests.course import ASSIGNMENTS, BY_ID, EXERCISES, find_blank  # noqa: E402
 from tools.e2e import run_e2e  # noqa: E402
 
@@ -229,6 +229,8 @@ def main(argv=None) -> int:
                         help="also run the small preset end to end and check each stage did its job (~2 min)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show pytest's output and each test's message")
     args = parser.parse_args(argv)
+    if args.json:
+        check_output_file(args.json, "--json")        # before grading, not a traceback after it
     wanted = {e.id for e in EXERCISES if (args.assignment is None or e.assignment == args.assignment)
               and (args.exercise is None or e.id == args.exercise)}
     if not wanted:

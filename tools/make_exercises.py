@@ -36,6 +36,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from minigpt.configurator import CommandParser, utf8_console  # noqa: E402
+from minigpt.files import make_dir  # noqa: E402
 from tests.course import ASSIGNMENTS, BY_ID, not_implemented_message  # noqa: E402  (needs ROOT on sys.path)
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
@@ -172,6 +173,8 @@ def main(argv=None):
         parser.error("give --out DIR (or --check)")
     if args.out and os.path.isdir(args.out) and os.listdir(args.out):
         raise SystemExit(f"error: {args.out} is not empty; choose a new directory (nothing was written)")
+    if args.out:
+        make_dir(args.out, "--out")
     try:
         found = make_student_copy(None if args.check else args.out, assignment=args.assignment)
     except ValueError as e:

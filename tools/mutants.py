@@ -23,7 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from minigpt.configurator import CommandParser, utf8_console  # noqa: E402
+from minigpt.configurator import CommandParser, bounded, utf8_console  # noqa: E402
+from minigpt.files import atomic_write_text, check_output_file  # noqa: E402
 from tools.bug_catalogue import BUGS  # noqa: E402
 
 COPY = ("minigpt", "rlhf", "tests", "tools", "pyproject.toml")
@@ -72,9 +73,11 @@ def main(argv=None) -> int:
     parser = CommandParser(prog="python tools/mutants.py",
                            description="Apply each catalogued student bug and check the graded tests catch it.")
     parser.add_argument("--exercise", help="only the bugs of this exercise")
-    parser.add_argument("--jobs", type=int, default=1, help="bugs checked in parallel")
+    parser.add_argument("--jobs", type=bounded(int, ">= 1"), default=1, help="bugs checked in parallel")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
+    if args.json:
+        check_output_file(args.json, "--json")        # before the bugs run, not a traceback after them
     bugs = [b for b in BUGS if args.exercise is None or b.exercise == args.exercise]
     if not bugs:
         raise SystemExit(f"error: no catalogued bug for {args.exercise!r}")
@@ -90,8 +93,8 @@ def main(argv=None) -> int:
     print(f"caught {caught} of {len(valid)} bugs ({caught / max(len(valid), 1):.0%}) over {len(exercises)} exercises"
           + (f"; {len(results) - len(valid)} stale" if len(valid) < len(results) else ""))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump([{"exercise": b.exercise, "bug": b.name, **r} for b, r in zip(bugs, results)], f, indent=2)
+        atomic_write_text(args.json, json.dumps([{"exercise": b.exercise, "bug": b.name, **r}
+                                                 for b, r in zip(bugs, results)], indent=2))
     return 0 if caught == len(valid) == len(results) else 1
 
 

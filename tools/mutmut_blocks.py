@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from minigpt.configurator import utf8_console  # noqa: E402
+from minigpt.configurator import CommandParser, utf8_console  # noqa: E402
 from tools.make_exercises import BEGIN_RE, END  # noqa: E402  (the marker syntax, defined once)
 
 
@@ -52,7 +52,10 @@ def mutant_functions(path: str) -> dict[str, list[str]]:
             if isinstance(node, ast.FunctionDef) and "__mutmut_" in node.name}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = CommandParser(prog="python tools/mutmut_blocks.py", description=__doc__.splitlines()[0],
+                           epilog="Run `mutmut run` first (see pyproject.toml's [tool.mutmut]).")
+    parser.parse_args(argv)                        # no options: --help, and a one-line error for anything else
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         files = tomllib.load(f)["tool"]["mutmut"]["source_paths"]
     totals: dict[str, list[int]] = {}
@@ -96,4 +99,4 @@ def main() -> int:
 
 if __name__ == "__main__":
     utf8_console()
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -112,8 +112,8 @@ def parse_size(spec: str) -> tuple[int, int, int]:
     except ValueError:
         raise SystemExit(f"error: --sizes: {spec!r} is not LAYERSxWIDTH (e.g. 2x64)") from None
     n_head = max(1, n_embd // 32)
-    if n_layer < 1 or n_embd % n_head:
-        raise SystemExit(f"error: --sizes: {spec!r}: need >= 1 layer and a width divisible by {n_head} heads")
+    if n_layer < 1 or n_embd < 1 or n_embd % n_head:
+        raise SystemExit(f"error: --sizes: {spec!r}: need >= 1 layer and a positive width divisible by {n_head} heads")
     return n_layer, n_embd, n_head
 
 
@@ -410,8 +410,9 @@ def write_report(result: dict, path: str) -> str:
 def run(cfg: RMScalingConfig) -> dict:
     """RMs over comparisons (and sizes), their read-outs, PPO with some -> metrics.json, rm_scaling.png, report.md."""
     t0 = time.time()
-    if not cfg.fractions or min(cfg.fractions) <= 0:
-        raise SystemExit(f"error: --fractions must be positive, got {cfg.fractions}")
+    if len(cfg.fractions) < 2:                              # (BOUNDS checked each one is > 0)
+        raise SystemExit(f"error: --fractions={','.join(map(str, cfg.fractions))}: a scaling curve needs at least "
+                         f"two amounts of comparisons, e.g. --fractions=0.5,1")
     missing = [f for f in cfg.ppo_fractions if f not in cfg.fractions]
     if missing:
         raise SystemExit(f"error: --ppo_fractions {missing} are not in --fractions {cfg.fractions}")
