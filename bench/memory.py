@@ -22,6 +22,7 @@ with `--pretrain.batch_size=B/2 --pretrain.grad_accum=2` halves the activations 
 """
 
 import argparse
+import sys
 import weakref
 
 import torch
@@ -134,6 +135,11 @@ def main(argv=None):
     if args.preset:
         if args.preset not in PIPELINE_PRESETS:
             raise SystemExit(f"error: --preset={args.preset}: choose one of {', '.join(PIPELINE_PRESETS)}")
+        shape = [a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")
+                 and a.split("=")[0] not in ("--preset", "--device")]
+        if shape:                                      # they were ignored, silently
+            raise SystemExit(f"error: {', '.join(shape)} with --preset: a preset sets the shapes; give one or the "
+                             f"other")
         steps = preset_steps(args.preset)
     else:
         try:

@@ -340,7 +340,8 @@ def main(argv=None):
     ap.add_argument("path", help="a demonstrations / prompts / pairs / HH-RLHF / rankings JSONL file")
     ap.add_argument("--n", type=bounded(int, ">= 1"), default=1, help="how many records to print")
     ap.add_argument("--skip_bad", type=bounded(int, ">= 0"), default=None,
-                    help="a file from elsewhere: skip up to this many malformed records (one summary line)")
+                    help="a file from elsewhere: skip up to this many records that are JSON but not of its "
+                         "format (one summary line); a line that is not JSON at all still stops the load")
     args = ap.parse_args(argv)
     try:
         fmt, records = load_any(args.path, skip_bad=args.skip_bad)

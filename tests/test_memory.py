@@ -59,6 +59,8 @@ def test_the_command_prints_a_presets_pretraining_steps(capsys):
         memory.main(["--preset", "huge"])
     with pytest.raises(SystemExit, match="must be divisible"):
         memory.main(["--n_embd=30", "--n_head=4"])
+    with pytest.raises(SystemExit, match="--n_layer with --preset: a preset sets the shapes"):   # was ignored
+        memory.main(["--preset", "tiny", "--n_layer=2"])
 
 
 @pytest.mark.gpu
