@@ -53,7 +53,7 @@ from minigpt.metrics import save_figure
 from minigpt.trainer import pick_device, run_entry_point
 from rlhf import pretrain, reward_model, sft
 from rlhf.comparisons import simulate_rankings
-from rlhf.data import DataError, write_jsonl
+from rlhf.data import DataError, load_rankings, write_jsonl
 from rlhf.experiments.common import (finished_with, output_dir, ppo_config, read_json, run_paths, tracked_ppo,
                                      write_text)
 from rlhf.gold import score
@@ -130,7 +130,9 @@ def comparison_files(cfg: RMScalingConfig, paths: dict, rm_cfg: reward_model.RMC
     """{fraction: rankings JSONL}: nested prefixes of the run's comparisons, extended for fractions > 1
     by comparisons simulated exactly as the RM stage does (SFT samples at rm_cfg.temperatures, the
     labeler's demonstration, a flawed world answer, chatter twins), with data seed extra_seed."""
-    with open(os.path.join(paths["reward_model"], "data", "rm_train.jsonl"), encoding="utf-8") as f:
+    source = os.path.join(paths["reward_model"], "data", "rm_train.jsonl")
+    load_rankings(source)               # a damaged line is named here, not in the copies made of its prefixes
+    with open(source, encoding="utf-8") as f:
         lines = [line for line in f if line.strip()]
     n = len(lines)
     extra_path = os.path.join(out, "data", f"rm_train_extra_seed{cfg.extra_seed}.jsonl")
@@ -159,7 +161,7 @@ def comparison_files(cfg: RMScalingConfig, paths: dict, rm_cfg: reward_model.RMC
         if k < 1:
             raise SystemExit(f"error: --fractions: {frac} x {n} ranked prompts is none")
         if frac == 1.0:
-            files[frac] = os.path.join(paths["reward_model"], "data", "rm_train.jsonl")
+            files[frac] = source
             continue
         files[frac] = os.path.join(out, "data", f"rm_train_{label_of(frac)}.jsonl")
         ckpt_io.atomic_write_text(files[frac], "".join(lines[:k]))
