@@ -22,7 +22,6 @@ with `--pretrain.batch_size=B/2 --pretrain.grad_accum=2` halves the activations 
 """
 
 import argparse
-import sys
 import weakref
 
 import torch
@@ -119,29 +118,32 @@ def preset_steps(preset: str) -> list[tuple[str, GPTConfig, int]]:
             for s in (("pretrain", "pretrain_large") if headline else ("pretrain",))]
 
 
+# the shape flags: (default, what it is); GPT-2 small's shape at the gpt2 preset's vocabulary and micro-batch
+SHAPE = {"n_layer": (12, "transformer blocks"), "n_head": (12, "attention heads"), "n_embd": (768, "residual width"),
+         "block_size": (512, "training sequence length"), "vocab_size": (8192, "vocabulary size"),
+         "batch_size": (64, "rows per micro-batch")}
+
+
 def main(argv=None):
     p = CommandParser(prog="python -m bench.memory", description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="", help="a pipeline preset (tiny, small, default, headline, gpu, gpt2): "
                    "its pretraining steps; otherwise the shape below")
-    p.add_argument("--n_layer", type=bounded(int, ">= 1"), default=12, help="transformer blocks")
-    p.add_argument("--n_head", type=bounded(int, ">= 1"), default=12, help="attention heads")
-    p.add_argument("--n_embd", type=bounded(int, ">= 1"), default=768, help="residual width")
-    p.add_argument("--block_size", type=bounded(int, ">= 1"), default=512, help="training sequence length")
-    p.add_argument("--vocab_size", type=bounded(int, ">= 1"), default=8192, help="vocabulary size")
-    p.add_argument("--batch_size", type=bounded(int, ">= 1"), default=64, help="rows per micro-batch")
+    for k, (default, what) in SHAPE.items():        # None when not given: refused beside --preset
+        p.add_argument(f"--{k}", type=bounded(int, ">= 1"), default=None, help=f"{what} (default {default})")
     p.add_argument("--device", default="cpu", help="cpu: estimate only; cuda: also run the steps and measure")
     args = p.parse_args(argv)
     if args.preset:
         if args.preset not in PIPELINE_PRESETS:
             raise SystemExit(f"error: --preset={args.preset}: choose one of {', '.join(PIPELINE_PRESETS)}")
-        shape = [a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")
-                 and a.split("=")[0] not in ("--preset", "--device")]
+        shape = [f"--{k}" for k in SHAPE if getattr(args, k) is not None]
         if shape:                                      # they were ignored, silently
             raise SystemExit(f"error: {', '.join(shape)} with --preset: a preset sets the shapes; give one or the "
                              f"other")
         steps = preset_steps(args.preset)
     else:
+        for k, (default, _) in SHAPE.items():
+            setattr(args, k, default if getattr(args, k) is None else getattr(args, k))
         try:
             config = GPTConfig(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
                                block_size=args.block_size, vocab_size=args.vocab_size)

@@ -18,8 +18,9 @@ Rules (applied left to right, later wins):
        list[X] / tuple[X, ...]  comma-separated: "--families=reverse,sort"
   3. `--help` / `-h` prints every field with its type, default (after the preset) and its comment.
 An unknown key, a bad value or an unknown preset exits with a one-line message (SystemExit).
-The commands that take positional arguments or subcommands use argparse through CommandParser, whose
-errors are one line too, and bounded(int, ">= 1") checks a number against the same rules as BOUNDS.
+The commands built on argparse instead (positional arguments, subcommands, the benchmarks and tools/) use
+CommandParser, whose errors are one line too, and bounded(int, ">= 1") checks a number against the same
+rules as BOUNDS.
 Every entry point's `if __name__ == "__main__":` block first calls utf8_console(), so that what it prints
 (help texts with β and σ, a model's samples) reaches a pipe or a file whatever the locale's encoding.
 

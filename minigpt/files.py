@@ -56,11 +56,17 @@ def make_dir(path: str | os.PathLike, flag: str = "") -> str:
 def check_output_file(path: str | os.PathLike, flag: str) -> str:
     """Before long work whose result goes to `path` (a --json report, say): a one-line SystemExit naming the
     flag when no file can be written there (a directory in the way, a parent that cannot be made), rather
-    than a traceback once the work is done. Makes the parent directory."""
+    than a traceback once the work is done. Makes the parent directory, and tries a file in it."""
     path = os.fspath(path)
     if os.path.isdir(path):
         raise SystemExit(f"error: {flag}={path}: a directory; name a file")
-    make_dir(os.path.dirname(os.path.abspath(path)), flag)
+    parent = make_dir(os.path.dirname(os.path.abspath(path)), flag)
+    try:
+        with tempfile.TemporaryFile(dir=parent):      # what atomic_write will do there (root ignores os.access)
+            pass
+    except OSError as e:
+        raise SystemExit(f"error: {flag}={path}: cannot write there ({(e.strerror or type(e).__name__).lower()})") \
+            from None
     return path
 
 

@@ -53,8 +53,8 @@ from tqdm.auto import tqdm
 from minigpt import checkpoint as ckpt_io
 from minigpt.distributed import (DistInfo, all_reduce_mean, barrier, mean_over_processes, setup_distributed,
                                  shard, teardown_distributed)
-# re-exported: stages import the loop's pieces from minigpt.trainer
 from minigpt.files import make_dir
+# re-exported: stages import the loop's pieces from minigpt.trainer
 from minigpt.metrics import MetricsLogger, plot_metrics, plot_panels, read_metrics
 
 __all__ = [
@@ -479,14 +479,18 @@ class ResumeError(ValueError):
 def load_training_state(run_dir: str, model, optimizer=None, restore_rng: bool = True, cfg=None) -> dict | None:
     """Load run_dir/ckpt.pt into model (and optimizer, and the RNGs). Returns the state dict or None.
     A checkpoint of another model shape is a ResumeError naming the settings that differ, and so is one that
-    another stage saved (cfg: this stage's config, whose class must be the saved one's): an SFT run's
-    checkpoint fits a pretraining model, and resuming it would write pretraining over the SFT model."""
+    another stage saved (cfg: this stage's config): an SFT run's checkpoint fits a pretraining model, and
+    resuming it would write pretraining over the SFT model. Another stage is another config class, unless
+    this one has every field of the saved config (it extends it: rlhf.pretrain resuming minigpt.train's run);
+    checkpoints of older versions record only the config, whose fields tell the same."""
     state = ckpt_io.load_checkpoint(run_dir)
     if state is None:
         return None
-    saved_class = state.get("config_class")                   # absent from checkpoints of older versions
-    if cfg is not None and saved_class is not None and saved_class != type(cfg).__name__:
-        raise ResumeError(f"{run_dir}/ckpt.pt was saved by another stage ({saved_class}, not "
+    saved_class = state.get("config_class")
+    foreign = sorted(set(state.get("config") or {}) - set(asdict(cfg))) if cfg is not None else []
+    if cfg is not None and saved_class != type(cfg).__name__ and foreign:
+        what = saved_class or "settings " + ", ".join(foreign[:3])      # an older checkpoint: its fields tell
+        raise ResumeError(f"{run_dir}/ckpt.pt was saved by another stage ({what}; this one is "
                           f"{type(cfg).__name__}); choose another --out_dir, or drop --resume")
     raw = ckpt_io.unwrap_model(model)
     saved, now = state.get("model_config") or {}, asdict(raw.config) if hasattr(raw, "config") else {}

@@ -26,7 +26,7 @@ import sys
 import torch
 
 from minigpt.checkpoint import load_model
-from minigpt.configurator import CommandParser, utf8_console
+from minigpt.configurator import CommandParser, bounded, utf8_console
 from minigpt.generate import check_generator, sample_next
 from minigpt.trainer import pick_device
 from rlhf.data import render_prompt, stop_token_id
@@ -181,17 +181,15 @@ def main(argv: list[str] | None = None) -> None:
     ap = CommandParser(prog="python -m rlhf.chat", description=__doc__.splitlines()[0])
     ap.add_argument("path", help="a checkpoint directory (model.pt + tokenizer.bpe) or a pipeline run directory")
     ap.add_argument("--prompt", default=None, help="answer this one message and exit (no interactive loop)")
-    ap.add_argument("--temperature", type=float, default=0.7, help="sampling temperature; 0 = greedy")
-    ap.add_argument("--top_k", type=int, default=50, help="sample among the k most likely tokens (0 = all)")
-    ap.add_argument("--max_new_tokens", type=int, default=64, help="longest reply in tokens")
+    ap.add_argument("--temperature", type=bounded(float, ">= 0"), default=0.7,
+                    help="sampling temperature; 0 = greedy")
+    ap.add_argument("--top_k", type=bounded(int, ">= 0"), default=50,
+                    help="sample among the k most likely tokens (0 = all)")
+    ap.add_argument("--max_new_tokens", type=bounded(int, ">= 1"), default=64, help="longest reply in tokens")
     ap.add_argument("--system", default=None, help="an optional system message")
     ap.add_argument("--seed", type=int, default=0, help="seed of the sampler")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (cuda, else mps, else cpu)")
     args = ap.parse_args(argv)
-    if args.temperature < 0:
-        raise SystemExit(f"error: --temperature={args.temperature}: must be >= 0 (0 = greedy)")
-    if args.top_k < 0:
-        raise SystemExit(f"error: --top_k={args.top_k}: must be >= 0 (0 = all tokens)")
 
     device = pick_device(args.device)             # a device this machine lacks is a one-line error
     ckpt = resolve_checkpoint(args.path)

@@ -68,7 +68,8 @@ from rlhf.rollout import sequence_logprobs
 class DPOConfig(LoopConfig):
     """DPO: fit the SFT policy to the labelers' comparisons directly, with π_ref = the SFT model."""
     # value rules, checked before any work (minigpt.configurator.check_bounds)
-    BOUNDS = {"beta": "> 0", "eval_batch_size": ">= 1", "temperatures": ">= 0"}   # β <= 0 learns nothing or the rejected
+    # β = 0 learns nothing, β < 0 learns to prefer the rejected answers
+    BOUNDS = {"beta": "> 0", "eval_batch_size": ">= 1", "temperatures": ">= 0"}
     out_dir: str = "runs/default/dpo"  # run directory: model.pt, ckpt.pt, metrics.jsonl, loss.png, dpo.png, summary.json
     sft_dir: str = "runs/default/sft"  # SFT run: the initial policy and the frozen reference π_ref
     rm_dir: str = "runs/default/reward_model"  # RM run whose data/rm_{train,val}.jsonl are the comparisons

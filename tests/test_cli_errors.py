@@ -269,7 +269,9 @@ def test_more_bad_values_found_by_probing_are_one_line(tmp_path):
                 "--pretrain.max_iters=0", "--stop_after=pretrain")
     assert r.returncode == 0 and "\npretrain: val loss " in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
     r = run_cli("rlhf.chat", str(tmp_path / "zero" / "pretrain"), "--prompt=hi", "--top_k=-1")
-    assert_one_line_error(r, "--top_k=-1: must be >= 0 (0 = all tokens)")
+    assert_one_line_error(r, "argument --top_k: -1: must be >= 0")
+    r = run_cli("rlhf.chat", str(tmp_path / "zero" / "pretrain"), "--prompt=hi", "--temperature=nan")
+    assert_one_line_error(r, "argument --temperature: nan: must be >= 0")          # a sampling traceback
 
 
 def test_an_output_directory_that_cannot_be_made_is_one_line_naming_the_flag(tmp_path, tok):
@@ -290,16 +292,18 @@ def test_an_output_directory_that_cannot_be_made_is_one_line_naming_the_flag(tmp
     assert in_the_way.read_text(encoding="utf-8") == "not a directory\n"
 
 
-def test_an_experiment_never_writes_into_the_run_it_reads(tmp_path):
+def test_an_experiment_never_writes_over_the_run_it_reads(tmp_path):
     """--out equal to --run wrote the experiment's metrics.json and report.md over the pipeline run's own
-    (found by probing); it is refused, trailing slash or not, and the default stays RUN/experiments/NAME."""
+    (found by probing), and --out=RUN/sft would write config.json over the SFT stage's: anywhere in the run
+    but RUN/experiments/ is refused, trailing slash or not; the default stays RUN/experiments/NAME."""
     from rlhf.experiments.common import output_dir
     run = str(tmp_path / "run")
-    for out in (run, run + "/", str(tmp_path / "." / "run")):
-        with pytest.raises(SystemExit, match=r"is the --run directory: the experiment would write over"):
+    for out in (run, run + "/", str(tmp_path / "." / "run"), os.path.join(run, "sft")):
+        with pytest.raises(SystemExit, match=r"is inside the --run directory: the experiment would write over"):
             output_dir(run, out, "seeds")
     assert output_dir(run, "", "seeds") == os.path.join(run, "experiments", "seeds")
-    assert output_dir(run, str(tmp_path / "elsewhere"), "seeds") == str(tmp_path / "elsewhere")
+    for fine in (str(tmp_path / "elsewhere"), str(tmp_path / "run_b"), os.path.join(run, "experiments", "mine")):
+        assert output_dir(run, fine, "seeds") == fine
 
 
 def test_bad_paths_and_values_of_the_other_entry_points_are_one_line(tmp_path):

@@ -285,7 +285,8 @@ def test_a_stage_resumed_after_a_stop_counts_the_time_of_both_attempts(tmp_path,
 def test_a_stage_stopped_by_ctrl_c_keeps_its_time_for_the_resumed_run(tiny_run, tmp_path, monkeypatch):
     """The pipeline marks the stage's time as partial when the stage returns unfinished (a first Ctrl-C: the
     stage saves its checkpoint and returns) and when it raises, and the resumed stage's seconds include it.
-    (Stand-in PPO stages: the first saves a checkpoint and returns unfinished, the second finishes.)"""
+    (Stand-in PPO stages: the first saves a checkpoint and returns unfinished, the second saves one and
+    raises KeyboardInterrupt (a second Ctrl-C), the third finishes.)"""
     out, _, _ = tiny_run
     run = tmp_path / "resumed"
     shutil.copytree(out, run)
@@ -301,6 +302,17 @@ def test_a_stage_stopped_by_ctrl_c_keeps_its_time_for_the_resumed_run(tiny_run, 
         pipeline.main(["--preset", "tiny", "--out", str(run), "--progress=false", "--stop_after=ppo"])
     partial = json.loads((run / "timings.json").read_text(encoding="utf-8"))["partial"]["ppo"][0]
     assert partial >= 0.3, partial
+
+    def raises(cfg, *a, **k):
+        stopped(cfg)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pipeline.ppo, "train_ppo", raises)
+    with pytest.raises(SystemExit) as e:
+        pipeline.main(["--preset", "tiny", "--out", str(run), "--progress=false", "--stop_after=ppo"])
+    assert e.value.code == 130
+    more = json.loads((run / "timings.json").read_text(encoding="utf-8"))["partial"]["ppo"][0]
+    assert more >= partial + 0.3, (partial, more)                     # both attempts kept
+    partial = more
 
     def finishes(cfg, *a, **k):
         assert cfg.resume                                 # the checkpoint is resumed...

@@ -329,9 +329,10 @@ def test_resume_keeps_this_devices_optimizer_kernels(tmp_path):
 
 def test_resume_refuses_another_stages_checkpoint(tmp_path):
     """A checkpoint records which stage's config saved it: resuming it with another stage's config (pretraining
-    pointed at an SFT run's directory, whose model has the same shape) is a ResumeError, not pretraining
-    written over the SFT model; the same stage resumes. Another stage's optimizer (other parameter groups,
-    as in a checkpoint of an older version, which records no stage) is a ResumeError too."""
+    pointed at an SFT run's directory, whose model and optimizer groups have the same shapes) is a ResumeError,
+    not pretraining written over the SFT model; the same stage resumes, and so does a stage whose config
+    extends the saved one (rlhf.pretrain resuming minigpt.train's run). A checkpoint of an older version
+    records no class: its config's fields tell. Another stage's optimizer is a ResumeError too."""
     @dataclasses.dataclass
     class SFTLike(T.LoopConfig):
         """Another stage's config."""
@@ -341,12 +342,20 @@ def test_resume_refuses_another_stages_checkpoint(tmp_path):
     cfg = loop_cfg(tmp_path)
     opt = T.configure_optimizer(model, cfg, "cpu")
     T.save_training_state(str(tmp_path), model, opt, 3, SFTLike(out_dir=str(tmp_path)))
-    with pytest.raises(T.ResumeError, match=r"ckpt.pt was saved by another stage \(SFTLike, not LoopConfig\)"):
+    with pytest.raises(T.ResumeError, match=r"saved by another stage \(SFTLike; this one is LoopConfig\)"):
         T.load_training_state(str(tmp_path), model, opt, cfg=cfg)
     assert T.load_training_state(str(tmp_path), model, opt, cfg=SFTLike(out_dir=str(tmp_path)))["step"] == 3
 
     state = ck.load_checkpoint(str(tmp_path))
-    del state["config_class"]
+    del state["config_class"]                                            # as an older version saved it
+    ck.atomic_torch_save(state, tmp_path / "ckpt.pt")
+    with pytest.raises(T.ResumeError, match=r"saved by another stage \(settings n_demos; this one is LoopConfig"):
+        T.load_training_state(str(tmp_path), model, opt, cfg=cfg)
+
+    T.save_training_state(str(tmp_path), model, opt, 4, cfg)             # LoopConfig's run, resumed by a stage
+    assert T.load_training_state(str(tmp_path), model, opt, cfg=SFTLike(out_dir=str(tmp_path)))["step"] == 4
+
+    state = ck.load_checkpoint(str(tmp_path))
     state["optimizer"]["param_groups"] = state["optimizer"]["param_groups"][:1]   # one group, not two
     ck.atomic_torch_save(state, tmp_path / "ckpt.pt")
     with pytest.raises(T.ResumeError, match="holds another stage's optimizer"):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from tqdm import tqdm
 
 from rlhf import world
 from rlhf.world import (FAMILIES, FAMILY, SPLITS, LabelerConfig, classify, corpus, demonstrate,
@@ -231,12 +232,17 @@ def test_deterministic_by_seed():
     assert corpus(5000, seed=2) == corpus(5000, seed=2) != corpus(5000, seed=3)
 
 
-def test_the_progress_bar_changes_no_prompt_and_stays_silent_when_quick(capsys):
+def test_the_progress_bar_changes_no_prompt_and_stays_silent_when_quick(capsys, monkeypatch):
     """progress=True (a stage's --progress) draws the same prompts; a bar appears only after 2 s, so the quick
     calls of tests and small presets print nothing."""
     assert make_prompts("val", 300, seed=4, progress=True) == make_prompts("val", 300, seed=4)
     assert make_demonstrations(50, seed=2, progress=True) == make_demonstrations(50, seed=2)
     assert capsys.readouterr().err == ""
+    bars = []
+    monkeypatch.setattr(world.tasks, "tqdm", lambda **kw: bars.append(kw) or tqdm(**{**kw, "disable": True}))
+    make_demonstrations(5, seed=2, progress=True)                       # the flag reaches the bar...
+    make_prompts("train", 5, seed=2)                                    # ...and it is off by default
+    assert [(b["total"], b["disable"], b["delay"]) for b in bars] == [(5, False, 2), (5, True, 2)], bars
 
 
 @pytest.mark.parametrize("seed", [0, 1])

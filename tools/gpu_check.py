@@ -16,8 +16,10 @@ In order, each step under what is left of --budget:
 OUT gets at most 8 plain files, rewritten after every step (so a cut run still leaves them): summary.md
 (the environment, each step's outcome and wall time, each pipeline's targets and time per stage, the tail
 of any failure's log), gpu_tests.log, memory.log, and P_report.md and P_metrics.json for each finished
-pipeline. The exit status is 0 when every step that ran passed, else 1. On a machine without a GPU every
-step still runs (the GPU tests skip), which is how this script is tested.
+pipeline. The exit status is 1 when a step failed, else 0 (a step cut at the budget's end is not a failure:
+the same command resumes it). A step gets its Ctrl-C GRACE_S seconds before the budget's end, so that the
+whole check, the stage's checkpoint included, ends within --budget. On a machine without a GPU every step
+still runs (the GPU tests skip), which is how this script is tested.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from minigpt.files import atomic_write_text, make_dir  # noqa: E402
 from rlhf.pipeline import STAGE_NAMES  # noqa: E402
 
 GRACE_S = 60          # after the Ctrl-C at the budget's end: time for the stage to save its checkpoint
-RESERVE_S = 5         # kept back from each step for writing the summary
+RESERVE_S = 10        # kept back for this script's own start (importing torch) and for writing the summary
 MIN_STEP_S = 30       # a step with less than this left is skipped, not started
 
 
@@ -92,7 +94,7 @@ def run_step(cmd: list[str], log_path: str, seconds_left: float, echo=lambda lin
         reader.start()
         cut = False
         try:
-            child.wait(timeout=max(seconds_left, 0.0))
+            child.wait(timeout=max(seconds_left, 0.0) if seconds_left < float("inf") else None)
         except subprocess.TimeoutExpired:
             cut = True
             child.send_signal(signal.SIGINT)         # a stage saves its checkpoint and stops
@@ -173,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(os.path.join(args.out, "summary.md"), "\n".join(head + [x for s in sections for x in s])
                           + "\n")
 
-    def left() -> float:
-        return deadline - time.time() - RESERVE_S
+    def left() -> float:                             # until the next step's Ctrl-C
+        return deadline - time.time() - RESERVE_S - GRACE_S
 
     def step(title: str, cmd: list[str], log_path: str, echo=lambda line: False, details=lambda status: []) -> str:
         """One step into the summary: its command, status and wall time, details(status)'s lines, and the

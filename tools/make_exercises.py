@@ -173,7 +173,7 @@ def main(argv=None):
         parser.error("give --out DIR (or --check)")
     if args.out and os.path.isdir(args.out) and os.listdir(args.out):
         raise SystemExit(f"error: {args.out} is not empty; choose a new directory (nothing was written)")
-    if args.out:
+    if args.out and not args.check:                        # --check writes nothing
         make_dir(args.out, "--out")
     try:
         found = make_student_copy(None if args.check else args.out, assignment=args.assignment)

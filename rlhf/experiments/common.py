@@ -46,12 +46,17 @@ def run_paths(run: str, parts: tuple[str, ...]) -> dict[str, str]:
 
 
 def output_dir(run: str, out: str, name: str) -> str:
-    """--out, or RUN/experiments/NAME when it is empty; never the run directory itself, whose metrics.json
-    and report.md (and, for some experiments, stage directories) the experiment would write over."""
+    """--out, or RUN/experiments/NAME when it is empty; never the run directory or one of its stages'
+    (anywhere in RUN but RUN/experiments/), whose metrics.json, report.md, config.json and stage
+    directories the experiment would write over."""
     default = os.path.join(run, "experiments", name)
-    if out and os.path.realpath(out) == os.path.realpath(run):
-        raise SystemExit(f"error: --out={out} is the --run directory: the experiment would write over the run's "
-                         f"own files; leave --out out (the default is {default}) or choose another directory")
+    if out:
+        where, run_dir = os.path.realpath(out), os.path.realpath(run)
+        inside = where == run_dir or where.startswith(run_dir + os.sep)
+        if inside and not where.startswith(os.path.join(run_dir, "experiments") + os.sep):
+            raise SystemExit(f"error: --out={out} is inside the --run directory: the experiment would write over "
+                             f"the run's own files; leave --out out (the default is {default}) or choose a "
+                             f"directory outside {run} (or in {os.path.join(run, 'experiments')})")
     return out or default
 
 

@@ -566,6 +566,7 @@ def print_final(m: dict) -> None:
 
 
 def run_or_say_where_to_go_on(cfg: RoundsConfig) -> dict:
+    """run_rounds; on Ctrl-C, where the finished rounds are and how to go on (status 130)."""
     try:
         return run_rounds(cfg)
     except KeyboardInterrupt:
