@@ -149,6 +149,11 @@ def main(argv=None):
     p.add_argument("--compile", action="store_true", help="torch.compile the model (as the stages' --compile=True)")
     args = p.parse_args(argv)
     dev = str(pick_device(args.device))            # an unknown or unusable device: one line, as in the stages
+    try:                                           # a shape GPTConfig refuses: one line, before any timing
+        cfg = GPTConfig(vocab_size=args.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
+                        n_head=args.n_head, n_embd=args.n_embd, dropout=0.0)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -159,8 +164,6 @@ def main(argv=None):
     mm_dtype = getattr(torch, args.dtype)
     peak = measure_matmul_peak(dev, n=n, dtype=mm_dtype)
 
-    cfg = GPTConfig(vocab_size=args.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
-                    n_head=args.n_head, n_embd=args.n_embd, dropout=0.0)
     variants = [("SDPA", True)] + ([("explicit", False)] if args.explicit else [])
     model, results = None, []
     for name, fused in variants:

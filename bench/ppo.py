@@ -21,6 +21,7 @@ from dataclasses import fields, replace
 import torch
 import torch.nn.functional as F
 
+from minigpt.checkpoint import one_line_errors
 from minigpt.configurator import CommandParser, bounded, utf8_console
 from minigpt.trainer import autocast_context, configure_optimizer, make_generator, pick_device
 from rlhf import data as D
@@ -80,7 +81,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
 
     cfg = replace(ppo.PPOConfig(), sft_dir=sft_dir, rm_dir=rm_dir, progress=False)
-    policy, ref, rm, value, tok = ppo.build_models(cfg, device)
+    with one_line_errors():                # a run whose reward_model/ holds another stage's model: one line
+        policy, ref, rm, value, tok = ppo.build_models(cfg, device)
     model = ppo.ActorCritic(policy, value, cfg.temperature)
     opt = configure_optimizer(model, cfg, device.type)
     stop_id, pad_id = D.stop_token_id(tok), D.pad_token_id(tok)
