@@ -37,7 +37,7 @@ def atomic_write_jsonl(path: str, rows) -> None:
 def cmd_sample(args) -> None:
     rng = random.Random(args.seed)
     fams = [args.family] if args.family else None
-    for ex in make_prompts(args.split, args.n, seed=args.seed, families=fams):
+    for ex in make_prompts(args.split, args.n, seed=args.seed, families=fams, progress=True):
         bad, kind = perturb(ex, rng)
         turns = " / ".join(f"{m['role'][0].upper()}: {m['content']}" for m in ex.conversation)
         print(f"[{ex.family} · {ex.h} · d{ex.difficulty}] {turns}")
