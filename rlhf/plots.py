@@ -12,14 +12,13 @@ Matplotlib is used through its object API (Figure + Agg canvas), so no global ba
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from minigpt.checkpoint import one_line_errors, read_json_file, read_summary
-from minigpt.configurator import utf8_console
+from minigpt.configurator import CommandParser, utf8_console
 from minigpt.metrics import read_metrics, save_figure
 from rlhf.best_of_n import plot_best_of_n
 from rlhf.ppo import plot_dashboard
@@ -256,20 +255,17 @@ def plot_all(run_dir: str, stages: dict[str, dict] | None = None, metrics: dict 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("-h", "--help"):
-        print("usage: python -m rlhf.plots RUN_DIR\n\nDraw a pipeline run's plots into RUN_DIR/plots/ "
-              "(loss curves, reward model, PPO dashboard, gold by stage, best-of-N against PPO).")
-        raise SystemExit(0)
-    if len(argv) != 1:
-        raise SystemExit("error: name one run directory: python -m rlhf.plots RUN_DIR")
-    if not os.path.isdir(argv[0]):
-        raise SystemExit(f"error: {argv[0]}: no such run directory")
+    ap = CommandParser(prog="python -m rlhf.plots", description="Draw a pipeline run's plots into RUN_DIR/plots/ "
+                       "(loss curves, reward model, PPO dashboard, gold by stage, best-of-N against PPO).")
+    ap.add_argument("run_dir", metavar="RUN_DIR", help="a pipeline run directory (python -m rlhf.pipeline --out)")
+    run_dir = ap.parse_args(argv).run_dir
+    if not os.path.isdir(run_dir):
+        raise SystemExit(f"error: {run_dir}: no such run directory")
     with one_line_errors():                         # a run file that does not load: one line naming it
-        paths = plot_all(argv[0])
+        paths = plot_all(run_dir)
     if not paths:
-        raise SystemExit(f"error: {argv[0]}: nothing to plot (no stage directory or evaluation of a pipeline run; "
-                         f"`python -m rlhf.pipeline --out {argv[0]}` makes them)")
+        raise SystemExit(f"error: {run_dir}: nothing to plot (no stage directory or evaluation of a pipeline run; "
+                         f"`python -m rlhf.pipeline --out {run_dir}` makes them)")
     for name, p in paths.items():
         print(f"{name}: {p}")
     return paths

@@ -9,10 +9,9 @@ cached evaluation rows (eval/STAGE.jsonl), so the report can always be regenerat
 from __future__ import annotations
 
 import os
-import sys
 
 from minigpt.checkpoint import atomic_write_text, one_line_errors, read_json_file
-from minigpt.configurator import utf8_console
+from minigpt.configurator import CommandParser, utf8_console
 from rlhf.evaluate import read_rows
 from rlhf.plots import LABELS, plot_all
 
@@ -269,14 +268,10 @@ def write_report(run_dir: str, metrics: dict, results: dict, plots: dict[str, st
 
 
 def main(argv=None) -> str:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("-h", "--help"):
-        print("usage: python -m rlhf.report RUN_DIR\n\nWrite a finished pipeline run's RUN_DIR/report.md again "
-              "(and its plots) from metrics.json and eval/.")
-        raise SystemExit(0)
-    if len(argv) != 1:
-        raise SystemExit("error: name one run directory: python -m rlhf.report RUN_DIR")
-    run_dir = argv[0]
+    ap = CommandParser(prog="python -m rlhf.report", description="Write a finished pipeline run's "
+                       "RUN_DIR/report.md again (and its plots) from metrics.json and eval/.")
+    ap.add_argument("run_dir", metavar="RUN_DIR", help="a finished pipeline run directory")
+    run_dir = ap.parse_args(argv).run_dir
     with one_line_errors():                         # a run file that does not load: one line naming it
         metrics = read_json_file(os.path.join(run_dir, "metrics.json"))
         results = read_json_file(os.path.join(run_dir, "eval", "results.json"))

@@ -243,7 +243,7 @@ def test_report_and_plots_of_a_directory_that_is_not_a_run(tmp_path):
     assert_one_line_error(run_cli("rlhf.report", str(tmp_path)), "results.json: no \"stages\"")   # KeyError
     for module in ("rlhf.report", "rlhf.plots"):                                   # --help: status 0, not 1
         r = run_cli(module, "--help")
-        assert r.returncode == 0 and r.stdout.startswith(f"usage: python -m {module} RUN_DIR"), r.stdout + r.stderr
+        assert r.returncode == 0 and r.stdout.startswith(f"usage: python -m {module} [-h] RUN_DIR"), r.stdout + r.stderr
 
 
 def test_labelling_from_a_checkpoint_that_does_not_load(tmp_path):
