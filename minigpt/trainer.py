@@ -476,22 +476,41 @@ class ResumeError(ValueError):
     """--resume cannot continue this run directory (no checkpoint, or one of another model shape)."""
 
 
+def check_same_stage(state: dict, cfg, run_dir: str) -> None:
+    """A ResumeError when the checkpoint `state` was saved by another stage than `cfg`'s: another config
+    class, unless cfg's class has every field of the saved config (it extends it: rlhf.pretrain resuming
+    minigpt.train's run). Checkpoints of older versions record only the config, whose fields tell the same."""
+    saved_class = state.get("config_class")
+    foreign = sorted(set(state.get("config") or {}) - set(asdict(cfg)))
+    if saved_class != type(cfg).__name__ and foreign:
+        what = saved_class or "settings " + ", ".join(foreign[:3])
+        raise ResumeError(f"{run_dir}/ckpt.pt was saved by another stage ({what}; this one is "
+                          f"{type(cfg).__name__}); choose another --out_dir, or drop --resume")
+
+
+def check_resume(cfg) -> None:
+    """Before a stage writes anything: --resume needs a checkpoint of this stage in cfg.out_dir (a
+    ResumeError otherwise; the reward model would otherwise simulate its comparisons into the directory
+    first)."""
+    if not getattr(cfg, "resume", False):
+        return
+    state = ckpt_io.load_checkpoint(cfg.out_dir)
+    if state is None:
+        raise ResumeError(f"--resume: {cfg.out_dir} has no {ckpt_io.RESUME_FILE} to continue from; "
+                          f"drop --resume to start a fresh run")
+    check_same_stage(state, cfg, cfg.out_dir)
+
+
 def load_training_state(run_dir: str, model, optimizer=None, restore_rng: bool = True, cfg=None) -> dict | None:
     """Load run_dir/ckpt.pt into model (and optimizer, and the RNGs). Returns the state dict or None.
     A checkpoint of another model shape is a ResumeError naming the settings that differ, and so is one that
-    another stage saved (cfg: this stage's config): an SFT run's checkpoint fits a pretraining model, and
-    resuming it would write pretraining over the SFT model. Another stage is another config class, unless
-    this one has every field of the saved config (it extends it: rlhf.pretrain resuming minigpt.train's run);
-    checkpoints of older versions record only the config, whose fields tell the same."""
+    another stage saved (cfg: this stage's config; check_same_stage): an SFT run's checkpoint fits a
+    pretraining model, and resuming it would write pretraining over the SFT model."""
     state = ckpt_io.load_checkpoint(run_dir)
     if state is None:
         return None
-    saved_class = state.get("config_class")
-    foreign = sorted(set(state.get("config") or {}) - set(asdict(cfg))) if cfg is not None else []
-    if cfg is not None and saved_class != type(cfg).__name__ and foreign:
-        what = saved_class or "settings " + ", ".join(foreign[:3])      # an older checkpoint: its fields tell
-        raise ResumeError(f"{run_dir}/ckpt.pt was saved by another stage ({what}; this one is "
-                          f"{type(cfg).__name__}); choose another --out_dir, or drop --resume")
+    if cfg is not None:
+        check_same_stage(state, cfg, run_dir)
     raw = ckpt_io.unwrap_model(model)
     saved, now = state.get("model_config") or {}, asdict(raw.config) if hasattr(raw, "config") else {}
     diff = [f"{k}={saved[k]} (now {now[k]})" for k in saved if k in now and saved[k] != now[k] and k != "dropout"]
@@ -688,6 +707,7 @@ def start_stage(cfg: LoopConfig, make_run_dir: bool = True):
     device = pick_device(cfg.device)
     dtype = getattr(cfg, "dtype", "auto")
     check_dtype_name(dtype)                                       # before any work (and any process group)
+    check_resume(cfg)
     info = setup_distributed(device.type)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)

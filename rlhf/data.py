@@ -35,7 +35,7 @@ import torch
 from minigpt.configurator import CommandParser, bounded, utf8_console
 from rlhf.formats import (  # re-exported: rlhf.data is the package's data door
     DataError, Preference, Ranking, append_jsonl, check_conversation, load_any, load_demonstrations,
-    load_preferences, load_prompts, load_rankings, ranking_pairs, to_row, write_jsonl)
+    load_comparison_files, load_preferences, load_prompts, load_rankings, ranking_pairs, to_row, write_jsonl)
 
 __all__ = [
     # chat template
@@ -46,6 +46,7 @@ __all__ = [
     # re-exported from rlhf.formats
     "DataError", "Preference", "Ranking", "ranking_pairs", "check_conversation", "to_row", "write_jsonl",
     "append_jsonl", "load_demonstrations", "load_preferences", "load_rankings", "load_prompts", "load_any",
+    "load_comparison_files",
     # the CLI
     "main",
 ]

@@ -251,12 +251,9 @@ def load_comparisons(cfg: DPOConfig, tokenizer, sft_model, is_main: bool, info) 
     """(train records, val records, where they came from): --data; else the RM run's rankings; else
     simulated here exactly as the RM stage does (rlhf.comparisons.simulate_rankings), written to out_dir/data."""
     if cfg.data:
-        fmt, records = D.load_any(cfg.data, skip_bad=cfg.skip_bad)
-        if fmt not in ("pairs", "hh", "rankings"):
-            raise SystemExit(f"error: {cfg.data} is a {fmt!r} file; DPO needs comparisons "
-                             "(prompt/chosen/rejected, HH-RLHF or rankings)")
-        if cfg.val_data:
-            return records, D.load_any(cfg.val_data, skip_bad=cfg.skip_bad)[1], cfg.data
+        _, records, val = D.load_comparison_files(cfg.data, cfg.val_data, cfg.skip_bad, "DPO")
+        if val is not None:
+            return records, val, cfg.data
         n_val = max(1, int(len(records) * cfg.val_fraction)) if len(records) > 1 else 0
         return records[:len(records) - n_val], records[len(records) - n_val:], cfg.data
     rm_train = os.path.join(cfg.rm_dir, "data", "rm_train.jsonl")
@@ -295,6 +292,8 @@ def train_dpo(cfg: DPOConfig, evaluator=None) -> dict:
                          f"run `python -m rlhf.sft` (with the same --preset) first")
     if cfg.data and not os.path.exists(cfg.data):
         raise SystemExit(f"error: --data={cfg.data}: no such file")
+    if cfg.val_data and not cfg.data:
+        raise SystemExit("error: --val_data holds out comparisons of your own --data; give --data too")
     device, info, run_dir = start_stage(cfg)
     try:
         seed_everything(cfg.seed)

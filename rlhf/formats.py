@@ -418,3 +418,24 @@ def load_any(path, strict=True, skip_bad=None):
             and msgs[-1].get("role") == "user":
         loader = "load_prompts"
     return fmt, _load(path, loader, strict, skip_bad)
+
+
+COMPARISON_FORMATS = ("pairs", "hh", "rankings")
+
+
+def load_comparison_files(data: str, val_data: str, skip_bad=None, who: str = "this stage"):
+    """(format, records, held-out records or None) of a stage's --data and --val_data, both comparisons
+    (pairs, HH-RLHF or rankings); a file of another format is a one-line SystemExit naming its flag, not an
+    AttributeError where the stage first reads a record's fields."""
+    out = []
+    for flag, path in (("--data", data), ("--val_data", val_data)):
+        if not path:
+            out.append((None, None))
+            continue
+        fmt, records = load_any(path, skip_bad=skip_bad)
+        if fmt not in COMPARISON_FORMATS:
+            raise SystemExit(f"error: {flag}={path} is a {fmt!r} file; {who} needs comparisons "
+                             f"(prompt/chosen/rejected, HH-RLHF or rankings)")
+        out.append((fmt, records))
+    (fmt, records), (_, val) = out
+    return fmt, records, val

@@ -49,8 +49,8 @@ from minigpt.configurator import (_field_types, check_bounds, convert, format_he
                                   utf8_console)
 from minigpt.files import make_dir
 from minigpt.tokenizer import train_bpe
-from minigpt.trainer import (NonFiniteLossError, ResumeError, autocast_context, compile_error, compile_failed,
-                             compute_dtype, exercise_not_written, out_of_memory_error, pick_device,
+from minigpt.trainer import (DTYPES, NonFiniteLossError, ResumeError, autocast_context, compile_error,
+                             compile_failed, compute_dtype, exercise_not_written, out_of_memory_error, pick_device,
                              smaller_step)
 from rlhf import dpo, evaluate as ev, gold, ppo, pretrain, reward_model, sft
 from rlhf.best_of_n import best_of_n_kl, best_of_n_rows, gold_at_kl, n_for_kl
@@ -256,7 +256,16 @@ def build_stage_configs(cfg: PipelineConfig, preset: str, stage_raw: dict | None
         except ValueError as e:
             raise SystemExit(f"error: {e}") from None
         check_bounds(c, flag=f"--{stage}.")             # e.g. --ppo.kl_target=0: one line naming it
+        if hasattr(c, "dtype") and c.dtype not in DTYPES:  # before any stage trains, not when this one starts
+            raise SystemExit(f"error: --{stage}.dtype={c.dtype}: choose one of {', '.join(DTYPES)}")
         wire = dict(wiring[stage], device=cfg.device)
+        wired = sorted(set(raw) & set(wire))           # the run's layout: an override would be ignored
+        if "device" in wired:
+            raise SystemExit(f"error: --{stage}.device: every stage of a run computes on the run's --device "
+                             f"(now {cfg.device}); give --device instead")
+        if wired:
+            raise SystemExit(f"error: --{stage}.{wired[0]} is set by the pipeline ({wire[wired[0]]}, in the run's "
+                             f"layout); run `python -m {cls.__module__}` on its own to choose it")
         if cfg.dtype != "auto":
             wire["dtype"] = cfg.dtype
         if hasattr(c, "resume"):   # an interrupted stage continues from its ckpt.pt; a fresh one starts fresh
@@ -635,6 +644,10 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
         raise SystemExit("error: --out is empty: name the run directory (e.g. --out runs/mine)")
     if os.path.exists(out) and not os.path.isdir(out):
         raise SystemExit(f"error: --out={out} is a file; the run directory must be a directory (or not exist yet)")
+    stage_files = (ckpt_io.MODEL_FILE, ckpt_io.CONFIG_FILE, ckpt_io.RESUME_FILE)
+    if any(os.path.exists(os.path.join(out, f)) for f in stage_files):
+        raise SystemExit(f"error: --out={out} is one stage's run directory (it has {ckpt_io.CONFIG_FILE} or "
+                         f"{ckpt_io.MODEL_FILE}); a pipeline run is a new directory, or one this command made")
     scfg = build_stage_configs(cfg, preset, stage_raw)
     stages = [s for s in STAGE_NAMES if (s not in ("pretrain_large", "sft_large") or cfg.headline)
               and (s != "best_of_n" or cfg.best_of_n > 0) and (s != "data" or cfg.export_data)]

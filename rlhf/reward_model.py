@@ -302,13 +302,8 @@ def load_comparisons(cfg: RMConfig, run_dir: str, tokenizer, policies, is_main: 
                      gold: Callable | None = None) -> tuple[list, list, bool]:
     """(train records, val records, pairwise) from --data, or from simulated labelers written to run_dir/data."""
     if cfg.data:
-        fmt, records = D.load_any(cfg.data, skip_bad=cfg.skip_bad)
-        if fmt not in ("pairs", "hh", "rankings"):
-            raise SystemExit(f"error: {cfg.data} is a {fmt!r} file; the reward model needs comparisons "
-                             "(prompt/chosen/rejected, HH-RLHF or rankings)")
-        if cfg.val_data:
-            val = D.load_any(cfg.val_data, skip_bad=cfg.skip_bad)[1]
-        else:
+        fmt, records, val = D.load_comparison_files(cfg.data, cfg.val_data, cfg.skip_bad, "the reward model")
+        if val is None:
             n_val = max(1, int(len(records) * cfg.val_fraction))
             records, val = records[:-n_val], records[-n_val:]
         return records, val, fmt in ("pairs", "hh")
@@ -358,6 +353,16 @@ def train_reward_model(cfg: RMConfig, gold: Callable | None = None) -> dict:
             raise SystemExit(f"error: {d}: no {ckpt_io.MODEL_FILE}; train that stage first (python -m {stage})")
     if cfg.data and not os.path.exists(cfg.data):
         raise SystemExit(f"error: --data={cfg.data}: no such file")
+    if cfg.val_data and not cfg.data:
+        raise SystemExit("error: --val_data holds out comparisons of your own --data; give --data too")
+    # another stage's model, or demonstrations of another format: one line before comparisons are simulated
+    # into the run directory (they once overwrote a finished run's before the stage stopped)
+    if cfg.init_rm:
+        RewardModel.load(cfg.init_rm, "cpu")
+    if cfg.init_dir:
+        ckpt_io.load_model(cfg.init_dir, "cpu")
+    if cfg.norm_data:
+        D.load_demonstrations(cfg.norm_data)
     device, info, run_dir = start_stage(cfg)
     try:
         seed_everything(cfg.seed)

@@ -322,3 +322,32 @@ def test_bad_paths_and_values_of_the_other_entry_points_are_one_line(tmp_path):
     assert_one_line_error(r, "argument --n: 0: must be >= 1 (python -m rlhf.world sample --help lists")
     r = run_cli("rlhf.evaluate", str(tmp_path / "run"), "--n_prompts=0")
     assert_one_line_error(r, "--n_prompts=0: must be >= 1")                              # ran, on -1 prompts
+
+
+def test_the_reward_model_checks_its_inputs_before_writing_comparisons(tmp_path, tok):
+    """Found by probing: --init_rm naming an SFT run simulated comparisons over a finished RM run's data/ before
+    it stopped; --resume without a checkpoint (or with another stage's) wrote data/ first; a --val_data of
+    another format was an AttributeError, and without --data it was silently ignored. Now each is one line,
+    and the directory is unchanged."""
+    from minigpt import checkpoint as ckpt_io
+    from rlhf import reward_model
+    from tests.tiny_rl import tiny_gpt
+    sft = tmp_path / "sft"
+    ckpt_io.save_model(str(sft), tiny_gpt(tok.vocab_size), tok)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"messages": [{"role": "user", "content": "Hi?"}]}\n', encoding="utf-8")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"prompt": "Hi?", "chosen": "Hello.", "rejected": "Go away."}\n' * 4, encoding="utf-8")
+    out = tmp_path / "rm"
+    out.mkdir()
+    (out / "kept.txt").write_text("a finished run's file\n", encoding="utf-8")
+    base = ["--preset", "tiny", f"--sft_dir={sft}", f"--out_dir={out}", "--progress=false"]
+    for argv, message in (([f"--init_rm={sft}"], "holds a GPT language model checkpoint, not a reward model"),
+                          (["--resume=true"], f"--resume: {out} has no ckpt.pt to continue from"),
+                          ([f"--data={pairs}", f"--val_data={prompts}"],
+                           f"--val_data={prompts} is a 'messages' file; the reward model needs comparisons"),
+                          ([f"--val_data={pairs}"], "--val_data holds out comparisons of your own --data")):
+        with pytest.raises(SystemExit) as e:
+            reward_model.main([*base, *argv])
+        assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+        assert sorted(os.listdir(out)) == ["kept.txt"], (argv, os.listdir(out))

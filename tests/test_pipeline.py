@@ -501,3 +501,27 @@ def test_the_gpu_check_cuts_a_step_at_its_budget_with_a_ctrl_c_and_reports_a_fin
         gpu_check.main(["--out", str(tmp_path / "x"), "--budget", "-1"])
     assert capsys.readouterr().err.startswith("error: argument --budget: -1: must be >= 0")
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ppo.dtype=float16"], "error: --ppo.dtype=float16: choose one of auto, float32, bfloat16"),  # at PPO
+    (["--sft.init_from=elsewhere"], "error: --sft.init_from is set by the pipeline ("),           # was ignored
+    (["--ppo.device=cpu"], "error: --ppo.device: every stage of a run computes on the run's --device"),
+])
+def test_stage_settings_the_pipeline_cannot_take_stop_it_before_any_work(tmp_path, argv, message):
+    """Found by probing: a stage's --dtype was checked only when that stage started (after five others had
+    trained), and a stage's directory or device given with --STAGE. was recorded but silently ignored."""
+    with pytest.raises(SystemExit) as e:
+        pipeline.main(["--preset", "tiny", "--out", str(tmp_path / "run"), "--progress=false", *argv])
+    assert str(e.value).startswith(message) and not (tmp_path / "run").exists(), str(e.value)
+
+
+def test_the_pipeline_refuses_one_stages_directory_as_its_run(tmp_path):
+    """--out pointing at a stage directory of another run (its reward_model/) trained nine stages into it and
+    failed at the tenth (found by probing): refused before any work, the directory unchanged."""
+    stage = tmp_path / "reward_model"
+    stage.mkdir()
+    (stage / "config.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"is one stage's run directory"):
+        pipeline.main(["--preset", "tiny", "--out", str(stage), "--progress=false"])
+    assert os.listdir(stage) == ["config.json"]
