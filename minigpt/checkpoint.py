@@ -175,7 +175,11 @@ def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
     model = GPT(GPTConfig(**config))
     model.load_state_dict(obj["model"])
     model.to(device).eval()
-    return model, load_tokenizer(run_dir)
+    tokenizer = load_tokenizer(run_dir)
+    if tokenizer.vocab_size != model.config.vocab_size:       # a tokenizer.bpe copied in from another run
+        raise CheckpointError(f"{os.path.join(run_dir, TOKENIZER_FILE)} has {tokenizer.vocab_size} tokens but "
+                              f"{path} was trained on {model.config.vocab_size}: they come from different runs")
+    return model, tokenizer
 
 
 # ----------------------------------------------------------------------------- resume + summary

@@ -53,6 +53,26 @@ def make_dir(path: str | os.PathLike, flag: str = "") -> str:
     return path
 
 
+def read_text_file(path: str, flag: str) -> str:
+    """The content of a UTF-8 text file to train on, or a one-line SystemExit naming the flag (e.g. "--data"):
+    no such file, a directory, not UTF-8 (path:line and the byte: a binary file, or another encoding), empty."""
+    if not os.path.exists(path):
+        raise SystemExit(f"error: {flag}={path}: no such file")
+    if os.path.isdir(path):
+        raise SystemExit(f"error: {flag}={path}: a directory; name one text file")
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise SystemExit(f"error: {path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                         f"convert it first, e.g. iconv -f latin1 -t utf-8") from None
+    if not text.strip():
+        raise SystemExit(f"error: {flag}={path}: the file is empty")
+    return text
+
+
 def check_output_file(path: str | os.PathLike, flag: str) -> str:
     """Before long work whose result goes to `path` (a --json report, say): a one-line SystemExit naming the
     flag when no file can be written there (a directory in the way, a parent that cannot be made), rather

@@ -30,7 +30,7 @@ import tiktoken
 from minigpt.bpe import GPT2_SPLIT_PATTERN, bpe_by_bytes, learn_merges, to_encodable
 from minigpt.bpe import count_pairs, merge_pair, split_pretokens  # noqa: F401  (re-exported for callers)
 from minigpt.configurator import parse_config, utf8_console
-from minigpt.files import atomic_write_text
+from minigpt.files import atomic_write_text, check_output_file, read_text_file
 
 # The special tokens every minigpt-rlhf tokenizer carries (ids come after the merges, in this order).
 # <|endoftext|> separates documents in pretraining; the others build the chat template (rlhf.data).
@@ -423,10 +423,8 @@ def main(argv: list[str] | None = None) -> Tokenizer:
     if not cfg.input:
         raise SystemExit("error: no training text: pass --input=FILE "
                          "(python -m rlhf.world export writes the instruction world's corpus.txt)")
-    if not os.path.isfile(cfg.input):
-        raise SystemExit(f"error: --input={cfg.input}: no such file")
-    with open(cfg.input, "r", encoding="utf-8", errors="replace") as f:
-        text = f.read()
+    text = read_text_file(cfg.input, "--input")     # a binary or empty file, a directory: one line
+    check_output_file(cfg.out, "--out")              # before training, not a traceback when saving
     t0 = time.time()
     tok = train_bpe(text, cfg.vocab_size, verbose=cfg.verbose)
     dt = time.time() - t0

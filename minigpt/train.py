@@ -26,6 +26,7 @@ from minigpt import checkpoint as ckpt_io
 from minigpt.config import GPTConfig
 from minigpt.configurator import parse_config, utf8_console
 from minigpt.distributed import DistInfo, barrier, teardown_distributed
+from minigpt.files import read_text_file
 from minigpt.generate import generate
 from minigpt.model import GPT
 from minigpt.tokenizer import train_bpe
@@ -108,21 +109,7 @@ def load_text(cfg: TrainConfig) -> str:
     if not cfg.data:
         raise SystemExit("error: no training text: pass --data=FILE (a UTF-8 text file); "
                          "python -m rlhf.pretrain trains on the instruction world's corpus")
-    if not os.path.exists(cfg.data):
-        raise SystemExit(f"error: --data={cfg.data}: no such file")
-    if os.path.isdir(cfg.data):
-        raise SystemExit(f"error: --data={cfg.data}: a directory; name one text file")
-    with open(cfg.data, "rb") as f:
-        raw = f.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise SystemExit(f"error: {cfg.data}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
-                         f"convert it first, e.g. iconv -f latin1 -t utf-8") from None
-    if not text.strip():
-        raise SystemExit(f"error: --data={cfg.data}: the file is empty")
-    return text
+    return read_text_file(cfg.data, "--data")
 
 
 def get_tokenizer(cfg: TrainConfig, text: str, run_dir: str, info: DistInfo):

@@ -367,6 +367,8 @@ def train_dpo(cfg: DPOConfig, evaluator=None) -> dict:
                   f"implicit-reward accuracy {summary['val_accuracy']:.3f}, margin {summary['val_margin']:+.3f}; "
                   f"{summary['seconds']:.0f}s -> {run_dir} ({plot_path})")
         barrier(info)
+        if result["interrupted"]:  # Ctrl-C: ckpt.pt is saved; the command exits 130, the pipeline does not go on
+            raise KeyboardInterrupt
         return summary or result
     finally:
         teardown_distributed()

@@ -375,6 +375,8 @@ def _train_grpo(cfg: GRPOConfig, device: torch.device, info: DistInfo, evaluator
             f"{format_number(result['rm_score_train_first'])} -> {format_number(result['rm_score_train_last'])}; "
             f"{cfg.out_dir}/grpo.png")
     barrier(info)
+    if interrupted:             # Ctrl-C: ckpt.pt is saved; the command exits 130, the pipeline does not go on
+        raise KeyboardInterrupt
     return result
 
 

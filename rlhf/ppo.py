@@ -533,6 +533,8 @@ def _train_ppo(cfg: PPOConfig, device: torch.device, info: DistInfo, evaluator) 
                 f"KL to SFT {format_number(result['kl'], 2)} nats per response, β {kl_ctl.value:.4f}; "
                 f"{cfg.out_dir}/dashboard.png")
     barrier(info)
+    if interrupted:             # Ctrl-C: ckpt.pt is saved; the command exits 130, the pipeline does not go on
+        raise KeyboardInterrupt
     return result
 
 

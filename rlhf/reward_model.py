@@ -440,6 +440,8 @@ def train_reward_model(cfg: RMConfig, gold: Callable | None = None) -> dict:
             ckpt_io.write_summary(run_dir, summary)
             print_summary(summary)
         barrier(info)
+        if result["interrupted"]:  # Ctrl-C: ckpt.pt is saved; the command exits 130, the pipeline does not go on
+            raise KeyboardInterrupt
         return summary or result
     finally:
         teardown_distributed()

@@ -115,6 +115,8 @@ class IterationRun:
             if is_main:
                 self.logger.log({"iter": it, "step": it, **final, **self.extra_state_for_log()})
         self.save(it)
+        if interrupted and is_main:
+            print(f"interrupted: saved {cfg.out_dir}/ckpt.pt at iteration {it}; continue with --resume", flush=True)
         return it, interrupted, final
 
     def extra_state_for_log(self) -> dict:

@@ -351,3 +351,30 @@ def test_the_reward_model_checks_its_inputs_before_writing_comparisons(tmp_path,
             reward_model.main([*base, *argv])
         assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
         assert sorted(os.listdir(out)) == ["kept.txt"], (argv, os.listdir(out))
+
+
+def test_wrong_kinds_of_input_found_by_the_second_probe_are_one_line(tmp_path, tok):
+    """A tokenizer.bpe from another run beside a model (an IndexError at the first token, or gibberish), a
+    binary or empty file given to the tokenizer trainer (it trained on the raw bytes), a directory as its
+    --out (a traceback after training), an experiment's --run naming one stage's directory (whose advice
+    was to run the pipeline into it)."""
+    from minigpt import checkpoint as ckpt_io
+    from minigpt.tokenizer import train_bpe
+    from rlhf.experiments.common import run_paths
+    from tests.tiny_rl import tiny_gpt
+    run = tmp_path / "sft"
+    ckpt_io.save_model(str(run), tiny_gpt(tok.vocab_size), tok)
+    other = " ".join(f"another run's word{i} and thing{i * 7 % 97}" for i in range(500))
+    train_bpe(other, tok.vocab_size + 20).save(str(run / "tokenizer.bpe"))
+    with pytest.raises(ckpt_io.CheckpointError, match=r"has \d+ tokens but .*model.pt was trained on \d+: they come"):
+        ckpt_io.load_model(run)
+    binary = tmp_path / "model.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    assert_one_line_error(run_cli("minigpt.tokenizer", f"--input={binary}"), "not UTF-8 (byte 0x80 at offset 128)")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    assert_one_line_error(run_cli("minigpt.tokenizer", f"--input={empty}"), "the file is empty")
+    text = text_file(tmp_path)
+    assert_one_line_error(run_cli("minigpt.tokenizer", f"--input={text}", f"--out={tmp_path}"), "a directory")
+    with pytest.raises(SystemExit, match=r"is one stage's directory; --run wants the pipeline run"):
+        run_paths(str(run), ("sft",))

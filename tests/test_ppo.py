@@ -19,6 +19,7 @@ from minigpt.generate import generate
 from rlhf import data as D
 from rlhf import ppo
 from rlhf import reward_model as R
+from rlhf import rl_loop
 from rlhf.gold import GoldEvaluator
 from rlhf.losses import AdaptiveKLController, gae, masked_mean
 from rlhf import rollout as rollout_lib
@@ -489,6 +490,30 @@ def test_resume_reproduces_the_uninterrupted_run(run_dirs, tmp_path, monkeypatch
     wb, _ = ckpt_io.load_model(tmp_path / "crashed")
     for (k, x), (_, y) in zip(wa.state_dict().items(), wb.state_dict().items()):
         assert torch.allclose(x, y, atol=1e-6), k
+
+
+def test_ctrl_c_saves_a_checkpoint_says_how_to_go_on_and_stops(run_dirs, tmp_path, monkeypatch, capsys):
+    """A first Ctrl-C finishes the iteration, saves ckpt.pt, says how to go on and stops with KeyboardInterrupt
+    (the command exits 130, the pipeline does not go on). It once returned as if finished: status 0 and the
+    final summary line (found by probing). --resume then finishes the run. (A stand-in for the SIGINT
+    handler reports a Ctrl-C at once.)"""
+    class CtrlCAtOnce:
+        requested = True
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+    monkeypatch.setattr(rl_loop, "StopOnInterrupt", lambda verbose: CtrlCAtOnce())
+    cfg = cfg_for(run_dirs, max_iters=3, eval_interval=2, out_dir=str(tmp_path / "ppo"))
+    with pytest.raises(KeyboardInterrupt):
+        ppo.train_ppo(cfg, None)
+    out = capsys.readouterr().out
+    assert f"interrupted: saved {cfg.out_dir}/ckpt.pt at iteration 1; continue with --resume" in out, out
+    assert (tmp_path / "ppo" / "ckpt.pt").exists() and not ckpt_io.is_finished(tmp_path / "ppo")
+    monkeypatch.undo()
+    assert ppo.train_ppo(replace(cfg, resume=True), None)["iters"] == 3
 
 
 def test_help_lists_every_field(capsys):

@@ -42,7 +42,7 @@ import torch  # noqa: E402  (after ROOT is on sys.path, as the imports below)
 from minigpt import checkpoint as ckpt_io  # noqa: E402
 from minigpt.configurator import CommandParser, bounded, utf8_console  # noqa: E402
 from minigpt.files import atomic_write_text, make_dir  # noqa: E402
-from rlhf.pipeline import STAGE_NAMES  # noqa: E402
+from rlhf.pipeline import PIPELINE_PRESETS, STAGE_NAMES  # noqa: E402
 
 GRACE_S = 60          # after the Ctrl-C at the budget's end: time for the stage to save its checkpoint
 RESERVE_S = 10        # kept back for this script's own start (importing torch) and for writing the summary
@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory", default="gpt2", help="bench.memory's preset on the GPU (empty: leave out)")
     args = parser.parse_args(argv)
     presets = [p for p in args.presets.split(",") if p]
+    unknown = [p for p in presets + [args.memory] if p and p not in PIPELINE_PRESETS]
+    if unknown:                                      # before any step: the pipeline would say so minutes later
+        raise SystemExit(f"error: unknown preset {unknown[0]!r}; choose from {', '.join(PIPELINE_PRESETS)}")
     if len(presets) > 2:
         raise SystemExit("error: --presets: at most two per call (OUT keeps 8 files); run the others in a second call")
     t_start = time.time()

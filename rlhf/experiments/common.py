@@ -35,6 +35,9 @@ def run_paths(run: str, parts: tuple[str, ...]) -> dict[str, str]:
     if not os.path.isdir(run):
         raise SystemExit(f"error: --run={run}: no such directory; run `python -m rlhf.pipeline` first "
                          f"(or point --run at its --out)")
+    if any(os.path.exists(os.path.join(run, f)) for f in (ckpt_io.MODEL_FILE, ckpt_io.CONFIG_FILE)):
+        raise SystemExit(f"error: --run={run} is one stage's directory; --run wants the pipeline run that holds "
+                         f"the stages (here perhaps {os.path.dirname(os.path.abspath(run))})")
     paths = {p: os.path.join(run, p) for p in parts}
     for part, path in paths.items():
         done = (os.path.exists(os.path.join(path, ckpt_io.TOKENIZER_FILE)) if part == "tokenizer"
