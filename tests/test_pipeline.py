@@ -495,7 +495,9 @@ def test_the_gpu_check_cuts_a_step_at_its_budget_with_a_ctrl_c_and_reports_a_fin
     assert "\n| ppo | " in summary and "- stages finished: data, tokenizer, pretrain, sft," in summary, summary
     assert sorted(os.listdir(tmp_path / "check")) == ["summary.md", "tiny_metrics.json", "tiny_report.md"]
     with pytest.raises(SystemExit, match="at most two"):
-        gpu_check.main(["--out", str(tmp_path / "x"), "--presets", "a,b,c"])
+        gpu_check.main(["--out", str(tmp_path / "x"), "--presets", "tiny,small,default"])
+    with pytest.raises(SystemExit, match="unknown preset 'tiy'; choose from tiny, "):    # before any step
+        gpu_check.main(["--out", str(tmp_path / "x"), "--presets", "tiy"])
     capsys.readouterr()
     with pytest.raises(SystemExit):
         gpu_check.main(["--out", str(tmp_path / "x"), "--budget", "-1"])
