@@ -233,6 +233,9 @@ def main(argv=None) -> int:
         check_output_file(args.json, "--json")        # before grading, not a traceback after it
     wanted = {e.id for e in EXERCISES if (args.assignment is None or e.assignment == args.assignment)
               and (args.exercise is None or e.id == args.exercise)}
+    if not wanted and args.exercise in BY_ID:
+        raise SystemExit(f"error: --exercise {args.exercise} is in assignment {BY_ID[args.exercise].assignment}, "
+                         f"not --assignment {args.assignment}; give one of the two")
     if not wanted:
         raise SystemExit(f"error: no exercise {args.exercise!r}; tests/course.py lists them")
     rows = summarise(run_tests(wanted, verbose=args.verbose))
