@@ -491,8 +491,11 @@ def check_same_stage(state: dict, cfg, run_dir: str) -> None:
 def check_resume(cfg) -> None:
     """Before a stage writes anything: --resume needs a checkpoint of this stage in cfg.out_dir (a
     ResumeError otherwise; the reward model would otherwise simulate its comparisons into the directory
-    first)."""
+    first). Without --resume, an unfinished stage's checkpoint there gets a note: this run starts afresh."""
     if not getattr(cfg, "resume", False):
+        if os.path.exists(os.path.join(cfg.out_dir, ckpt_io.RESUME_FILE)) and not ckpt_io.is_finished(cfg.out_dir):
+            note_once(f"{cfg.out_dir} holds an unfinished run's {ckpt_io.RESUME_FILE}; this one starts afresh "
+                      f"(--resume would continue it)")
         return
     state = ckpt_io.load_checkpoint(cfg.out_dir)
     if state is None:

@@ -362,6 +362,20 @@ def test_resume_refuses_another_stages_checkpoint(tmp_path):
         T.load_training_state(str(tmp_path), model, opt, cfg=cfg)
 
 
+def test_a_fresh_start_beside_an_unfinished_checkpoint_says_so(tmp_path, capsys):
+    """Run again without --resume, a stage whose last run stopped early starts afresh (and will overwrite
+    its ckpt.pt): a note says so, and that --resume would continue it (found by probing: it was silent).
+    A finished stage's directory gets no note."""
+    cfg = loop_cfg(tmp_path)
+    os.makedirs(cfg.out_dir)
+    (tmp_path / "run" / "ckpt.pt").write_bytes(b"")
+    T.check_resume(cfg)
+    assert "holds an unfinished run's ckpt.pt; this one starts afresh (--resume would" in capsys.readouterr().out
+    ck.write_summary(cfg.out_dir, {})
+    T.check_resume(dataclasses.replace(cfg, out_dir=str(tmp_path / "run" / ".")))    # (another text: not deduped)
+    assert capsys.readouterr().out == ""
+
+
 # ----------------------------------------------------------------------------- entry points (subprocess)
 
 def test_help_lists_options():
