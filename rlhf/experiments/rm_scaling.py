@@ -412,7 +412,10 @@ def write_report(result: dict, path: str) -> str:
 def run(cfg: RMScalingConfig) -> dict:
     """RMs over comparisons (and sizes), their read-outs, PPO with some -> metrics.json, rm_scaling.png, report.md."""
     t0 = time.time()
-    if len(set(cfg.fractions)) < 2:                         # (BOUNDS checked each one is > 0)
+    if not all(map(math.isfinite, cfg.fractions + cfg.ppo_fractions)):   # (BOUNDS checked each one is > 0)
+        raise SystemExit(f"error: --fractions / --ppo_fractions: {cfg.fractions} / {cfg.ppo_fractions}: "
+                         f"each must be a finite multiple of the run's comparisons")
+    if len(set(cfg.fractions)) < 2:
         raise SystemExit(f"error: --fractions={','.join(map(str, cfg.fractions))}: a scaling curve needs at least "
                          f"two amounts of comparisons, e.g. --fractions=0.5,1")
     missing = [f for f in cfg.ppo_fractions if f not in cfg.fractions]
