@@ -495,7 +495,7 @@ def check_resume(cfg) -> None:
     if not getattr(cfg, "resume", False):
         if os.path.exists(os.path.join(cfg.out_dir, ckpt_io.RESUME_FILE)) and not ckpt_io.is_finished(cfg.out_dir):
             note_once(f"{cfg.out_dir} holds an unfinished run's {ckpt_io.RESUME_FILE}; this one starts afresh "
-                      f"(--resume would continue it)")
+                      f"(the stage's own command with --resume would continue it)")
         return
     state = ckpt_io.load_checkpoint(cfg.out_dir)
     if state is None:

@@ -259,21 +259,28 @@ def build_stage_configs(cfg: PipelineConfig, preset: str, stage_raw: dict | None
         if hasattr(c, "dtype") and c.dtype not in DTYPES:  # before any stage trains, not when this one starts
             raise SystemExit(f"error: --{stage}.dtype={c.dtype}: choose one of {', '.join(DTYPES)}")
         wire = dict(wiring[stage], device=cfg.device)
-        wired = sorted(set(raw) & set(wire))           # the run's layout: an override would be ignored
-        if "device" in wired:
-            raise SystemExit(f"error: --{stage}.device: every stage of a run computes on the run's --device "
-                             f"(now {cfg.device}); give --device instead")
-        if wired:
-            raise SystemExit(f"error: --{stage}.{wired[0]} is set by the pipeline ({wire[wired[0]]}, in the run's "
-                             f"layout); run `python -m {cls.__module__}` on its own to choose it")
         if cfg.dtype != "auto":
             wire["dtype"] = cfg.dtype
         if hasattr(c, "resume"):   # an interrupted stage continues from its ckpt.pt; a fresh one starts fresh
             wire["resume"] = os.path.exists(os.path.join(wiring[stage]["out_dir"], ckpt_io.RESUME_FILE))
+        check_not_wired(stage, sorted(set(raw) & set(wire)), wire, cfg, cls.__module__)
         if hasattr(c, "progress"):
-            wire["progress"] = cfg.progress and c.progress
+            wire["progress"] = cfg.progress and c.progress   # (--STAGE.progress=false still quiets one stage)
         cfgs[stage] = replace(c, **wire)
     return cfgs
+
+
+def check_not_wired(stage: str, wired: list[str], wire: dict, cfg: PipelineConfig, module: str) -> None:
+    """A one-line error for a --STAGE.key the pipeline sets itself (it would be recorded, then ignored)."""
+    if not wired:
+        return
+    key = wired[0]
+    why = {"device": f"every stage of a run computes on the run's --device (now {cfg.device}); give --device",
+           "dtype": f"--dtype={cfg.dtype} sets every stage's precision; give one of the two",
+           "resume": "the pipeline resumes a stage by itself when its ckpt.pt is there"}.get(
+        key, f"set by the pipeline ({wire[key]}, in the run's layout); run `python -m {module}` on its own "
+             f"to choose it")
+    raise SystemExit(f"error: --{stage}.{key}: {why}")
 
 
 # ----------------------------------------------------------------------------------------------------

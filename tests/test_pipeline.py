@@ -507,8 +507,10 @@ def test_the_gpu_check_cuts_a_step_at_its_budget_with_a_ctrl_c_and_reports_a_fin
 
 @pytest.mark.parametrize("argv, message", [
     (["--ppo.dtype=float16"], "error: --ppo.dtype=float16: choose one of auto, float32, bfloat16"),  # at PPO
-    (["--sft.init_from=elsewhere"], "error: --sft.init_from is set by the pipeline ("),           # was ignored
+    (["--sft.init_from=elsewhere"], "error: --sft.init_from: set by the pipeline ("),             # was ignored
     (["--ppo.device=cpu"], "error: --ppo.device: every stage of a run computes on the run's --device"),
+    (["--ppo.resume=true"], "error: --ppo.resume: the pipeline resumes a stage by itself"),
+    (["--dtype=float32", "--ppo.dtype=bfloat16"], "error: --ppo.dtype: --dtype=float32 sets every stage's"),
 ])
 def test_stage_settings_the_pipeline_cannot_take_stop_it_before_any_work(tmp_path, argv, message):
     """Found by probing: a stage's --dtype was checked only when that stage started (after five others had

@@ -30,6 +30,11 @@ def test_seed_overrides_move_every_training_seed_and_keep_the_runs_own_overrides
         "seed k moves each stage's training seed by k, keeps the run's overrides and leaves the data seeds alone"
     assert recipe["stage_overrides"] == {"ppo": {"init_kl_coef": "0.05"}}, "the recipe itself must not change"
     assert seeds.seed_overrides(recipe, 0)["ppo"]["seed"] == "1337"
+    older = {**recipe, "stage_overrides": {"ppo": {"device": "cpu", "sft_dir": "x", "init_kl_coef": "0.05"},
+                                           "pretrain": {"data": "corpus.txt"}}}
+    assert seeds.seed_overrides(older, 1)["ppo"] == {"init_kl_coef": "0.05", "seed": "1338"}, \
+        "overrides the pipeline sets itself (recorded, then ignored, by older versions; refused now) are dropped"
+    assert seeds.seed_overrides(older, 1)["pretrain"] == {"seed": "1338"}
 
 
 def test_pipeline_config_keeps_the_runs_evaluation_settings():

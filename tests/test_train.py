@@ -370,7 +370,8 @@ def test_a_fresh_start_beside_an_unfinished_checkpoint_says_so(tmp_path, capsys)
     os.makedirs(cfg.out_dir)
     (tmp_path / "run" / "ckpt.pt").write_bytes(b"")
     T.check_resume(cfg)
-    assert "holds an unfinished run's ckpt.pt; this one starts afresh (--resume would" in capsys.readouterr().out
+    assert "holds an unfinished run's ckpt.pt; this one starts afresh (the stage's own command with --resume" \
+        in capsys.readouterr().out
     ck.write_summary(cfg.out_dir, {})
     T.check_resume(dataclasses.replace(cfg, out_dir=str(tmp_path / "run" / ".")))    # (another text: not deduped)
     assert capsys.readouterr().out == ""

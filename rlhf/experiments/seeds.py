@@ -88,10 +88,16 @@ TABLE = ("base", "sft") + METHODS                    # the rows of the table
 # the runs
 
 
+WIRED = ("device", "resume", "out_dir", "init_from", "sft_dir", "rm_dir", "base_dir")   # set by rlhf.pipeline
+
+
 def seed_overrides(recipe: dict, k: int) -> dict[str, dict[str, str]]:
     """The --STAGE.KEY=VALUE overrides of seed k: the run's own (recipe["stage_overrides"]) with every
     stage's training `seed` moved by k (recipe["stages"][stage]["seed"] + k). Data seeds stay as they are."""
     raw = copy.deepcopy(recipe.get("stage_overrides") or {})
+    for stage, keys in raw.items():     # what the pipeline sets itself: older versions recorded and ignored
+        for key in [k for k in keys if k in WIRED or (k == "data" and stage.startswith("pretrain"))]:
+            del keys[key]               # such overrides; the pipeline now refuses them
     for stage, cfg in recipe["stages"].items():
         if "seed" in cfg:
             raw.setdefault(stage, {})["seed"] = str(int(cfg["seed"]) + k)
