@@ -95,11 +95,12 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(_finite(obj), indent=2, sort_keys=False) + "\n")
 
 
-def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu", mmap: bool = False) -> Any:
     """torch.load with weights_only=True (no arbitrary code) onto the CPU by default. A file that does not
-    load (cut short, overwritten, not a checkpoint at all) is a CheckpointError naming it."""
+    load (cut short, overwritten, not a checkpoint at all) is a CheckpointError naming it. mmap=True maps the
+    tensors instead of reading them (for a look at a checkpoint's other entries)."""
     try:
-        return torch.load(os.fspath(path), map_location=map_location, weights_only=True)
+        return torch.load(os.fspath(path), map_location=map_location, weights_only=True, mmap=mmap)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"{os.fspath(path)}: not a readable checkpoint ({type(e).__name__}: cut short, "
                               f"overwritten, or a Git LFS pointer?); {REMEDY}") from None
@@ -191,10 +192,10 @@ def save_checkpoint(run_dir: str | os.PathLike, state: dict) -> str:
     return path
 
 
-def load_checkpoint(run_dir: str | os.PathLike) -> dict | None:
-    """The resume state from run_dir/ckpt.pt, or None when there is none."""
+def load_checkpoint(run_dir: str | os.PathLike, mmap: bool = False) -> dict | None:
+    """The resume state from run_dir/ckpt.pt, or None when there is none (mmap: see safe_load)."""
     path = os.path.join(os.fspath(run_dir), RESUME_FILE)
-    return safe_load(path) if os.path.exists(path) else None
+    return safe_load(path, mmap=mmap) if os.path.exists(path) else None
 
 
 def write_summary(run_dir: str | os.PathLike, metrics: dict) -> str:
@@ -207,6 +208,12 @@ def write_summary(run_dir: str | os.PathLike, metrics: dict) -> str:
 def read_summary(run_dir: str | os.PathLike) -> dict | None:
     """run_dir/summary.json as a dict, or None when the stage has not finished."""
     return read_json_file(os.path.join(os.fspath(run_dir), SUMMARY_FILE))
+
+
+def is_stage_dir(path: str | os.PathLike) -> bool:
+    """True when `path` is one stage's run directory (it holds a model.pt, config.json or ckpt.pt), not a
+    pipeline run that holds stage directories: the pipeline's --out and the experiments' --run check it."""
+    return any(os.path.exists(os.path.join(os.fspath(path), f)) for f in (MODEL_FILE, CONFIG_FILE, RESUME_FILE))
 
 
 def is_finished(run_dir: str | os.PathLike) -> bool:

@@ -64,7 +64,7 @@ __all__ = [
     "make_generator", "setup_distributed", "teardown_distributed", "shard", "DistInfo", "configure_optimizer",
     "lr_at", "set_lr", "forward_backward", "optimizer_step", "evaluate", "NonFiniteLossError", "check_finite",
     "MetricsLogger", "read_metrics", "plot_metrics", "plot_panels", "save_training_state", "load_training_state",
-    "ResumeError",
+    "ResumeError", "check_resume", "check_same_stage", "no_checkpoint_error",
     "StopOnInterrupt", "fit", "start_stage", "run_entry_point", "out_of_memory_error", "oom_account", "smaller_step",
     "compile_failed", "compile_error",
 ]
@@ -196,10 +196,10 @@ def _mps_available() -> bool:
 DTYPES = ("auto", "float32", "bfloat16")   # the values of every stage's --dtype
 
 
-def check_dtype_name(dtype: str) -> None:
-    """An unknown --dtype is a one-line error (SystemExit)."""
+def check_dtype_name(dtype: str, flag: str = "--dtype") -> None:
+    """An unknown --dtype is a one-line error (SystemExit); flag: as the user typed it ("--ppo.dtype")."""
     if dtype not in DTYPES:
-        raise SystemExit(f"error: --dtype={dtype}: choose one of {', '.join(DTYPES)}")
+        raise SystemExit(f"error: {flag}={dtype}: choose one of {', '.join(DTYPES)}")
 
 
 def has_bf16_hardware(device: torch.device | str) -> bool:
@@ -476,6 +476,12 @@ class ResumeError(ValueError):
     """--resume cannot continue this run directory (no checkpoint, or one of another model shape)."""
 
 
+def no_checkpoint_error(run_dir: str) -> ResumeError:
+    """--resume where run_dir has no ckpt.pt (start_stage checks it first; fit and the RL loop again)."""
+    return ResumeError(f"--resume: {run_dir} has no {ckpt_io.RESUME_FILE} to continue from; "
+                       f"drop --resume to start a fresh run")
+
+
 def check_same_stage(state: dict, cfg, run_dir: str) -> None:
     """A ResumeError when the checkpoint `state` was saved by another stage than `cfg`'s: another config
     class, unless cfg's class has every field of the saved config (it extends it: rlhf.pretrain resuming
@@ -497,10 +503,9 @@ def check_resume(cfg) -> None:
             note_once(f"{cfg.out_dir} holds an unfinished run's {ckpt_io.RESUME_FILE}; this one starts afresh "
                       f"(the stage's own command with --resume would continue it)")
         return
-    state = ckpt_io.load_checkpoint(cfg.out_dir)
+    state = ckpt_io.load_checkpoint(cfg.out_dir, mmap=True)   # the stage loads it: only its config is read here
     if state is None:
-        raise ResumeError(f"--resume: {cfg.out_dir} has no {ckpt_io.RESUME_FILE} to continue from; "
-                          f"drop --resume to start a fresh run")
+        raise no_checkpoint_error(cfg.out_dir)
     check_same_stage(state, cfg, cfg.out_dir)
 
 
@@ -608,8 +613,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, get_batch: Callable, cfg: Loo
             print(f"resumed {run_dir}/ckpt.pt at step {step}")
     else:
         if cfg.resume:
-            raise ResumeError(f"--resume: {run_dir} has no {ckpt_io.RESUME_FILE} to continue from; "
-                              f"drop --resume to start a fresh run")
+            raise no_checkpoint_error(run_dir)
         logger.reset()
     if is_main and step == 0:
         ckpt_io.write_config(run_dir, cfg)

@@ -49,7 +49,7 @@ from minigpt.configurator import (_field_types, check_bounds, convert, format_he
                                   utf8_console)
 from minigpt.files import make_dir
 from minigpt.tokenizer import train_bpe
-from minigpt.trainer import (DTYPES, NonFiniteLossError, ResumeError, autocast_context, compile_error,
+from minigpt.trainer import (NonFiniteLossError, ResumeError, autocast_context, check_dtype_name, compile_error,
                              compile_failed, compute_dtype, exercise_not_written, out_of_memory_error, pick_device,
                              smaller_step)
 from rlhf import dpo, evaluate as ev, gold, ppo, pretrain, reward_model, sft
@@ -256,8 +256,8 @@ def build_stage_configs(cfg: PipelineConfig, preset: str, stage_raw: dict | None
         except ValueError as e:
             raise SystemExit(f"error: {e}") from None
         check_bounds(c, flag=f"--{stage}.")             # e.g. --ppo.kl_target=0: one line naming it
-        if hasattr(c, "dtype") and c.dtype not in DTYPES:  # before any stage trains, not when this one starts
-            raise SystemExit(f"error: --{stage}.dtype={c.dtype}: choose one of {', '.join(DTYPES)}")
+        if hasattr(c, "dtype"):                         # before any stage trains, not when this one starts
+            check_dtype_name(c.dtype, f"--{stage}.dtype")
         wire = dict(wiring[stage], device=cfg.device)
         if cfg.dtype != "auto":
             wire["dtype"] = cfg.dtype
@@ -651,8 +651,7 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
         raise SystemExit("error: --out is empty: name the run directory (e.g. --out runs/mine)")
     if os.path.exists(out) and not os.path.isdir(out):
         raise SystemExit(f"error: --out={out} is a file; the run directory must be a directory (or not exist yet)")
-    stage_files = (ckpt_io.MODEL_FILE, ckpt_io.CONFIG_FILE, ckpt_io.RESUME_FILE)
-    if any(os.path.exists(os.path.join(out, f)) for f in stage_files):
+    if ckpt_io.is_stage_dir(out):
         raise SystemExit(f"error: --out={out} is one stage's run directory (it has {ckpt_io.CONFIG_FILE} or "
                          f"{ckpt_io.MODEL_FILE}); a pipeline run is a new directory, or one this command made")
     scfg = build_stage_configs(cfg, preset, stage_raw)
@@ -724,7 +723,7 @@ def run_pipeline(cfg: PipelineConfig, preset: str = "default", stage_raw: dict |
                 raise
             raise failure from None
         if stage != "best_of_n" and not ckpt_io.is_finished(stage_dir):
-            timings.stopped_early(stage)     # a first Ctrl-C: the stage saved its checkpoint and returned
+            timings.stopped_early(stage)     # returned unfinished (after a Ctrl-C every stage raises instead)
             raise SystemExit(f"error: stage {stage} stopped before finishing (interrupted?); "
                              f"re-run the same command to resume it")
         if not result.get("cached"):

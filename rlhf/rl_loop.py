@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 from minigpt import checkpoint as ckpt_io
 from minigpt.distributed import DistInfo
 from minigpt.files import make_dir
-from minigpt.trainer import (MetricsLogger, ResumeError, StopOnInterrupt, load_training_state, read_metrics,
-                             save_training_state)
+from minigpt.trainer import (MetricsLogger, StopOnInterrupt, load_training_state, no_checkpoint_error,
+                             read_metrics, save_training_state)
 
 
 def data_parallel(model: torch.nn.Module, info: DistInfo, device: torch.device) -> torch.nn.Module:
@@ -58,8 +58,7 @@ class IterationRun:
         cfg = self.cfg
         state = load_training_state(cfg.out_dir, self.policy, self.optimizer, cfg=cfg) if cfg.resume else None
         if cfg.resume and state is None:
-            raise ResumeError(f"--resume: {cfg.out_dir} has no ckpt.pt to continue from; drop --resume to start "
-                              f"a fresh run")
+            raise no_checkpoint_error(cfg.out_dir)
         if state is not None:
             self.first = state["step"]
             self.logger.truncate(self.first)

@@ -35,7 +35,7 @@ def run_paths(run: str, parts: tuple[str, ...]) -> dict[str, str]:
     if not os.path.isdir(run):
         raise SystemExit(f"error: --run={run}: no such directory; run `python -m rlhf.pipeline` first "
                          f"(or point --run at its --out)")
-    if any(os.path.exists(os.path.join(run, f)) for f in (ckpt_io.MODEL_FILE, ckpt_io.CONFIG_FILE)):
+    if ckpt_io.is_stage_dir(run):
         raise SystemExit(f"error: --run={run} is one stage's directory; --run wants the pipeline run that holds "
                          f"the stages (here perhaps {os.path.dirname(os.path.abspath(run))})")
     paths = {p: os.path.join(run, p) for p in parts}
@@ -145,8 +145,8 @@ def tracked_ppo(cfg: ppo.PPOConfig) -> tuple[dict, list[dict]]:
     if gold is None:
         raise SystemExit("error: the experiment's PPO needs evaluations: n_eval_prompts must be > 0")
     evaluator = TrackingEvaluator(gold, ref_model, reward_model, tokenizer, cfg.no_stop_reward)
-    summary = ppo.train_ppo(cfg, evaluator)
-    if not summary or summary.get("interrupted"):
+    summary = ppo.train_ppo(cfg, evaluator)          # (a Ctrl-C raises KeyboardInterrupt: exit 130)
+    if not ckpt_io.is_finished(cfg.out_dir):
         raise SystemExit(f"error: PPO in {cfg.out_dir} stopped before finishing; run the same command again")
     records = [r for r in read_metrics(os.path.join(cfg.out_dir, "metrics.jsonl")) if "gold" in r]
     if len(records) != len(evaluator.history) or len(evaluator.greedy) != len(records):

@@ -196,11 +196,11 @@ def method_run(name: str, cfg: SeedsConfig, run_dir: str, k: int, out: str) -> s
             if os.path.exists(os.path.join(stage_dir, f)):
                 os.remove(os.path.join(stage_dir, f))
     print(f"\n== seed {k}: {name} -> {stage_dir}")
-    if name == "grpo":
-        summary = grpo.train_grpo(mcfg, *grpo.gold_evaluators(mcfg, GoldEvaluator))
+    if name == "grpo":                               # (a Ctrl-C raises KeyboardInterrupt: exit 130)
+        grpo.train_grpo(mcfg, *grpo.gold_evaluators(mcfg, GoldEvaluator))
     else:
-        summary = dpo.train_dpo(mcfg, dpo.gold_evaluator(mcfg, GoldEvaluator))
-    if not ckpt_io.is_finished(stage_dir) or (summary or {}).get("interrupted"):
+        dpo.train_dpo(mcfg, dpo.gold_evaluator(mcfg, GoldEvaluator))
+    if not ckpt_io.is_finished(stage_dir):
         raise SystemExit(f"error: {name} in {stage_dir} stopped before finishing; run the same command again")
     return stage_dir
 
